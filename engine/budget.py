@@ -1,0 +1,80 @@
+"""Budget policies: how many tokens frame t gets. Pure functions of plain numbers, state passed in
+and returned (no torch, no clock), so the tests can assert exact integers.
+
+InfoTok (arXiv 2512.16975, Eq. 4) sets N_x = beta * L(x) / E[L(x)]: tokens in proportion to the
+frame's information content L (its negative ELBO, measured as the full-rate reconstruction error)
+relative to the population mean. Made causal here: L is frame t's own full-rate error (available
+to the sender before it sends anything) and the normaliser is either
+
+- "population": a constant measured on the training data and stored with the weights (the
+  paper's E[ELBO]); a quiet stream spends fewer tokens than a busy one; or
+- "ema": the stream's own exponential moving average over *past* frames only, warm-started from
+  the population constant; every stream then averages about beta tokens (rate control in disguise).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+from .config import BudgetConfig
+
+
+@dataclass(frozen=True)
+class BudgetState:
+    """Per-stream router memory (sender side only)."""
+
+    ema_error: float  # EMA of the mean full-rate error of past predicted (non-key) frames
+    frames: int = 0  # frames budgeted so far
+
+
+def initial_budget_state(population_error: float) -> BudgetState:
+    # warm start from the population constant: a cold EMA would clip the first frames to N
+    return BudgetState(ema_error=float(population_error))
+
+
+def k_min(cfg: BudgetConfig, n: int) -> int:
+    return max(1, min(n, math.ceil(cfg.k_min_fraction * n)))
+
+
+def needs_error(cfg: BudgetConfig) -> bool:
+    """Whether the policy needs frame t's full-rate error (one extra decode) to set its budget."""
+    return cfg.policy == "infotok"
+
+
+def frame_budget(
+    cfg: BudgetConfig,
+    n: int,
+    state: BudgetState,
+    *,
+    mean_error: float | None,
+    population_error: float,
+    keyframe: bool,
+) -> tuple[int, BudgetState]:
+    """Token budget k for one frame of N positions.
+
+    Args:
+        cfg: the policy and its rate.
+        n: positions in the frame's latent grid.
+        state: this stream's router state after the previous frame.
+        mean_error: the frame's mean full-rate error (needed by `infotok`, else ignored).
+        population_error: the population mean error stored with the weights.
+        keyframe: keyframes are coded from nothing; their error does not enter the EMA.
+    Returns:
+        (k, new state) with k in [1, n].
+    """
+    if n < 1:
+        raise ValueError(f"a frame needs at least one position, got n={n}")
+    beta = cfg.rate * n
+    if cfg.policy == "fixed":
+        k = max(1, min(n, round(beta)))
+        return k, replace(state, frames=state.frames + 1)
+    if mean_error is None or not math.isfinite(mean_error) or mean_error < 0:
+        raise ValueError(f"policy 'infotok' needs the frame's mean full-rate error >= 0, got {mean_error}")
+    norm = population_error if cfg.normaliser == "population" else state.ema_error
+    norm = max(norm, 1e-8)
+    k = max(k_min(cfg, n), min(n, round(beta * mean_error / norm)))
+    ema = state.ema_error
+    if not keyframe:
+        ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
+    return k, BudgetState(ema_error=ema, frames=state.frames + 1)

@@ -1,0 +1,115 @@
+"""Weights on disk: one safetensors file whose metadata carries the config JSON and the population
+error, so a file alone rebuilds its model (no pickle), and the model identity that packets carry."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, safe_open, save_file
+
+from .config import TokenizerConfig
+from .errors import TokenizerError
+from .model import Tokenizer
+
+FORMAT_VERSION = "1"
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
+
+
+def model_identity(model: Tokenizer) -> bytes:
+    """8 bytes: a hash of the config, the population error and every weight, so that two processes
+    agree on the identity exactly when they would compute the same tokens."""
+    h = hashlib.sha256(model.cfg.to_json().encode())
+    h.update(repr(round(float(model.population_error), 9)).encode())
+    sd = model.state_dict()
+    for name in sorted(sd):
+        if name == "population_error":
+            continue
+        t = sd[name].detach().to("cpu", torch.float32).contiguous()
+        h.update(name.encode())
+        h.update(t.numpy().tobytes())
+    return h.digest()[:8]
+
+
+def save_weights(model: Tokenizer, path: str | Path, extra: dict[str, Any] | None = None) -> Path:
+    """Write the model to `path` (.safetensors); `extra` goes into the metadata as JSON."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    meta = {
+        "livetok_format": FORMAT_VERSION,
+        "config": model.cfg.to_json(),
+        "population_error": repr(float(model.population_error)),
+        "model_id": model_identity(model).hex(),
+        "extra": json.dumps(extra or {}, sort_keys=True),
+    }
+    tmp = path.with_suffix(".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a crash never leaves half a weights file
+    return path
+
+
+def read_metadata(path: str | Path) -> dict[str, str]:
+    path = Path(path)
+    if not path.is_file():
+        raise TokenizerError(f"no weights file at {path}")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except (SafetensorError, OSError) as e:
+        raise TokenizerError(f"{path} is not a safetensors weights file: {e}") from e
+    if meta.get("livetok_format") != FORMAT_VERSION:
+        raise TokenizerError(
+            f"{path} is not a livetok weights file of format {FORMAT_VERSION} "
+            f"(found livetok_format={meta.get('livetok_format')!r})"
+        )
+    return meta
+
+
+def load_weights(
+    path: str | Path = DEFAULT_WEIGHTS, config: TokenizerConfig | None = None, device: str | torch.device = "cpu"
+) -> Tokenizer:
+    """Rebuild a model from a weights file.
+
+    Args:
+        path: the .safetensors file.
+        config: if given, the weights must fit this config exactly (else a TokenizerError says why).
+        device: where to put the model.
+    """
+    meta = read_metadata(path)
+    stored = TokenizerConfig.from_dict(json.loads(meta["config"]))
+    cfg = config or stored
+    if config is not None and config != stored:
+        raise TokenizerError(
+            f"weights {path} were trained for preset {stored.name!r} ({stored.to_json()}), "
+            f"not for {config.name!r} ({config.to_json()})"
+        )
+    model = Tokenizer(cfg, population_error=float(meta["population_error"]))
+    try:
+        sd = load_file(str(path))
+    except (SafetensorError, OSError) as e:
+        raise TokenizerError(f"cannot read tensors from {path}: {e}") from e
+    try:
+        model.load_state_dict(sd, strict=True)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise TokenizerError(f"weights {path} do not fit config {cfg.name!r}: {' '.join(first[:3])}") from e
+    model.eval()
+    if meta.get("model_id") and meta["model_id"] != model_identity(model).hex():
+        raise TokenizerError(f"weights {path} are corrupted: stored identity {meta['model_id']} does not match")
+    return model.to(device)
+
+
+def load_default(device: str | torch.device = "cpu") -> Tokenizer:
+    """The shipped weights (trained by `livetok train`, see docs/MODEL_CARD.md)."""
+    if not DEFAULT_WEIGHTS.is_file():
+        raise TokenizerError(
+            f"the shipped weights are missing ({DEFAULT_WEIGHTS}); reinstall livetok or train some with "
+            "`livetok train -o DIR` and pass --weights DIR/model.safetensors"
+        )
+    return load_weights(DEFAULT_WEIGHTS, device=device)

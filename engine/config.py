@@ -1,0 +1,190 @@
+"""Frozen configuration dataclasses for every engine component, and the named presets.
+
+The model config (`TokenizerConfig`) defines the weights; the sender config (`SenderConfig`) is a
+run-time choice (budget policy, rate, keyframe interval) and never changes the model identity.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+POLICIES = ("fixed", "infotok")
+NORMALISERS = ("population", "ema")
+RANKINGS = ("error", "surprise", "prefix")
+
+
+@dataclass(frozen=True)
+class FSQConfig:
+    """Finite scalar quantization: one code per latent position, `prod(levels)` codes."""
+
+    levels: tuple[int, ...] = (8, 5, 5, 5)
+
+    def __post_init__(self) -> None:
+        if not self.levels or any(int(lv) < 2 for lv in self.levels):
+            raise ValueError(f"FSQConfig.levels must be a non-empty tuple of ints >= 2, got {self.levels}")
+        object.__setattr__(self, "levels", tuple(int(lv) for lv in self.levels))
+
+    @property
+    def dim(self) -> int:
+        return len(self.levels)
+
+    @property
+    def codebook_size(self) -> int:
+        return math.prod(self.levels)
+
+    @property
+    def bits_per_index(self) -> int:
+        """Bits of one packed token index (what the packet spends per kept position)."""
+        return max(1, math.ceil(math.log2(self.codebook_size)))
+
+
+@dataclass(frozen=True)
+class EncoderConfig:
+    """Conv stem to stride 8, then ConvNeXt-style blocks fused with the decoder-side state."""
+
+    stem_channels: tuple[int, int, int] = (32, 64, 96)  # at strides 2, 4, 8
+    width: int = 96  # channels at stride 8
+    blocks: int = 3
+    kernel: int = 7  # depthwise kernel of the blocks
+    mlp_ratio: int = 2
+
+    def __post_init__(self) -> None:
+        _positive(self, "width", "blocks", "kernel", "mlp_ratio")
+        if len(self.stem_channels) != 3 or min(self.stem_channels) < 1:
+            raise ValueError(f"EncoderConfig.stem_channels needs 3 positive ints, got {self.stem_channels}")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"EncoderConfig.kernel must be odd, got {self.kernel}")
+
+
+@dataclass(frozen=True)
+class DecoderConfig:
+    """Token embedding + state fusion at stride 8, then a pixel-shuffle upsampler to full size."""
+
+    width: int = 96
+    blocks: int = 3
+    kernel: int = 7
+    mlp_ratio: int = 2
+    state_channels: int = 32  # the recurrent hidden state kept at stride 8
+    up_channels: tuple[int, int] = (48, 24)  # at strides 4 and 2 (the last x2 is a pixel shuffle to RGB)
+
+    def __post_init__(self) -> None:
+        _positive(self, "width", "blocks", "kernel", "mlp_ratio", "state_channels")
+        if len(self.up_channels) != 2 or min(self.up_channels) < 1:
+            raise ValueError(f"DecoderConfig.up_channels needs 2 positive ints, got {self.up_channels}")
+        if self.kernel % 2 == 0:
+            raise ValueError(f"DecoderConfig.kernel must be odd, got {self.kernel}")
+
+
+@dataclass(frozen=True)
+class TokenizerConfig:
+    """Everything that defines the weights. Its JSON is part of the model identity."""
+
+    name: str = "default"
+    stride: int = 8  # pixels per latent position along each axis (three stride-2 stages)
+    fsq: FSQConfig = field(default_factory=FSQConfig)
+    encoder: EncoderConfig = field(default_factory=EncoderConfig)
+    decoder: DecoderConfig = field(default_factory=DecoderConfig)
+
+    def __post_init__(self) -> None:
+        if self.stride != 8:
+            raise ValueError(f"TokenizerConfig.stride must be 8 (three stride-2 stages), got {self.stride}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        # sort_keys: the identity hash must not depend on field order
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
+        try:
+            return cls(
+                name=str(d["name"]),
+                stride=int(d["stride"]),
+                fsq=FSQConfig(levels=tuple(d["fsq"]["levels"])),
+                encoder=EncoderConfig(**{**d["encoder"], "stem_channels": tuple(d["encoder"]["stem_channels"])}),
+                decoder=DecoderConfig(**{**d["decoder"], "up_channels": tuple(d["decoder"]["up_channels"])}),
+            )
+        except (KeyError, TypeError) as e:
+            raise ValueError(f"not a valid TokenizerConfig dict: {e}") from e
+
+
+@dataclass(frozen=True)
+class BudgetConfig:
+    """How many tokens each frame gets (see engine/budget.py for the formulas).
+
+    `rate` sets beta = rate * N: the mean budget of an average frame. `normaliser` picks what
+    "average" means: the population mean error stored with the weights (InfoTok's E[ELBO]: a quiet
+    stream spends less than a busy one) or the stream's own EMA over past frames (every stream
+    then averages about rate * N: rate control in disguise).
+    """
+
+    policy: str = "infotok"
+    rate: float = 0.5
+    k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
+    normaliser: str = "population"
+    ema_decay: float = 0.9  # EMA normaliser: weight of the past
+
+    def __post_init__(self) -> None:
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown budget policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.normaliser not in NORMALISERS:
+            raise ValueError(f"unknown normaliser {self.normaliser!r}; choose one of {', '.join(NORMALISERS)}")
+        if not 0.0 < self.rate <= 1.0:
+            raise ValueError(f"rate must be in (0, 1], got {self.rate}")
+        if not 0.0 <= self.k_min_fraction <= 1.0:
+            raise ValueError(f"k_min_fraction must be in [0, 1], got {self.k_min_fraction}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+
+
+@dataclass(frozen=True)
+class SenderConfig:
+    """Run-time choices of the encoding side; the receiver needs none of them."""
+
+    budget: BudgetConfig = field(default_factory=BudgetConfig)
+    keyframe_interval: int = 300  # frames; 0 = only the first frame (and on request)
+    ranking: str = "error"  # which positions fill the budget: full-rate error, surprise, prefix
+
+    def __post_init__(self) -> None:
+        if self.keyframe_interval < 0:
+            raise ValueError(f"keyframe_interval must be >= 0, got {self.keyframe_interval}")
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"unknown ranking {self.ranking!r}; choose one of {', '.join(RANKINGS)}")
+
+
+def _positive(obj: object, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, int) or v < 1:
+            raise ValueError(f"{type(obj).__name__}.{n} must be a positive int, got {v!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# presets
+
+PRESETS: dict[str, TokenizerConfig] = {
+    # the shipped model
+    "default": TokenizerConfig(name="default"),
+    # the paper's 64K-code FSQ on the same backbone (16 bits per token)
+    "paper-fsq": TokenizerConfig(name="paper-fsq", fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5))),
+    # tiny: for unit tests and quick experiments (seconds on a CPU)
+    "tiny": TokenizerConfig(
+        name="tiny",
+        fsq=FSQConfig(levels=(5, 5, 5)),
+        encoder=EncoderConfig(stem_channels=(8, 16, 24), width=24, blocks=1, kernel=3, mlp_ratio=2),
+        decoder=DecoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=2, state_channels=8, up_channels=(16, 8)),
+    ),
+}
+
+
+def get_preset(name: str) -> TokenizerConfig:
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}") from None

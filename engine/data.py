@@ -1,0 +1,160 @@
+"""Training data: real clips (decoded once with OpenCV, cached as uint8 arrays) sampled as random
+crops, scales, flips and temporal strides, mixed with the synthetic generator.
+
+Only `../shared/data/train` is ever read for training; a path containing an `eval` folder is
+refused, so evaluation clips cannot leak into the weights by accident.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".y4m")
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How clips are read and sampled."""
+
+    cache_short_side: int = 288  # decoded frames are stored at this short side (eval clips are 192)
+    max_frames_per_clip: int = 600  # long clips are capped so no single clip dominates
+    crop: int = 128  # square training crops
+    scale_range: tuple[float, float] = (0.6, 1.0)  # crop covers crop/scale cached pixels, then resized
+    strides: tuple[int, ...] = (1, 1, 2)  # temporal strides drawn uniformly (more motion per frame)
+    synthetic_fraction: float = 0.3  # share of samples drawn from the synthetic generator
+
+    def __post_init__(self) -> None:
+        if self.crop < 16 or self.crop % 8:
+            raise ValueError(f"DataConfig.crop must be a multiple of 8 and >= 16, got {self.crop}")
+        lo, hi = self.scale_range
+        if not 0.1 <= lo <= hi <= 1.0:
+            raise ValueError(f"DataConfig.scale_range must satisfy 0.1 <= lo <= hi <= 1, got {self.scale_range}")
+        if not 0.0 <= self.synthetic_fraction <= 1.0:
+            raise ValueError(f"DataConfig.synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+
+
+def find_videos(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
+    """Video files under the given files/folders (recursive, sorted), refusing evaluation folders."""
+    out: list[Path] = []
+    for p in map(Path, paths):
+        if "eval" in p.resolve().parts:
+            raise ValueError(f"refusing to train on {p}: it is inside an 'eval' folder (evaluation clips only)")
+        if p.is_dir():
+            out += sorted(f for f in p.rglob("*") if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"no such file or folder: {p}")
+    return out
+
+
+def read_clip(path: Path, short_side: int, max_frames: int) -> np.ndarray:
+    """Decode a video to uint8 RGB [T, H, W, 3] with its short side resized to `short_side`."""
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise ValueError(f"cannot open video {path}")
+    frames = []
+    try:
+        while len(frames) < max_frames:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            h, w = bgr.shape[:2]
+            s = short_side / min(h, w)
+            size = (max(8, round(w * s)), max(8, round(h * s)))
+            frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+    finally:
+        cap.release()
+    if not frames:
+        raise ValueError(f"no frames decoded from {path}")
+    return np.stack(frames)
+
+
+def _cache_path(path: Path, cfg: DataConfig, cache_dir: Path) -> Path:
+    st = path.stat()
+    key = f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}|{cfg.cache_short_side}|{cfg.max_frames_per_clip}"
+    return cache_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".npy")
+
+
+def load_clips(files: list[Path], cfg: DataConfig, cache_dir: Path | None = None) -> list[np.ndarray]:
+    """Decode (or load from the cache) every clip; clips shorter than 2 frames are skipped."""
+    clips = []
+    for f in files:
+        cached = _cache_path(f, cfg, cache_dir) if cache_dir else None
+        if cached is not None and cached.exists():
+            arr = np.load(cached, mmap_mode=None)
+        else:
+            arr = read_clip(f, cfg.cache_short_side, cfg.max_frames_per_clip)
+            if cached is not None:
+                cached.parent.mkdir(parents=True, exist_ok=True)
+                tmp = cached.with_suffix(".tmp.npy")
+                np.save(tmp, arr)
+                tmp.replace(cached)
+        if len(arr) >= 2:
+            clips.append(arr)
+        log.info("clip %s: %s", f.name, arr.shape)
+    return clips
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("LIVETOK_CACHE", Path.home() / ".cache" / "livetok")) / "clips"
+
+
+class ClipSampler:
+    """Draws batches of T-frame training clips, uint8 RGB [B, T, crop, crop, 3]."""
+
+    def __init__(self, clips: list[np.ndarray], cfg: DataConfig, seed: int = 0) -> None:
+        if not clips and cfg.synthetic_fraction < 1.0:
+            raise ValueError("no real clips to sample from (and synthetic_fraction < 1)")
+        self.clips = clips
+        self.cfg = cfg
+        self.rng = np.random.default_rng(seed)
+        # sample clips by sqrt(length): long clips are seen more, but do not drown the short ones
+        w = np.sqrt(np.array([len(c) for c in clips], dtype=np.float64)) if clips else np.ones(0)
+        self.weights = w / w.sum() if clips else w
+
+    def _real(self, t: int) -> np.ndarray:
+        rng, cfg = self.rng, self.cfg
+        clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
+        stride = int(rng.choice(cfg.strides))
+        while stride > 1 and (t - 1) * stride + 1 > len(clip):
+            stride -= 1
+        span = (t - 1) * stride + 1
+        start = int(rng.integers(0, max(1, len(clip) - span + 1)))
+        idx = np.arange(start, start + span, stride).clip(0, len(clip) - 1)  # a short clip repeats its end
+        h, w = clip.shape[1:3]
+        scale = rng.uniform(*cfg.scale_range)
+        side = min(h, w, round(cfg.crop / scale))
+        y0 = int(rng.integers(0, h - side + 1))
+        x0 = int(rng.integers(0, w - side + 1))
+        seg = clip[idx, y0 : y0 + side, x0 : x0 + side]
+        if side != cfg.crop:
+            seg = np.stack([cv2.resize(f, (cfg.crop, cfg.crop), interpolation=cv2.INTER_AREA) for f in seg])
+        if rng.random() < 0.5:
+            seg = seg[:, :, ::-1]
+        if rng.random() < 0.1:
+            seg = seg[::-1]  # time reversal: still plausible motion, more variety
+        return np.ascontiguousarray(seg)
+
+    def _synthetic(self, t: int) -> np.ndarray:
+        from .synthetic import PRESETS as SYN, generate_clip
+
+        cfg = replace(SYN["mixed"], height=self.cfg.crop, width=self.cfg.crop, frames=t)
+        return generate_clip(cfg, self.rng)
+
+    def batch(self, batch: int, t: int) -> np.ndarray:
+        out = np.empty((batch, t, self.cfg.crop, self.cfg.crop, 3), dtype=np.uint8)
+        for i in range(batch):
+            synth = not self.clips or self.rng.random() < self.cfg.synthetic_fraction
+            out[i] = self._synthetic(t) if synth else self._real(t)
+        return out

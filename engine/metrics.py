@@ -1,0 +1,53 @@
+"""Quality metrics on uint8 RGB frames: PSNR (0-255 peak) and SSIM (Wang et al. 2004, Gaussian
+window sigma 1.5 as in scikit-image's `gaussian_weights=True`), per frame, averaged over channels."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+PSNR_CAP = 100.0  # identical frames have infinite PSNR; cap it so means stay finite
+
+
+def _pair(a: np.ndarray, b: np.ndarray) -> None:
+    if a.shape != b.shape:
+        raise ValueError(f"frames differ in shape: {a.shape} vs {b.shape}")
+    if a.dtype != np.uint8 or b.dtype != np.uint8:
+        raise ValueError(f"metrics take uint8 frames, got {a.dtype} and {b.dtype}")
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    """PSNR in dB of one uint8 frame pair [H, W, 3] (peak 255)."""
+    _pair(a, b)
+    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * np.log10(255.0**2 / mse))
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """Mean SSIM of one uint8 frame pair [H, W, C], averaged over channels.
+
+    Matches `skimage.metrics.structural_similarity(a, b, channel_axis=-1, data_range=255,
+    gaussian_weights=True, sigma=1.5, use_sample_covariance=False)` to about 1e-4.
+    """
+    _pair(a, b)
+    if a.ndim == 2:
+        a, b = a[..., None], b[..., None]
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    pad = 5  # (11 - 1) // 2: skimage drops this border where the window leaves the image
+    vals = []
+    for ch in range(a.shape[-1]):
+        x = a[..., ch].astype(np.float64)
+        y = b[..., ch].astype(np.float64)
+
+        def blur(im: np.ndarray) -> np.ndarray:
+            return cv2.GaussianBlur(im, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+
+        mx, my = blur(x), blur(y)
+        vx = blur(x * x) - mx * mx
+        vy = blur(y * y) - my * my
+        cxy = blur(x * y) - mx * my
+        s = ((2 * mx * my + c1) * (2 * cxy + c2)) / ((mx * mx + my * my + c1) * (vx + vy + c2))
+        if s.shape[0] > 2 * pad and s.shape[1] > 2 * pad:
+            s = s[pad:-pad, pad:-pad]
+        vals.append(float(s.mean()))
+    return float(np.mean(vals))

@@ -1,0 +1,169 @@
+"""The tokenizer: encoder + FSQ + ranked selection + decoder, driven one frame at a time through
+an explicit `StreamState` (`encode_step` / `decode_step`)."""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from . import budget as budget_lib
+from .config import SenderConfig, TokenizerConfig
+from .decoder import Decoder
+from .encoder import Encoder
+from .errors import TokenizerError
+from .fsq import FSQ
+from .layers import pad_to_multiple
+from .selection import keep_mask, position_error, prefix_scores
+from .state import FrameTokens, StreamState
+
+# mean full-rate error (0-1 L1) assumed before calibration; `livetok train` measures the real one
+UNCALIBRATED_POPULATION_ERROR = 0.03
+
+
+class Tokenizer(nn.Module):
+    """Causal, frame-conditioned adaptive tokenizer.
+
+    Frames are float tensors [B, 3, H, W] in [-1, 1] of any size (padded to the stride inside and
+    cropped back); B streams are coded in lockstep.
+    """
+
+    def __init__(self, cfg: TokenizerConfig, population_error: float = UNCALIBRATED_POPULATION_ERROR) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.encoder = Encoder(cfg)
+        self.fsq = FSQ(cfg.fsq)
+        self.decoder = Decoder(cfg)
+        # InfoTok's E[ELBO]: the population mean of the per-frame full-rate error, stored with the weights
+        self.register_buffer("population_error", torch.tensor(float(population_error)))
+
+    @property
+    def stride(self) -> int:
+        return self.cfg.stride
+
+    # -- state ---------------------------------------------------------------------------------
+
+    def init_state(
+        self, batch: int, height: int, width: int, sender: SenderConfig | None = None
+    ) -> StreamState:
+        """A fresh stream state for frames of height x width (as after a keyframe reset)."""
+        s = self.stride
+        hp, wp = height + (-height) % s, width + (-width) % s
+        p = next(self.parameters())
+        recon = torch.zeros(batch, 3, hp, wp, device=p.device, dtype=p.dtype)
+        hidden = torch.zeros(batch, self.cfg.decoder.state_channels, hp // s, wp // s, device=p.device, dtype=p.dtype)
+        pe = float(self.population_error)
+        return StreamState(recon, hidden, 0, tuple(budget_lib.initial_budget_state(pe) for _ in range(batch)))
+
+    def _reset_where(self, key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
+        # keyframes are coded from nothing: zero reconstruction, zero hidden state
+        k = key.view(-1, 1, 1, 1)
+        return (torch.where(k, torch.zeros_like(state.recon), state.recon),
+                torch.where(k, torch.zeros_like(state.hidden), state.hidden))
+
+    # -- one frame -------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def encode_step(
+        self,
+        frame: Tensor,
+        state: StreamState | None,
+        sender: SenderConfig | None = None,
+        force_keyframe: Tensor | bool = False,
+    ) -> tuple[FrameTokens, StreamState]:
+        """Tokenize frame t given the stream state after frame t-1.
+
+        Args:
+            frame: [B, 3, H, W] in [-1, 1].
+            state: the previous state, or None to start a stream (frame 0 is a keyframe).
+            sender: budget policy, rate, keyframe interval and ranking.
+            force_keyframe: bool or [B] bool; e.g. a receiver asked for one.
+        Returns:
+            (tokens, new state); the new state's `recon` is the receiver's reconstruction (closed loop).
+        """
+        sender = sender or SenderConfig()
+        _check_frame(frame)
+        b, _, height, width = frame.shape
+        x = pad_to_multiple(frame.to(self.population_error.dtype), self.stride)
+        gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
+        n = gh * gw
+        key = torch.as_tensor(force_keyframe, device=x.device).expand(b).clone()
+        if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
+            # a new stream, or the frame size changed: start over at the new size
+            index = 0 if state is None else state.frame_index
+            state = self.init_state(b, height, width)
+            state = StreamState(state.recon, state.hidden, index, state.budget)
+            key[:] = True
+        t = state.frame_index
+        if t == 0 or (sender.keyframe_interval > 0 and t % sender.keyframe_interval == 0):
+            key[:] = True
+        prev_recon, prev_hidden = self._reset_where(key, state)
+
+        z, _ = self.encoder(x, prev_recon, prev_hidden)
+        _, indices = self.fsq(z)
+        # decode from the indices, exactly as the receiver will: bit-identical closed loop
+        codes = self.fsq.indices_to_codes(indices, (gh, gw))
+
+        # router pass: one full-rate decode gives the per-position error map (InfoTok's ELBO proxy)
+        full = torch.ones(b, n, dtype=torch.bool, device=x.device)
+        recon_full, hidden_full = self.decoder(codes, full, prev_recon, prev_hidden)
+        err = position_error(x, recon_full, self.stride)
+        decodes = 1
+        mean_err = err.mean(dim=1).tolist()
+        ks, budgets = [], []
+        pe = float(self.population_error)
+        for i in range(b):
+            k_i, bs = budget_lib.frame_budget(
+                sender.budget, n, state.budget[i], mean_error=mean_err[i], population_error=pe,
+                keyframe=bool(key[i]),
+            )
+            ks.append(k_i)
+            budgets.append(bs)
+        k = torch.tensor(ks, device=x.device)
+        if bool((k == n).all()):
+            mask, recon, hidden = full, recon_full, hidden_full
+        else:
+            if sender.ranking == "error":
+                scores = err
+            elif sender.ranking == "surprise":
+                # the frame's surprise given the past: the error of a decode with no tokens at all
+                none = torch.zeros_like(full)
+                scores = position_error(x, self.decoder(codes, none, prev_recon, prev_hidden)[0], self.stride)
+                decodes += 1
+            else:
+                scores = prefix_scores(b, n, x.device)
+            mask = keep_mask(scores, k)
+            recon, hidden = self.decoder(codes, mask, prev_recon, prev_hidden)
+            decodes += 1
+        tokens = FrameTokens(indices, mask, key, (gh, gw), (height, width), t, err, decodes)
+        return tokens, StreamState(recon, hidden, t + 1, tuple(budgets))
+
+    @torch.no_grad()
+    def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
+        """Reconstruct frame t from its tokens and the state after frame t-1.
+
+        Returns:
+            ([B, 3, H, W] frame in [-1, 1], new state).
+        """
+        gh, gw = tokens.grid
+        s = self.stride
+        if state is None or state.padded_size != (gh * s, gw * s) or state.batch != tokens.indices.shape[0]:
+            if not bool(tokens.keyframe.all()):
+                raise TokenizerError(
+                    f"cannot decode frame {tokens.frame_index}: it is not a keyframe and no state at this size "
+                    "exists yet (wait for a keyframe or request one)"
+                )
+            state = self.init_state(tokens.indices.shape[0], gh * s, gw * s)
+        prev_recon, prev_hidden = self._reset_where(tokens.keyframe.to(state.recon.device), state)
+        codes = self.fsq.indices_to_codes(tokens.indices.to(prev_recon.device), (gh, gw))
+        recon, hidden = self.decoder(codes, tokens.mask.to(prev_recon.device), prev_recon, prev_hidden)
+        h, w = tokens.size
+        return recon[..., :h, :w], StreamState(recon, hidden, tokens.frame_index + 1, state.budget)
+
+
+def _check_frame(frame: Tensor) -> None:
+    if frame.ndim != 4 or frame.shape[1] != 3:
+        raise TokenizerError(f"frame must be [B, 3, H, W], got shape {tuple(frame.shape)}")
+    if not frame.is_floating_point():
+        raise TokenizerError(f"frame must be a float tensor in [-1, 1], got {frame.dtype}")
+    if frame.shape[-2] < 1 or frame.shape[-1] < 1:
+        raise TokenizerError(f"frame has an empty side: {tuple(frame.shape)}")

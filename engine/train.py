@@ -1,0 +1,268 @@
+"""`livetok train`: clips of T frames run through the stream state (truncated BPTT), per-frame
+budgets drawn by the arm under test, ranked keep-masks from a no-grad full-rate pass.
+
+Arms (InfoTok, arXiv 2512.16975, §3 and Thm 2.2):
+- fixed:   k = rate * N every frame (one model per rate, the Cosmos-style baseline);
+- uniform: k ~ U{N/16 .. N} per frame (ElasticTok's data-agnostic sampler);
+- elbo:    k = clip(beta * e_t / E[e], N/16, N), beta drawn per clip from {1/4, 1/2, 3/4, 1} * N
+           (InfoTok-Flex), e_t the frame's full-rate error under the current weights, E[e] an EMA.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .checkpoint import save_weights
+from .config import get_preset
+from .data import ClipSampler, DataConfig, default_cache_dir, find_videos, load_clips
+from .frames import to_tensor
+from .model import Tokenizer
+from .selection import keep_mask, position_error
+
+log = logging.getLogger(__name__)
+
+ARMS = ("fixed", "uniform", "elbo")
+FLEX_BETAS = (0.25, 0.5, 0.75, 1.0)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    preset: str = "default"
+    arm: str = "elbo"
+    fixed_rate: float = 1.0  # the `fixed` arm's rate
+    steps: int = 20000
+    batch: int = 8
+    clip_frames: int = 6  # frames with gradient (truncated BPTT window)
+    max_warmup_frames: int = 6  # 0..this many no-grad frames first, so the window sees mature states
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup_steps: int = 300
+    weight_decay: float = 1e-4
+    grad_clip: float = 1.0
+    mse_weight: float = 0.0  # loss = L1 + mse_weight * MSE (pixels in [-1, 1])
+    k_min_fraction: float = 1.0 / 16.0
+    ema_decay: float = 0.99  # InfoTok's training EMA of the full-rate error
+    seed: int = 0
+    threads: int = 0  # torch threads; 0 = leave torch's default
+    log_every: int = 25
+    checkpoint_every: int = 500
+    data: DataConfig = field(default_factory=DataConfig)
+
+    def __post_init__(self) -> None:
+        if self.arm not in ARMS:
+            raise ValueError(f"unknown arm {self.arm!r}; choose one of {', '.join(ARMS)}")
+        get_preset(self.preset)
+        if self.steps < 1 or self.batch < 1 or self.clip_frames < 1 or self.max_warmup_frames < 0:
+            raise ValueError("steps, batch and clip_frames must be >= 1 and max_warmup_frames >= 0")
+        if not 0.0 < self.fixed_rate <= 1.0:
+            raise ValueError(f"fixed_rate must be in (0, 1], got {self.fixed_rate}")
+
+
+# ---------------------------------------------------------------------------------------------
+# budgets drawn per frame during training
+
+
+def draw_budgets(
+    arm: str, err: Tensor, betas: Tensor, pop_error: float, cfg: TrainConfig, gen: torch.Generator
+) -> Tensor:
+    """[B] token budgets for one frame from its [B, N] full-rate error map."""
+    b, n = err.shape
+    kmin = max(1, math.ceil(cfg.k_min_fraction * n))
+    if arm == "fixed":
+        return torch.full((b,), max(1, round(cfg.fixed_rate * n)), dtype=torch.long)
+    if arm == "uniform":
+        return torch.randint(kmin, n + 1, (b,), generator=gen)
+    k = (betas * n * err.mean(dim=1).cpu() / max(pop_error, 1e-8)).round().long()
+    return k.clamp(kmin, n)
+
+
+# ---------------------------------------------------------------------------------------------
+# one clip through the stream
+
+
+def run_clip(
+    model: Tokenizer,
+    frames: Tensor,
+    grad_from: int,
+    budget_fn: Callable[[Tensor, int], Tensor],
+    mse_weight: float = 0.0,
+) -> tuple[Tensor, dict[str, float]]:
+    """Stream a batch of clips through the model the way `encode_step` does, with gradients.
+
+    Args:
+        frames: [B, T, 3, H, W] in [-1, 1].
+        grad_from: frames before this index run without gradient (truncated BPTT warm-up).
+        budget_fn: (full-rate error [B, N], t) -> [B] budgets.
+    Returns:
+        (loss averaged over the gradient frames, stats).
+    """
+    b, t_total, _, h, w = frames.shape
+    s = model.stride
+    n = (h // s) * (w // s)
+    recon = frames.new_zeros(b, 3, h, w)
+    hidden = frames.new_zeros(b, model.cfg.decoder.state_channels, h // s, w // s)
+    full = torch.ones(b, n, dtype=torch.bool)
+    loss = frames.new_zeros(())
+    mse_sum, k_sum, err_sum, err_count = 0.0, 0.0, 0.0, 0
+    for t in range(t_total):
+        x = frames[:, t]
+        with torch.set_grad_enabled(t >= grad_from and torch.is_grad_enabled()):
+            z, _ = model.encoder(x, recon, hidden)
+            codes, _ = model.fsq(z)
+            with torch.no_grad():
+                # the router's pass, under no-grad with the current weights (as InfoTok does each step)
+                recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
+                err = position_error(x, recon_full, s)
+            k = budget_fn(err, t)
+            if bool((k >= n).all()):
+                mask = full
+            else:
+                mask = keep_mask(err, k)
+            recon, hidden = model.decoder(codes, mask, recon, hidden)
+            if t >= grad_from:
+                l1 = (recon - x).abs().mean()
+                mse = (recon - x).pow(2).mean()
+                loss = loss + l1 + mse_weight * mse
+                mse_sum += float(mse.detach())
+                k_sum += float(k.float().mean()) / n
+            if t > 0:
+                err_sum += float(err.mean())
+                err_count += 1
+    frames_g = t_total - grad_from
+    # PSNR of pixels in [-1, 1]: peak-to-peak 2, so 10 log10(4 / mse)
+    stats = {
+        "psnr": 10 * math.log10(4.0 / max(mse_sum / frames_g, 1e-12)),
+        "rate": k_sum / frames_g,
+        "err": err_sum / max(err_count, 1),
+    }
+    return loss / frames_g, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# the loop
+
+
+def _lr(cfg: TrainConfig, step: int) -> float:
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, p)))
+
+
+def train(
+    cfg: TrainConfig,
+    out_dir: str | Path,
+    data_paths: list[str | Path],
+    resume: bool = True,
+    progress: bool = True,
+    init_weights: str | Path | None = None,
+) -> Path:
+    """Train (or resume) and write `out_dir/model.safetensors`; returns its path."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    files = find_videos(data_paths) if data_paths else []
+    clips = load_clips(files, cfg.data, default_cache_dir())
+    if not clips and cfg.data.synthetic_fraction < 1.0:
+        log.warning("no real clips found: training on synthetic data only")
+        cfg = replace(cfg, data=replace(cfg.data, synthetic_fraction=1.0))
+
+    model = Tokenizer(get_preset(cfg.preset))
+    if init_weights:
+        from .checkpoint import load_weights
+
+        model.load_state_dict(load_weights(init_weights).state_dict())
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    step, pop_ema = 0, float(model.population_error)
+    state_path = out / "train_state.pt"
+    sampler = ClipSampler(clips, cfg.data, seed=cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if resume and state_path.exists():
+        st = torch.load(state_path, weights_only=True)
+        model.load_state_dict(st["model"])
+        opt.load_state_dict(st["opt"])
+        step, pop_ema = int(st["step"]), float(st["pop_ema"])
+        # new seeds derived from the step: a resumed run does not replay the same batches
+        sampler = ClipSampler(clips, cfg.data, seed=cfg.seed + 7919 * step)
+        gen.manual_seed(cfg.seed + 7919 * step)
+        log.info("resumed from %s at step %d", state_path, step)
+    (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
+
+    model.train()
+    logf = (out / "log.jsonl").open("a")
+    t_start, frames_seen = time.perf_counter(), 0
+    bar = _progress(progress, cfg.steps, step)
+    try:
+        while step < cfg.steps:
+            warm = int(np.random.default_rng(cfg.seed + step).integers(0, cfg.max_warmup_frames + 1))
+            t_total = warm + cfg.clip_frames
+            frames = to_tensor(sampler.batch(cfg.batch, t_total).reshape(-1, cfg.data.crop, cfg.data.crop, 3))
+            frames = frames.view(cfg.batch, t_total, 3, cfg.data.crop, cfg.data.crop)
+            betas = torch.tensor(FLEX_BETAS)[torch.randint(0, len(FLEX_BETAS), (cfg.batch,), generator=gen)]
+            pe = pop_ema
+
+            def budget_fn(err: Tensor, t: int, betas: Tensor = betas, pe: float = pe) -> Tensor:
+                return draw_budgets(cfg.arm, err, betas, pe, cfg, gen)
+
+            for g in opt.param_groups:
+                g["lr"] = _lr(cfg, step)
+            loss, stats = run_clip(model, frames, warm, budget_fn, cfg.mse_weight)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
+            opt.step()
+            if stats["err"] > 0:
+                pop_ema = cfg.ema_decay * pop_ema + (1 - cfg.ema_decay) * stats["err"]
+            step += 1
+            frames_seen += cfg.batch * t_total
+            fps = frames_seen / (time.perf_counter() - t_start)
+            if step % cfg.log_every == 0 or step == cfg.steps:
+                rec = {"step": step, "loss": float(loss.detach()), "psnr": stats["psnr"], "rate": stats["rate"],
+                       "err": stats["err"], "pop_ema": pop_ema, "lr": _lr(cfg, step - 1), "gnorm": gnorm,
+                       "frames_per_s": fps, "time": time.time()}
+                logf.write(json.dumps(rec) + "\n")
+                logf.flush()
+            if bar is not None:
+                bar[0].update(bar[1], completed=step,
+                              description=f"loss {float(loss.detach()):.4f} psnr {stats['psnr']:.2f} {fps:.0f} frames/s")
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+                _save_state(state_path, model, opt, step, pop_ema)
+                model.population_error.fill_(pop_ema)
+                save_weights(model, out / "model.safetensors", {"step": step, "train": asdict(cfg)})
+    finally:
+        logf.close()
+        if bar is not None:
+            bar[0].stop()
+    model.eval()
+    return out / "model.safetensors"
+
+
+def _save_state(path: Path, model: Tokenizer, opt: torch.optim.Optimizer, step: int, pop_ema: float) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pop_ema": pop_ema}, tmp)
+    tmp.replace(path)
+
+
+def _progress(enabled: bool, total: int, start: int):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    p = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+                 TimeRemainingColumn(), transient=False)
+    task = p.add_task("", total=total, completed=start)
+    p.start()
+    return p, task

@@ -1,0 +1,1 @@
+"""Deployment runtimes: ONNX export + onnxruntime, CUDA graphs (see the export issue)."""

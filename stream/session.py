@@ -1,0 +1,117 @@
+"""Thin stateful wrappers around the engine's explicit-state steps: a sender turns uint8 frames
+into packets (and knows the receiver's reconstruction, closed loop); a receiver turns packets back
+into frames. The state lives in one attribute, replaced after every frame."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from livetok.engine.checkpoint import model_identity
+from livetok.engine.config import SenderConfig
+from livetok.engine.errors import TokenizerError
+from livetok.engine.frames import to_tensor, to_uint8
+from livetok.engine.model import Tokenizer
+from livetok.engine.state import FrameTokens, StreamState
+
+from .wire import PacketError, TokenPacket
+
+
+def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_us: int, row: int = 0) -> TokenPacket:
+    """One stream's row of a `FrameTokens` as a packet (only the kept indices travel)."""
+    mask = tokens.mask[row].cpu().numpy()
+    idx = tokens.indices[row].cpu().numpy()[mask].astype(np.uint32)
+    return TokenPacket(
+        model_id=model_id,
+        frame_index=tokens.frame_index,
+        timestamp_us=int(timestamp_us),
+        keyframe=bool(tokens.keyframe[row]),
+        end_of_stream=False,
+        width=tokens.size[1],
+        height=tokens.size[0],
+        grid_h=tokens.grid[0],
+        grid_w=tokens.grid[1],
+        bits_per_index=bits,
+        mask=mask,
+        indices=idx,
+    )
+
+
+def packet_to_tokens(packet: TokenPacket, device: torch.device | str = "cpu") -> FrameTokens:
+    """A packet back to a one-stream `FrameTokens` (dropped positions get index 0: never read)."""
+    mask = torch.from_numpy(np.array(packet.mask, dtype=bool)).to(device)
+    indices = torch.zeros(packet.n, dtype=torch.int64, device=device)
+    indices[mask] = torch.from_numpy(packet.indices.astype(np.int64)).to(device)
+    return FrameTokens(
+        indices=indices[None],
+        mask=mask[None],
+        keyframe=torch.tensor([packet.keyframe], device=device),
+        grid=(packet.grid_h, packet.grid_w),
+        size=(packet.height, packet.width),
+        frame_index=packet.frame_index,
+    )
+
+
+@dataclass(frozen=True)
+class EncodedFrame:
+    packet: TokenPacket
+    data: bytes  # the packet's bytes: what goes on the wire / into the .ltk file
+    tokens: FrameTokens
+    recon: np.ndarray  # uint8 RGB [H, W, 3]: the receiver's reconstruction of this frame
+    encode_ms: float
+
+
+class SenderSession:
+    """Encodes one stream frame by frame; `state` is the engine's explicit state after the last frame."""
+
+    def __init__(self, model: Tokenizer, sender: SenderConfig | None = None) -> None:
+        self.model = model
+        self.sender = sender or SenderConfig()
+        self.model_id = model_identity(model)
+        self.bits = model.cfg.fsq.bits_per_index
+        self.state: StreamState | None = None
+        self._device = next(model.parameters()).device
+
+    def encode(self, frame: np.ndarray, timestamp_us: int | None = None, force_keyframe: bool = False) -> EncodedFrame:
+        """Encode one uint8 RGB frame [H, W, 3]."""
+        t0 = time.perf_counter()
+        ts = int(time.time() * 1e6) if timestamp_us is None else timestamp_us
+        x = to_tensor(frame, self._device)
+        tokens, self.state = self.model.encode_step(x, self.state, self.sender, force_keyframe)
+        packet = tokens_to_packet(tokens, self.model_id, self.bits, ts)
+        data = packet.pack()
+        h, w = tokens.size
+        recon = to_uint8(self.state.recon[0, :, :h, :w])
+        return EncodedFrame(packet, data, tokens, recon, (time.perf_counter() - t0) * 1e3)
+
+
+class ReceiverSession:
+    """Decodes one stream's packets in order; refuses packets made by another model."""
+
+    def __init__(self, model: Tokenizer) -> None:
+        self.model = model
+        self.model_id = model_identity(model)
+        self.state: StreamState | None = None
+        self._device = next(model.parameters()).device
+
+    def decode(self, packet: TokenPacket | bytes) -> np.ndarray:
+        """Decode one packet to a uint8 RGB frame [H, W, 3].
+
+        Raises:
+            PacketError: bad bytes or a packet of another model (the message names both identities).
+            TokenizerError: a non-keyframe arrives with no usable state (join at a keyframe).
+        """
+        if isinstance(packet, bytes | bytearray | memoryview):
+            packet = TokenPacket.unpack(bytes(packet), expect_model_id=self.model_id)
+        elif packet.model_id != self.model_id:
+            raise PacketError(
+                f"packet is for model {packet.model_id.hex()}, this receiver runs model {self.model_id.hex()}"
+            )
+        if packet.end_of_stream and packet.n == 0:
+            raise TokenizerError("an end-of-stream packet carries no frame")
+        tokens = packet_to_tokens(packet, self._device)
+        frame, self.state = self.model.decode_step(tokens, self.state)
+        return to_uint8(frame[0])

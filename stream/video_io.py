@@ -1,0 +1,140 @@
+"""Reading video (OpenCV) and writing H.264 MP4 (PyAV: the headless OpenCV wheel has no x264).
+
+Frames everywhere in livetok are uint8 RGB [H, W, 3].
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from fractions import Fraction
+from pathlib import Path
+from types import TracebackType
+
+import av
+import cv2
+import numpy as np
+
+from .errors import VideoError
+
+
+class VideoReader:
+    """Frames of a video file as uint8 RGB, with its frame rate.
+
+    Raises VideoError (one clear line) for a missing file, a file that is not a video, or a video
+    with no decodable frames.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise VideoError(f"no such file: {self.path}")
+        if self.path.is_dir():
+            raise VideoError(f"{self.path} is a folder, not a video file")
+        if self.path.stat().st_size == 0:
+            raise VideoError(f"{self.path} is empty (0 bytes)")
+        self._cap = cv2.VideoCapture(str(self.path))
+        if not self._cap.isOpened():
+            raise VideoError(f"cannot open {self.path} as a video (not a video file, or an unsupported codec)")
+        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
+        self.fps = fps if 0.5 <= fps <= 1000 else 30.0  # broken containers report 0 or absurd rates
+        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
+        self._read_any = False
+
+    def __iter__(self) -> Iterator[np.ndarray]:
+        while True:
+            ok, bgr = self._cap.read()
+            if not ok or bgr is None:
+                break
+            self._read_any = True
+            yield bgr_to_rgb(bgr)
+        if not self._read_any:
+            raise VideoError(f"{self.path} has no decodable video frames")
+
+    def close(self) -> None:
+        self._cap.release()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
+    """Any OpenCV frame (BGR, gray, BGRA, 16-bit) -> uint8 RGB [H, W, 3]."""
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)  # keep the 8 most significant bits
+    elif frame.dtype != np.uint8:
+        frame = np.clip(frame, 0, 255).astype(np.uint8)
+    if frame.ndim == 2 or frame.shape[-1] == 1:
+        return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2RGB)
+    if frame.shape[-1] == 4:
+        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
+    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+
+
+def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[np.ndarray, float]:
+    """The whole video (or its first `max_frames`) as uint8 RGB [T, H, W, 3], and its fps."""
+    with VideoReader(path) as r:
+        frames = []
+        for f in r:
+            frames.append(f)
+            if max_frames is not None and len(frames) >= max_frames:
+                break
+        return np.stack(frames), r.fps
+
+
+class Mp4Writer:
+    """H.264 (libx264, yuv420p) MP4 writer for uint8 RGB frames; odd sizes are padded to even."""
+
+    def __init__(self, path: str | os.PathLike[str], fps: float, crf: int = 18) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fps = Fraction(fps).limit_denominator(1001)
+        self.crf = crf
+        self._container: av.container.OutputContainer | None = None
+        self._stream: av.video.stream.VideoStream | None = None
+        self.frames = 0
+
+    def _open(self, h: int, w: int) -> None:
+        try:
+            self._container = av.open(str(self.path), mode="w")
+        except (OSError, av.error.FFmpegError) as e:
+            raise VideoError(f"cannot write {self.path}: {e}") from e
+        s = self._container.add_stream("libx264", rate=self.fps)
+        s.width, s.height = w + w % 2, h + h % 2
+        s.pix_fmt = "yuv420p"
+        s.options = {"crf": str(self.crf), "preset": "veryfast"}
+        self._stream = s
+
+    def write(self, frame: np.ndarray) -> None:
+        if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
+            raise VideoError(f"Mp4Writer takes uint8 RGB [H, W, 3] frames, got {frame.dtype} {frame.shape}")
+        h, w = frame.shape[:2]
+        if self._container is None:
+            self._open(h, w)
+        assert self._stream is not None and self._container is not None
+        if (w + w % 2, h + h % 2) != (self._stream.width, self._stream.height):
+            raise VideoError(f"frame size changed from {self._stream.width}x{self._stream.height} to {w}x{h}")
+        if h % 2 or w % 2:
+            frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
+        for pkt in self._stream.encode(vf):
+            self._container.mux(pkt)
+        self.frames += 1
+
+    def close(self) -> None:
+        if self._container is None:
+            return
+        assert self._stream is not None
+        for pkt in self._stream.encode():
+            self._container.mux(pkt)
+        self._container.close()
+        self._container = None
+
+    def __enter__(self) -> Mp4Writer:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
