@@ -1,0 +1,319 @@
+"""The `livetok` command line: parses arguments and calls the library, nothing else.
+
+`--json` prints one JSON object on stdout; everything meant for people goes to stderr. Errors are
+one line (`livetok: error: ...`) and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("livetok")
+
+EXIT_ERROR = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# shared options
+
+
+def _add_model_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--weights", default=None, help="weights file (.safetensors); default: the shipped model")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+
+
+def _add_sender_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--policy", default="infotok", choices=["fixed", "infotok"],
+                   help="budget policy (default: infotok)")
+    p.add_argument("--rate", type=float, default=0.5, help="beta = rate * N tokens for an average frame (default 0.5)")
+    p.add_argument("--normaliser", default="population", choices=["population", "ema"],
+                   help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
+    p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
+    p.add_argument("--ranking", default="error", choices=["error", "surprise", "prefix"],
+                   help="which positions fill the budget (default: full-rate error, InfoTok)")
+
+
+def _sender(a: argparse.Namespace) -> Any:
+    from livetok.engine.config import BudgetConfig, SenderConfig
+
+    return SenderConfig(
+        budget=BudgetConfig(policy=a.policy, rate=a.rate, normaliser=a.normaliser),
+        keyframe_interval=a.keyframe_interval,
+        ranking=a.ranking,
+    )
+
+
+def _model(a: argparse.Namespace) -> Any:
+    import torch
+
+    from livetok.engine.checkpoint import load_default, load_weights
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = a.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    return load_weights(a.weights, device=device) if a.weights else load_default(device=device)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=_console(), transient=True)
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    return (f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  {m['tokens_per_frame']:.1f}/{m['positions']} tokens/frame  "
+            f"{m['bits_per_frame'] / 1000:.2f} kbit/frame  enc {m['encode_ms']:.1f} ms  dec {m['decode_ms']:.1f} ms  "
+            f"{m['decodes_per_frame']:.2f} decodes/frame  {m['frames']} frames")
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from livetok.stream.evaluate import evaluate_files
+
+    model = _model(a)
+    with _progress() as prog:
+        task = prog.add_task("eval", total=None)
+        res = evaluate_files(model, a.inputs, _sender(a), max_frames=a.max_frames, per_frame=a.per_frame,
+                             progress=lambda name, n: prog.update(task, advance=n, description=f"eval {name}"))
+    con = _console()
+    for name, m in res["clips"].items():
+        con.print(f"[bold]{name}[/]: {_metrics_line(m)}")
+    con.print(f"[bold]overall[/]: {_metrics_line(res['overall'])}")
+    res["policy"], res["rate"] = a.policy, a.rate
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_encode(a: argparse.Namespace) -> int:
+    from livetok.engine.checkpoint import model_identity
+    from livetok.stream.session import SenderSession
+    from livetok.stream.sources import open_source
+    from livetok.stream.wire import LtkWriter
+
+    model = _model(a)
+    src = open_source(a.input, a.max_frames)
+    tx = SenderSession(model, _sender(a))
+    out = Path(a.output)
+    frames = bits = tokens = 0
+    writer: LtkWriter | None = None
+    try:
+        with _progress() as prog:
+            task = prog.add_task(f"encode {src.name}", total=None)
+            for i, frame in enumerate(src.frames):
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    writer = LtkWriter(out, {"model_id": model_identity(model).hex(), "fps": src.fps, "width": w,
+                                             "height": h, "preset": model.cfg.name, "source": src.name,
+                                             "policy": a.policy, "rate": a.rate})
+                    writer.__enter__()
+                enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
+                writer.write(enc.data)
+                frames, bits, tokens = frames + 1, bits + 8 * len(enc.data), tokens + enc.packet.k
+                prog.update(task, advance=1)
+    finally:
+        if writer is not None:
+            writer.__exit__(None, None, None)
+    if frames == 0:
+        raise ValueError(f"{a.input}: no frames to encode")
+    summary = {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
+               "bits_per_frame": bits / frames, "bytes": out.stat().st_size}
+    _console().print(f"wrote {out}: {frames} frames, {tokens / frames:.1f} tokens/frame, "
+                     f"{bits / frames / 1000:.2f} kbit/frame")
+    if a.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_decode(a: argparse.Namespace) -> int:
+    from livetok.stream.heatmap import token_heatmap
+    from livetok.stream.session import ReceiverSession
+    from livetok.stream.video_io import Mp4Writer
+    from livetok.stream.wire import LtkReader, PacketError
+
+    import numpy as np
+
+    model = _model(a)
+    rx = ReceiverSession(model)
+    frames, damage = 0, None
+    with LtkReader(a.input) as reader:
+        meta = reader.meta
+        if meta.get("model_id") != rx.model_id.hex():
+            raise PacketError(f"{a.input} was made by model {meta.get('model_id')}, "
+                              f"this receiver runs model {rx.model_id.hex()}")
+        with Mp4Writer(a.output, float(meta.get("fps", 30.0))) as writer, _progress() as prog:
+            task = prog.add_task(f"decode {Path(a.input).name}", total=None)
+            try:
+                for packet in reader:
+                    if packet.end_of_stream and packet.n == 0:
+                        break
+                    frame = rx.decode(packet)
+                    if a.heatmap:
+                        frame = np.concatenate([frame, token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))], 1)
+                    writer.write(frame)
+                    frames += 1
+                    prog.update(task, advance=1)
+            except PacketError as e:
+                damage = str(e)  # keep every frame decoded before the damage
+    con = _console()
+    con.print(f"wrote {a.output}: {frames} frames")
+    if damage:
+        con.print(f"[yellow]warning[/]: stopped early: {damage}")
+    if a.json:
+        _print_json({"output": a.output, "frames": frames, "error": damage})
+    return 0 if damage is None else EXIT_ERROR
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from livetok.stream.demo import run_demo
+
+    model = _model(a)
+    with _progress() as prog:
+        task = prog.add_task("demo", total=None)
+        res = run_demo(model, a.source, a.out, _sender(a), a.frames, progress=lambda rec: prog.update(task, advance=1))
+    con = _console()
+    con.print(f"[bold]{res['source']}[/]: {_metrics_line(res)}")
+    for p in res["outputs"]:
+        con.print(f"  wrote {p}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from livetok.engine.data import DataConfig
+    from livetok.engine.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        preset=a.preset, arm=a.arm, fixed_rate=a.fixed_rate, steps=a.steps, batch=a.batch,
+        clip_frames=a.clip_frames, max_warmup_frames=a.warmup_frames, lr=a.lr, warmup_steps=a.lr_warmup,
+        mse_weight=a.mse_weight, seed=a.seed, threads=a.threads,
+        data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction),
+    )
+    path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
+    if a.calibrate:
+        from livetok.engine.calibrate import calibrate_file
+
+        calibrate_file(path, a.data)
+    _console().print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livetok", description="Streaming adaptive discrete video tokenizer.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="tokenize a clip live and write a side-by-side video and a plot")
+    d.add_argument("--source", default=None, help="PATH, webcam:N or synthetic[:PRESET] (default: the bundled clip)")
+    d.add_argument("--out", default="livetok-demo", help="output folder (default: ./livetok-demo)")
+    d.add_argument("--frames", type=int, default=None, help="frames to run (default: whole file; 150 live)")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_sender_args(d)
+    _add_model_args(d)
+    d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("encode", help="encode a video (or webcam:N / synthetic) into a .ltk file")
+    e.add_argument("input")
+    e.add_argument("-o", "--output", required=True, help="output .ltk file")
+    e.add_argument("--max-frames", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    _add_sender_args(e)
+    _add_model_args(e)
+    e.set_defaults(func=cmd_encode)
+
+    dd = sub.add_parser("decode", help="decode a .ltk file into an MP4")
+    dd.add_argument("input")
+    dd.add_argument("-o", "--output", required=True, help="output .mp4 file")
+    dd.add_argument("--heatmap", action="store_true", help="put the token heat-map beside the reconstruction")
+    dd.add_argument("--json", action="store_true")
+    _add_model_args(dd)
+    dd.set_defaults(func=cmd_decode)
+
+    ev = sub.add_parser("eval", help="PSNR, SSIM, tokens and bits per frame, speed, per clip and overall")
+    ev.add_argument("inputs", nargs="+")
+    ev.add_argument("--max-frames", type=int, default=None)
+    ev.add_argument("--per-frame", action="store_true", help="include per-frame records in the JSON")
+    ev.add_argument("--json", action="store_true")
+    _add_sender_args(ev)
+    _add_model_args(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    t = sub.add_parser("train", help="train weights on video clips and the synthetic generator")
+    t.add_argument("--data", nargs="*", default=["../shared/data/train"], help="clip files/folders (never eval clips)")
+    t.add_argument("--preset", default="default")
+    t.add_argument("--arm", default="elbo", choices=["fixed", "uniform", "elbo"])
+    t.add_argument("--fixed-rate", type=float, default=1.0, help="rate of the `fixed` arm")
+    t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--crop", type=int, default=96)
+    t.add_argument("--clip-frames", type=int, default=6, help="frames with gradient per clip (truncated BPTT)")
+    t.add_argument("--warmup-frames", type=int, default=3, help="up to this many no-grad frames first")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr-warmup", type=int, default=200)
+    t.add_argument("--mse-weight", type=float, default=0.0)
+    t.add_argument("--synthetic-fraction", type=float, default=0.3)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--init", default=None, help="start from these weights (fine-tuning)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT has a checkpoint")
+    t.add_argument("--calibrate", action="store_true",
+                   help="after training, measure the population error on the training clips and store it")
+    t.add_argument("-o", "--output", required=True, help="output folder (model.safetensors, log, checkpoint)")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = get_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not getattr(a, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    from livetok.engine.errors import TokenizerError
+    from livetok.stream.errors import StreamError
+    from livetok.stream.wire import PacketError
+
+    try:
+        return int(a.func(a))
+    except KeyboardInterrupt:
+        print("livetok: interrupted", file=sys.stderr)
+        return 130
+    except (TokenizerError, PacketError, StreamError, ValueError, OSError) as e:
+        print(f"livetok: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,283 @@
+"""The ``.ltk`` recording: a small JSON-carrying header, then length-prefixed packets (the wire bytes).
+
+Damage is local: a reader yields every packet before a truncation or corruption, then says where it stopped.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import struct
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any
+
+from .errors import PacketError
+from .packet import MAX_PACKET_BYTES, MIN_PACKET_BYTES, MODEL_ID_SIZE, TokenPacket, verify_packet
+
+__all__ = [
+    "FILE_HEADER",
+    "FILE_HEADER_SIZE",
+    "FILE_MAGIC",
+    "FILE_VERSION",
+    "MAX_META_BYTES",
+    "REQUIRED_META",
+    "LtkReader",
+    "LtkWriter",
+    "read_ltk",
+]
+
+FILE_MAGIC = b"LTKF"
+FILE_VERSION = 1
+FILE_HEADER = struct.Struct("<4sBI")  # magic, version, JSON length
+FILE_HEADER_SIZE = FILE_HEADER.size  # 9
+RECORD_PREFIX = struct.Struct("<I")  # length of the packet that follows
+MAX_META_BYTES = 1024 * 1024
+REQUIRED_META = ("model_id", "fps", "width", "height", "preset")
+
+
+def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:
+    """Check the required keys and coerce them to their JSON types (model_id as lowercase hex)."""
+    if not isinstance(meta, dict):
+        raise ValueError(f"meta must be a dict, got {type(meta).__name__}")
+    missing = [key for key in REQUIRED_META if key not in meta]
+    if missing:
+        raise ValueError(f"meta lacks required keys {missing} (required: {list(REQUIRED_META)})")
+    out = dict(meta)
+    model_id = meta["model_id"]
+    if isinstance(model_id, (bytes, bytearray)):
+        model_id = bytes(model_id).hex()
+    if not isinstance(model_id, str) or not _is_model_hex(model_id):
+        raise ValueError(f"meta model_id must be {MODEL_ID_SIZE} bytes or {2 * MODEL_ID_SIZE} hex digits, "
+                         f"got {meta['model_id']!r}")
+    out["model_id"] = model_id.lower()
+    fps = meta["fps"]
+    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not 0 < float(fps) < float("inf"):
+        raise ValueError(f"meta fps must be a positive finite number, got {fps!r}")
+    out["fps"] = float(fps)
+    for key in ("width", "height"):
+        if isinstance(meta[key], bool) or not isinstance(meta[key], int) or meta[key] < 0:
+            raise ValueError(f"meta {key} must be a non-negative int, got {meta[key]!r}")
+    if not isinstance(meta["preset"], str):
+        raise ValueError(f"meta preset must be a str, got {meta['preset']!r}")
+    return out
+
+
+def _is_model_hex(text: str) -> bool:
+    if len(text) != 2 * MODEL_ID_SIZE:
+        return False
+    try:
+        bytes.fromhex(text)
+    except ValueError:
+        return False
+    return True
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+
+class LtkWriter:
+    """Write a ``.ltk`` file packet by packet; use as a context manager.
+
+    Args:
+        path: file to create (overwritten if it exists).
+        meta: JSON-serialisable metadata with at least ``model_id`` (8 bytes or 16 hex digits),
+            ``fps``, ``width``, ``height`` and ``preset``; other keys are kept as given.
+
+    Raises:
+        ValueError: missing or ill-typed metadata, or metadata over :data:`MAX_META_BYTES`.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], meta: dict[str, Any]) -> None:
+        self.meta = _normalise_meta(meta)
+        self.model_id = bytes.fromhex(self.meta["model_id"])
+        try:
+            blob = json.dumps(self.meta, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"meta is not JSON-serialisable: {e}") from e
+        if len(blob) > MAX_META_BYTES:
+            raise ValueError(f"meta is {len(blob)} bytes of JSON, the limit is {MAX_META_BYTES}")
+        self.path = Path(path)
+        self.packets_written = 0
+        self._file: IO[bytes] | None = open(self.path, "wb")  # noqa: SIM115  (closed in close())
+        self._file.write(FILE_HEADER.pack(FILE_MAGIC, FILE_VERSION, len(blob)) + blob)
+
+    def write(self, packet: bytes | TokenPacket) -> None:
+        """Append one packet (its wire bytes, or a :class:`TokenPacket` to pack).
+
+        Raises:
+            PacketError: the bytes are not a valid packet.
+            ValueError: the packet is for another model than the file's, or the writer is closed.
+        """
+        if self._file is None:
+            raise ValueError(f"LtkWriter for {self.path} is closed")
+        data = packet.pack() if isinstance(packet, TokenPacket) else bytes(memoryview(packet))
+        header = verify_packet(data)  # refuse to record bytes no reader would accept
+        if header.model_id != self.model_id:
+            raise ValueError(f"packet is for model {header.model_id.hex()}, this file records model "
+                             f"{self.model_id.hex()}")
+        self._file.write(RECORD_PREFIX.pack(len(data)) + data)
+        self.packets_written += 1
+
+    def flush(self) -> None:
+        if self._file is not None:
+            self._file.flush()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def __enter__(self) -> LtkWriter:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()  # even on error: what was written is a valid prefix for a tolerant reader
+
+
+# --- reading ------------------------------------------------------------------------------------------------
+
+
+class LtkReader:
+    """Read a ``.ltk`` file; use as a context manager and iterate for :class:`TokenPacket` objects.
+
+    Iteration yields every valid packet in order. At the first damage (truncation, a bad length
+    prefix, a packet failing its checks or for another model) it raises :class:`PacketError` naming the
+    packet number and byte offset. Each iteration starts again from the first packet.
+
+    Args:
+        path: the file.
+
+    Attributes:
+        meta: the metadata dict (``model_id`` is lowercase hex).
+        model_id: ``meta["model_id"]`` as 8 bytes.
+        data_offset: byte offset of the first packet record.
+
+    Raises:
+        PacketError: the file is not a livetok ``.ltk`` file, or its header or metadata is damaged.
+    """
+
+    def __init__(self, path: str | os.PathLike[str]) -> None:
+        self.path = Path(path)
+        self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115  (closed in close())
+        try:
+            self.meta, self.data_offset = self._read_header()
+        except BaseException:
+            self._file.close()
+            raise
+        self.model_id = bytes.fromhex(self.meta["model_id"])
+
+    def _read_header(self) -> tuple[dict[str, Any], int]:
+        head = self._file.read(FILE_HEADER_SIZE)
+        if len(head) < FILE_HEADER_SIZE or head[:4] != FILE_MAGIC:
+            raise PacketError(f"not a livetok .ltk file: {self.path} starts with {head[:4]!r}, "
+                              f"expected {FILE_MAGIC!r}")
+        _, version, size = FILE_HEADER.unpack(head)
+        if version != FILE_VERSION:
+            raise PacketError(f"unsupported .ltk version {version} in {self.path} "
+                              f"(this build supports version {FILE_VERSION})")
+        if size > MAX_META_BYTES:
+            raise PacketError(f"corrupt .ltk file {self.path}: metadata length {size} exceeds the limit "
+                              f"of {MAX_META_BYTES}")
+        blob = self._file.read(size)
+        if len(blob) < size:
+            raise PacketError(f"truncated .ltk file {self.path}: metadata needs {size} bytes, "
+                              f"got {len(blob)}")
+        try:
+            meta = json.loads(blob.decode("utf-8"))
+            meta = _normalise_meta(meta)
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:
+            raise PacketError(f"corrupt .ltk file {self.path}: bad metadata: {e}") from e
+        return meta, FILE_HEADER_SIZE + size
+
+    def _records(self) -> Iterator[tuple[int, int, bytes]]:
+        """Yield ``(packet number, byte offset, packet bytes)``, checking only the framing."""
+        number, offset = 0, self.data_offset
+        while True:
+            self._file.seek(offset)  # seek every time: several iterators may be live at once
+            prefix = self._file.read(RECORD_PREFIX.size)
+            if not prefix:
+                return
+            where = f"{self.path}: packet #{number} at byte offset {offset}"
+            if len(prefix) < RECORD_PREFIX.size:
+                raise PacketError(f"truncated .ltk file {where}: length prefix needs {RECORD_PREFIX.size} "
+                                  f"bytes, got {len(prefix)}")
+            (size,) = RECORD_PREFIX.unpack(prefix)
+            if not MIN_PACKET_BYTES <= size <= MAX_PACKET_BYTES:  # checked before allocating `size` bytes
+                raise PacketError(f"corrupt .ltk file {where}: length prefix {size} out of range "
+                                  f"{MIN_PACKET_BYTES}..{MAX_PACKET_BYTES}")
+            data = self._file.read(size)
+            if len(data) < size:
+                raise PacketError(f"truncated .ltk file {where}: packet needs {size} bytes, got {len(data)}")
+            yield number, offset, data
+            number += 1
+            offset += RECORD_PREFIX.size + size
+
+    def iter_raw(self, verify: bool = True) -> Iterator[bytes]:
+        """Yield each packet's wire bytes.
+
+        Args:
+            verify: also check each packet's header, lengths, CRC and model id (not its sections).
+
+        Raises:
+            PacketError: at the first damaged record, naming its number and byte offset.
+        """
+        for number, offset, data in self._records():
+            if verify:
+                try:
+                    header = verify_packet(data)
+                    if header.model_id != self.model_id:
+                        raise PacketError(f"packet is for model {header.model_id.hex()}, the file header "
+                                          f"says model {self.model_id.hex()}")
+                except PacketError as e:
+                    raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
+                                      f"offset {offset}: {e}") from e
+            yield data
+
+    def __iter__(self) -> Iterator[TokenPacket]:
+        for number, offset, data in self._records():
+            try:
+                packet = TokenPacket.unpack(data, expect_model_id=self.model_id)
+            except PacketError as e:
+                raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
+                                  f"offset {offset}: {e}") from e
+            yield packet
+
+    def close(self) -> None:
+        self._file.close()
+
+    def __enter__(self) -> LtkReader:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def read_ltk(path: str | os.PathLike[str],
+             tolerant: bool = True) -> tuple[dict[str, Any], list[TokenPacket], PacketError | None]:
+    """Read a whole ``.ltk`` file.
+
+    Args:
+        path: the file.
+        tolerant: on damage after the header, return the packets read so far and the error instead of
+            raising. A damaged file header always raises.
+
+    Returns:
+        ``(meta, packets, error)``; ``error`` is None when the file was read to its end.
+
+    Raises:
+        PacketError: the file header is damaged, or (``tolerant=False``) any packet is.
+    """
+    packets: list[TokenPacket] = []
+    with LtkReader(path) as reader:
+        try:
+            for packet in reader:
+                packets.append(packet)
+        except PacketError as e:
+            if not tolerant:
+                raise
+            return reader.meta, packets, e
+        return reader.meta, packets, None

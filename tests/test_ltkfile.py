@@ -1,0 +1,224 @@
+"""The .ltk file: exact layout, round trip, and damage that stops at the right packet and byte offset."""
+
+from __future__ import annotations
+
+import json
+import re
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livetok.stream.wire import (
+    FILE_HEADER_SIZE,
+    MAX_META_BYTES,
+    LtkReader,
+    LtkWriter,
+    PacketError,
+    TokenPacket,
+    read_ltk,
+)
+
+MODEL = bytes.fromhex("0123456789abcdef")
+META = {"model_id": MODEL.hex(), "fps": 30, "width": 96, "height": 64, "preset": "tiny", "source": "unit"}
+
+
+def packet(i: int, model: bytes = MODEL) -> TokenPacket:
+    rng = np.random.default_rng(i)
+    mask = rng.random(24) < 0.5
+    return TokenPacket(model, i, i * 33_333, i == 0, False, 96, 64, 4, 6, 10, mask,
+                       rng.integers(0, 1024, size=int(mask.sum())))
+
+
+@pytest.fixture
+def recording(tmp_path: Path) -> tuple[Path, list[TokenPacket], list[int]]:
+    """A 5-packet file; returns its path, the packets and the byte offset of each record."""
+    path = tmp_path / "clip.ltk"
+    packets = [packet(i) for i in range(5)]
+    with LtkWriter(path, META) as w:
+        for p in packets:
+            w.write(p.pack())
+    assert w.packets_written == 5
+    meta_len = len(json.dumps({**META, "fps": 30.0}, ensure_ascii=False).encode())
+    offsets = [FILE_HEADER_SIZE + meta_len]
+    for p in packets:
+        offsets.append(offsets[-1] + 4 + len(p.pack()))
+    return path, packets, offsets
+
+
+def test_layout_is_exact(recording: tuple[Path, list[TokenPacket], list[int]]) -> None:
+    path, packets, offsets = recording
+    raw = path.read_bytes()
+    assert FILE_HEADER_SIZE == 9
+    assert raw[:5] == b"LTKF\x01"
+    (meta_len,) = struct.unpack_from("<I", raw, 5)
+    assert json.loads(raw[9:9 + meta_len]) == {**META, "fps": 30.0}
+    assert len(raw) == offsets[-1]
+    for p, off in zip(packets, offsets, strict=False):
+        data = p.pack()
+        assert raw[off:off + 4] == struct.pack("<I", len(data))
+        assert raw[off + 4:off + 4 + len(data)] == data  # the same bytes as on the wire
+
+
+def test_round_trip(recording: tuple[Path, list[TokenPacket], list[int]]) -> None:
+    path, packets, _ = recording
+    with LtkReader(path) as r:
+        assert r.meta == {**META, "fps": 30.0}
+        assert isinstance(r.meta["fps"], float)
+        assert r.model_id == MODEL
+        assert list(r) == packets
+        assert list(r) == packets  # every iteration starts from the first packet
+        assert list(r.iter_raw()) == [p.pack() for p in packets]
+        assert list(r.iter_raw(verify=False)) == [p.pack() for p in packets]
+    meta, got, err = read_ltk(path)
+    assert (meta["preset"], got, err) == ("tiny", packets, None)
+
+
+def test_writer_accepts_packets_and_byte_model_ids(tmp_path: Path) -> None:
+    path = tmp_path / "b.ltk"
+    with LtkWriter(path, {**META, "model_id": MODEL}) as w:
+        w.write(packet(0))  # a TokenPacket is packed for you
+        w.write(bytearray(packet(1).pack()))
+    meta, got, err = read_ltk(path)
+    assert meta["model_id"] == "0123456789abcdef" and [p.frame_index for p in got] == [0, 1] and err is None
+
+
+def test_empty_recording(tmp_path: Path) -> None:
+    path = tmp_path / "empty.ltk"
+    with LtkWriter(path, META):
+        pass
+    assert read_ltk(path) == ({**META, "fps": 30.0}, [], None)
+
+
+@pytest.mark.parametrize(
+    ("meta", "message"),
+    [
+        ({k: v for k, v in META.items() if k != "preset"}, r"meta lacks required keys \['preset'\]"),
+        ({**META, "model_id": "0123"}, r"meta model_id must be 8 bytes or 16 hex digits"),
+        ({**META, "model_id": "zz23456789abcdef"}, r"meta model_id must be 8 bytes or 16 hex digits"),
+        ({**META, "fps": 0}, r"meta fps must be a positive finite number, got 0"),
+        ({**META, "fps": float("nan")}, r"meta fps must be a positive finite number"),
+        ({**META, "width": -1}, r"meta width must be a non-negative int, got -1"),
+        ({**META, "preset": 3}, r"meta preset must be a str, got 3"),
+        ({**META, "extra": object()}, r"meta is not JSON-serialisable"),
+        ({**META, "notes": "x" * MAX_META_BYTES}, r"meta is \d+ bytes of JSON, the limit is 1048576"),
+    ],
+)
+def test_writer_rejects_bad_meta(tmp_path: Path, meta: dict[str, object], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        LtkWriter(tmp_path / "x.ltk", meta)
+
+
+def test_writer_rejects_bad_packets(tmp_path: Path) -> None:
+    with LtkWriter(tmp_path / "x.ltk", META) as w:
+        other = bytes.fromhex("fedcba9876543210")
+        with pytest.raises(ValueError, match=r"packet is for model fedcba9876543210, this file records model "
+                                             r"0123456789abcdef"):
+            w.write(packet(0, model=other))
+        with pytest.raises(PacketError, match=r"bad magic"):
+            w.write(b"garbage" * 10)
+        assert w.packets_written == 0
+    with pytest.raises(ValueError, match=r"is closed"):
+        w.write(packet(0))
+
+
+# --- damage -------------------------------------------------------------------------------------------------
+
+
+def test_every_truncation_stops_at_the_right_packet(
+        tmp_path: Path, recording: tuple[Path, list[TokenPacket], list[int]]) -> None:
+    path, packets, offsets = recording
+    raw = path.read_bytes()
+    cut_path = tmp_path / "cut.ltk"
+    for cut in range(offsets[0], len(raw) + 1):
+        cut_path.write_bytes(raw[:cut])
+        complete = sum(1 for end in offsets[1:] if end <= cut)
+        _, got, err = read_ltk(cut_path)
+        assert got == packets[:complete], cut
+        if cut in offsets:
+            assert err is None
+            continue
+        assert err is not None
+        where = f"packet #{complete} at byte offset {offsets[complete]}"
+        assert where in str(err)
+        assert "truncated .ltk file" in str(err)
+        with pytest.raises(PacketError, match=re.escape(where)):
+            read_ltk(cut_path, tolerant=False)
+
+
+def test_corrupt_packet_yields_the_ones_before(
+        tmp_path: Path, recording: tuple[Path, list[TokenPacket], list[int]]) -> None:
+    path, packets, offsets = recording
+    raw = bytearray(path.read_bytes())
+    raw[offsets[3] + 4 + 20] ^= 0x01  # one bit inside packet #3's header (frame index)
+    path.write_bytes(bytes(raw))
+    _, got, err = read_ltk(path)
+    assert got == packets[:3]
+    assert err is not None
+    assert re.search(rf"corrupt packet in \.ltk file .*: packet #3 at byte offset {offsets[3]}: CRC mismatch",
+                     str(err))
+    with LtkReader(path) as r:
+        raws = []
+        with pytest.raises(PacketError, match=r"packet #3 .*CRC mismatch"):
+            for data in r.iter_raw():
+                raws.append(data)
+        assert len(raws) == 3
+        assert len(list(r.iter_raw(verify=False))) == 5  # framing alone is intact
+
+
+def test_bad_length_prefix(tmp_path: Path, recording: tuple[Path, list[TokenPacket], list[int]]) -> None:
+    path, packets, offsets = recording
+    raw = bytearray(path.read_bytes())
+    raw[offsets[1]:offsets[1] + 4] = b"\xff\xff\xff\xff"
+    path.write_bytes(bytes(raw))
+    _, got, err = read_ltk(path)
+    assert got == packets[:1]
+    expected = f"packet #1 at byte offset {offsets[1]}: length prefix 4294967295 out of range 52..16777216"
+    assert err is not None and expected in str(err)
+
+
+def test_packet_for_another_model(tmp_path: Path) -> None:
+    path = tmp_path / "mixed.ltk"
+    with LtkWriter(path, META) as w:
+        w.write(packet(0))
+        assert w._file is not None
+        stray = packet(1, model=bytes(8)).pack()  # bypass the writer's own model check
+        w._file.write(struct.pack("<I", len(stray)) + stray)
+    _, got, err = read_ltk(path)
+    assert len(got) == 1
+    assert err is not None and "packet #1" in str(err)
+    assert "packet is for model 0000000000000000, this receiver runs model 0123456789abcdef" in str(err)
+
+
+def header_bytes(magic: bytes = b"LTKF", version: int = 1, meta: bytes | None = None,
+                 meta_len: int | None = None) -> bytes:
+    blob = json.dumps(META).encode() if meta is None else meta
+    return magic + bytes([version]) + struct.pack("<I", len(blob) if meta_len is None else meta_len) + blob
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", r"not a livetok \.ltk file: .* starts with b'', expected b'LTKF'"),
+        (b"hello world, not a recording", r"not a livetok \.ltk file: .* starts with b'hell'"),
+        (b"\x89PNG\r\n\x1a\n" + bytes(20), r"not a livetok \.ltk file"),
+        (b"LTKP" + bytes(60), r"not a livetok \.ltk file: .* starts with b'LTKP'"),  # a bare packet
+        (header_bytes(version=2), r"unsupported \.ltk version 2 in .* \(this build supports version 1\)"),
+        (header_bytes(meta_len=MAX_META_BYTES + 1), r"metadata length 1048577 exceeds the limit of 1048576"),
+        (header_bytes()[:-3], r"truncated \.ltk file .*: metadata needs \d+ bytes, got \d+"),
+        (header_bytes(meta=b"{not json"), r"bad metadata: Expecting property name"),
+        (header_bytes(meta=b"\xff\xfe"), r"bad metadata: 'utf-8' codec can't decode"),
+        (header_bytes(meta=b"[1, 2]"), r"bad metadata: meta must be a dict, got list"),
+        (header_bytes(meta=b'{"fps": 30}'), r"bad metadata: meta lacks required keys \['model_id', 'width'"),
+        (header_bytes(meta=b"[" * 100_000), r"bad metadata"),
+    ],
+    ids=["empty", "text", "png", "packet", "version", "meta-size", "meta-cut", "json", "utf8", "list", "keys",
+         "deep"],
+)
+def test_bad_file_headers(tmp_path: Path, content: bytes, message: str) -> None:
+    path = tmp_path / "bad.ltk"
+    path.write_bytes(content)
+    with pytest.raises(PacketError, match=message):
+        LtkReader(path)
+    with pytest.raises(PacketError, match=message):
+        read_ltk(path)  # a damaged file header raises even in tolerant mode
