@@ -147,7 +147,8 @@ class ClipSampler:
         return np.ascontiguousarray(seg)
 
     def _synthetic(self, t: int) -> np.ndarray:
-        from .synthetic import PRESETS as SYN, generate_clip
+        from .synthetic import PRESETS as SYN
+        from .synthetic import generate_clip
 
         cfg = replace(SYN["mixed"], height=self.cfg.crop, width=self.cfg.crop, frames=t)
         return generate_clip(cfg, self.rng)

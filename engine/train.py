@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
 from .checkpoint import save_weights
@@ -97,6 +96,7 @@ def run_clip(
     grad_from: int,
     budget_fn: Callable[[Tensor, int], Tensor],
     mse_weight: float = 0.0,
+    collect: list[tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[Tensor, dict[str, float]]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
@@ -104,6 +104,7 @@ def run_clip(
         frames: [B, T, 3, H, W] in [-1, 1].
         grad_from: frames before this index run without gradient (truncated BPTT warm-up).
         budget_fn: (full-rate error [B, N], t) -> [B] budgets.
+        collect: if given, (reconstruction, keep-mask) of every frame is appended to it.
     Returns:
         (loss averaged over the gradient frames, stats).
     """
@@ -125,11 +126,10 @@ def run_clip(
                 recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
                 err = position_error(x, recon_full, s)
             k = budget_fn(err, t)
-            if bool((k >= n).all()):
-                mask = full
-            else:
-                mask = keep_mask(err, k)
+            mask = full if bool((k >= n).all()) else keep_mask(err, k)
             recon, hidden = model.decoder(codes, mask, recon, hidden)
+            if collect is not None:
+                collect.append((recon.detach(), mask))
             if t >= grad_from:
                 l1 = (recon - x).abs().mean()
                 mse = (recon - x).pow(2).mean()
@@ -236,8 +236,8 @@ def train(
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
             if bar is not None:
-                bar[0].update(bar[1], completed=step,
-                              description=f"loss {float(loss.detach()):.4f} psnr {stats['psnr']:.2f} {fps:.0f} frames/s")
+                desc = f"loss {float(loss.detach()):.4f} psnr {stats['psnr']:.2f} {fps:.0f} frames/s"
+                bar[0].update(bar[1], completed=step, description=desc)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _save_state(state_path, model, opt, step, pop_ema)
                 model.population_error.fill_(pop_ema)

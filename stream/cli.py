@@ -52,7 +52,6 @@ def _sender(a: argparse.Namespace) -> Any:
 
 def _model(a: argparse.Namespace) -> Any:
     import torch
-
     from livetok.engine.checkpoint import load_default, load_weights
 
     if a.threads:
@@ -84,7 +83,8 @@ def _progress() -> Any:
 
 
 def _metrics_line(m: dict[str, Any]) -> str:
-    return (f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  {m['tokens_per_frame']:.1f}/{m['positions']} tokens/frame  "
+    return (f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
+            f"{m['tokens_per_frame']:.1f}/{m['positions']} tokens/frame  "
             f"{m['bits_per_frame'] / 1000:.2f} kbit/frame  enc {m['encode_ms']:.1f} ms  dec {m['decode_ms']:.1f} ms  "
             f"{m['decodes_per_frame']:.2f} decodes/frame  {m['frames']} frames")
 
@@ -96,10 +96,14 @@ def _metrics_line(m: dict[str, Any]) -> str:
 def cmd_eval(a: argparse.Namespace) -> int:
     from livetok.stream.evaluate import evaluate_files
 
+    sender = _sender(a)
+    for p in a.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
     model = _model(a)
     with _progress() as prog:
         task = prog.add_task("eval", total=None)
-        res = evaluate_files(model, a.inputs, _sender(a), max_frames=a.max_frames, per_frame=a.per_frame,
+        res = evaluate_files(model, a.inputs, sender, max_frames=a.max_frames, per_frame=a.per_frame,
                              progress=lambda name, n: prog.update(task, advance=n, description=f"eval {name}"))
     con = _console()
     for name, m in res["clips"].items():
@@ -117,9 +121,10 @@ def cmd_encode(a: argparse.Namespace) -> int:
     from livetok.stream.sources import open_source
     from livetok.stream.wire import LtkWriter
 
+    sender = _sender(a)
     model = _model(a)
     src = open_source(a.input, a.max_frames)
-    tx = SenderSession(model, _sender(a))
+    tx = SenderSession(model, sender)
     out = Path(a.output)
     frames = bits = tokens = 0
     writer: LtkWriter | None = None
@@ -152,12 +157,11 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
+    import numpy as np
     from livetok.stream.heatmap import token_heatmap
     from livetok.stream.session import ReceiverSession
     from livetok.stream.video_io import Mp4Writer
     from livetok.stream.wire import LtkReader, PacketError
-
-    import numpy as np
 
     model = _model(a)
     rx = ReceiverSession(model)
@@ -175,7 +179,8 @@ def cmd_decode(a: argparse.Namespace) -> int:
                         break
                     frame = rx.decode(packet)
                     if a.heatmap:
-                        frame = np.concatenate([frame, token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))], 1)
+                        heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
+                        frame = np.concatenate([frame, heat], 1)
                     writer.write(frame)
                     frames += 1
                     prog.update(task, advance=1)
@@ -193,10 +198,11 @@ def cmd_decode(a: argparse.Namespace) -> int:
 def cmd_demo(a: argparse.Namespace) -> int:
     from livetok.stream.demo import run_demo
 
+    sender = _sender(a)
     model = _model(a)
     with _progress() as prog:
         task = prog.add_task("demo", total=None)
-        res = run_demo(model, a.source, a.out, _sender(a), a.frames, progress=lambda rec: prog.update(task, advance=1))
+        res = run_demo(model, a.source, a.out, sender, a.frames, progress=lambda rec: prog.update(task, advance=1))
     con = _console()
     con.print(f"[bold]{res['source']}[/]: {_metrics_line(res)}")
     for p in res["outputs"]:

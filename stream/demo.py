@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
 
@@ -62,7 +61,8 @@ def run_demo(
         writer.close()
         if ltk is not None:
             ltk.__exit__(None, None, None)
-    plot_records(records, plot_path, title=f"livetok demo: {src.name} ({sender.budget.policy}, rate {sender.budget.rate})")
+    title = f"livetok demo: {src.name} ({sender.budget.policy}, rate {sender.budget.rate})"
+    plot_records(records, plot_path, title=title)
     summary = summarize(records)
     summary["source"] = src.name
     summary["outputs"] = [str(video_path), str(plot_path), str(ltk_path)]

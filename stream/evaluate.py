@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr, ssim
 from livetok.engine.model import Tokenizer
@@ -63,7 +62,7 @@ def run_frames(
         out = rx.decode(enc.data)
         dec_ms = (time.perf_counter() - t0) * 1e3
         if not np.array_equal(out, enc.recon):
-            raise StreamError(f"frame {i}: receiver output differs from the sender's reconstruction (closed loop broken)")
+            raise StreamError(f"frame {i}: the receiver's frame differs from the sender's reconstruction")
         rec = FrameRecord(
             index=i, keyframe=enc.packet.keyframe, k=enc.packet.k, n=enc.packet.n, bits=len(enc.data) * 8,
             psnr=psnr(frame, out), ssim=ssim(frame, out), encode_ms=enc.encode_ms, decode_ms=dec_ms,

@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError

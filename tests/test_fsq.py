@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-
 from livetok.engine.config import FSQConfig
 from livetok.engine.fsq import FSQ
 

@@ -1,0 +1,106 @@
+"""The CLI called in-process (`main([...])`): outputs, JSON keys, and one-line errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from livetok.stream.cli import main
+from livetok.stream.video_io import read_video
+from livetok.stream.wire import read_ltk
+
+from .conftest import eval_clips
+
+M_KEYS = {"psnr", "ssim", "tokens_per_frame", "bits_per_frame", "encode_ms", "decode_ms", "decodes_per_frame", "frames"}
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_encode_decode_round_trip(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clip = str(eval_clips()[0])
+    ltk = tmp_path / "x.ltk"
+    code, out, _ = run(capsys, "encode", clip, "-o", str(ltk), "--weights", str(tiny_weights), "--max-frames", "6",
+                       "--policy", "fixed", "--rate", "0.25", "--json")
+    assert code == 0
+    summary = json.loads(out)
+    assert summary["frames"] == 6 and summary["tokens_per_frame"] == 192  # 0.25 * 768
+    meta, packets, err = read_ltk(ltk)
+    assert err is None and len(packets) == 6 and meta["width"] == 256 and meta["height"] == 192
+    assert [p.k for p in packets] == [192] * 6 and packets[0].keyframe and not packets[1].keyframe
+    # bits per frame in the summary are the real packet bytes
+    assert summary["bits_per_frame"] == pytest.approx(np.mean([8 * len(p.pack()) for p in packets]))
+    mp4 = tmp_path / "x.mp4"
+    code, _, _ = run(capsys, "decode", str(ltk), "-o", str(mp4), "--weights", str(tiny_weights), "--heatmap")
+    assert code == 0
+    frames, _ = read_video(mp4)
+    assert frames.shape == (6, 192, 512, 3)  # reconstruction | heat-map
+
+
+def test_eval_json_contract(tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clips = [str(p) for p in eval_clips()[:2]]
+    code, out, err = run(capsys, "eval", *clips, "--weights", str(tiny_weights), "--max-frames", "3", "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert set(res["clips"]) == {Path(c).stem for c in clips}
+    for m in [res["overall"], *res["clips"].values()]:
+        assert set(m) >= M_KEYS
+    assert res["overall"]["frames"] == 6
+    assert "overall" in err  # the human summary goes to stderr
+
+
+def test_demo_writes_video_plot_and_tokens(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code, out, _ = run(capsys, "demo", "--weights", str(tiny_weights), "--out", str(tmp_path), "--frames", "5",
+                       "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert set(res) >= M_KEYS and res["frames"] == 5
+    assert sorted(Path(p).name for p in res["outputs"]) == ["demo.ltk", "demo.mp4", "demo.png"]
+    frames, _ = read_video(tmp_path / "demo.mp4")
+    assert frames.shape == (5, 192, 768, 3)  # original | reconstruction | heat-map
+    assert (tmp_path / "demo.png").stat().st_size > 10_000
+
+
+def test_demo_synthetic_source(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "demo", "--weights", str(tiny_weights), "--source", "synthetic", "--out",
+                       str(tmp_path), "--frames", "3", "--json")
+    assert code == 0 and json.loads(out)["frames"] == 3
+
+
+@pytest.mark.parametrize("argv,fragment", [
+    (["eval", "/nonexistent/clip.mp4"], "no such file"),
+    (["demo", "--source", "webcam:7"], "no camera at index 7"),
+    (["decode", "/etc/hostname", "-o", "x.mp4"], "not a livetok .ltk file"),
+    (["eval", "README.md", "--rate", "3"], "rate must be in (0, 1]"),
+])
+def test_bad_input_is_one_clear_line(tiny_weights: Path, capsys: pytest.CaptureFixture[str], argv: list[str],
+                                     fragment: str) -> None:
+    code, out, err = run(capsys, *argv, "--weights", str(tiny_weights))
+    assert code == 2 and out == ""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("livetok: error:") and fragment in lines[0]
+
+
+def test_decode_refuses_another_models_file(
+    tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import torch
+    from livetok.engine.checkpoint import load_weights, model_identity, save_weights
+
+    other = load_weights(tiny_weights)
+    with torch.no_grad():
+        other.decoder.to_rgb.bias.add_(0.01)
+    other_path = save_weights(other, tmp_path / "other.safetensors")
+    ltk = tmp_path / "x.ltk"
+    assert run(capsys, "encode", str(eval_clips()[0]), "-o", str(ltk), "--weights", str(tiny_weights),
+               "--max-frames", "2")[0] == 0
+    code, _, err = run(capsys, "decode", str(ltk), "-o", str(tmp_path / "y.mp4"), "--weights", str(other_path))
+    assert code == 2
+    assert model_identity(load_weights(tiny_weights)).hex() in err and model_identity(other).hex() in err

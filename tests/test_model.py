@@ -1,0 +1,148 @@
+"""The engine's contracts: shapes, causality, streaming == offline, exact closed loop, keyframes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.errors import TokenizerError
+from livetok.engine.frames import to_tensor
+from livetok.engine.model import Tokenizer
+from livetok.engine.train import run_clip
+
+FIXED_HALF = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=0)
+INFOTOK = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
+
+
+def stream(model: Tokenizer, frames: torch.Tensor, sender: SenderConfig) -> tuple[list, list[torch.Tensor]]:
+    """Encode [T, 3, H, W] frame by frame; returns the tokens and the sender's reconstructions."""
+    state, toks, recons = None, [], []
+    for t in range(frames.shape[0]):
+        tok, state = model.encode_step(frames[t : t + 1], state, sender)
+        toks.append(tok)
+        h, w = tok.size
+        recons.append(state.recon[..., :h, :w].clone())
+    return toks, recons
+
+
+def test_shapes_any_frame_size(tiny_model: Tokenizer) -> None:
+    x = torch.rand(1, 3, 187, 250) * 2 - 1  # neither side a multiple of 8
+    tok, state = tiny_model.encode_step(x, None, FIXED_HALF)
+    assert tok.grid == (24, 32) and tok.size == (187, 250)
+    assert tok.indices.shape == (1, 768) and tok.mask.shape == (1, 768)
+    assert tok.k.tolist() == [384]
+    assert bool(tok.keyframe[0]) and tok.frame_index == 0
+    assert int(tok.indices.max()) < tiny_model.fsq.codebook_size
+    assert state.recon.shape == (1, 3, 192, 256) and state.frame_index == 1
+    frame, _ = tiny_model.decode_step(tok, None)
+    assert frame.shape == (1, 3, 187, 250)
+
+
+def test_causality_future_frames_change_nothing(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    x = to_tensor(real_frames[:8])
+    toks_a, rec_a = stream(tiny_model, x, INFOTOK)
+    y = x.clone()
+    y[5:] = torch.rand_like(y[5:]) * 2 - 1  # rewrite the future from frame 5 on
+    toks_b, rec_b = stream(tiny_model, y, INFOTOK)
+    for t in range(5):
+        assert torch.equal(toks_a[t].indices, toks_b[t].indices)
+        assert torch.equal(toks_a[t].mask, toks_b[t].mask)
+        assert torch.equal(rec_a[t], rec_b[t])
+    assert not torch.equal(toks_a[5].indices, toks_b[5].indices)  # the test would see a change
+
+
+@pytest.mark.parametrize("rate", [0.5, 1.0])
+def test_streaming_equals_offline_pass(tiny_model: Tokenizer, real_frames: np.ndarray, rate: float) -> None:
+    """The step API equals the batched training pass (a different code path: straight-through
+    codes, batched masks, no packets)."""
+    x = to_tensor(real_frames[:6, :96, :128])
+    sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=rate), keyframe_interval=0)
+    toks, recons = stream(tiny_model, x, sender)
+    collected: list[tuple[torch.Tensor, torch.Tensor]] = []
+    n = toks[0].n
+    with torch.no_grad():
+        run_clip(tiny_model, x[None], grad_from=0,
+                 budget_fn=lambda err, t: torch.tensor([round(rate * n)]), collect=collected)
+    assert len(collected) == 6
+    for t, (rec, mask) in enumerate(collected):
+        assert torch.equal(mask, toks[t].mask), f"frame {t}: keep-masks differ"
+        torch.testing.assert_close(rec, recons[t], atol=1e-5, rtol=0)
+
+
+def test_batched_streams_equal_single_streams(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    a = to_tensor(real_frames[:4, :64, :96])
+    b = to_tensor(real_frames[4:8, :64, :96].copy())
+    _, ra = stream(tiny_model, a, INFOTOK)
+    _, rb = stream(tiny_model, b, INFOTOK)
+    state = None
+    for t in range(4):
+        _, state = tiny_model.encode_step(torch.cat([a[t : t + 1], b[t : t + 1]]), state, INFOTOK)
+        torch.testing.assert_close(state.recon[0:1], ra[t], atol=1e-5, rtol=0)
+        torch.testing.assert_close(state.recon[1:2], rb[t], atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("sender", [INFOTOK, FIXED_HALF, SenderConfig(keyframe_interval=3, ranking="surprise"),
+                                    SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.25), ranking="prefix")])
+def test_closed_loop_receiver_equals_sender_bitwise(tiny_model: Tokenizer, real_frames: np.ndarray,
+                                                    sender: SenderConfig) -> None:
+    x = to_tensor(real_frames[:8])
+    tx, rx = None, None
+    for t in range(8):
+        tok, tx = tiny_model.encode_step(x[t : t + 1], tx, sender)
+        frame, rx = tiny_model.decode_step(tok, rx)
+        assert torch.equal(frame, tx.recon[..., :192, :256]), f"frame {t} drifted"
+        assert torch.equal(rx.hidden, tx.hidden)
+
+
+def test_keyframes_interval_forced_and_reset(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    x = to_tensor(real_frames[:9])
+    sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=4)
+    state, keys = None, []
+    toks = []
+    for t in range(9):
+        tok, state = tiny_model.encode_step(x[t : t + 1], state, sender, force_keyframe=(t == 6))
+        keys.append(bool(tok.keyframe[0]))
+        toks.append(tok)
+    assert [i for i, k in enumerate(keys) if k] == [0, 4, 6, 8]
+    # a keyframe decodes the same with or without the stream's history: a late joiner can start there
+    fresh, _ = tiny_model.decode_step(toks[4], None)
+    rx = None
+    for t in range(5):
+        frame, rx = tiny_model.decode_step(toks[t], rx)
+    assert torch.equal(fresh, frame)
+
+
+def test_non_keyframe_without_state_is_refused(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    x = to_tensor(real_frames[:2])
+    _, st = tiny_model.encode_step(x[:1], None, INFOTOK)
+    tok1, _ = tiny_model.encode_step(x[1:2], st, INFOTOK)
+    with pytest.raises(TokenizerError, match="not a keyframe"):
+        tiny_model.decode_step(tok1, None)
+
+
+def test_frame_size_change_starts_a_keyframe(tiny_model: Tokenizer) -> None:
+    g = torch.Generator().manual_seed(0)
+    tok, st = tiny_model.encode_step(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1, None, INFOTOK)
+    tok, st = tiny_model.encode_step(torch.rand(1, 3, 64, 64, generator=g) * 2 - 1, st, INFOTOK)
+    assert not bool(tok.keyframe[0])
+    tok, st = tiny_model.encode_step(torch.rand(1, 3, 40, 72, generator=g) * 2 - 1, st, INFOTOK)
+    assert bool(tok.keyframe[0]) and tok.grid == (5, 9) and tok.frame_index == 2
+
+
+def test_bad_frames_are_refused(tiny_model: Tokenizer) -> None:
+    with pytest.raises(TokenizerError, match=r"\[B, 3, H, W\]"):
+        tiny_model.encode_step(torch.zeros(3, 8, 8), None)
+    with pytest.raises(TokenizerError, match="float"):
+        tiny_model.encode_step(torch.zeros(1, 3, 8, 8, dtype=torch.uint8), None)
+    with pytest.raises(TokenizerError, match="uint8"):
+        to_tensor(np.zeros((8, 8, 3), np.float32))
+
+
+def test_decodes_per_frame(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    x = to_tensor(real_frames[:1])
+    full = SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0))
+    assert tiny_model.encode_step(x, None, full)[0].decodes == 1  # all kept: the router pass is the output
+    assert tiny_model.encode_step(x, None, FIXED_HALF)[0].decodes == 2
+    surprise = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), ranking="surprise")
+    assert tiny_model.encode_step(x, None, surprise)[0].decodes == 3
