@@ -123,12 +123,15 @@ class ClipSampler:
         w = np.sqrt(np.array([len(c) for c in clips], dtype=np.float64)) if clips else np.ones(0)
         self.weights = w / w.sum() if clips else w
 
-    def _real(self, t: int) -> np.ndarray:
+    def _real(self, t: int, min_t: int | None = None) -> np.ndarray:
+        """t frames of a random clip; with `min_t`, a clip too short for t gives fewer (>= min_t)."""
         rng, cfg = self.rng, self.cfg
         clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
         stride = int(rng.choice(cfg.strides))
         while stride > 1 and (t - 1) * stride + 1 > len(clip):
             stride -= 1
+        if min_t is not None:
+            t = max(min_t, min(t, (len(clip) - 1) // stride + 1))
         span = (t - 1) * stride + 1
         start = int(rng.integers(0, max(1, len(clip) - span + 1)))
         idx = np.arange(start, start + span, stride).clip(0, len(clip) - 1)  # a short clip repeats its end
@@ -153,9 +156,50 @@ class ClipSampler:
         cfg = replace(SYN["mixed"], height=self.cfg.crop, width=self.cfg.crop, frames=t)
         return generate_clip(cfg, self.rng)
 
+    def stream(self, length: int, min_length: int = 1) -> np.ndarray:
+        """One stream of up to `length` frames (a real clip segment: at most what the clip holds, at
+        least `min_length`; or a synthetic clip), uint8 RGB [T, crop, crop, 3]."""
+        synth = not self.clips or self.rng.random() < self.cfg.synthetic_fraction
+        return self._synthetic(length) if synth else self._real(length, min_t=min_length)
+
     def batch(self, batch: int, t: int) -> np.ndarray:
         out = np.empty((batch, t, self.cfg.crop, self.cfg.crop, 3), dtype=np.uint8)
         for i in range(batch):
             synth = not self.clips or self.rng.random() < self.cfg.synthetic_fraction
             out[i] = self._synthetic(t) if synth else self._real(t)
         return out
+
+
+class StreamSampler:
+    """B persistent training streams for truncated BPTT over long horizons.
+
+    Each call returns the next T frames of every stream; a stream that runs out is replaced by a
+    new one (a keyframe: the caller resets that row's state). Streams are 24-120 frames long by
+    default, so the model learns from states far older than one gradient window, as in use.
+    """
+
+    def __init__(self, clips: ClipSampler, batch: int, lengths: tuple[int, int], seed: int = 0) -> None:
+        if lengths[0] < 1 or lengths[1] < lengths[0]:
+            raise ValueError(f"stream lengths must satisfy 1 <= min <= max, got {lengths}")
+        self.clips = clips
+        self.batch = batch
+        self.lengths = lengths
+        self.rng = np.random.default_rng(seed)
+        self._streams: list[np.ndarray | None] = [None] * batch
+        self._pos = [0] * batch
+
+    def next(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+        """Returns (frames uint8 [B, T, crop, crop, 3], new_stream bool [B])."""
+        crop = self.clips.cfg.crop
+        out = np.empty((self.batch, t, crop, crop, 3), dtype=np.uint8)
+        new = np.zeros(self.batch, dtype=bool)
+        for i in range(self.batch):
+            s = self._streams[i]
+            if s is None or self._pos[i] + t > len(s):
+                length = int(self.rng.integers(max(t, self.lengths[0]), max(t, self.lengths[1]) + 1))
+                s = self._streams[i] = self.clips.stream(length, min_length=t)
+                self._pos[i] = 0
+                new[i] = True
+            out[i] = s[self._pos[i] : self._pos[i] + t]
+            self._pos[i] += t
+        return out, new

@@ -1,5 +1,6 @@
-"""`livetok train`: clips of T frames run through the stream state (truncated BPTT), per-frame
-budgets drawn by the arm under test, ranked keep-masks from a no-grad full-rate pass.
+"""`livetok train`: long streams run through the stream state in windows of T frames (truncated
+BPTT: the state carries over from window to window, detached), per-frame budgets drawn by the arm
+under test, ranked keep-masks from a no-grad full-rate pass.
 
 Arms (InfoTok, arXiv 2512.16975, §3 and Thm 2.2):
 - fixed:   k = rate * N every frame (one model per rate, the Cosmos-style baseline);
@@ -18,13 +19,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch import Tensor
 
 from .checkpoint import save_weights
 from .config import get_preset
-from .data import ClipSampler, DataConfig, default_cache_dir, find_videos, load_clips
+from .data import ClipSampler, DataConfig, StreamSampler, default_cache_dir, find_videos, load_clips
 from .frames import to_tensor
 from .model import Tokenizer
 from .selection import keep_mask, position_error
@@ -42,8 +42,8 @@ class TrainConfig:
     fixed_rate: float = 1.0  # the `fixed` arm's rate
     steps: int = 20000
     batch: int = 8
-    clip_frames: int = 6  # frames with gradient (truncated BPTT window)
-    max_warmup_frames: int = 6  # 0..this many no-grad frames first, so the window sees mature states
+    clip_frames: int = 8  # frames per gradient window (truncated BPTT)
+    stream_frames: tuple[int, int] = (24, 120)  # each batch row plays a stream this long, window by window
     lr: float = 1e-3
     min_lr: float = 1e-5
     warmup_steps: int = 300
@@ -54,6 +54,7 @@ class TrainConfig:
     ema_decay: float = 0.99  # InfoTok's training EMA of the full-rate error
     seed: int = 0
     threads: int = 0  # torch threads; 0 = leave torch's default
+    device: str = "auto"  # auto = CUDA when present, else CPU
     log_every: int = 25
     checkpoint_every: int = 500
     data: DataConfig = field(default_factory=DataConfig)
@@ -62,8 +63,10 @@ class TrainConfig:
         if self.arm not in ARMS:
             raise ValueError(f"unknown arm {self.arm!r}; choose one of {', '.join(ARMS)}")
         get_preset(self.preset)
-        if self.steps < 1 or self.batch < 1 or self.clip_frames < 1 or self.max_warmup_frames < 0:
-            raise ValueError("steps, batch and clip_frames must be >= 1 and max_warmup_frames >= 0")
+        if self.steps < 1 or self.batch < 1 or self.clip_frames < 1:
+            raise ValueError("steps, batch and clip_frames must be >= 1")
+        if not 1 <= self.stream_frames[0] <= self.stream_frames[1]:
+            raise ValueError(f"stream_frames must satisfy 1 <= min <= max, got {self.stream_frames}")
         if not 0.0 < self.fixed_rate <= 1.0:
             raise ValueError(f"fixed_rate must be in (0, 1], got {self.fixed_rate}")
 
@@ -82,7 +85,7 @@ def draw_budgets(
         return torch.full((b,), max(1, round(cfg.fixed_rate * n)), dtype=torch.long)
     if arm == "uniform":
         return torch.randint(kmin, n + 1, (b,), generator=gen)
-    k = (betas * n * err.mean(dim=1).cpu() / max(pop_error, 1e-8)).round().long()
+    k = (betas * n * err.mean(dim=1).cpu() / max(pop_error, 1e-8)).round().long()  # budgets live on the CPU
     return k.clamp(kmin, n)
 
 
@@ -93,27 +96,34 @@ def draw_budgets(
 def run_clip(
     model: Tokenizer,
     frames: Tensor,
-    grad_from: int,
     budget_fn: Callable[[Tensor, int], Tensor],
+    *,
+    state: tuple[Tensor, Tensor] | None = None,
+    grad_from: int = 0,
     mse_weight: float = 0.0,
     collect: list[tuple[Tensor, Tensor]] | None = None,
-) -> tuple[Tensor, dict[str, float]]:
+) -> tuple[Tensor, dict[str, float], tuple[Tensor, Tensor]]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
     Args:
         frames: [B, T, 3, H, W] in [-1, 1].
-        grad_from: frames before this index run without gradient (truncated BPTT warm-up).
         budget_fn: (full-rate error [B, N], t) -> [B] budgets.
+        state: (recon [B, 3, H, W], hidden [B, Cs, H/8, W/8]) after the previous window; None (or
+            zero rows) = the window starts a stream with a keyframe.
+        grad_from: frames before this index run without gradient.
         collect: if given, (reconstruction, keep-mask) of every frame is appended to it.
     Returns:
-        (loss averaged over the gradient frames, stats).
+        (loss averaged over the gradient frames, stats, (recon, hidden) after the last frame).
     """
     b, t_total, _, h, w = frames.shape
     s = model.stride
     n = (h // s) * (w // s)
-    recon = frames.new_zeros(b, 3, h, w)
-    hidden = frames.new_zeros(b, model.cfg.decoder.state_channels, h // s, w // s)
-    full = torch.ones(b, n, dtype=torch.bool)
+    if state is None:
+        recon = frames.new_zeros(b, 3, h, w)
+        hidden = frames.new_zeros(b, model.cfg.decoder.state_channels, h // s, w // s)
+    else:
+        recon, hidden = state
+    full = torch.ones(b, n, dtype=torch.bool, device=frames.device)
     loss = frames.new_zeros(())
     mse_sum, k_sum, err_sum, err_count = 0.0, 0.0, 0.0, 0
     for t in range(t_total):
@@ -125,7 +135,7 @@ def run_clip(
                 # the router's pass, under no-grad with the current weights (as InfoTok does each step)
                 recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
                 err = position_error(x, recon_full, s)
-            k = budget_fn(err, t)
+            k = budget_fn(err, t).to(err.device)
             mask = full if bool((k >= n).all()) else keep_mask(err, k)
             recon, hidden = model.decoder(codes, mask, recon, hidden)
             if collect is not None:
@@ -136,7 +146,7 @@ def run_clip(
                 loss = loss + l1 + mse_weight * mse
                 mse_sum += float(mse.detach())
                 k_sum += float(k.float().mean()) / n
-            if t > 0:
+            if t > 0 or state is not None:
                 err_sum += float(err.mean())
                 err_count += 1
     frames_g = t_total - grad_from
@@ -146,7 +156,7 @@ def run_clip(
         "rate": k_sum / frames_g,
         "err": err_sum / max(err_count, 1),
     }
-    return loss / frames_g, stats
+    return loss / frames_g, stats, (recon, hidden)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -180,38 +190,50 @@ def train(
         log.warning("no real clips found: training on synthetic data only")
         cfg = replace(cfg, data=replace(cfg.data, synthetic_fraction=1.0))
 
+    device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device)
     model = Tokenizer(get_preset(cfg.preset))
     if init_weights:
         from .checkpoint import load_weights
 
         model.load_state_dict(load_weights(init_weights).state_dict())
+    model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     step, pop_ema = 0, float(model.population_error)
     state_path = out / "train_state.pt"
-    sampler = ClipSampler(clips, cfg.data, seed=cfg.seed)
+    seed = cfg.seed
     gen = torch.Generator().manual_seed(cfg.seed)
     if resume and state_path.exists():
-        st = torch.load(state_path, weights_only=True)
+        st = torch.load(state_path, weights_only=True, map_location=device)
         model.load_state_dict(st["model"])
         opt.load_state_dict(st["opt"])
         step, pop_ema = int(st["step"]), float(st["pop_ema"])
         # new seeds derived from the step: a resumed run does not replay the same batches
-        sampler = ClipSampler(clips, cfg.data, seed=cfg.seed + 7919 * step)
-        gen.manual_seed(cfg.seed + 7919 * step)
+        seed = cfg.seed + 7919 * step
+        gen.manual_seed(seed)
         log.info("resumed from %s at step %d", state_path, step)
+    log.info("training %s (%s arm) on %s", cfg.preset, cfg.arm, device)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
+    streams = StreamSampler(ClipSampler(clips, cfg.data, seed=seed), cfg.batch, cfg.stream_frames, seed=seed)
+    crop, n_state = cfg.data.crop, model.cfg.decoder.state_channels
+    recon = torch.zeros(cfg.batch, 3, crop, crop, device=device)
+    hidden = torch.zeros(cfg.batch, n_state, crop // model.stride, crop // model.stride, device=device)
+    betas = torch.zeros(cfg.batch)
     model.train()
     logf = (out / "log.jsonl").open("a")
     t_start, frames_seen = time.perf_counter(), 0
     bar = _progress(progress, cfg.steps, step)
     try:
         while step < cfg.steps:
-            warm = int(np.random.default_rng(cfg.seed + step).integers(0, cfg.max_warmup_frames + 1))
-            t_total = warm + cfg.clip_frames
-            frames = to_tensor(sampler.batch(cfg.batch, t_total).reshape(-1, cfg.data.crop, cfg.data.crop, 3))
-            frames = frames.view(cfg.batch, t_total, 3, cfg.data.crop, cfg.data.crop)
-            betas = torch.tensor(FLEX_BETAS)[torch.randint(0, len(FLEX_BETAS), (cfg.batch,), generator=gen)]
+            t_total = cfg.clip_frames
+            raw, new = streams.next(t_total)
+            frames = to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, t_total, 3, crop, crop)
+            new_t = torch.from_numpy(new)
+            # a new stream starts with a keyframe (zero state) and draws its own beta (InfoTok-Flex)
+            keep = (~new_t).to(device).view(-1, 1, 1, 1).float()
+            recon, hidden = recon * keep, hidden * keep
+            draw = torch.tensor(FLEX_BETAS)[torch.randint(0, len(FLEX_BETAS), (cfg.batch,), generator=gen)]
+            betas = torch.where(new_t, draw, betas)
             pe = pop_ema
 
             def budget_fn(err: Tensor, t: int, betas: Tensor = betas, pe: float = pe) -> Tensor:
@@ -219,7 +241,9 @@ def train(
 
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
-            loss, stats = run_clip(model, frames, warm, budget_fn, cfg.mse_weight)
+            loss, stats, (recon, hidden) = run_clip(model, frames, budget_fn, state=(recon, hidden),
+                                                    mse_weight=cfg.mse_weight)
+            recon, hidden = recon.detach(), hidden.detach()  # truncated BPTT: carry the state, not the graph
             opt.zero_grad(set_to_none=True)
             loss.backward()
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))

@@ -218,8 +218,9 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     cfg = TrainConfig(
         preset=a.preset, arm=a.arm, fixed_rate=a.fixed_rate, steps=a.steps, batch=a.batch,
-        clip_frames=a.clip_frames, max_warmup_frames=a.warmup_frames, lr=a.lr, warmup_steps=a.lr_warmup,
-        mse_weight=a.mse_weight, seed=a.seed, threads=a.threads,
+        clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
+        warmup_steps=a.lr_warmup,
+        mse_weight=a.mse_weight, seed=a.seed, threads=a.threads, device=a.device,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction),
     )
     path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
@@ -283,14 +284,16 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--steps", type=int, default=6000)
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--crop", type=int, default=96)
-    t.add_argument("--clip-frames", type=int, default=6, help="frames with gradient per clip (truncated BPTT)")
-    t.add_argument("--warmup-frames", type=int, default=3, help="up to this many no-grad frames first")
+    t.add_argument("--clip-frames", type=int, default=8, help="frames per gradient window (truncated BPTT)")
+    t.add_argument("--stream-frames", type=int, nargs=2, default=[24, 120], metavar=("MIN", "MAX"),
+                   help="each batch row plays a stream this many frames long, window by window")
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lr-warmup", type=int, default=200)
     t.add_argument("--mse-weight", type=float, default=0.0)
     t.add_argument("--synthetic-fraction", type=float, default=0.3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     t.add_argument("--init", default=None, help="start from these weights (fine-tuning)")
     t.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT has a checkpoint")
     t.add_argument("--calibrate", action="store_true",

@@ -62,8 +62,7 @@ def test_streaming_equals_offline_pass(tiny_model: Tokenizer, real_frames: np.nd
     collected: list[tuple[torch.Tensor, torch.Tensor]] = []
     n = toks[0].n
     with torch.no_grad():
-        run_clip(tiny_model, x[None], grad_from=0,
-                 budget_fn=lambda err, t: torch.tensor([round(rate * n)]), collect=collected)
+        run_clip(tiny_model, x[None], lambda err, t: torch.tensor([round(rate * n)]), collect=collected)
     assert len(collected) == 6
     for t, (rec, mask) in enumerate(collected):
         assert torch.equal(mask, toks[t].mask), f"frame {t}: keep-masks differ"

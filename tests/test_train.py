@@ -10,7 +10,7 @@ from livetok.engine.train import TrainConfig, train
 
 
 def test_train_checkpoint_and_resume(tmp_path: Path) -> None:
-    cfg = TrainConfig(preset="tiny", arm="elbo", steps=4, batch=2, clip_frames=2, max_warmup_frames=1, lr=1e-3,
+    cfg = TrainConfig(preset="tiny", arm="elbo", steps=4, batch=2, clip_frames=2, stream_frames=(3, 5), lr=1e-3,
                       warmup_steps=2, log_every=1, checkpoint_every=2, data=DataConfig(crop=32, synthetic_fraction=1.0))
     out = tmp_path / "run"
     p = train(cfg, out, [], resume=False, progress=False)
@@ -28,7 +28,7 @@ def test_train_checkpoint_and_resume(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("arm", ["fixed", "uniform"])
 def test_other_arms_run(tmp_path: Path, arm: str) -> None:
-    cfg = TrainConfig(preset="tiny", arm=arm, fixed_rate=0.5, steps=1, batch=2, clip_frames=2, max_warmup_frames=0,
+    cfg = TrainConfig(preset="tiny", arm=arm, fixed_rate=0.5, steps=1, batch=2, clip_frames=2,
                       log_every=1, data=DataConfig(crop=32, synthetic_fraction=1.0))
     train(cfg, tmp_path, [], resume=False, progress=False)
     rate = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["rate"]
