@@ -32,7 +32,7 @@ def eval_protocol_clip(path: Path, size: tuple[int, int] = (256, 192), frames: i
     (the protocol of ../shared/tools/make_eval_clip.py), uint8 RGB [T, H, W, 3]."""
     w, h = size
     cap = cv2.VideoCapture(str(path))
-    out = []
+    out: list[np.ndarray] = []
     try:
         while len(out) < frames:
             ok, bgr = cap.read()

@@ -32,6 +32,11 @@ class DataConfig:
     scale_range: tuple[float, float] = (0.6, 1.0)  # crop covers crop/scale cached pixels, then resized
     strides: tuple[int, ...] = (1, 1, 2)  # temporal strides drawn uniformly (more motion per frame)
     synthetic_fraction: float = 0.3  # share of samples drawn from the synthetic generator
+    # frozen stretches: a frame held still for a while. Live streams are often static (a parked
+    # robot, a fixed camera), and the router only saves tokens there if the model has learned to
+    # keep refining a frame that does not change.
+    freeze_prob: float = 0.3  # share of training streams that contain one
+    freeze_frames: tuple[int, int] = (8, 48)
 
     def __post_init__(self) -> None:
         if self.crop < 16 or self.crop % 8:
@@ -41,6 +46,10 @@ class DataConfig:
             raise ValueError(f"DataConfig.scale_range must satisfy 0.1 <= lo <= hi <= 1, got {self.scale_range}")
         if not 0.0 <= self.synthetic_fraction <= 1.0:
             raise ValueError(f"DataConfig.synthetic_fraction must be in [0, 1], got {self.synthetic_fraction}")
+        if not 0.0 <= self.freeze_prob <= 1.0:
+            raise ValueError(f"DataConfig.freeze_prob must be in [0, 1], got {self.freeze_prob}")
+        if not 1 <= self.freeze_frames[0] <= self.freeze_frames[1]:
+            raise ValueError(f"DataConfig.freeze_frames must satisfy 1 <= min <= max, got {self.freeze_frames}")
 
 
 def find_videos(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
@@ -63,7 +72,7 @@ def read_clip(path: Path, short_side: int, max_frames: int) -> np.ndarray:
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
-    frames = []
+    frames: list[np.ndarray] = []
     try:
         while len(frames) < max_frames:
             ok, bgr = cap.read()
@@ -160,7 +169,17 @@ class ClipSampler:
         """One stream of up to `length` frames (a real clip segment: at most what the clip holds, at
         least `min_length`; or a synthetic clip), uint8 RGB [T, crop, crop, 3]."""
         synth = not self.clips or self.rng.random() < self.cfg.synthetic_fraction
-        return self._synthetic(length) if synth else self._real(length, min_t=min_length)
+        s = self._synthetic(length) if synth else self._real(length, min_t=min_length)
+        if self.rng.random() < self.cfg.freeze_prob:
+            s = self._freeze(s)
+        return s
+
+    def _freeze(self, s: np.ndarray) -> np.ndarray:
+        """Hold one frame still for a stretch, then carry on (same length as before)."""
+        at = int(self.rng.integers(0, len(s)))
+        hold = int(self.rng.integers(self.cfg.freeze_frames[0], self.cfg.freeze_frames[1] + 1))
+        idx = np.concatenate([np.arange(at + 1), np.full(hold, at), np.arange(at + 1, len(s))])[: len(s)]
+        return s[idx]
 
     def batch(self, batch: int, t: int) -> np.ndarray:
         out = np.empty((batch, t, self.cfg.crop, self.cfg.crop, 3), dtype=np.uint8)

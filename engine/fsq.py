@@ -20,6 +20,9 @@ def round_ste(z: Tensor) -> Tensor:
 class FSQ(nn.Module):
     """Quantizer over the channel axis of a [B, dim, H, W] latent."""
 
+    levels: Tensor
+    basis: Tensor
+
     def __init__(self, cfg: FSQConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -27,6 +27,8 @@ class Tokenizer(nn.Module):
     cropped back); B streams are coded in lockstep.
     """
 
+    population_error: Tensor
+
     def __init__(self, cfg: TokenizerConfig, population_error: float = UNCALIBRATED_POPULATION_ERROR) -> None:
         super().__init__()
         self.cfg = cfg

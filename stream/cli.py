@@ -221,7 +221,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
         warmup_steps=a.lr_warmup,
         mse_weight=a.mse_weight, seed=a.seed, threads=a.threads, device=a.device,
-        data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction),
+        data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob),
     )
     path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
     if a.calibrate:
@@ -236,9 +236,19 @@ def cmd_train(a: argparse.Namespace) -> int:
 # parser
 
 
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("livetok")
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def get_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="livetok", description="Streaming adaptive discrete video tokenizer.")
     p.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    p.add_argument("--version", action="version", version=f"livetok {_version()}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
     d = sub.add_parser("demo", help="tokenize a clip live and write a side-by-side video and a plot")
@@ -291,6 +301,7 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr-warmup", type=int, default=200)
     t.add_argument("--mse-weight", type=float, default=0.0)
     t.add_argument("--synthetic-fraction", type=float, default=0.3)
+    t.add_argument("--freeze-prob", type=float, default=0.3, help="share of streams with a frozen stretch")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")

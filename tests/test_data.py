@@ -35,3 +35,19 @@ def test_data_config_validation() -> None:
         DataConfig(crop=30)
     with pytest.raises(ValueError, match="synthetic_fraction"):
         DataConfig(synthetic_fraction=2.0)
+
+
+def test_frozen_stretches(tmp_path: Path) -> None:
+    files = find_videos([TRAIN_DIR / "asl"])[:1]
+    cfg = DataConfig(cache_short_side=96, max_frames_per_clip=40, crop=32, synthetic_fraction=0.0,
+                     freeze_prob=1.0, freeze_frames=(10, 10))
+    s = ClipSampler(load_clips(files, cfg, cache_dir=tmp_path), cfg, seed=1).stream(30, min_length=30)
+    same = [np.array_equal(s[i], s[i + 1]) for i in range(len(s) - 1)]
+    assert len(s) == 30
+    # exactly one held stretch of 10 repeats (the stream ends inside it if it started late)
+    run, best = 0, 0
+    for v in same:
+        run = run + 1 if v else 0
+        best = max(best, run)
+    assert best == min(10, sum(same))
+    assert sum(same) <= 10
