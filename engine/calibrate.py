@@ -1,11 +1,11 @@
-"""Measure the population mean full-rate error E[e] (InfoTok's E[ELBO]) on training clips and store
-it with the weights.
+"""Measure the population means of the router signals (InfoTok's E[ELBO]) on training clips and
+store them with the weights.
 
-The error a stream sees depends on the state the policy leaves behind (a stream coded at rate 0.5
-has a worse state than one at full rate, so its full-rate error is larger). We therefore measure
-E[e] at the operating point it normalises: a fixed point of "run infotok at `rate` with the
-population normaliser E, measure the mean error E' of predicted frames, set E = E'". Then, over
-the training population, an average frame gets about rate * N tokens.
+The signal a stream shows depends on the state its policy leaves behind (a stream coded at rate
+0.5 has a worse state than one at full rate). So each mean is measured at the operating point it
+normalises: a fixed point of "run infotok at `rate` with the population normaliser E, measure the
+mean signal E' of predicted frames, set E = E'". Then, over the training population, an average
+frame gets about rate * N tokens.
 """
 
 from __future__ import annotations
@@ -52,44 +52,54 @@ def eval_protocol_clip(path: Path, size: tuple[int, int] = (256, 192), frames: i
 
 
 @torch.no_grad()
-def mean_stream_error(model: Tokenizer, clips: list[np.ndarray], sender: SenderConfig) -> float:
-    """Mean over predicted (non-key) frames of the frame's mean full-rate error, streams in order."""
+def mean_stream_signal(model: Tokenizer, clips: list[np.ndarray], sender: SenderConfig) -> float:
+    """Mean over predicted (non-key) frames of the frame's mean router signal, streams in order."""
     total, count = 0.0, 0
     dev = next(model.parameters()).device
+    gain = sender.budget.signal == "gain"
     for clip in clips:
         state = None
         for frame in clip:
             tokens, state = model.encode_step(to_tensor(frame, dev), state, sender)
-            if not bool(tokens.keyframe[0]) and tokens.error is not None:
-                total += float(tokens.error.mean())
+            sig = tokens.gain if gain else tokens.error
+            if not bool(tokens.keyframe[0]) and sig is not None:
+                total += float(sig.mean())
                 count += 1
     if count == 0:
         raise ValueError("calibration needs clips of at least 2 frames")
     return total / count
 
 
-def calibrate(model: Tokenizer, clips: list[np.ndarray], rate: float = 0.5, iterations: int = 3) -> float:
-    """Set and return `model.population_error` (see the module docstring)."""
-    base = SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0), keyframe_interval=0)
-    pe = mean_stream_error(model, clips, base)
-    log.info("calibration: full-rate mean error %.5f", pe)
-    sender = replace(base, budget=BudgetConfig(policy="infotok", rate=rate, normaliser="population"))
-    for i in range(iterations):
-        model.population_error.fill_(pe)
-        pe = mean_stream_error(model, clips, sender)
-        log.info("calibration: iteration %d mean error %.5f", i + 1, pe)
-    model.population_error.fill_(pe)
-    return pe
+def calibrate(model: Tokenizer, clips: list[np.ndarray], rate: float = 0.5, iterations: int = 2) -> dict[str, float]:
+    """Set and return the model's population means of both signals (see the module docstring)."""
+    out = {}
+    for signal in ("error", "gain"):
+        buf = model.population_error if signal == "error" else model.population_gain
+        budget = BudgetConfig(policy="infotok", rate=1.0, normaliser="population", signal=signal)
+        # start from full rate (every token sent), then iterate at the operating point
+        base = SenderConfig(budget=replace(budget, policy="fixed"), keyframe_interval=0, ranking="gain")
+        pe = mean_stream_signal(model, clips, base)
+        log.info("calibration %s: full-rate mean %.5f", signal, pe)
+        sender = replace(base, budget=replace(budget, rate=rate))
+        for i in range(iterations):
+            buf.fill_(pe)
+            pe = mean_stream_signal(model, clips, sender)
+            log.info("calibration %s: iteration %d mean %.5f", signal, i + 1, pe)
+        buf.fill_(pe)
+        out[signal] = pe
+    return out
 
 
-def calibrate_file(weights: str | Path, data_paths: list[str | Path], frames: int = 32, rate: float = 0.5) -> float:
-    """Calibrate a weights file in place on the given training clips."""
+def calibrate_file(
+    weights: str | Path, data_paths: list[str | Path], frames: int = 32, rate: float = 0.5
+) -> dict[str, float]:
+    """Calibrate a weights file in place on the given training clips; returns the population means."""
     import json
 
     model = load_weights(weights)
     clips = [c for c in (eval_protocol_clip(f, frames=frames) for f in find_videos(data_paths)) if len(c) >= 2]
-    pe = calibrate(model, clips, rate=rate)
+    means = calibrate(model, clips, rate=rate)
     extra = json.loads(read_metadata(weights).get("extra", "{}"))
-    extra["calibration"] = {"population_error": pe, "rate": rate, "clips": len(clips), "frames_per_clip": frames}
+    extra["calibration"] = {"population": means, "rate": rate, "clips": len(clips), "frames_per_clip": frames}
     save_weights(model, weights, extra)
-    return pe
+    return means

@@ -25,10 +25,11 @@ def model_identity(model: Tokenizer) -> bytes:
     """8 bytes: a hash of the config, the population error and every weight, so that two processes
     agree on the identity exactly when they would compute the same tokens."""
     h = hashlib.sha256(model.cfg.to_json().encode())
-    h.update(repr(round(float(model.population_error), 9)).encode())
+    for sig in ("error", "gain"):
+        h.update(repr(round(model.population(sig), 9)).encode())
     sd = model.state_dict()
     for name in sorted(sd):
-        if name == "population_error":
+        if name.startswith("population_"):
             continue
         t = sd[name].detach().to("cpu", torch.float32).contiguous()
         h.update(name.encode())
@@ -44,7 +45,8 @@ def save_weights(model: Tokenizer, path: str | Path, extra: dict[str, Any] | Non
     meta = {
         "livetok_format": FORMAT_VERSION,
         "config": model.cfg.to_json(),
-        "population_error": repr(float(model.population_error)),
+        "population_error": repr(model.population("error")),
+        "population_gain": repr(model.population("gain")),
         "model_id": model_identity(model).hex(),
         "extra": json.dumps(extra or {}, sort_keys=True),
     }
@@ -89,7 +91,7 @@ def load_weights(
             f"weights {path} were trained for preset {stored.name!r} ({stored.to_json()}), "
             f"not for {config.name!r} ({config.to_json()})"
         )
-    model = Tokenizer(cfg, population_error=float(meta["population_error"]))
+    model = Tokenizer(cfg)
     try:
         sd = load_file(str(path))
     except (SafetensorError, OSError) as e:

@@ -14,7 +14,8 @@ from typing import Any
 
 POLICIES = ("fixed", "infotok")
 NORMALISERS = ("population", "ema")
-RANKINGS = ("error", "surprise", "prefix")
+SIGNALS = ("error", "gain")
+RANKINGS = ("error", "gain", "surprise", "prefix")
 
 
 @dataclass(frozen=True)
@@ -118,8 +119,12 @@ class TokenizerConfig:
 class BudgetConfig:
     """How many tokens each frame gets (see engine/budget.py for the formulas).
 
-    `rate` sets beta = rate * N: the mean budget of an average frame. `normaliser` picks what
-    "average" means: the population mean error stored with the weights (InfoTok's E[ELBO]: a quiet
+    `rate` sets beta = rate * N: the mean budget of an average frame. `signal` is the frame's
+    information proxy: `error`, the full-rate reconstruction error (InfoTok's -ELBO without its KL
+    term, as in the paper), or `gain`, the error with no tokens minus the full-rate error (what
+    the tokens buy given the receiver's state: a conditional stand-in for the KL term, which
+    vanishes on a static scene while the error does not). `normaliser` picks what "average"
+    means: the population mean of the signal stored with the weights (InfoTok's E[ELBO]: a quiet
     stream spends less than a busy one) or the stream's own EMA over past frames (every stream
     then averages about rate * N: rate control in disguise).
     """
@@ -129,10 +134,13 @@ class BudgetConfig:
     k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
     normaliser: str = "population"
     ema_decay: float = 0.9  # EMA normaliser: weight of the past
+    signal: str = "gain"
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
             raise ValueError(f"unknown budget policy {self.policy!r}; choose one of {', '.join(POLICIES)}")
+        if self.signal not in SIGNALS:
+            raise ValueError(f"unknown signal {self.signal!r}; choose one of {', '.join(SIGNALS)}")
         if self.normaliser not in NORMALISERS:
             raise ValueError(f"unknown normaliser {self.normaliser!r}; choose one of {', '.join(NORMALISERS)}")
         if not 0.0 < self.rate <= 1.0:
@@ -149,7 +157,9 @@ class SenderConfig:
 
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     keyframe_interval: int = 300  # frames; 0 = only the first frame (and on request)
-    ranking: str = "error"  # which positions fill the budget: full-rate error, surprise, prefix
+    # which positions fill the budget: highest full-rate error (InfoTok), highest gain, highest
+    # zero-token error (surprise), or the first k in raster order (ElasticTok's prefix)
+    ranking: str = "gain"
 
     def __post_init__(self) -> None:
         if self.keyframe_interval < 0:

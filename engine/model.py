@@ -16,8 +16,10 @@ from .layers import pad_to_multiple
 from .selection import keep_mask, position_error, prefix_scores
 from .state import FrameTokens, StreamState
 
-# mean full-rate error (0-1 L1) assumed before calibration; `livetok train` measures the real one
+# population means of the router signals assumed before calibration (0-1 L1 units); `livetok
+# train --calibrate` measures the real ones on the training clips
 UNCALIBRATED_POPULATION_ERROR = 0.03
+UNCALIBRATED_POPULATION_GAIN = 0.01
 
 
 class Tokenizer(nn.Module):
@@ -28,15 +30,26 @@ class Tokenizer(nn.Module):
     """
 
     population_error: Tensor
+    population_gain: Tensor
 
-    def __init__(self, cfg: TokenizerConfig, population_error: float = UNCALIBRATED_POPULATION_ERROR) -> None:
+    def __init__(
+        self,
+        cfg: TokenizerConfig,
+        population_error: float = UNCALIBRATED_POPULATION_ERROR,
+        population_gain: float = UNCALIBRATED_POPULATION_GAIN,
+    ) -> None:
         super().__init__()
         self.cfg = cfg
         self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.fsq)
         self.decoder = Decoder(cfg)
-        # InfoTok's E[ELBO]: the population mean of the per-frame full-rate error, stored with the weights
+        # InfoTok's E[ELBO]: population means of the router signals, stored with the weights
         self.register_buffer("population_error", torch.tensor(float(population_error)))
+        self.register_buffer("population_gain", torch.tensor(float(population_gain)))
+
+    def population(self, signal: str) -> float:
+        """The stored population mean of a router signal ('error' or 'gain')."""
+        return float(self.population_error if signal == "error" else self.population_gain)
 
     @property
     def stride(self) -> int:
@@ -53,7 +66,7 @@ class Tokenizer(nn.Module):
         p = next(self.parameters())
         recon = torch.zeros(batch, 3, hp, wp, device=p.device, dtype=p.dtype)
         hidden = torch.zeros(batch, self.cfg.decoder.state_channels, hp // s, wp // s, device=p.device, dtype=p.dtype)
-        pe = float(self.population_error)
+        pe = self.population((sender or SenderConfig()).budget.signal)
         return StreamState(recon, hidden, 0, tuple(budget_lib.initial_budget_state(pe) for _ in range(batch)))
 
     def _reset_where(self, key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
@@ -92,7 +105,7 @@ class Tokenizer(nn.Module):
         if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
             # a new stream, or the frame size changed: start over at the new size
             index = 0 if state is None else state.frame_index
-            state = self.init_state(b, height, width)
+            state = self.init_state(b, height, width, sender)
             state = StreamState(state.recon, state.hidden, index, state.budget)
             key[:] = True
         t = state.frame_index
@@ -110,13 +123,24 @@ class Tokenizer(nn.Module):
         recon_full, hidden_full = self.decoder(codes, full, prev_recon, prev_hidden)
         err = position_error(x, recon_full, self.stride)
         decodes = 1
-        mean_err = err.mean(dim=1).tolist()
+        gain = surprise = None
+        bud = sender.budget
+
+        def zero_token_pass() -> tuple[Tensor, Tensor]:
+            # the frame's surprise given the past: the error of a decode with no tokens at all
+            s = position_error(x, self.decoder(codes, ~full, prev_recon, prev_hidden)[0], self.stride)
+            return s, (s - err).clamp_min(0.0)  # and the gain: what the tokens buy, per position
+
+        if bud.policy == "infotok" and bud.signal == "gain":
+            surprise, gain = zero_token_pass()
+            decodes += 1
+        signal = gain if gain is not None else err
+        mean_sig = signal.mean(dim=1).tolist()
         ks, budgets = [], []
-        pe = float(self.population_error)
+        pop = self.population(bud.signal)
         for i in range(b):
             k_i, bs = budget_lib.frame_budget(
-                sender.budget, n, state.budget[i], mean_error=mean_err[i], population_error=pe,
-                keyframe=bool(key[i]),
+                bud, n, state.budget[i], mean_error=mean_sig[i], population_error=pop, keyframe=bool(key[i])
             )
             ks.append(k_i)
             budgets.append(bs)
@@ -124,19 +148,23 @@ class Tokenizer(nn.Module):
         if bool((k == n).all()):
             mask, recon, hidden = full, recon_full, hidden_full
         else:
+            if sender.ranking in ("gain", "surprise") and surprise is None:
+                surprise, gain = zero_token_pass()
+                decodes += 1
             if sender.ranking == "error":
                 scores = err
+            elif sender.ranking == "gain":
+                assert gain is not None
+                scores = gain
             elif sender.ranking == "surprise":
-                # the frame's surprise given the past: the error of a decode with no tokens at all
-                none = torch.zeros_like(full)
-                scores = position_error(x, self.decoder(codes, none, prev_recon, prev_hidden)[0], self.stride)
-                decodes += 1
+                assert surprise is not None
+                scores = surprise
             else:
                 scores = prefix_scores(b, n, x.device)
             mask = keep_mask(scores, k)
             recon, hidden = self.decoder(codes, mask, prev_recon, prev_hidden)
             decodes += 1
-        tokens = FrameTokens(indices, mask, key, (gh, gw), (height, width), t, err, decodes)
+        tokens = FrameTokens(indices, mask, key, (gh, gw), (height, width), t, err, decodes, gain)
         return tokens, StreamState(recon, hidden, t + 1, tuple(budgets))
 
     @torch.no_grad()

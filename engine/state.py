@@ -52,6 +52,7 @@ class FrameTokens:
         frame_index: position of the frame in its stream.
         error: [B, N] full-rate per-position error (sender diagnostics: heat maps), or None.
         decodes: decoder passes the sender ran for this frame (1 = no router pass).
+        gain: [B, N] zero-token error minus full-rate error (when the sender computed it), or None.
     """
 
     indices: Tensor
@@ -62,6 +63,7 @@ class FrameTokens:
     frame_index: int
     error: Tensor | None = None
     decodes: int = 1
+    gain: Tensor | None = None
 
     @property
     def n(self) -> int:

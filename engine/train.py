@@ -6,7 +6,10 @@ Arms (InfoTok, arXiv 2512.16975, §3 and Thm 2.2):
 - fixed:   k = rate * N every frame (one model per rate, the Cosmos-style baseline);
 - uniform: k ~ U{N/16 .. N} per frame (ElasticTok's data-agnostic sampler);
 - elbo:    k = clip(beta * e_t / E[e], N/16, N), beta drawn per clip from {1/4, 1/2, 3/4, 1} * N
-           (InfoTok-Flex), e_t the frame's full-rate error under the current weights, E[e] an EMA.
+           (InfoTok-Flex), e_t the frame's router signal under the current weights (full-rate
+           error, or the gain of the tokens over a zero-token decode), E[e] an EMA.
+Outside `fixed`, a share of frames gets no tokens at all, so the decoder learns what to do with
+nothing new (hold a static scene, carry motion on): the gain signal needs that decode to be sane.
 """
 
 from __future__ import annotations
@@ -51,7 +54,9 @@ class TrainConfig:
     grad_clip: float = 1.0
     mse_weight: float = 0.0  # loss = L1 + mse_weight * MSE (pixels in [-1, 1])
     k_min_fraction: float = 1.0 / 16.0
-    ema_decay: float = 0.99  # InfoTok's training EMA of the full-rate error
+    zero_k_prob: float = 0.1  # share of frames (not in the fixed arm) sent with no tokens
+    router_signal: str = "gain"  # the elbo arm's signal, and the ranking of positions: error | gain
+    ema_decay: float = 0.99  # InfoTok's training EMA of the router signal
     seed: int = 0
     threads: int = 0  # torch threads; 0 = leave torch's default
     device: str = "auto"  # auto = CUDA when present, else CPU
@@ -67,6 +72,10 @@ class TrainConfig:
             raise ValueError("steps, batch and clip_frames must be >= 1")
         if not 1 <= self.stream_frames[0] <= self.stream_frames[1]:
             raise ValueError(f"stream_frames must satisfy 1 <= min <= max, got {self.stream_frames}")
+        if self.router_signal not in ("error", "gain"):
+            raise ValueError(f"router_signal must be 'error' or 'gain', got {self.router_signal!r}")
+        if not 0.0 <= self.zero_k_prob < 1.0:
+            raise ValueError(f"zero_k_prob must be in [0, 1), got {self.zero_k_prob}")
         if not 0.0 < self.fixed_rate <= 1.0:
             raise ValueError(f"fixed_rate must be in (0, 1], got {self.fixed_rate}")
 
@@ -78,15 +87,17 @@ class TrainConfig:
 def draw_budgets(
     arm: str, err: Tensor, betas: Tensor, pop_error: float, cfg: TrainConfig, gen: torch.Generator
 ) -> Tensor:
-    """[B] token budgets for one frame from its [B, N] full-rate error map."""
+    """[B] token budgets for one frame from its [B, N] router signal map."""
     b, n = err.shape
     kmin = max(1, math.ceil(cfg.k_min_fraction * n))
     if arm == "fixed":
         return torch.full((b,), max(1, round(cfg.fixed_rate * n)), dtype=torch.long)
     if arm == "uniform":
-        return torch.randint(kmin, n + 1, (b,), generator=gen)
-    k = (betas * n * err.mean(dim=1).cpu() / max(pop_error, 1e-8)).round().long()  # budgets live on the CPU
-    return k.clamp(kmin, n)
+        k = torch.randint(kmin, n + 1, (b,), generator=gen)
+    else:
+        k = (betas * n * err.mean(dim=1).cpu() / max(pop_error, 1e-8)).round().long()  # budgets live on the CPU
+        k = k.clamp(kmin, n)
+    return torch.where(torch.rand(b, generator=gen) < cfg.zero_k_prob, 0, k)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,6 +113,7 @@ def run_clip(
     grad_from: int = 0,
     mse_weight: float = 0.0,
     collect: list[tuple[Tensor, Tensor]] | None = None,
+    signal: str = "error",
 ) -> tuple[Tensor, dict[str, float], tuple[Tensor, Tensor]]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
@@ -112,6 +124,7 @@ def run_clip(
             zero rows) = the window starts a stream with a keyframe.
         grad_from: frames before this index run without gradient.
         collect: if given, (reconstruction, keep-mask) of every frame is appended to it.
+        signal: the router map that sets budgets and ranks positions: full-rate `error` or `gain`.
     Returns:
         (loss averaged over the gradient frames, stats, (recon, hidden) after the last frame).
     """
@@ -135,6 +148,9 @@ def run_clip(
                 # the router's pass, under no-grad with the current weights (as InfoTok does each step)
                 recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
                 err = position_error(x, recon_full, s)
+                if signal == "gain":
+                    recon_zero, _ = model.decoder(codes.detach(), ~full, recon.detach(), hidden.detach())
+                    err = (position_error(x, recon_zero, s) - err).clamp_min(0.0)
             k = budget_fn(err, t).to(err.device)
             mask = full if bool((k >= n).all()) else keep_mask(err, k)
             recon, hidden = model.decoder(codes, mask, recon, hidden)
@@ -198,7 +214,7 @@ def train(
         model.load_state_dict(load_weights(init_weights).state_dict())
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
-    step, pop_ema = 0, float(model.population_error)
+    step, pop_ema = 0, model.population(cfg.router_signal)
     state_path = out / "train_state.pt"
     seed = cfg.seed
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -242,7 +258,7 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
             loss, stats, (recon, hidden) = run_clip(model, frames, budget_fn, state=(recon, hidden),
-                                                    mse_weight=cfg.mse_weight)
+                                                    mse_weight=cfg.mse_weight, signal=cfg.router_signal)
             recon, hidden = recon.detach(), hidden.detach()  # truncated BPTT: carry the state, not the graph
             opt.zero_grad(set_to_none=True)
             loss.backward()
@@ -264,7 +280,7 @@ def train(
                 bar[0].update(bar[1], completed=step, description=desc)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
                 _save_state(state_path, model, opt, step, pop_ema)
-                model.population_error.fill_(pop_ema)
+                (model.population_gain if cfg.router_signal == "gain" else model.population_error).fill_(pop_ema)
                 save_weights(model, out / "model.safetensors", {"step": step, "train": asdict(cfg)})
     finally:
         logf.close()

@@ -36,15 +36,17 @@ def _add_sender_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--normaliser", default="population", choices=["population", "ema"],
                    help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
     p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
-    p.add_argument("--ranking", default="error", choices=["error", "surprise", "prefix"],
-                   help="which positions fill the budget (default: full-rate error, InfoTok)")
+    p.add_argument("--signal", default="gain", choices=["error", "gain"],
+                   help="infotok's information signal: full-rate error (the paper) or the gain of the tokens")
+    p.add_argument("--ranking", default="gain", choices=["error", "gain", "surprise", "prefix"],
+                   help="which positions fill the budget (default: gain; error = InfoTok's)")
 
 
 def _sender(a: argparse.Namespace) -> Any:
     from livetok.engine.config import BudgetConfig, SenderConfig
 
     return SenderConfig(
-        budget=BudgetConfig(policy=a.policy, rate=a.rate, normaliser=a.normaliser),
+        budget=BudgetConfig(policy=a.policy, rate=a.rate, normaliser=a.normaliser, signal=a.signal),
         keyframe_interval=a.keyframe_interval,
         ranking=a.ranking,
     )
@@ -221,6 +223,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
         warmup_steps=a.lr_warmup,
         mse_weight=a.mse_weight, seed=a.seed, threads=a.threads, device=a.device,
+        router_signal=a.router_signal, zero_k_prob=a.zero_k_prob,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob),
     )
     path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
@@ -300,6 +303,9 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lr-warmup", type=int, default=200)
     t.add_argument("--mse-weight", type=float, default=0.0)
+    t.add_argument("--router-signal", default="gain", choices=["error", "gain"],
+                   help="signal of the elbo arm's router and of the ranking (default: gain)")
+    t.add_argument("--zero-k-prob", type=float, default=0.1, help="share of frames trained with no tokens")
     t.add_argument("--synthetic-fraction", type=float, default=0.3)
     t.add_argument("--freeze-prob", type=float, default=0.3, help="share of streams with a frozen stretch")
     t.add_argument("--seed", type=int, default=0)

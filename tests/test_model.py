@@ -52,17 +52,19 @@ def test_causality_future_frames_change_nothing(tiny_model: Tokenizer, real_fram
     assert not torch.equal(toks_a[5].indices, toks_b[5].indices)  # the test would see a change
 
 
-@pytest.mark.parametrize("rate", [0.5, 1.0])
-def test_streaming_equals_offline_pass(tiny_model: Tokenizer, real_frames: np.ndarray, rate: float) -> None:
+@pytest.mark.parametrize("rate,ranking", [(0.5, "error"), (0.5, "gain"), (1.0, "gain")])
+def test_streaming_equals_offline_pass(tiny_model: Tokenizer, real_frames: np.ndarray, rate: float,
+                                       ranking: str) -> None:
     """The step API equals the batched training pass (a different code path: straight-through
     codes, batched masks, no packets)."""
     x = to_tensor(real_frames[:6, :96, :128])
-    sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=rate), keyframe_interval=0)
+    sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=rate), keyframe_interval=0, ranking=ranking)
     toks, recons = stream(tiny_model, x, sender)
     collected: list[tuple[torch.Tensor, torch.Tensor]] = []
     n = toks[0].n
     with torch.no_grad():
-        run_clip(tiny_model, x[None], lambda err, t: torch.tensor([round(rate * n)]), collect=collected)
+        run_clip(tiny_model, x[None], lambda err, t: torch.tensor([round(rate * n)]), collect=collected,
+                 signal=ranking)
     assert len(collected) == 6
     for t, (rec, mask) in enumerate(collected):
         assert torch.equal(mask, toks[t].mask), f"frame {t}: keep-masks differ"
@@ -140,8 +142,15 @@ def test_bad_frames_are_refused(tiny_model: Tokenizer) -> None:
 
 def test_decodes_per_frame(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
     x = to_tensor(real_frames[:1])
-    full = SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0))
-    assert tiny_model.encode_step(x, None, full)[0].decodes == 1  # all kept: the router pass is the output
-    assert tiny_model.encode_step(x, None, FIXED_HALF)[0].decodes == 2
-    surprise = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), ranking="surprise")
-    assert tiny_model.encode_step(x, None, surprise)[0].decodes == 3
+
+    def decodes(policy: str, rate: float, ranking: str, signal: str = "error") -> int:
+        s = SenderConfig(budget=BudgetConfig(policy=policy, rate=rate, signal=signal), ranking=ranking)
+        return tiny_model.encode_step(x, None, s)[0].decodes
+
+    assert decodes("fixed", 1.0, "gain") == 1  # all kept: the full-rate pass is the output
+    assert decodes("fixed", 0.5, "error") == 2  # InfoTok: full-rate pass to rank, then the real decode
+    assert decodes("fixed", 0.5, "gain") == 3  # + the zero-token pass
+    assert decodes("fixed", 0.5, "surprise") == 3
+    assert decodes("fixed", 0.5, "prefix") == 2
+    # a keyframe's error is far above the uncalibrated population mean: k = N, one decode
+    assert decodes("infotok", 0.5, "error", signal="error") == 1
