@@ -54,6 +54,7 @@ def _sender(a: argparse.Namespace) -> Any:
 
 def _model(a: argparse.Namespace) -> Any:
     import torch
+
     from livetok.engine.checkpoint import load_default, load_weights
 
     if a.threads:
@@ -160,6 +161,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
 def cmd_decode(a: argparse.Namespace) -> int:
     import numpy as np
+
     from livetok.stream.heatmap import token_heatmap
     from livetok.stream.session import ReceiverSession
     from livetok.stream.video_io import Mp4Writer
@@ -212,6 +214,105 @@ def cmd_demo(a: argparse.Namespace) -> int:
     if a.json:
         _print_json(res)
     return 0
+
+
+def _broker(a: argparse.Namespace) -> Any:
+    from livetok.stream.broker_url import parse_broker_url
+
+    return parse_broker_url(a.broker, ca_file=a.ca_file, password_file=a.password_file)
+
+
+def _size(s: str | None) -> tuple[int, int] | None:
+    if s is None:
+        return None
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"bad --size {s!r}: use WIDTHxHEIGHT, e.g. 256x192") from None
+    if w < 8 or h < 8:
+        raise ValueError(f"bad --size {s!r}: both sides must be at least 8 pixels")
+    return w, h
+
+
+class _LiveTable:
+    """The live per-stage table on stderr (only when stderr is a terminal)."""
+
+    def __init__(self) -> None:
+        self.con = _console()
+        self.live: Any = None
+        if self.con.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.con, refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def update(self, d: dict[str, Any]) -> None:
+        if self.live is None:
+            return
+        from rich.table import Table
+
+        t = Table(title=f"{d['frames_published']} published, {d['frames_dropped']} dropped, "
+                        f"p50 {d['latency_ms_p50']} ms, {d['bits_per_s'] / 1000:.1f} kbit/s")
+        for col in ("stage", "count", "fps", "latency_ms_p50", "latency_ms_p99", "queue_depth", "dropped"):
+            t.add_column(col)
+        for s in d["stages"]:
+            t.add_row(*(str(s[c]) for c in ("stage", "count", "fps", "latency_ms_p50", "latency_ms_p99",
+                                            "queue_depth", "dropped")))
+        self.live.update(t)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def cmd_publish(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.live import publish_source
+
+    sender, broker, size = _sender(a), _broker(a), _size(a.size)
+    model = _model(a)
+    table = _LiveTable()
+    try:
+        res = asyncio.run(publish_source(
+            model, a.source, broker, a.stream, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
+            max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update))
+    finally:
+        table.stop()
+    _console().print(f"published {res['frames_published']} frames to {broker.url} stream {a.stream!r}: "
+                     f"{res['fps']} fps, {res['frames_dropped']} dropped, latency p50 {res['latency_ms_p50']} ms "
+                     f"p99 {res['latency_ms_p99']} ms, {res['tokens_per_frame']} tokens/frame, "
+                     f"{res['bits_per_s'] / 1000:.1f} kbit/s")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_receive(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.live import receive_stream
+
+    broker = _broker(a)
+    model = _model(a)
+    res = asyncio.run(receive_stream(
+        model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
+        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout))
+    _console().print(f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, "
+                     f"lost {res['frames_lost']}, keyframes {res['keyframes']}, latency p50 {res['latency_ms_p50']} "
+                     f"ms p99 {res['latency_ms_p99']} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    for p in res["outputs"]:
+        _console().print(f"  wrote {p}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def _add_broker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
+    p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
+    p.add_argument("--ca-file", default=None, help="CA certificate for mqtts://")
+    p.add_argument("--password-file", default=None, help="read the broker password from this file")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -288,6 +389,32 @@ def get_parser() -> argparse.ArgumentParser:
     _add_sender_args(ev)
     _add_model_args(ev)
     ev.set_defaults(func=cmd_eval)
+
+    pb = sub.add_parser("publish", help="tokenize a live source and publish it to an MQTT broker")
+    pb.add_argument("--source", required=True, help="PATH, rtsp://..., webcam:N or synthetic[:PRESET]")
+    _add_broker_args(pb)
+    pb.add_argument("--size", default=None, help="resize frames to WIDTHxHEIGHT (e.g. 256x192)")
+    pb.add_argument("--as-fast-as-possible", action="store_true", help="do not pace a file at its frame rate")
+    pb.add_argument("--loop", action="store_true", help="start a file again when it ends")
+    pb.add_argument("--max-frames", type=int, default=None)
+    pb.add_argument("--connect-timeout", type=float, default=None,
+                    help="give up if the broker is not reachable in SEC (default: keep retrying)")
+    pb.add_argument("--json", action="store_true", help="print the final statistics as JSON")
+    _add_sender_args(pb)
+    _add_model_args(pb)
+    pb.set_defaults(func=cmd_publish)
+
+    rc = sub.add_parser("receive", help="receive, decode and record live streams from an MQTT broker")
+    _add_broker_args(rc)
+    rc.add_argument("--out", default=None, help="write MP4 (with '+': one file per stream, OUT-<stream>.mp4)")
+    rc.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
+    rc.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
+    rc.add_argument("--max-frames", type=int, default=None)
+    rc.add_argument("--client-id", default=None, help="MQTT client id: a fixed id keeps a persistent session")
+    rc.add_argument("--connect-timeout", type=float, default=10.0, help="give up if the broker is unreachable")
+    rc.add_argument("--json", action="store_true")
+    _add_model_args(rc)
+    rc.set_defaults(func=cmd_receive)
 
     t = sub.add_parser("train", help="train weights on video clips and the synthetic generator")
     t.add_argument("--data", nargs="*", default=["../shared/data/train"], help="clip files/folders (never eval clips)")

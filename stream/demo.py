@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr, ssim
 from livetok.engine.model import Tokenizer

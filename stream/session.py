@@ -9,6 +9,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
@@ -74,14 +75,30 @@ class SenderSession:
         self.state: StreamState | None = None
         self._device = next(model.parameters()).device
 
+    def step(self, frame: np.ndarray, force_keyframe: bool = False) -> FrameTokens:
+        """Run the model on one uint8 RGB frame [H, W, 3] (the compute; no bytes yet)."""
+        tokens, self.state = self.model.encode_step(to_tensor(frame, self._device), self.state, self.sender,
+                                                    force_keyframe)
+        return tokens
+
+    def packetize(self, tokens: FrameTokens, timestamp_us: int) -> tuple[TokenPacket, bytes]:
+        packet = tokens_to_packet(tokens, self.model_id, self.bits, timestamp_us)
+        return packet, packet.pack()
+
+    def end_of_stream(self, timestamp_us: int) -> bytes:
+        """The packet that ends the stream (no tokens; its index follows the last frame's)."""
+        index = self.state.frame_index if self.state is not None else 0
+        eos = TokenPacket(self.model_id, index, timestamp_us, False, True, 0, 0, 0, 0, self.bits,
+                          np.zeros(0, bool), np.zeros(0, np.uint32))
+        return eos.pack()
+
     def encode(self, frame: np.ndarray, timestamp_us: int | None = None, force_keyframe: bool = False) -> EncodedFrame:
-        """Encode one uint8 RGB frame [H, W, 3]."""
+        """Encode one uint8 RGB frame [H, W, 3] into a packet, with the receiver's reconstruction."""
         t0 = time.perf_counter()
         ts = int(time.time() * 1e6) if timestamp_us is None else timestamp_us
-        x = to_tensor(frame, self._device)
-        tokens, self.state = self.model.encode_step(x, self.state, self.sender, force_keyframe)
-        packet = tokens_to_packet(tokens, self.model_id, self.bits, ts)
-        data = packet.pack()
+        tokens = self.step(frame, force_keyframe)
+        packet, data = self.packetize(tokens, ts)
+        assert self.state is not None
         h, w = tokens.size
         recon = to_uint8(self.state.recon[0, :, :h, :w])
         return EncodedFrame(packet, data, tokens, recon, (time.perf_counter() - t0) * 1e3)

@@ -1,6 +1,7 @@
-"""Frame sources by name: a file path, `webcam:N`, or `synthetic` (optionally `synthetic:PRESET`).
+"""Frame sources by name: a file path, an RTSP/HTTP URL, `webcam:N`, or `synthetic`
+(optionally `synthetic:PRESET`).
 
-Synchronous iterators of uint8 RGB frames; the asyncio pipeline wraps these.
+Synchronous iterators of uint8 RGB frames; `stream/capture.py` turns them into paced async ones.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ class Source:
     frames: Iterator[np.ndarray]
     fps: float
     name: str
-    live: bool  # webcam/synthetic: endless unless a frame limit is given
+    live: bool  # webcam/URL/synthetic: endless unless a frame limit is given
+    self_paced: bool = False  # cameras and network streams deliver frames at their own rate
 
 
 def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] | None = None) -> Source:
@@ -32,7 +34,7 @@ def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] 
             index = int(spec.split(":", 1)[1])
         except ValueError:
             raise VideoError(f"bad webcam source {spec!r}: use webcam:N with N a camera index, e.g. webcam:0") from None
-        return Source(_limit(_webcam(index), max_frames), 30.0, f"webcam {index}", True)
+        return Source(_limit(_webcam(index), max_frames), 30.0, f"webcam {index}", True, True)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from livetok.engine.synthetic import PRESETS, synthetic_frames
 
@@ -43,8 +45,25 @@ def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] 
         if size is not None:
             cfg = replace(cfg, width=size[0], height=size[1])
         return Source(_limit(synthetic_frames(cfg, seed=0), max_frames), 30.0, f"synthetic:{preset}", True)
+    if "://" in spec:
+        return Source(_limit(_url(spec), max_frames), 30.0, spec.split("@")[-1], True, True)
     reader = VideoReader(spec)
     return Source(_limit(iter(reader), max_frames), reader.fps, str(reader.path.name), False)
+
+
+def _url(url: str) -> Iterator[np.ndarray]:
+    """An RTSP/HTTP(S) stream through OpenCV's FFmpeg backend (a live source: no pacing)."""
+    cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
+    if not cap.isOpened():
+        raise VideoError(f"cannot open stream {url.split('@')[-1]} (unreachable, or not a video stream)")
+    try:
+        while True:
+            ok, bgr = cap.read()
+            if not ok or bgr is None:
+                return
+            yield bgr_to_rgb(bgr)
+    finally:
+        cap.release()
 
 
 def _webcam(index: int) -> Iterator[np.ndarray]:

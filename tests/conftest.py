@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
 from livetok.engine.checkpoint import DEFAULT_WEIGHTS, save_weights
 from livetok.engine.config import PRESETS
 from livetok.engine.model import Tokenizer
+from tests.broker import INSTALL_HINT, Broker, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LIVETOK_DATA", ROOT.parent / "shared" / "data"))
@@ -66,3 +69,20 @@ def real_frames() -> np.ndarray:
 
     frames, _ = read_video(eval_clips()[0], max_frames=12)
     return frames
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Broker]:
+    """A real mosquitto on a free 127.0.0.1 port, with persistence; `.stop()`/`.start()` restart it.
+
+    Fails (does not skip) when mosquitto is missing: the MQTT tests are part of the suite.
+    """
+    binary = find_mosquitto()
+    if binary is None:
+        pytest.fail(INSTALL_HINT)
+    broker = Broker(binary, tmp_path / "mosquitto")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

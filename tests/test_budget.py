@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import pytest
+
 from livetok.engine.budget import BudgetState, frame_budget, initial_budget_state, k_min
 from livetok.engine.config import BudgetConfig
 

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+
 from livetok.engine.checkpoint import load_weights, model_identity, read_metadata, save_weights
 from livetok.engine.config import PRESETS
 from livetok.engine.errors import TokenizerError

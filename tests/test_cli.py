@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from livetok.stream.cli import main
 from livetok.stream.video_io import read_video
 from livetok.stream.wire import read_ltk
@@ -92,6 +93,7 @@ def test_decode_refuses_another_models_file(
     tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import torch
+
     from livetok.engine.checkpoint import load_weights, model_identity, save_weights
 
     other = load_weights(tiny_weights)

@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from livetok.engine.data import ClipSampler, DataConfig, find_videos, load_clips
 
 from .conftest import EVAL_DIR, TRAIN_DIR

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+
 from livetok.engine.config import FSQConfig
 from livetok.engine.fsq import FSQ
 

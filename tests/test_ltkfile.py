@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from livetok.stream.wire import (
     FILE_HEADER_SIZE,
     MAX_META_BYTES,

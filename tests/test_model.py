@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.frames import to_tensor

@@ -7,6 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 import torch
+
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer

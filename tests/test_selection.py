@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import torch
+
 from livetok.engine.selection import keep_mask, position_error, prefix_scores
 
 

@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from livetok.engine.checkpoint import load_weights
 from livetok.engine.data import DataConfig
 from livetok.engine.train import TrainConfig, train

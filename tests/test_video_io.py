@@ -4,6 +4,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from livetok.stream.errors import VideoError
 from livetok.stream.sources import open_source
 from livetok.stream.video_io import Mp4Writer, VideoReader, bgr_to_rgb, read_video

@@ -8,6 +8,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+
 from livetok.stream.wire import VERSION, TokenPacket
 
 # A 64x96 frame on a 4x6 latent grid (16x downsampling), 10 bits per index, keyframe 7.

@@ -1,0 +1,157 @@
+"""What `livetok publish` and `livetok receive` run: a source through the pipeline onto the broker,
+and a broker's streams into decoded frames, MP4 files and an optional window."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from livetok.engine.checkpoint import model_identity
+from livetok.engine.config import SenderConfig
+from livetok.engine.model import Tokenizer
+
+from .broker_url import BrokerConfig
+from .capture import Captured, capture
+from .pipeline import PipelineConfig, run_pipeline
+from .publisher import TokenPublisher
+from .receiver import ReceivedFrame, Receiver
+from .session import SenderSession
+from .video_io import Mp4Writer
+
+log = logging.getLogger(__name__)
+
+
+async def publish_source(
+    model: Tokenizer,
+    source: str,
+    broker: BrokerConfig,
+    stream: str,
+    sender: SenderConfig,
+    *,
+    realtime: bool = True,
+    loop: bool = False,
+    max_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    first_connect_timeout_s: float | None = None,
+    on_stats: Callable[[dict[str, Any]], Any] | None = None,
+) -> dict[str, Any]:
+    """Capture `source`, tokenize it live and publish it until the source ends; returns the stats."""
+    session = SenderSession(model, sender)
+    info: dict[str, Any] = {"model_id": model_identity(model).hex(), "preset": model.cfg.name,
+                            "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
+                            "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source}
+    frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
+    async with TokenPublisher(broker, stream, info, first_connect_timeout_s) as pub:
+
+        async def described(it: AsyncIterator[Captured]) -> AsyncIterator[Captured]:
+            # the retained info gains the frame size and rate once the first frame is known
+            first = True
+            async for c in it:
+                if first:
+                    h, w = (size[1], size[0]) if size else c.frame.shape[:2]
+                    await pub.update_info({**info, "width": int(w), "height": int(h), "fps": _fps_of(source)})
+                    first = False
+                yield c
+
+        async def stats(d: dict[str, Any]) -> None:
+            if on_stats is not None:
+                on_stats(d)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(pub.send_stats(d), 1.0)
+
+        # live sources drop what the encoder cannot take; a file read as fast as possible loses nothing
+        live = realtime or source.startswith("webcam:") or "://" in source
+        cfg = PipelineConfig(size=size, drop=live)
+        result = await run_pipeline(described(frames), session, pub, cfg, on_stats=stats)
+        result["keyframe_requests"] = pub.keyframe_requests
+        result["reconnects"] = max(0, pub.link.connects - 1)
+        result["broker_downtime_s"] = round(pub.link.downtime_s, 3)
+        return result
+
+
+def _fps_of(source: str) -> float:
+    from .sources import open_source
+
+    if source.startswith(("webcam:", "synthetic")) or "://" in source:
+        return 30.0
+    return open_source(source, 0).fps
+
+
+def _out_path(out: str, stream: str, wildcard: bool) -> Path:
+    p = Path(out)
+    return p.with_name(f"{p.stem}-{stream}{p.suffix or '.mp4'}") if wildcard else p
+
+
+class _Window:
+    """An OpenCV window when a display and a GUI build of OpenCV exist; otherwise one warning."""
+
+    def __init__(self) -> None:
+        self.enabled = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+        if not self.enabled:
+            log.warning("--show: no display available; not showing a window")
+
+    def show(self, name: str, frame: np.ndarray) -> None:
+        if not self.enabled:
+            return
+        import cv2
+
+        try:
+            cv2.imshow(f"livetok {name}", frame[..., ::-1])
+            cv2.waitKey(1)
+        except cv2.error:
+            log.warning("--show: this OpenCV build has no GUI (opencv-python-headless); not showing a window")
+            self.enabled = False
+
+
+async def receive_stream(
+    model: Tokenizer,
+    broker: BrokerConfig,
+    stream: str,
+    *,
+    out: str | None = None,
+    show: bool = False,
+    idle_timeout_s: float | None = None,
+    max_frames: int | None = None,
+    identifier: str | None = None,
+    on_frame: Callable[[ReceivedFrame], Any] | None = None,
+    first_connect_timeout_s: float | None = 10.0,
+) -> dict[str, Any]:
+    """Receive until end of stream (a named stream), `idle_timeout_s` without frames, or
+    `max_frames`; returns the receiver's summary (DESIGN.md §6 keys)."""
+    writers: dict[str, Mp4Writer] = {}
+    window = _Window() if show else None
+    n = 0
+    rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s)
+    async with rx:
+        try:
+            while max_frames is None or n < max_frames:
+                try:
+                    f = await asyncio.wait_for(anext(rx), idle_timeout_s)
+                except StopAsyncIteration:
+                    break
+                except TimeoutError:
+                    log.info("no frame for %s s: stopping", idle_timeout_s)
+                    break
+                n += 1
+                if out is not None:
+                    if f.stream not in writers:
+                        fps = float(rx.streams[f.stream].info.get("fps", 30.0) or 30.0)
+                        writers[f.stream] = Mp4Writer(_out_path(out, f.stream, rx.topics.wildcard), fps)
+                    writers[f.stream].write(f.frame)
+                if window is not None:
+                    window.show(f.stream, f.frame)
+                if on_frame is not None:
+                    on_frame(f)
+        finally:
+            for w in writers.values():
+                w.close()
+        summary = rx.summary()
+    summary["outputs"] = [str(w.path) for w in writers.values()]
+    return summary

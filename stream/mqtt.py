@@ -1,0 +1,149 @@
+"""One MQTT broker connection kept alive in the background (aiomqtt): reconnects with exponential
+backoff, re-subscribes, and offers a `publish` that waits out a reconnect instead of failing, so a
+broker restart loses nothing at QoS 1 (duplicates are possible; receivers drop them by index)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+
+import aiomqtt
+
+from .broker_url import BrokerConfig
+from .errors import StreamError
+
+log = logging.getLogger(__name__)
+
+OnConnect = Callable[[aiomqtt.Client], Awaitable[None]]
+
+
+class MqttLink:
+    """A background connection to one broker.
+
+    Args:
+        broker: where to connect (and how: credentials, TLS).
+        subscriptions: (topic filter, QoS) pairs, (re)subscribed on every connect.
+        identifier: MQTT client id; fixed ids plus `clean_session=False` make a persistent session
+            (the broker queues QoS-1 messages for us while we are away, even across its restart).
+        on_connect: awaited after every (re)connect, e.g. to publish retained info.
+        max_backoff_s: the longest wait between connection attempts.
+        messages_max: incoming messages buffered before the reader applies backpressure.
+    """
+
+    def __init__(
+        self,
+        broker: BrokerConfig,
+        subscriptions: list[tuple[str, int]] | None = None,
+        identifier: str | None = None,
+        clean_session: bool = True,
+        on_connect: OnConnect | None = None,
+        max_backoff_s: float = 5.0,
+        messages_max: int = 1024,
+    ) -> None:
+        self.broker = broker
+        self.subscriptions = subscriptions or []
+        self.identifier = identifier or f"livetok-{uuid.uuid4().hex[:12]}"
+        self.clean_session = clean_session
+        self.on_connect = on_connect
+        self.max_backoff_s = max_backoff_s
+        self.messages: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(messages_max)
+        self.connected = asyncio.Event()
+        self.connects = 0
+        self.last_error: str | None = None
+        self.down_since: float | None = None
+        self.downtime_s = 0.0  # total time spent disconnected after the first connect
+        self._client: aiomqtt.Client | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._closing = False
+
+    async def start(self, first_connect_timeout_s: float | None = None) -> None:
+        """Start connecting; with a timeout, wait that long for the first connection and raise
+        StreamError (with the broker's own reason) if it does not come."""
+        self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.identifier}")
+        if first_connect_timeout_s is not None:
+            try:
+                await asyncio.wait_for(self.connected.wait(), first_connect_timeout_s)
+            except TimeoutError:
+                await self.close()
+                raise StreamError(
+                    f"cannot connect to broker {self.broker.url} within {first_connect_timeout_s:g} s: "
+                    f"{self.last_error or 'no answer'}"
+                ) from None
+
+    async def _run(self) -> None:
+        backoff = 0.1
+        while not self._closing:
+            try:
+                async with aiomqtt.Client(
+                    **self.broker.client_kwargs(), identifier=self.identifier, clean_session=self.clean_session
+                ) as client:
+                    for topic, qos in self.subscriptions:
+                        await client.subscribe(topic, qos=qos)
+                    self._client = client
+                    self.connects += 1
+                    if self.down_since is not None:
+                        self.downtime_s += time.monotonic() - self.down_since
+                        log.warning("reconnected to %s after %.2f s", self.broker.url,
+                                    time.monotonic() - self.down_since)
+                        self.down_since = None
+                    self.connected.set()
+                    backoff = 0.1
+                    if self.on_connect is not None:
+                        await self.on_connect(client)
+                    async for message in client.messages:
+                        await self.messages.put(message)
+            except aiomqtt.MqttError as e:
+                self.last_error = str(e)
+            finally:
+                self._client = None
+                self.connected.clear()
+            if self._closing:
+                break
+            if self.down_since is None:
+                self.down_since = time.monotonic()
+            log.warning("broker %s unreachable (%s); retrying in %.1f s", self.broker.url,
+                        self.last_error, backoff)
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, self.max_backoff_s)
+
+    async def publish(self, topic: str, payload: bytes | str, qos: int = 1, retain: bool = False,
+                      timeout_s: float = 5.0) -> None:
+        """Publish, waiting out disconnections: returns once the broker has the message (QoS >= 1)."""
+        while True:
+            await self.connected.wait()
+            client = self._client
+            if client is None:
+                await asyncio.sleep(0.01)
+                continue
+            try:
+                await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout_s)
+                return
+            except aiomqtt.MqttError as e:
+                # the connection dropped under us: the background task reconnects, we try again
+                self.last_error = str(e)
+                self.connected.clear()
+                await asyncio.sleep(0.05)
+            if self._closing:
+                raise StreamError(f"connection to {self.broker.url} closed while publishing")
+
+    async def close(self) -> None:
+        self._closing = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
+                await self._task
+            self._task = None
+
+    async def __aenter__(self) -> MqttLink:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()

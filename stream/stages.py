@@ -1,0 +1,108 @@
+"""Pipeline plumbing: a bounded queue that drops its oldest item instead of blocking (so capture
+never waits on a slow encoder), and per-stage statistics (fps, latency, queue depth) with time
+passed in, so the numbers are testable."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class DropOldestQueue(Generic[T]):
+    """A bounded asyncio queue whose `put_nowait` never blocks: when full, the oldest item is
+    dropped and counted. `close()` lets the consumer drain what is left and then get None."""
+
+    def __init__(self, maxsize: int) -> None:
+        if maxsize < 1:
+            raise ValueError(f"queue size must be >= 1, got {maxsize}")
+        self._items: deque[T] = deque()
+        self.maxsize = maxsize
+        self.dropped = 0
+        self._closed = False
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+
+    def put_nowait(self, item: T) -> None:
+        if self._closed:
+            raise RuntimeError("put on a closed queue")
+        if len(self._items) >= self.maxsize:
+            self._items.popleft()
+            self.dropped += 1
+        self._items.append(item)
+        self._ready.set()
+
+    async def put(self, item: T) -> None:
+        """Wait for room instead of dropping (for sources that are not live: nothing is lost)."""
+        while len(self._items) >= self.maxsize:
+            self._space.clear()
+            await self._space.wait()
+        self.put_nowait(item)
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def get(self) -> T | None:
+        """The oldest item; None once the queue is closed and empty."""
+        while not self._items:
+            if self._closed:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        item = self._items.popleft()
+        self._space.set()
+        return item
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
+def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100]); NaN for no values."""
+    if not values:
+        return math.nan
+    s = sorted(values)
+    rank = max(1, math.ceil(q / 100.0 * len(s)))
+    return s[min(rank, len(s)) - 1]
+
+
+@dataclass
+class StageStats:
+    """Counters of one stage; `record(latency_ms, now)` per item, `snapshot(now)` to report."""
+
+    name: str
+    window_s: float = 2.0  # fps is measured over this trailing window
+    count: int = 0
+    dropped: int = 0
+    queue_depth: int = 0
+    _times: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+    _latencies: deque[float] = field(default_factory=lambda: deque(maxlen=4096))
+
+    def record(self, latency_ms: float, now: float) -> None:
+        self.count += 1
+        self._times.append(now)
+        self._latencies.append(latency_ms)
+
+    def fps(self, now: float) -> float:
+        recent = [t for t in self._times if now - t <= self.window_s]
+        if len(recent) < 2:
+            return 0.0
+        span = max(now - recent[0], 1e-9)
+        return (len(recent) - 1) / span if now - recent[-1] < self.window_s else 0.0
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        lat = list(self._latencies)
+        return {
+            "stage": self.name,
+            "count": self.count,
+            "fps": round(self.fps(now), 2),
+            "latency_ms_p50": round(percentile(lat, 50), 3) if lat else None,
+            "latency_ms_p99": round(percentile(lat, 99), 3) if lat else None,
+            "queue_depth": self.queue_depth,
+            "dropped": self.dropped,
+        }

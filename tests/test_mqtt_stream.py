@@ -1,0 +1,243 @@
+"""Live streaming through a real mosquitto: whole files, late joiners, several streams, a broker
+that is down at the start, a broker restarted mid-stream, and a receiver running other weights."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from livetok.engine.checkpoint import model_identity
+from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.model import Tokenizer
+from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.capture import capture
+from livetok.stream.errors import StreamError
+from livetok.stream.pipeline import PipelineConfig, run_pipeline
+from livetok.stream.publisher import TokenPublisher
+from livetok.stream.receiver import ReceivedFrame, Receiver
+from livetok.stream.session import ReceiverSession, SenderSession
+from livetok.stream.wire import TokenPacket
+
+from .broker import Broker
+from .conftest import BUNDLED_CLIP
+
+pytestmark = pytest.mark.broker
+
+SIZE = (128, 96)  # small frames keep the tiny model fast
+SENDER = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
+
+
+class TeePublisher(TokenPublisher):
+    """The real publisher, also keeping a copy of every packet it sends."""
+
+    sent: list[bytes]
+
+    async def send(self, data: bytes) -> None:
+        await super().send(data)
+        self.sent.append(data)
+
+
+async def publish(model: Tokenizer, url: str, stream: str, source: str, *, realtime: bool, frames: int,
+                  sender: SenderConfig = SENDER, connect_timeout: float | None = 5.0,
+                  tee: list[bytes] | None = None) -> dict[str, Any]:
+    session = SenderSession(model, sender)
+    info = {"model_id": session.model_id.hex(), "fps": 30.0, "width": SIZE[0], "height": SIZE[1]}
+    async with TeePublisher(parse_broker_url(url), stream, info, first_connect_timeout_s=connect_timeout) as pub:
+        pub.sent = tee if tee is not None else []
+        src = capture(source, realtime=realtime, max_frames=frames, size=SIZE)
+        stats = await run_pipeline(src, session, pub, PipelineConfig(size=SIZE, drop=realtime))
+        stats["reconnects"] = pub.link.connects - 1
+        return stats
+
+
+async def collect(rx: Receiver, until: float = 20.0) -> list[ReceivedFrame]:
+    out: list[ReceivedFrame] = []
+    async def run() -> None:
+        async for f in rx:
+            out.append(f)
+    await asyncio.wait_for(run(), until)
+    return out
+
+
+def local_decode(model: Tokenizer, packets: list[bytes]) -> list[np.ndarray]:
+    rx = ReceiverSession(model)
+    return [rx.decode(p) for p in packets[:-1]]  # the last one is the end-of-stream packet
+
+
+def test_published_file_arrives_whole_and_identical(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    async def main() -> tuple[list[ReceivedFrame], dict[str, Any], list[bytes], dict[str, Any]]:
+        broker = parse_broker_url(mosquitto.url)
+        sent: list[bytes] = []
+        async with Receiver(tiny_model, broker, "cam0") as rx:
+            task = asyncio.create_task(collect(rx))
+            stats = await publish(tiny_model, mosquitto.url, "cam0", str(BUNDLED_CLIP), realtime=False, frames=12,
+                                  tee=sent)
+            got = await task
+            return got, stats, sent, rx.summary()
+
+    got, stats, sent, summary = asyncio.run(main())
+    assert stats["frames_published"] == 12 and stats["frames_dropped"] == 0
+    assert [f.frame_index for f in got] == list(range(12))
+    assert got[0].keyframe and not any(f.keyframe for f in got[1:])
+    ref = local_decode(tiny_model, sent)
+    assert len(ref) == 12
+    for f, r, data in zip(got, ref, sent[:-1], strict=True):
+        assert np.array_equal(f.frame, r)  # the receiver's pixels are exactly a local decode of the packets
+        assert f.frame.shape == (96, 128, 3) and f.token_grid.shape == (12, 16)
+        # the token grid holds exactly the transmitted tokens, -1 where none was sent
+        p = TokenPacket.unpack(data)
+        grid = f.token_grid.reshape(-1)
+        assert np.array_equal(grid[p.mask], p.indices.astype(np.int32)) and (grid[~p.mask] == -1).all()
+        assert f.bits == 8 * len(data)
+    assert TokenPacket.unpack(sent[-1]).end_of_stream
+    assert summary["frames_received"] == 12 and summary["frames_decoded"] == 12 and summary["frames_lost"] == 0
+    assert summary["bits_per_s"] > 0 and summary["latency_ms_p99"] is not None
+
+
+def test_late_joiner_starts_at_a_keyframe_within_a_second(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    async def main() -> tuple[ReceivedFrame, float, dict[str, Any]]:
+        pub = asyncio.create_task(publish(tiny_model, mosquitto.url, "cam0", "synthetic:calm", realtime=True,
+                                          frames=150))
+        await asyncio.sleep(1.5)  # the stream is well under way, its only natural keyframe long gone
+        async with Receiver(tiny_model, parse_broker_url(mosquitto.url), "cam0") as rx:
+            t0 = time.monotonic()
+            first = await asyncio.wait_for(anext(rx), 5.0)
+            waited = time.monotonic() - t0
+            summary = rx.summary()
+        pub.cancel()
+        return first, waited, summary
+
+    first, waited, summary = asyncio.run(main())
+    assert first.keyframe and first.frame_index > 10
+    assert waited < 1.0, f"late joiner waited {waited:.2f} s for a keyframe"
+    assert summary["keyframe_requests"] >= 1 and summary["frames_lost"] == 0
+
+
+def test_two_streams_through_one_wildcard_receiver(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    async def main() -> dict[str, Any]:
+        async with Receiver(tiny_model, parse_broker_url(mosquitto.url), "+") as rx:
+            got: list[ReceivedFrame] = []
+
+            async def gather() -> None:
+                async for f in rx:
+                    got.append(f)
+                    if all(s.counters.ended for s in rx.streams.values()) and len(rx.streams) == 2:
+                        return
+
+            task = asyncio.create_task(gather())
+            await asyncio.gather(
+                publish(tiny_model, mosquitto.url, "cam0", str(BUNDLED_CLIP), realtime=False, frames=6),
+                publish(tiny_model, mosquitto.url, "cam1", "synthetic:busy", realtime=False, frames=9),
+            )
+            deadline = time.monotonic() + 10
+            while not (len(rx.streams) == 2 and all(s.counters.ended for s in rx.streams.values())):
+                assert time.monotonic() < deadline, rx.summary()
+                await asyncio.sleep(0.05)
+            task.cancel()
+            return rx.summary()
+
+    s = asyncio.run(main())
+    assert s["streams"]["cam0"]["frames_decoded"] == 6 and s["streams"]["cam1"]["frames_decoded"] == 9
+    assert s["frames_decoded"] == 15 and s["frames_lost"] == 0
+
+
+def test_publish_with_the_broker_down_logs_and_retries(mosquitto: Broker, tiny_model: Tokenizer,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.WARNING, logger="livetok.stream.mqtt")
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any]]:
+        broker = parse_broker_url(mosquitto.url)
+        # a persistent session for the receiver, so the broker keeps its messages while it is away
+        async with Receiver(tiny_model, broker, "cam0", identifier="rx-down"):
+            pass
+        mosquitto.stop()
+        pub = asyncio.create_task(publish(tiny_model, mosquitto.url, "cam0", str(BUNDLED_CLIP), realtime=False,
+                                          frames=8, connect_timeout=None))
+        await asyncio.sleep(1.0)
+        assert not pub.done()
+        mosquitto.start()
+        stats = await asyncio.wait_for(pub, 30)
+        async with Receiver(tiny_model, broker, "cam0", identifier="rx-down") as rx:
+            await collect(rx)
+            return stats, rx.summary()
+
+    stats, summary = asyncio.run(main())
+    msgs = [r.getMessage() for r in caplog.records]
+    assert any("unreachable" in m and "retrying" in m and str(mosquitto.port) in m for m in msgs), msgs
+    assert stats["frames_published"] == 8
+    assert summary["frames_decoded"] == 8 and summary["frames_lost"] == 0
+
+
+def test_broker_restart_mid_stream_loses_no_frame(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    async def main() -> tuple[dict[str, Any], list[int], dict[str, Any]]:
+        broker = parse_broker_url(mosquitto.url)
+        async with Receiver(tiny_model, broker, "cam0", identifier="rx-restart") as rx:
+            frames_task = asyncio.create_task(collect(rx, until=60))
+            pub = asyncio.create_task(publish(tiny_model, mosquitto.url, "cam0", "synthetic:calm", realtime=True,
+                                              frames=45))
+            await asyncio.sleep(0.6)
+            mosquitto.stop()
+            await asyncio.sleep(0.5)
+            mosquitto.start()
+            stats = await asyncio.wait_for(pub, 60)
+            got = await frames_task
+            return stats, [f.frame_index for f in got], rx.summary()
+
+    stats, indices, summary = asyncio.run(main())
+    n = stats["frames_published"]
+    assert n >= 10 and stats["reconnects"] >= 1
+    assert indices == list(range(n)), "every published frame decoded once, in order"
+    assert summary["frames_lost"] == 0 and summary["reconnects"] >= 1
+
+
+def test_receiver_with_other_weights_refuses_the_stream(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    other = Tokenizer(tiny_model.cfg)
+    other.load_state_dict(tiny_model.state_dict())
+    with torch.no_grad():
+        other.decoder.to_rgb.bias.add_(0.01)
+
+    async def main() -> None:
+        broker = parse_broker_url(mosquitto.url)
+        async with Receiver(other, broker, "cam0") as rx:
+            task = asyncio.create_task(collect(rx))
+            await publish(tiny_model, mosquitto.url, "cam0", str(BUNDLED_CLIP), realtime=False, frames=3)
+            await task
+
+    with pytest.raises(StreamError) as e:
+        asyncio.run(main())
+    assert model_identity(tiny_model).hex() in str(e.value) and model_identity(other).hex() in str(e.value)
+
+
+def test_cli_publish_and_receive(mosquitto: Broker, tiny_weights: Path, tmp_path: Path) -> None:
+    out = tmp_path / "rx.mp4"
+    rx = subprocess.Popen(
+        [sys.executable, "-m", "livetok.stream.cli", "receive", "--broker", mosquitto.url, "--stream", "cli",
+         "--out", str(out), "--json", "--timeout", "30", "--weights", str(tiny_weights)],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
+    )
+    time.sleep(3.0)  # let the receiver subscribe
+    pub = subprocess.run(
+        [sys.executable, "-m", "livetok.stream.cli", "publish", "--source", str(BUNDLED_CLIP), "--broker",
+         mosquitto.url, "--stream", "cli", "--max-frames", "10", "--as-fast-as-possible", "--size", "128x96",
+         "--json", "--weights", str(tiny_weights)],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert pub.returncode == 0, pub.stderr
+    stdout, stderr = rx.communicate(timeout=60)
+    assert rx.returncode == 0, stderr.decode()
+    p, r = json.loads(pub.stdout), json.loads(stdout)
+    assert p["frames_published"] == 10
+    assert r["frames_received"] == 10 and r["frames_decoded"] == 10 and r["frames_lost"] == 0
+    assert r["keyframes"] == 1 and r["outputs"] == [str(out)]
+    for key in ("latency_ms_p50", "latency_ms_p99", "tokens_per_s", "bits_per_s"):
+        assert r[key] is not None and r[key] > 0
