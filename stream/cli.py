@@ -308,6 +308,23 @@ def cmd_receive(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_stream(a: argparse.Namespace) -> int:
+    from livetok.stream.bench import bench_stream
+
+    sender, size = _sender(a), _size(a.size)
+    assert size is not None
+    model = _model(a)
+    res = bench_stream(model, a.streams, a.seconds, a.source, size, sender, a.broker)
+    con = _console()
+    for r in res["results"]:
+        con.print(f"{r['streams']} stream(s) {r['size']}: {r['fps_per_stream']} fps/stream decoded, "
+                  f"latency p50 {r['latency_ms_p50']} ms p99 {r['latency_ms_p99']} ms, "
+                  f"{r['frames_dropped']} dropped, {r['frames_lost']} lost")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
     p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
@@ -415,6 +432,18 @@ def get_parser() -> argparse.ArgumentParser:
     rc.add_argument("--json", action="store_true")
     _add_model_args(rc)
     rc.set_defaults(func=cmd_receive)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH")
+    bs = bench.add_parser("stream", help="S live streams on loopback: fps, drops, capture-to-decoded latency")
+    bs.add_argument("--streams", type=int, nargs="+", default=[1, 4], help="stream counts to measure (default 1 4)")
+    bs.add_argument("--seconds", type=float, default=10.0)
+    bs.add_argument("--source", default="synthetic", help="source of every stream (default: synthetic)")
+    bs.add_argument("--size", default="256x192")
+    bs.add_argument("--broker", default=None, help="use this broker instead of starting a local mosquitto")
+    bs.add_argument("--json", action="store_true")
+    _add_sender_args(bs)
+    _add_model_args(bs)
+    bs.set_defaults(func=cmd_bench_stream)
 
     t = sub.add_parser("train", help="train weights on video clips and the synthetic generator")
     t.add_argument("--data", nargs="*", default=["../shared/data/train"], help="clip files/folders (never eval clips)")

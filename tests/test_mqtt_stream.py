@@ -241,3 +241,18 @@ def test_cli_publish_and_receive(mosquitto: Broker, tiny_weights: Path, tmp_path
     assert r["keyframes"] == 1 and r["outputs"] == [str(out)]
     for key in ("latency_ms_p50", "latency_ms_p99", "tokens_per_s", "bits_per_s"):
         assert r[key] is not None and r[key] > 0
+
+
+def test_bench_stream_reports_every_stream(tiny_weights: Path, mosquitto: Broker,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    from livetok.stream.cli import main
+
+    code = main(["bench", "stream", "--streams", "2", "--seconds", "1", "--size", "64x48", "--broker", mosquitto.url,
+                 "--weights", str(tiny_weights), "--json"])
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)["results"]
+    assert len(res) == 1 and res[0]["streams"] == 2 and len(res[0]["per_stream"]) == 2
+    for s in res[0]["per_stream"]:
+        assert s["frames_captured"] == 30  # 1 s at 30 fps, whatever the encoder managed
+        assert s["frames_published"] + s["frames_dropped"] == 30
+        assert s["frames_decoded"] == s["frames_published"] and s["frames_lost"] == 0

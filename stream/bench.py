@@ -1,0 +1,70 @@
+"""`livetok bench stream`: S live streams on loopback (S publishers, one receiver), measured end to
+end: sustained fps, drops, and capture-to-decoded latency per stream."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from livetok.engine.config import SenderConfig
+from livetok.engine.model import Tokenizer
+
+from .broker_url import parse_broker_url
+from .live import publish_source
+from .localbroker import LocalBroker
+from .receiver import Receiver
+
+
+async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, source: str,
+                 size: tuple[int, int], sender: SenderConfig, fps: float) -> dict[str, Any]:
+    broker = parse_broker_url(url)
+    frames = max(2, int(seconds * fps))
+    names = [f"bench{i}" for i in range(streams)]
+    async with Receiver(model, broker, "+", gap_timeout_s=1.0) as rx:
+        async def drain() -> None:
+            async for _ in rx:
+                pass
+
+        drainer = asyncio.create_task(drain())
+        t0 = time.monotonic()
+        pubs = await asyncio.gather(*(publish_source(model, source, broker, n, sender, realtime=True,
+                                                     max_frames=frames, size=size) for n in names))
+        wall = time.monotonic() - t0
+        deadline = time.monotonic() + 30
+        while not all(n in rx.streams and rx.streams[n].counters.ended for n in names):
+            if time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+        drainer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await drainer
+        summary = rx.summary()
+    per = []
+    for n, p in zip(names, pubs, strict=True):
+        r = summary["streams"].get(n, {})
+        per.append({"stream": n, "frames_captured": p["frames_captured"], "frames_dropped": p["frames_dropped"],
+                    "frames_published": p["frames_published"], "publish_fps": p["fps"],
+                    "frames_decoded": r.get("frames_decoded", 0), "frames_lost": r.get("frames_lost", 0),
+                    "latency_ms_p50": r.get("latency_ms_p50"), "latency_ms_p99": r.get("latency_ms_p99"),
+                    "encode_ms_p50": next(s["latency_ms_p50"] for s in p["stages"] if s["stage"] == "encode")})
+    decoded = sum(x["frames_decoded"] for x in per)
+    return {"streams": streams, "seconds": round(wall, 2), "size": f"{size[0]}x{size[1]}", "source": source,
+            "target_fps": fps, "fps_per_stream": round(decoded / streams / wall, 2),
+            "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": summary["latency_ms_p99"],
+            "frames_dropped": sum(x["frames_dropped"] for x in per), "frames_lost": summary["frames_lost"],
+            "per_stream": per}
+
+
+def bench_stream(model: Tokenizer, streams: list[int], seconds: float = 10.0, source: str = "synthetic",
+                 size: tuple[int, int] = (256, 192), sender: SenderConfig | None = None,
+                 broker_url: str | None = None, fps: float = 30.0) -> dict[str, Any]:
+    """Run one measurement per entry of `streams`; a local mosquitto is started unless a broker is given."""
+    sender = sender or SenderConfig()
+    results = []
+    with contextlib.ExitStack() as stack:
+        url = broker_url or stack.enter_context(LocalBroker())
+        for s in streams:
+            results.append(asyncio.run(_bench(model, url, s, seconds, source, size, sender, fps)))
+    return {"results": results}
