@@ -118,13 +118,26 @@ class Tokenizer(nn.Module):
         # decode from the indices, exactly as the receiver will: bit-identical closed loop
         codes = self.fsq.indices_to_codes(indices, (gh, gw))
 
+        bud = sender.budget
+        if bud.policy == "fixed" and sender.ranking == "prefix":
+            # ElasticTok's order with a fixed budget needs no router pass: a single decode
+            ks, budgets = [], []
+            for i in range(b):
+                k_i, bs = budget_lib.frame_budget(bud, n, state.budget[i], mean_error=None,
+                                                  population_error=self.population(bud.signal), keyframe=bool(key[i]))
+                ks.append(k_i)
+                budgets.append(bs)
+            mask = keep_mask(prefix_scores(b, n, x.device), torch.tensor(ks, device=x.device))
+            recon, hidden = self.decoder(codes, mask, prev_recon, prev_hidden)
+            tokens = FrameTokens(indices, mask, key, (gh, gw), (height, width), t, None, 1)
+            return tokens, StreamState(recon, hidden, t + 1, tuple(budgets))
+
         # router pass: one full-rate decode gives the per-position error map (InfoTok's ELBO proxy)
         full = torch.ones(b, n, dtype=torch.bool, device=x.device)
         recon_full, hidden_full = self.decoder(codes, full, prev_recon, prev_hidden)
         err = position_error(x, recon_full, self.stride)
         decodes = 1
         gain = surprise = None
-        bud = sender.budget
 
         def zero_token_pass() -> tuple[Tensor, Tensor]:
             # the frame's surprise given the past: the error of a decode with no tokens at all

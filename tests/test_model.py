@@ -152,6 +152,6 @@ def test_decodes_per_frame(tiny_model: Tokenizer, real_frames: np.ndarray) -> No
     assert decodes("fixed", 0.5, "error") == 2  # InfoTok: full-rate pass to rank, then the real decode
     assert decodes("fixed", 0.5, "gain") == 3  # + the zero-token pass
     assert decodes("fixed", 0.5, "surprise") == 3
-    assert decodes("fixed", 0.5, "prefix") == 2
+    assert decodes("fixed", 0.5, "prefix") == 1  # ElasticTok's order: no router pass at all
     # a keyframe's error is far above the uncalibrated population mean: k = N, one decode
     assert decodes("infotok", 0.5, "error", signal="error") == 1
