@@ -60,6 +60,7 @@ class MqttLink:
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._closed = asyncio.Event()
 
     async def start(self, first_connect_timeout_s: float | None = None) -> None:
         """Start connecting; with a timeout, wait that long for the first connection and raise
@@ -115,7 +116,16 @@ class MqttLink:
                       timeout_s: float = 5.0) -> None:
         """Publish, waiting out disconnections: returns once the broker has the message (QoS >= 1)."""
         while True:
-            await self.connected.wait()
+            if not self.connected.is_set():
+                # wait for a (re)connection, but not past close(): then fail instead of hanging
+                waits = [asyncio.ensure_future(self.connected.wait()), asyncio.ensure_future(self._closed.wait())]
+                try:
+                    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for w in waits:
+                        w.cancel()
+            if self._closing:
+                raise StreamError(f"connection to {self.broker.url} closed while publishing")
             client = self._client
             if client is None:
                 await asyncio.sleep(0.01)
@@ -128,11 +138,10 @@ class MqttLink:
                 self.last_error = str(e)
                 self.connected.clear()
                 await asyncio.sleep(0.05)
-            if self._closing:
-                raise StreamError(f"connection to {self.broker.url} closed while publishing")
 
     async def close(self) -> None:
         self._closing = True
+        self._closed.set()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):

@@ -120,6 +120,7 @@ class Receiver:
                              clean_session=not (persistent and identifier is not None))
         self._out: asyncio.Queue[ReceivedFrame | BaseException | None] = asyncio.Queue(64)
         self._tasks: list[asyncio.Task[None]] = []
+        self._requests: set[asyncio.Task[None]] = set()  # keyframe requests in flight
 
     # -- lifecycle -----------------------------------------------------------------------------
 
@@ -131,9 +132,9 @@ class Receiver:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for t in self._tasks:
+        for t in [*self._tasks, *self._requests]:
             t.cancel()
-        for t in self._tasks:
+        for t in [*self._tasks, *self._requests]:
             with contextlib.suppress(asyncio.CancelledError):
                 await t
         await self.link.close()
@@ -273,8 +274,14 @@ class Receiver:
         s.last_request = now
         s.counters.keyframe_requests += 1
         req = {"type": "keyframe", "reason": reason, "from_frame": s.order.expected}
-        # fire and forget: a lost request is repeated on the next non-decodable packet
-        asyncio.create_task(self.link.publish(topics(s.name).control, json.dumps(req), qos=1))  # noqa: RUF006
+        # not awaited (decoding goes on); a lost request is repeated on the next non-decodable packet
+        task = asyncio.create_task(self._send_request(topics(s.name).control, json.dumps(req)))
+        self._requests.add(task)
+        task.add_done_callback(self._requests.discard)
+
+    async def _send_request(self, topic: str, payload: str) -> None:
+        with contextlib.suppress(StreamError):
+            await self.link.publish(topic, payload, qos=1)
 
     async def _tick(self) -> None:
         while True:
