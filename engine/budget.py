@@ -24,8 +24,9 @@ from .config import BudgetConfig
 class BudgetState:
     """Per-stream router memory (sender side only)."""
 
-    ema_error: float  # EMA of the mean full-rate error of past predicted (non-key) frames
+    ema_error: float  # EMA of the router signal of past predicted (non-key) frames
     frames: int = 0  # frames budgeted so far
+    scale: float = 1.0  # multiplies beta; set by rate control (engine/rate_control.py)
 
 
 def initial_budget_state(population_error: float) -> BudgetState:
@@ -65,7 +66,7 @@ def frame_budget(
     """
     if n < 1:
         raise ValueError(f"a frame needs at least one position, got n={n}")
-    beta = cfg.rate * n
+    beta = cfg.rate * n * state.scale
     if cfg.policy == "fixed":
         k = max(1, min(n, round(beta)))
         return k, replace(state, frames=state.frames + 1)
@@ -77,4 +78,4 @@ def frame_budget(
     ema = state.ema_error
     if not keyframe:
         ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
-    return k, BudgetState(ema_error=ema, frames=state.frames + 1)
+    return k, BudgetState(ema_error=ema, frames=state.frames + 1, scale=state.scale)

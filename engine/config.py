@@ -12,6 +12,8 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .rate_control import RateControlConfig
+
 POLICIES = ("fixed", "infotok")
 NORMALISERS = ("population", "ema")
 SIGNALS = ("error", "gain")
@@ -157,6 +159,8 @@ class SenderConfig:
 
     budget: BudgetConfig = field(default_factory=BudgetConfig)
     keyframe_interval: int = 300  # frames; 0 = only the first frame (and on request)
+    # rate control (engine/rate_control.py): scales beta to meet a target; None = open loop
+    rate_control: RateControlConfig | None = None
     # which positions fill the budget: highest full-rate error (InfoTok), highest gain, highest
     # zero-token error (surprise), or the first k in raster order (ElasticTok's prefix)
     ranking: str = "gain"

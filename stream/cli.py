@@ -33,6 +33,10 @@ def _add_sender_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--policy", default="infotok", choices=["fixed", "infotok"],
                    help="budget policy (default: infotok)")
     p.add_argument("--rate", type=float, default=0.5, help="beta = rate * N tokens for an average frame (default 0.5)")
+    p.add_argument("--target-bps", type=float, default=None,
+                   help="rate control: scale beta to meet this many bits/s (headers and masks included)")
+    p.add_argument("--target-tokens", type=float, default=None,
+                   help="rate control: scale beta to meet this mean number of tokens per frame")
     p.add_argument("--normaliser", default="population", choices=["population", "ema"],
                    help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
     p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
@@ -44,11 +48,16 @@ def _add_sender_args(p: argparse.ArgumentParser) -> None:
 
 def _sender(a: argparse.Namespace) -> Any:
     from livetok.engine.config import BudgetConfig, SenderConfig
+    from livetok.engine.rate_control import RateControlConfig
 
+    rc = None
+    if a.target_bps is not None or a.target_tokens is not None:
+        rc = RateControlConfig(target_bps=a.target_bps, target_tokens=a.target_tokens)
     return SenderConfig(
         budget=BudgetConfig(policy=a.policy, rate=a.rate, normaliser=a.normaliser, signal=a.signal),
         keyframe_interval=a.keyframe_interval,
         ranking=a.ranking,
+        rate_control=rc,
     )
 
 

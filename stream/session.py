@@ -5,7 +5,7 @@ into frames. The state lives in one attribute, replaced after every frame."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.frames import to_tensor, to_uint8
 from livetok.engine.model import Tokenizer
+from livetok.engine.rate_control import RateState, rate_update
 from livetok.engine.state import FrameTokens, StreamState
 
 from .wire import PacketError, TokenPacket
@@ -73,17 +74,27 @@ class SenderSession:
         self.model_id = model_identity(model)
         self.bits = model.cfg.fsq.bits_per_index
         self.state: StreamState | None = None
+        self.rate = RateState()
         self._device = next(model.parameters()).device
 
     def step(self, frame: np.ndarray, force_keyframe: bool = False) -> FrameTokens:
         """Run the model on one uint8 RGB frame [H, W, 3] (the compute; no bytes yet)."""
+        if self.state is not None and self.sender.rate_control is not None:
+            # rate control speaks through beta's scale in the router state
+            self.state = replace(self.state, budget=tuple(replace(b, scale=self.rate.scale) for b in self.state.budget))
         tokens, self.state = self.model.encode_step(to_tensor(frame, self._device), self.state, self.sender,
                                                     force_keyframe)
         return tokens
 
     def packetize(self, tokens: FrameTokens, timestamp_us: int) -> tuple[TokenPacket, bytes]:
+        """The packet and its bytes; with rate control, its cost (bits or tokens) is accounted."""
         packet = tokens_to_packet(tokens, self.model_id, self.bits, timestamp_us)
-        return packet, packet.pack()
+        data = packet.pack()
+        rc = self.sender.rate_control
+        if rc is not None:
+            used = 8 * len(data) if rc.target_bps is not None else packet.k
+            self.rate = rate_update(rc, self.rate, used, timestamp_us / 1e6)
+        return packet, data
 
     def end_of_stream(self, timestamp_us: int) -> bytes:
         """The packet that ends the stream (no tokens; its index follows the last frame's)."""
