@@ -82,7 +82,9 @@ def elbo_loss(code: Code, p: Sequence[float], lengths: Sequence[int]) -> float:
     return sum(q * prefix_loss(code, p, x, n) for x, (q, n) in enumerate(zip(p, lengths, strict=True)))
 
 
-def minimizers(codes: Sequence[Code], objective: Callable[[Code], float], tol: float = 1e-12) -> tuple[float, list[Code]]:
+def minimizers(
+    codes: Sequence[Code], objective: Callable[[Code], float], tol: float = 1e-12
+) -> tuple[float, list[Code]]:
     """The minimum of objective over codes and every code attaining it (within tol)."""
     values = [objective(c) for c in codes]
     best = min(values)
