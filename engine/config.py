@@ -14,7 +14,7 @@ from typing import Any
 
 from .rate_control import RateControlConfig
 
-POLICIES = ("fixed", "infotok")
+POLICIES = ("fixed", "infotok", "oracle", "search")
 NORMALISERS = ("population", "ema")
 SIGNALS = ("error", "gain")
 RANKINGS = ("error", "gain", "surprise", "prefix")
@@ -137,6 +137,8 @@ class BudgetConfig:
     normaliser: str = "population"
     ema_decay: float = 0.9  # EMA normaliser: weight of the past
     signal: str = "gain"
+    lam: float = 20.0  # oracle: MSE (0-255 units) one frame's worth of all N tokens is worth
+    tau: float = 40.0  # search: the frame MSE (0-255 units) a frame must reach; 40 = 32.1 dB
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -149,6 +151,8 @@ class BudgetConfig:
             raise ValueError(f"rate must be in (0, 1], got {self.rate}")
         if not 0.0 <= self.k_min_fraction <= 1.0:
             raise ValueError(f"k_min_fraction must be in [0, 1], got {self.k_min_fraction}")
+        if self.lam < 0 or self.tau <= 0:
+            raise ValueError(f"lam must be >= 0 and tau > 0, got lam={self.lam}, tau={self.tau}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 

@@ -13,7 +13,7 @@ from .encoder import Encoder
 from .errors import TokenizerError
 from .fsq import FSQ
 from .layers import pad_to_multiple
-from .selection import keep_mask, position_error, prefix_scores
+from .router import route
 from .state import FrameTokens, StreamState
 
 # population means of the router signals assumed before calibration (0-1 L1 units); `livetok
@@ -100,7 +100,6 @@ class Tokenizer(nn.Module):
         b, _, height, width = frame.shape
         x = pad_to_multiple(frame.to(self.population_error.dtype), self.stride)
         gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        n = gh * gw
         key = torch.as_tensor(force_keyframe, device=x.device).expand(b).clone()
         if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
             # a new stream, or the frame size changed: start over at the new size
@@ -118,67 +117,12 @@ class Tokenizer(nn.Module):
         # decode from the indices, exactly as the receiver will: bit-identical closed loop
         codes = self.fsq.indices_to_codes(indices, (gh, gw))
 
-        bud = sender.budget
-        if bud.policy == "fixed" and sender.ranking == "prefix":
-            # ElasticTok's order with a fixed budget needs no router pass: a single decode
-            ks, budgets = [], []
-            for i in range(b):
-                k_i, bs = budget_lib.frame_budget(bud, n, state.budget[i], mean_error=None,
-                                                  population_error=self.population(bud.signal), keyframe=bool(key[i]))
-                ks.append(k_i)
-                budgets.append(bs)
-            mask = keep_mask(prefix_scores(b, n, x.device), torch.tensor(ks, device=x.device))
-            recon, hidden = self.decoder(codes, mask, prev_recon, prev_hidden)
-            tokens = FrameTokens(indices, mask, key, (gh, gw), (height, width), t, None, 1)
-            return tokens, StreamState(recon, hidden, t + 1, tuple(budgets))
+        def decode(mask: Tensor) -> tuple[Tensor, Tensor]:
+            return self.decoder(codes, mask, prev_recon, prev_hidden)
 
-        # router pass: one full-rate decode gives the per-position error map (InfoTok's ELBO proxy)
-        full = torch.ones(b, n, dtype=torch.bool, device=x.device)
-        recon_full, hidden_full = self.decoder(codes, full, prev_recon, prev_hidden)
-        err = position_error(x, recon_full, self.stride)
-        decodes = 1
-        gain = surprise = None
-
-        def zero_token_pass() -> tuple[Tensor, Tensor]:
-            # the frame's surprise given the past: the error of a decode with no tokens at all
-            s = position_error(x, self.decoder(codes, ~full, prev_recon, prev_hidden)[0], self.stride)
-            return s, (s - err).clamp_min(0.0)  # and the gain: what the tokens buy, per position
-
-        if bud.policy == "infotok" and bud.signal == "gain":
-            surprise, gain = zero_token_pass()
-            decodes += 1
-        signal = gain if gain is not None else err
-        mean_sig = signal.mean(dim=1).tolist()
-        ks, budgets = [], []
-        pop = self.population(bud.signal)
-        for i in range(b):
-            k_i, bs = budget_lib.frame_budget(
-                bud, n, state.budget[i], mean_error=mean_sig[i], population_error=pop, keyframe=bool(key[i])
-            )
-            ks.append(k_i)
-            budgets.append(bs)
-        k = torch.tensor(ks, device=x.device)
-        if bool((k == n).all()):
-            mask, recon, hidden = full, recon_full, hidden_full
-        else:
-            if sender.ranking in ("gain", "surprise") and surprise is None:
-                surprise, gain = zero_token_pass()
-                decodes += 1
-            if sender.ranking == "error":
-                scores = err
-            elif sender.ranking == "gain":
-                assert gain is not None
-                scores = gain
-            elif sender.ranking == "surprise":
-                assert surprise is not None
-                scores = surprise
-            else:
-                scores = prefix_scores(b, n, x.device)
-            mask = keep_mask(scores, k)
-            recon, hidden = self.decoder(codes, mask, prev_recon, prev_hidden)
-            decodes += 1
-        tokens = FrameTokens(indices, mask, key, (gh, gw), (height, width), t, err, decodes, gain)
-        return tokens, StreamState(recon, hidden, t + 1, tuple(budgets))
+        r = route(x, (height, width), self.stride, decode, sender, state.budget, key, self.population)
+        tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
+        return tokens, StreamState(r.recon, r.hidden, t + 1, r.budgets)
 
     @torch.no_grad()
     def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:

@@ -1,0 +1,187 @@
+"""Routing one frame: how many tokens (the budget policy) and which positions (the ranking).
+
+Every decoder pass the sender runs is counted (`decodes`), so the router's cost is measured, not
+claimed. Policies:
+
+- fixed:   k = rate * N.
+- infotok: k = clip(beta * s_t / E[s], N/16, N) (InfoTok Eq. 4, causal): s_t the frame's router
+           signal, the full-rate error (the paper) or the gain of the tokens over none (livetok).
+- oracle:  decode at a grid of budgets, keep the k minimising MSE(k) + lambda * k/N (an upper
+           bound for the benchmark, like the paper's "Optimal" row; ~10 decodes).
+- search:  ElasticTok's inference: binary search for the smallest k whose frame MSE <= tau
+           (about log2 N + 1 decodes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+
+from . import budget as budget_lib
+from .budget import BudgetState
+from .config import SenderConfig
+from .selection import keep_mask, position_error, prefix_scores
+
+DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
+
+# budgets the oracle tries, as fractions of N (N itself is the full-rate pass, already decoded)
+ORACLE_GRID = (1 / 16, 1 / 8, 1 / 4, 3 / 8, 1 / 2, 5 / 8, 3 / 4, 7 / 8)
+
+
+@dataclass
+class Routing:
+    mask: Tensor  # [B, N] bool
+    recon: Tensor  # [B, 3, H, W] the decode with `mask`
+    hidden: Tensor
+    budgets: tuple[BudgetState, ...]
+    error: Tensor | None  # [B, N] full-rate error, when computed
+    gain: Tensor | None  # [B, N] zero-token error minus full-rate error, when computed
+    decodes: int
+
+
+def frame_mse(x: Tensor, recon: Tensor, size: tuple[int, int]) -> Tensor:
+    """[B] mean squared error in 0-255 units over the frame's real pixels (padding excluded)."""
+    h, w = size
+    return ((x[..., :h, :w] - recon[..., :h, :w]) * 127.5).pow(2).mean(dim=(1, 2, 3))
+
+
+class _Decoder:
+    """The frame's decoder passes, counted."""
+
+    def __init__(self, decode: DecodeFn) -> None:
+        self._decode = decode
+        self.count = 0
+
+    def __call__(self, mask: Tensor) -> tuple[Tensor, Tensor]:
+        self.count += 1
+        return self._decode(mask)
+
+
+def route(
+    x: Tensor,
+    size: tuple[int, int],
+    stride: int,
+    decode: DecodeFn,
+    sender: SenderConfig,
+    states: tuple[BudgetState, ...],
+    key: Tensor,
+    population: Callable[[str], float],
+) -> Routing:
+    """Choose the keep-mask of one frame and decode it.
+
+    Args:
+        x: [B, 3, H, W] padded frame in [-1, 1].
+        size: (height, width) before padding.
+        decode: mask [B, N] -> (recon, hidden): the decoder on this frame's codes and state.
+        sender: policy, rate, ranking.
+        states: one router state per stream.
+        key: [B] bool keyframes.
+        population: signal name -> its population mean stored with the weights.
+    """
+    b = x.shape[0]
+    n = (x.shape[-2] // stride) * (x.shape[-1] // stride)
+    dec = _Decoder(decode)
+    bud = sender.budget
+    dev = x.device
+    full = torch.ones(b, n, dtype=torch.bool, device=dev)
+
+    def budgets(signal: Tensor | None) -> tuple[list[int], tuple[BudgetState, ...]]:
+        mean = signal.mean(dim=1).tolist() if signal is not None else [None] * b
+        out = [budget_lib.frame_budget(bud, n, states[i], mean_error=mean[i], population_error=population(bud.signal),
+                                       keyframe=bool(key[i])) for i in range(b)]
+        return [k for k, _ in out], tuple(s for _, s in out)
+
+    if bud.policy == "fixed" and sender.ranking == "prefix":
+        # ElasticTok's order with a fixed budget needs no router pass: a single decode
+        ks, new = budgets(None)
+        mask = keep_mask(prefix_scores(b, n, dev), torch.tensor(ks, device=dev))
+        recon, hidden = dec(mask)
+        return Routing(mask, recon, hidden, new, None, None, dec.count)
+
+    # the router pass: one full-rate decode gives the per-position error map (InfoTok's ELBO proxy)
+    recon_full, hidden_full = dec(full)
+    err = position_error(x, recon_full, stride)
+    gain: Tensor | None = None
+    surprise: Tensor | None = None
+
+    def zero_token_pass() -> None:
+        nonlocal gain, surprise
+        if surprise is None:
+            # the frame's surprise given the past: the error of a decode with no tokens at all
+            surprise = position_error(x, dec(~full)[0], stride)
+            gain = (surprise - err).clamp_min(0.0)  # what the tokens buy, per position
+
+    def scores() -> Tensor:
+        if sender.ranking == "error":
+            return err
+        if sender.ranking == "prefix":
+            return prefix_scores(b, n, dev)
+        zero_token_pass()
+        assert gain is not None and surprise is not None
+        return gain if sender.ranking == "gain" else surprise
+
+    if bud.policy in ("fixed", "infotok"):
+        if bud.policy == "infotok" and bud.signal == "gain":
+            zero_token_pass()
+        ks, new = budgets(gain if bud.policy == "infotok" and bud.signal == "gain" else err)
+        k = torch.tensor(ks, device=dev)
+        if bool((k == n).all()):
+            return Routing(full, recon_full, hidden_full, new, err, gain, dec.count)
+        mask = keep_mask(scores(), k)
+        recon, hidden = dec(mask)
+        return Routing(mask, recon, hidden, new, err, gain, dec.count)
+
+    if bud.policy == "oracle":
+        return _oracle(x, size, n, dec, scores(), full, recon_full, hidden_full, bud.lam, states, key, err, gain)
+    if bud.policy == "search":
+        return _search(x, size, n, dec, scores(), recon_full, hidden_full, bud, states, err, gain)
+    raise ValueError(f"unknown budget policy {bud.policy!r}")
+
+
+def _oracle(x: Tensor, size: tuple[int, int], n: int, dec: _Decoder, scores: Tensor, full: Tensor,
+            recon_full: Tensor, hidden_full: Tensor, lam: float, states: tuple[BudgetState, ...], key: Tensor,
+            err: Tensor, gain: Tensor | None) -> Routing:
+    b = x.shape[0]
+    lam_eff = torch.tensor([lam / max(s.scale, 1e-9) for s in states], device=x.device)  # rate control
+    best_cost = frame_mse(x, recon_full, size) + lam_eff
+    best_mask, best_recon, best_hidden = full.clone(), recon_full.clone(), hidden_full.clone()
+    for frac in ORACLE_GRID:
+        k = max(1, round(frac * n))
+        if k >= n:
+            continue
+        mask = keep_mask(scores, torch.full((b,), k, device=x.device))
+        recon, hidden = dec(mask)
+        cost = frame_mse(x, recon, size) + lam_eff * (k / n)
+        better = cost < best_cost
+        best_cost = torch.where(better, cost, best_cost)
+        best_mask[better] = mask[better]
+        best_recon[better] = recon[better]
+        best_hidden[better] = hidden[better]
+    new = tuple(replace(s, frames=s.frames + 1) for s in states)
+    return Routing(best_mask, best_recon, best_hidden, new, err, gain, dec.count)
+
+
+def _search(x: Tensor, size: tuple[int, int], n: int, dec: _Decoder, scores: Tensor, recon_full: Tensor,
+            hidden_full: Tensor, bud: budget_lib.BudgetConfig, states: tuple[BudgetState, ...], err: Tensor,
+            gain: Tensor | None) -> Routing:
+    """Smallest k with MSE <= tau (tau / scale under rate control); full rate if none meets it."""
+    b = x.shape[0]
+    tau = torch.tensor([bud.tau / max(s.scale, 1e-9) for s in states], device=x.device)
+    lo = torch.full((b,), budget_lib.k_min(bud, n), device=x.device)
+    hi = torch.full((b,), n, device=x.device)  # hi always meets tau (or is N)
+    best_recon, best_hidden = recon_full.clone(), hidden_full.clone()
+    while bool((lo < hi).any()):
+        mid = torch.where(lo < hi, (lo + hi) // 2, hi)
+        mask = keep_mask(scores, mid)
+        recon, hidden = dec(mask)
+        ok = (frame_mse(x, recon, size) <= tau) & (lo < hi)
+        best_recon[ok], best_hidden[ok] = recon[ok], hidden[ok]
+        hi = torch.where(ok, mid, hi)
+        lo = torch.where(~ok & (lo < hi), mid + 1, lo)
+    mask = keep_mask(scores, hi)
+    # rows whose answer is a probed k already hold its decode; hi = N rows hold the full-rate pass
+    new = tuple(replace(s, frames=s.frames + 1) for s in states)
+    return Routing(mask, best_recon, best_hidden, new, err, gain, dec.count)
