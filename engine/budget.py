@@ -79,3 +79,21 @@ def frame_budget(
     if not keyframe:
         ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
     return k, BudgetState(ema_error=ema, frames=state.frames + 1, scale=state.scale)
+
+
+def prior_budget(cfg: BudgetConfig, n: int, state: BudgetState, *, population_error: float, keyframe: bool) -> int:
+    """The `prior` policy: frame t's budget from the stream's past alone (the EMA of past frames'
+    signals), decided before the frame is seen, so a sender can reserve bandwidth ahead of capture.
+    A keyframe (known in advance: scheduled or requested) gets all N."""
+    if keyframe:
+        return n
+    beta = cfg.rate * n * state.scale
+    return max(k_min(cfg, n), min(n, round(beta * state.ema_error / max(population_error, 1e-8))))
+
+
+def observe(cfg: BudgetConfig, state: BudgetState, *, mean_error: float, keyframe: bool) -> BudgetState:
+    """Fold a frame's signal into the router state once it is known (the EMA skips keyframes)."""
+    ema = state.ema_error
+    if not keyframe:
+        ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
+    return BudgetState(ema_error=ema, frames=state.frames + 1, scale=state.scale)

@@ -74,7 +74,10 @@ def read_metadata(path: str | Path) -> dict[str, str]:
 
 
 def load_weights(
-    path: str | Path = DEFAULT_WEIGHTS, config: TokenizerConfig | None = None, device: str | torch.device = "cpu"
+    path: str | Path = DEFAULT_WEIGHTS,
+    config: TokenizerConfig | None = None,
+    device: str | torch.device = "cpu",
+    allow_missing_head: bool = False,
 ) -> Tokenizer:
     """Rebuild a model from a weights file.
 
@@ -82,6 +85,8 @@ def load_weights(
         path: the .safetensors file.
         config: if given, the weights must fit this config exactly (else a TokenizerError says why).
         device: where to put the model.
+        allow_missing_head: accept a file written before the budget head existed (for training
+            it); its head starts untrained and the file's stored identity is not checked.
     """
     meta = read_metadata(path)
     stored = TokenizerConfig.from_dict(json.loads(meta["config"]))
@@ -96,13 +101,14 @@ def load_weights(
         sd = load_file(str(path))
     except (SafetensorError, OSError) as e:
         raise TokenizerError(f"cannot read tensors from {path}: {e}") from e
-    try:
-        model.load_state_dict(sd, strict=True)
-    except RuntimeError as e:
-        first = str(e).strip().splitlines()
-        raise TokenizerError(f"weights {path} do not fit config {cfg.name!r}: {' '.join(first[:3])}") from e
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    if allow_missing_head:
+        missing = [k for k in missing if not k.startswith("budget_head.")]
+    if missing or unexpected:
+        raise TokenizerError(f"weights {path} do not fit config {cfg.name!r}: missing {missing[:3]}, "
+                             f"unexpected {unexpected[:3]}")
     model.eval()
-    if meta.get("model_id") and meta["model_id"] != model_identity(model).hex():
+    if not allow_missing_head and meta.get("model_id") and meta["model_id"] != model_identity(model).hex():
         raise TokenizerError(f"weights {path} are corrupted: stored identity {meta['model_id']} does not match")
     return model.to(device)
 

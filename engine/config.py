@@ -14,7 +14,7 @@ from typing import Any
 
 from .rate_control import RateControlConfig
 
-POLICIES = ("fixed", "infotok", "oracle", "search")
+POLICIES = ("fixed", "infotok", "oracle", "search", "learned", "rdo", "prior")
 NORMALISERS = ("population", "ema")
 SIGNALS = ("error", "gain")
 RANKINGS = ("error", "gain", "surprise", "prefix")
@@ -91,8 +91,11 @@ class TokenizerConfig:
     fsq: FSQConfig = field(default_factory=FSQConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
+    head_width: int = 32  # channels of the budget head (engine/budget_head.py)
 
     def __post_init__(self) -> None:
+        if self.head_width < 1:
+            raise ValueError(f"TokenizerConfig.head_width must be >= 1, got {self.head_width}")
         if self.stride != 8:
             raise ValueError(f"TokenizerConfig.stride must be 8 (three stride-2 stages), got {self.stride}")
 
@@ -112,6 +115,7 @@ class TokenizerConfig:
                 fsq=FSQConfig(levels=tuple(d["fsq"]["levels"])),
                 encoder=EncoderConfig(**{**d["encoder"], "stem_channels": tuple(d["encoder"]["stem_channels"])}),
                 decoder=DecoderConfig(**{**d["decoder"], "up_channels": tuple(d["decoder"]["up_channels"])}),
+                head_width=int(d.get("head_width", 32)),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a valid TokenizerConfig dict: {e}") from e
@@ -139,6 +143,7 @@ class BudgetConfig:
     signal: str = "gain"
     lam: float = 20.0  # oracle: MSE (0-255 units) one frame's worth of all N tokens is worth
     tau: float = 40.0  # search: the frame MSE (0-255 units) a frame must reach; 40 = 32.1 dB
+    threshold: float = 0.01  # rdo: keep a position when its predicted gain (0-1 L1) exceeds this
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -151,8 +156,9 @@ class BudgetConfig:
             raise ValueError(f"rate must be in (0, 1], got {self.rate}")
         if not 0.0 <= self.k_min_fraction <= 1.0:
             raise ValueError(f"k_min_fraction must be in [0, 1], got {self.k_min_fraction}")
-        if self.lam < 0 or self.tau <= 0:
-            raise ValueError(f"lam must be >= 0 and tau > 0, got lam={self.lam}, tau={self.tau}")
+        if self.lam < 0 or self.tau <= 0 or self.threshold < 0:
+            raise ValueError(f"lam and threshold must be >= 0 and tau > 0, got lam={self.lam}, tau={self.tau}, "
+                             f"threshold={self.threshold}")
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
 
@@ -197,6 +203,7 @@ PRESETS: dict[str, TokenizerConfig] = {
         fsq=FSQConfig(levels=(5, 5, 5)),
         encoder=EncoderConfig(stem_channels=(8, 16, 24), width=24, blocks=1, kernel=3, mlp_ratio=2),
         decoder=DecoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=2, state_channels=8, up_channels=(16, 8)),
+        head_width=8,
     ),
 }
 

@@ -7,6 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from . import budget as budget_lib
+from .budget_head import BudgetHead
 from .config import SenderConfig, TokenizerConfig
 from .decoder import Decoder
 from .encoder import Encoder
@@ -43,6 +44,7 @@ class Tokenizer(nn.Module):
         self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.fsq)
         self.decoder = Decoder(cfg)
+        self.budget_head = BudgetHead(cfg)
         # InfoTok's E[ELBO]: population means of the router signals, stored with the weights
         self.register_buffer("population_error", torch.tensor(float(population_error)))
         self.register_buffer("population_gain", torch.tensor(float(population_gain)))
@@ -112,7 +114,7 @@ class Tokenizer(nn.Module):
             key[:] = True
         prev_recon, prev_hidden = self._reset_where(key, state)
 
-        z, _ = self.encoder(x, prev_recon, prev_hidden)
+        z, features = self.encoder(x, prev_recon, prev_hidden)
         _, indices = self.fsq(z)
         # decode from the indices, exactly as the receiver will: bit-identical closed loop
         codes = self.fsq.indices_to_codes(indices, (gh, gw))
@@ -120,7 +122,8 @@ class Tokenizer(nn.Module):
         def decode(mask: Tensor) -> tuple[Tensor, Tensor]:
             return self.decoder(codes, mask, prev_recon, prev_hidden)
 
-        r = route(x, (height, width), self.stride, decode, sender, state.budget, key, self.population)
+        predicted = self.budget_head(features) if sender.budget.policy in ("learned", "rdo", "prior") else None
+        r = route(x, (height, width), self.stride, decode, sender, state.budget, key, self.population, predicted)
         tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
         return tokens, StreamState(r.recon, r.hidden, t + 1, r.budgets)
 

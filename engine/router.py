@@ -10,6 +10,13 @@ claimed. Policies:
            bound for the benchmark, like the paper's "Optimal" row; ~10 decodes).
 - search:  ElasticTok's inference: binary search for the smallest k whose frame MSE <= tau
            (about log2 N + 1 decodes).
+
+With the budget head's predicted maps (engine/budget_head.py), zero extra decodes:
+- learned: infotok's rule on the predicted signal, positions ranked by it.
+- rdo:     the Lagrangian choice on the predicted gains: keep every position whose predicted gain
+           exceeds `threshold` (D(k) + lambda k is minimised by exactly that set when gains add up).
+- prior:   the budget from the stream's past alone (EMA of past signals), decided before the frame
+           is seen; positions ranked by the predicted map.
 """
 
 from __future__ import annotations
@@ -69,6 +76,7 @@ def route(
     states: tuple[BudgetState, ...],
     key: Tensor,
     population: Callable[[str], float],
+    predicted: tuple[Tensor, Tensor] | None = None,
 ) -> Routing:
     """Choose the keep-mask of one frame and decode it.
 
@@ -80,6 +88,7 @@ def route(
         states: one router state per stream.
         key: [B] bool keyframes.
         population: signal name -> its population mean stored with the weights.
+        predicted: the budget head's (error, gain) maps, [B, N] each (needed by learned/rdo/prior).
     """
     b = x.shape[0]
     n = (x.shape[-2] // stride) * (x.shape[-1] // stride)
@@ -93,6 +102,11 @@ def route(
         out = [budget_lib.frame_budget(bud, n, states[i], mean_error=mean[i], population_error=population(bud.signal),
                                        keyframe=bool(key[i])) for i in range(b)]
         return [k for k, _ in out], tuple(s for _, s in out)
+
+    if bud.policy in ("learned", "rdo", "prior"):
+        if predicted is None:
+            raise ValueError(f"policy {bud.policy!r} needs the budget head's predictions")
+        return _predicted(predicted, n, dec, sender, states, key, population(bud.signal))
 
     if bud.policy == "fixed" and sender.ranking == "prefix":
         # ElasticTok's order with a fixed budget needs no router pass: a single decode
@@ -185,3 +199,31 @@ def _search(x: Tensor, size: tuple[int, int], n: int, dec: _Decoder, scores: Ten
     # rows whose answer is a probed k already hold its decode; hi = N rows hold the full-rate pass
     new = tuple(replace(s, frames=s.frames + 1) for s in states)
     return Routing(mask, best_recon, best_hidden, new, err, gain, dec.count)
+
+
+def _predicted(predicted: tuple[Tensor, Tensor], n: int, dec: _Decoder, sender: SenderConfig,
+               states: tuple[BudgetState, ...], key: Tensor, pop: float) -> Routing:
+    """learned / rdo / prior: route on the head's maps; the only decoder pass is the real one."""
+    bud = sender.budget
+    sig = predicted[1] if bud.signal == "gain" else predicted[0]
+    b = sig.shape[0]
+    mean = sig.mean(dim=1).tolist()
+    ks: list[int] = []
+    new: list[BudgetState] = []
+    for i in range(b):
+        if bud.policy == "learned":
+            k, st = budget_lib.frame_budget(replace(bud, policy="infotok"), n, states[i], mean_error=mean[i],
+                                            population_error=pop, keyframe=bool(key[i]))
+        elif bud.policy == "prior":
+            k = budget_lib.prior_budget(bud, n, states[i], population_error=pop, keyframe=bool(key[i]))
+            st = budget_lib.observe(bud, states[i], mean_error=mean[i], keyframe=bool(key[i]))
+        else:  # rdo: every position worth its cost, at least the floor
+            thr = bud.threshold / max(states[i].scale, 1e-9)
+            k = n if bool(key[i]) else max(budget_lib.k_min(bud, n), int((sig[i] > thr).sum()))
+            st = replace(states[i], frames=states[i].frames + 1)
+        ks.append(k)
+        new.append(st)
+    k_t = torch.tensor(ks, device=sig.device)
+    mask = keep_mask(prefix_scores(b, n, sig.device) if sender.ranking == "prefix" else sig, k_t)
+    recon, hidden = dec(mask)
+    return Routing(mask, recon, hidden, tuple(new), predicted[0], predicted[1], dec.count)

@@ -62,6 +62,8 @@ class TrainConfig:
     device: str = "auto"  # auto = CUDA when present, else CPU
     log_every: int = 25
     checkpoint_every: int = 500
+    head_steps: int = 1500  # then the budget head alone, on the frozen tokenizer (0 = skip)
+    head_lr: float = 2e-3
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
@@ -211,18 +213,20 @@ def train(
     if init_weights:
         from .checkpoint import load_weights
 
-        model.load_state_dict(load_weights(init_weights).state_dict())
+        _load_tolerating_head(model, load_weights(init_weights, allow_missing_head=True).state_dict())
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     step, pop_ema = 0, model.population(cfg.router_signal)
+    head_step = 0
     state_path = out / "train_state.pt"
     seed = cfg.seed
     gen = torch.Generator().manual_seed(cfg.seed)
     if resume and state_path.exists():
         st = torch.load(state_path, weights_only=True, map_location=device)
-        model.load_state_dict(st["model"])
+        _load_tolerating_head(model, st["model"])
         opt.load_state_dict(st["opt"])
         step, pop_ema = int(st["step"]), float(st["pop_ema"])
+        head_step = int(st.get("head_step", 0))
         # new seeds derived from the step: a resumed run does not replay the same batches
         seed = cfg.seed + 7919 * step
         gen.manual_seed(seed)
@@ -279,9 +283,18 @@ def train(
                 desc = f"loss {float(loss.detach()):.4f} psnr {stats['psnr']:.2f} {fps:.0f} frames/s"
                 bar[0].update(bar[1], completed=step, description=desc)
             if step % cfg.checkpoint_every == 0 or step == cfg.steps:
-                _save_state(state_path, model, opt, step, pop_ema)
+                # the population mean first: the resume state and the weights file must agree
                 (model.population_gain if cfg.router_signal == "gain" else model.population_error).fill_(pop_ema)
+                _save_state(state_path, model, opt, step, pop_ema)
                 save_weights(model, out / "model.safetensors", {"step": step, "train": asdict(cfg)})
+        if cfg.head_steps > 0 and head_step < cfg.head_steps:
+            if bar is not None:
+                bar[0].stop()
+            bar = _progress(progress, cfg.head_steps, head_step, label="head")
+            head_step = _train_head(model, cfg, streams, gen, pop_ema, head_step, bar, logf,
+                                    lambda hs: _save_state(state_path, model, opt, step, pop_ema, hs))
+            save_weights(model, out / "model.safetensors", {"step": step, "head_step": head_step,
+                                                            "train": asdict(cfg)})
     finally:
         logf.close()
         if bar is not None:
@@ -290,18 +303,88 @@ def train(
     return out / "model.safetensors"
 
 
-def _save_state(path: Path, model: Tokenizer, opt: torch.optim.Optimizer, step: int, pop_ema: float) -> None:
+def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
+    """Load a checkpoint that may predate the budget head (its head then starts fresh)."""
+    missing, unexpected = model.load_state_dict(sd, strict=False)
+    bad = [k for k in missing if not k.startswith("budget_head.")] + list(unexpected)
+    if bad:
+        raise RuntimeError(f"checkpoint does not fit the model: {bad[:5]}")
+
+
+def _train_head(model: Tokenizer, cfg: TrainConfig, streams: StreamSampler, gen: torch.Generator, pop: float,
+                head_step: int, bar: object, logf: object, checkpoint: Callable[[int], None]) -> int:
+    """Fit the budget head to the router's measured maps on the frozen tokenizer; returns the step."""
+    for p in model.parameters():
+        p.requires_grad_(False)
+    head = model.budget_head
+    for p in head.parameters():
+        p.requires_grad_(True)
+    opt = torch.optim.AdamW(head.parameters(), lr=cfg.head_lr, weight_decay=1e-4)
+    device = next(model.parameters()).device
+    crop, s = cfg.data.crop, model.stride
+    recon = torch.zeros(cfg.batch, 3, crop, crop, device=device)
+    hidden = torch.zeros(cfg.batch, model.cfg.decoder.state_channels, crop // s, crop // s, device=device)
+    betas = torch.zeros(cfg.batch)
+    n = (crop // s) ** 2
+    full = torch.ones(cfg.batch, n, dtype=torch.bool, device=device)
+    model.eval()
+    while head_step < cfg.head_steps:
+        raw, new = streams.next(cfg.clip_frames)
+        frames = to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, cfg.clip_frames, 3, crop, crop)
+        new_t = torch.from_numpy(new)
+        keep = (~new_t).to(device).view(-1, 1, 1, 1).float()
+        recon, hidden = recon * keep, hidden * keep
+        draw = torch.tensor(FLEX_BETAS)[torch.randint(0, len(FLEX_BETAS), (cfg.batch,), generator=gen)]
+        betas = torch.where(new_t, draw, betas)
+        feats, errs, gains = [], [], []
+        with torch.no_grad():
+            # the serving router (infotok, gain signal) drives the streams: the head learns the
+            # states it will see in use
+            for t in range(cfg.clip_frames):
+                x = frames[:, t]
+                z, f = model.encoder(x, recon, hidden)
+                codes, _ = model.fsq(z)
+                err = position_error(x, model.decoder(codes, full, recon, hidden)[0], s)
+                gain = (position_error(x, model.decoder(codes, ~full, recon, hidden)[0], s) - err).clamp_min(0)
+                k = draw_budgets("elbo", gain, betas, pop, replace(cfg, zero_k_prob=0.0), gen).to(device)
+                recon, hidden = model.decoder(codes, keep_mask(gain, k), recon, hidden)
+                feats.append(f)
+                errs.append(err)
+                gains.append(gain)
+        pe, pg = head(torch.cat(feats))
+        te, tg = torch.cat(errs), torch.cat(gains)
+        eps = 2e-3  # log targets: ranking cares about ratios, budgets about means; both at every scale
+        loss = ((torch.log(pe + eps) - torch.log(te + eps)).abs().mean()
+                + (torch.log(pg + eps) - torch.log(tg + eps)).abs().mean())
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        head_step += 1
+        if head_step % cfg.log_every == 0 or head_step == cfg.head_steps:
+            rec = {"head_step": head_step, "head_loss": float(loss.detach()), "time": time.time()}
+            logf.write(json.dumps(rec) + "\n")  # type: ignore[attr-defined]
+            logf.flush()  # type: ignore[attr-defined]
+        if bar is not None:
+            bar[0].update(bar[1], completed=head_step, description=f"head loss {float(loss.detach()):.4f}")  # type: ignore[index]
+        if head_step % cfg.checkpoint_every == 0 or head_step == cfg.head_steps:
+            checkpoint(head_step)
+    return head_step
+
+
+def _save_state(path: Path, model: Tokenizer, opt: torch.optim.Optimizer, step: int, pop_ema: float,
+                head_step: int = 0) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pop_ema": pop_ema}, tmp)
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pop_ema": pop_ema,
+                "head_step": head_step}, tmp)
     tmp.replace(path)
 
 
-def _progress(enabled: bool, total: int, start: int):  # type: ignore[no-untyped-def]
+def _progress(enabled: bool, total: int, start: int, label: str = "train"):  # type: ignore[no-untyped-def]
     if not enabled:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    p = Progress(TextColumn("[bold]train[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
+    p = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
                  TimeRemainingColumn(), transient=False)
     task = p.add_task("", total=total, completed=start)
     p.start()

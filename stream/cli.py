@@ -30,8 +30,9 @@ def _add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def _add_sender_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--policy", default="infotok", choices=["fixed", "infotok"],
-                   help="budget policy (default: infotok)")
+    p.add_argument("--policy", default="infotok",
+                   choices=["fixed", "infotok", "learned", "rdo", "prior", "oracle", "search"],
+                   help="budget policy (default: infotok); oracle and search are benchmark arms")
     p.add_argument("--rate", type=float, default=0.5, help="beta = rate * N tokens for an average frame (default 0.5)")
     p.add_argument("--target-bps", type=float, default=None,
                    help="rate control: scale beta to meet this many bits/s (headers and masks included)")
@@ -350,7 +351,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
         warmup_steps=a.lr_warmup,
         mse_weight=a.mse_weight, seed=a.seed, threads=a.threads, device=a.device,
-        router_signal=a.router_signal, zero_k_prob=a.zero_k_prob,
+        router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob),
     )
     path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
@@ -471,6 +472,8 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--router-signal", default="gain", choices=["error", "gain"],
                    help="signal of the elbo arm's router and of the ranking (default: gain)")
     t.add_argument("--zero-k-prob", type=float, default=0.1, help="share of frames trained with no tokens")
+    t.add_argument("--head-steps", type=int, default=1500,
+                   help="then train the budget head alone for this many steps (0 = skip)")
     t.add_argument("--synthetic-fraction", type=float, default=0.3)
     t.add_argument("--freeze-prob", type=float, default=0.3, help="share of streams with a frozen stretch")
     t.add_argument("--seed", type=int, default=0)

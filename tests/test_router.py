@@ -68,3 +68,30 @@ def test_search_finds_a_budget_meeting_tau(tiny_model: Tokenizer, real_frames: n
     assert tok.error is not None
     assert float(frame_mse(x, decode_k(tiny_model, x, st, k, tok.error), (96, 128))) <= tau
     assert torch.equal(tiny_model.decode_step(tok, st)[0], st2.recon[..., :96, :128])
+
+
+@pytest.mark.parametrize("policy", ["learned", "rdo", "prior"])
+def test_head_policies_cost_one_decode(tiny_model: Tokenizer, real_frames: np.ndarray, policy: str) -> None:
+    sender = SenderConfig(budget=BudgetConfig(policy=policy, rate=0.5), keyframe_interval=0)
+    x = to_tensor(real_frames[:4, :96, :128])
+    st, rx = None, None
+    for t in range(4):
+        tok, st = tiny_model.encode_step(x[t : t + 1], st, sender)
+        assert tok.decodes == 1  # no router pass: the head's maps decide
+        assert tok.gain is not None and tok.gain.shape == (1, N)
+        frame, rx = tiny_model.decode_step(tok, rx)
+        assert torch.equal(frame, st.recon[..., :96, :128])
+        if policy == "prior" and t == 0:
+            assert int(tok.k[0]) == N  # a keyframe is known in advance and gets everything
+
+
+def test_prior_budget_is_decided_before_the_frame(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    """Frame t's budget under `prior` depends only on frames < t: two different frames t get the same k."""
+    sender = SenderConfig(budget=BudgetConfig(policy="prior", rate=0.5), keyframe_interval=0)
+    x = to_tensor(real_frames[:3, :96, :128])
+    _, st = tiny_model.encode_step(x[:1], None, sender)
+    _, st = tiny_model.encode_step(x[1:2], st, sender)
+    a, _ = tiny_model.encode_step(x[2:3], st, sender)
+    b, _ = tiny_model.encode_step(torch.rand_like(x[2:3]) * 2 - 1, st, sender)
+    assert int(a.k[0]) == int(b.k[0])
+    assert not torch.equal(a.mask, b.mask)  # which positions: decided on the frame itself

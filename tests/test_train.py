@@ -4,6 +4,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 
 from livetok.engine.checkpoint import load_weights
 from livetok.engine.data import DataConfig
@@ -12,7 +13,8 @@ from livetok.engine.train import TrainConfig, train
 
 def test_train_checkpoint_and_resume(tmp_path: Path) -> None:
     cfg = TrainConfig(preset="tiny", arm="elbo", steps=4, batch=2, clip_frames=2, stream_frames=(3, 5), lr=1e-3,
-                      warmup_steps=2, log_every=1, checkpoint_every=2, data=DataConfig(crop=32, synthetic_fraction=1.0))
+                      warmup_steps=2, log_every=1, checkpoint_every=2, head_steps=0,
+                      data=DataConfig(crop=32, synthetic_fraction=1.0))
     out = tmp_path / "run"
     p = train(cfg, out, [], resume=False, progress=False)
     m = load_weights(p)
@@ -25,12 +27,20 @@ def test_train_checkpoint_and_resume(tmp_path: Path) -> None:
     train(cfg6, out, [], resume=True, progress=False)
     log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
+    # the same command with a head phase resumes after the main steps and trains only the head
+    before = {k: v.clone() for k, v in load_weights(out / "model.safetensors").state_dict().items()}
+    train(TrainConfig(**{**cfg6.__dict__, "head_steps": 3}), out, [], resume=True, progress=False)
+    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    assert [r["head_step"] for r in log if "head_step" in r] == [1, 2, 3]
+    after = load_weights(out / "model.safetensors").state_dict()
+    changed = {k for k in after if not torch.equal(after[k], before[k])}
+    assert changed and all(k.startswith("budget_head.") for k in changed), sorted(changed)[-3:]
 
 
 @pytest.mark.parametrize("arm", ["fixed", "uniform"])
 def test_other_arms_run(tmp_path: Path, arm: str) -> None:
     cfg = TrainConfig(preset="tiny", arm=arm, fixed_rate=0.5, steps=1, batch=2, clip_frames=2,
-                      log_every=1, data=DataConfig(crop=32, synthetic_fraction=1.0))
+                      log_every=1, head_steps=0, data=DataConfig(crop=32, synthetic_fraction=1.0))
     train(cfg, tmp_path, [], resume=False, progress=False)
     rate = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["rate"]
     if arm == "fixed":
