@@ -335,6 +335,30 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_rd(a: argparse.Namespace) -> int:
+    from livetok.stream.bench_rd import bench_rd, plot_rd
+
+    for p in a.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
+    model = _model(a)
+    con = _console()
+    res = bench_rd(model, a.inputs, a.policies, tuple(a.codecs), a.max_frames, progress=lambda m: con.print(m))
+    for name, pts in res["policies"].items():
+        row = "  ".join(f"{p['tokens_per_frame']:.0f} tok {p['psnr']:.2f} dB" for p in pts)
+        con.print(f"[bold]{name:13s}[/] {row}")
+    s = res["summary"]
+    con.print(f"tokens saved vs fixed at its 75% PSNR: infotok {s.get('tokens_saved_vs_fixed')}, "
+              f"best {s.get('best_policy')} {s.get('best_tokens_saved_vs_fixed')}, "
+              f"oracle {s.get('oracle_tokens_saved_vs_fixed')}")
+    if a.plot:
+        plot_rd(res, a.plot)
+        con.print(f"wrote {a.plot}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
     p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
@@ -444,6 +468,16 @@ def get_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_receive)
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH")
+    br = bench.add_parser("rd", help="rate-distortion of every budget policy and of x264/VP8")
+    br.add_argument("inputs", nargs="+")
+    br.add_argument("--policies", nargs="*", default=None, help="only these policies (fixed always runs)")
+    br.add_argument("--codecs", nargs="*", default=["x264", "vp8"])
+    br.add_argument("--max-frames", type=int, default=None)
+    br.add_argument("--plot", default=None, help="write the PSNR vs bits/frame plot here (PNG)")
+    br.add_argument("--json", action="store_true")
+    _add_model_args(br)
+    br.set_defaults(func=cmd_bench_rd)
+
     bs = bench.add_parser("stream", help="S live streams on loopback: fps, drops, capture-to-decoded latency")
     bs.add_argument("--streams", type=int, nargs="+", default=[1, 4], help="stream counts to measure (default 1 4)")
     bs.add_argument("--seconds", type=float, default=10.0)

@@ -106,3 +106,24 @@ def test_decode_refuses_another_models_file(
     code, _, err = run(capsys, "decode", str(ltk), "-o", str(tmp_path / "y.mp4"), "--weights", str(other_path))
     assert code == 2
     assert model_identity(load_weights(tiny_weights)).hex() in err and model_identity(other).hex() in err
+
+
+def test_bench_rd_json_contract(tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    clips = [str(p) for p in eval_clips()[:2]]
+    plot = tmp_path / "rd.png"
+    code, out, _ = run(capsys, "bench", "rd", *clips, "--weights", str(tiny_weights), "--max-frames", "3",
+                       "--policies", "infotok", "search", "oracle", "learned", "--codecs", "x264",
+                       "--plot", str(plot), "--json")
+    assert code == 0
+    res = json.loads(out)
+    assert set(res["policies"]) == {"fixed", "infotok", "search", "oracle", "learned"}
+    for pts in res["policies"].values():
+        assert len(pts) == 3 and all(M_KEYS | {"rate"} <= set(p) for p in pts)
+    assert [round(p["rate"], 3) for p in res["policies"]["fixed"]] == [0.25, 0.5, 0.75]
+    assert res["codecs"]["x264"] and {"bits_per_frame", "psnr"} <= set(res["codecs"]["x264"][0])
+    s = res["summary"]
+    assert s["router_decodes_per_frame"]["learned"] == 0 and s["router_decodes_per_frame"]["oracle"] >= 8
+    for key in ("tokens_saved_vs_fixed", "oracle_tokens_saved_vs_fixed", "bits_ratio_search_vs_infotok",
+                "psnr_gap_vs_x264_db"):
+        assert key in s
+    assert plot.stat().st_size > 10_000
