@@ -24,6 +24,11 @@ DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
 def model_identity(model: Tokenizer) -> bytes:
     """8 bytes: a hash of the config, the population error and every weight, so that two processes
     agree on the identity exactly when they would compute the same tokens."""
+    ident = getattr(model, "identity", None)
+    if isinstance(ident, bytes):
+        # an exported runtime (livetok.export.onnx_runtime) has no weights to hash: it carries the
+        # identity of the weights it was exported from
+        return ident
     h = hashlib.sha256(model.cfg.to_json().encode())
     for sig in ("error", "gain"):
         h.update(repr(round(model.population(sig), 9)).encode())

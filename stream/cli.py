@@ -23,10 +23,17 @@ EXIT_ERROR = 2
 # shared options
 
 
-def _add_model_args(p: argparse.ArgumentParser) -> None:
+def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--weights", default=None, help="weights file (.safetensors); default: the shipped model")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    if backend:
+        p.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto"],
+                       help="run the model in torch (default) or onnxruntime (CUDA EP when onnxruntime-gpu has "
+                            "one, else CPU); auto = onnx when the onnx extra is installed, else torch")
+        p.add_argument("--onnx-dir", default=None,
+                       help="ONNX export to run (--backend onnx); default: exported on first use into "
+                            "$XDG_CACHE_HOME (~/.cache)/livetok/onnx/<model id>")
 
 
 def _add_sender_args(p: argparse.ArgumentParser) -> None:
@@ -74,6 +81,17 @@ def _model(a: argparse.Namespace) -> Any:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    backend = getattr(a, "backend", "torch")
+    if backend == "auto":
+        from livetok.export.onnx_runtime import onnx_available
+
+        backend = "onnx" if onnx_available() else "torch"
+    if backend == "onnx":
+        from livetok.export.onnx_runtime import ensure_onnx, load_onnx
+
+        if a.onnx_dir and not a.weights and Path(a.onnx_dir, "model.json").is_file():
+            return load_onnx(a.onnx_dir)  # an existing export needs no torch weights
+        return ensure_onnx(load_weights(a.weights) if a.weights else load_default(), a.onnx_dir)
     return load_weights(a.weights, device=device) if a.weights else load_default(device=device)
 
 
@@ -359,6 +377,42 @@ def cmd_bench_rd(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_onnx(a: argparse.Namespace) -> int:
+    from livetok.export.onnx_export import export_onnx
+
+    model = _model(a)
+    con = _console()
+    meta = export_onnx(model, a.output, opset=a.opset)
+    exporters = {name: g["exporter"] for name, g in meta["graphs"].items()}
+    res: dict[str, Any] = {"output": a.output, "model_id": meta["model_id"], "opset": meta["opset"],
+                           "exporters": exporters, "seconds": meta["seconds"], "parity": meta.get("parity", [])}
+    con.print(f"wrote {a.output}: encoder/decoder/router.onnx + model.json for model {meta['model_id']} "
+              f"(opset {meta['opset']}, {', '.join(f'{k} {v}' for k, v in exporters.items())}, "
+              f"{meta['seconds']:.1f} s)")
+    for p in res["parity"]:
+        con.print(f"  onnxruntime vs torch at {p['size']}: indices equal {p['indices_equal']:.4%}, "
+                  f"max |diff| {p['max_abs_diff']:.2e}")
+    if a.verify:
+        from livetok.export.verify import verify
+        from livetok.stream.demo import DEMO_CLIP
+
+        clips = a.clips or [str(DEMO_CLIP)]
+        for c in clips:
+            if not Path(c).is_file():
+                raise ValueError(f"no such file: {c}")
+        v = verify(model, a.output, clips, a.max_frames, _sender(a))
+        res["verify"] = v
+        con.print(f"  verify on {v['providers'][0]}:")
+        for name, c in v["clips"].items():
+            con.print(f"  [bold]{name}[/] ({c['frames']} frames): indices equal {c['indices_equal']:.4%}, "
+                      f"PSNR torch {c['psnr_torch']:.3f} dB onnx {c['psnr_onnx']:.3f} dB, "
+                      f"max pixel diff {c['max_abs_pixel_diff']}, cross-backend drift "
+                      f"{c['torch_to_onnx']['psnr_drift']:+.4f} / {c['onnx_to_torch']['psnr_drift']:+.4f} dB")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def _add_broker_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
     p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
@@ -488,6 +542,20 @@ def get_parser() -> argparse.ArgumentParser:
     _add_sender_args(bs)
     _add_model_args(bs)
     bs.set_defaults(func=cmd_bench_stream)
+
+    ex = sub.add_parser("export", help="export the model for other runtimes").add_subparsers(dest="export",
+                                                                                           metavar="FORMAT")
+    xo = ex.add_parser("onnx", help="encoder, decoder and router pass as ONNX graphs + model.json")
+    xo.add_argument("-o", "--output", required=True, help="output folder")
+    xo.add_argument("--opset", type=int, default=18)
+    xo.add_argument("--verify", action="store_true",
+                    help="run clips through torch and onnxruntime and across them (parity and drift)")
+    xo.add_argument("--clips", nargs="*", default=None, help="clips for --verify (default: the bundled clip)")
+    xo.add_argument("--max-frames", type=int, default=None, help="frames per clip for --verify")
+    xo.add_argument("--json", action="store_true")
+    _add_sender_args(xo)  # the policy --verify streams the clips with
+    _add_model_args(xo, backend=False)
+    xo.set_defaults(func=cmd_export_onnx)
 
     t = sub.add_parser("train", help="train weights on video clips and the synthetic generator")
     t.add_argument("--data", nargs="*", default=["../shared/data/train"], help="clip files/folders (never eval clips)")

@@ -56,6 +56,13 @@ def packet_to_tokens(packet: TokenPacket, device: torch.device | str = "cpu") ->
     )
 
 
+def _device_of(model: Tokenizer) -> torch.device:
+    # a torch model computes where its weights are; a runtime without torch weights (the ONNX one)
+    # says where it wants its input tensors
+    dev = getattr(model, "device", None)
+    return torch.device(dev) if dev is not None else next(model.parameters()).device
+
+
 @dataclass(frozen=True)
 class EncodedFrame:
     packet: TokenPacket
@@ -75,7 +82,7 @@ class SenderSession:
         self.bits = model.cfg.fsq.bits_per_index
         self.state: StreamState | None = None
         self.rate = RateState()
-        self._device = next(model.parameters()).device
+        self._device = _device_of(model)
 
     def step(self, frame: np.ndarray, force_keyframe: bool = False) -> FrameTokens:
         """Run the model on one uint8 RGB frame [H, W, 3] (the compute; no bytes yet)."""
@@ -122,7 +129,7 @@ class ReceiverSession:
         self.model = model
         self.model_id = model_identity(model)
         self.state: StreamState | None = None
-        self._device = next(model.parameters()).device
+        self._device = _device_of(model)
 
     def decode(self, packet: TokenPacket | bytes) -> np.ndarray:
         """Decode one packet to a uint8 RGB frame [H, W, 3].

@@ -1,0 +1,252 @@
+"""`OnnxTokenizer`: the exported graphs in onnxruntime behind the `Tokenizer` interface the stream
+sessions use (`encode_step` / `decode_step` on torch tensors, `cfg`, `population`, `init_state`),
+so every budget policy runs on ORT exactly as on torch (same router, decoder.onnx as its decoder)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from livetok.engine import budget as budget_lib
+from livetok.engine.config import SenderConfig, TokenizerConfig
+from livetok.engine.errors import TokenizerError
+from livetok.engine.layers import pad_to_multiple
+from livetok.engine.model import Tokenizer, _check_frame
+from livetok.engine.router import route
+from livetok.engine.state import FrameTokens, StreamState
+
+from .onnx_export import FORMAT, FORMAT_VERSION, GRAPHS, SIDECAR, file_sha256
+
+log = logging.getLogger(__name__)
+
+CUDA_EP = "CUDAExecutionProvider"
+CPU_EP = "CPUExecutionProvider"
+
+
+def requested_providers() -> list[str]:
+    """CUDA first when this onnxruntime build has it (onnxruntime-gpu), the CPU EP always."""
+    import onnxruntime as ort
+
+    return [CUDA_EP, CPU_EP] if CUDA_EP in ort.get_available_providers() else [CPU_EP]
+
+
+def read_sidecar(onnx_dir: str | os.PathLike[str]) -> dict[str, Any]:
+    """model.json of an export folder, checked (format, files present, sha256); TokenizerError if not."""
+    d = Path(onnx_dir)
+    path = d / SIDECAR
+    if not d.is_dir():
+        raise TokenizerError(f"no ONNX export at {d} (create one with `livetok export onnx -o {d}`)")
+    if not path.is_file():
+        raise TokenizerError(f"{d} has no {SIDECAR}: not a livetok ONNX export (or an interrupted one); "
+                             f"export again with `livetok export onnx -o {d}`")
+    try:
+        meta = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise TokenizerError(f"{path} is corrupt: {e}") from e
+    if not isinstance(meta, dict) or meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise TokenizerError(f"{path} is not a {FORMAT} sidecar of version {FORMAT_VERSION}")
+    for spec in GRAPHS:
+        g = meta.get("graphs", {}).get(spec.name)
+        f = d / f"{spec.name}.onnx"
+        if g is None or not f.is_file():
+            raise TokenizerError(f"{d} lacks the {spec.name} graph ({f.name}); export again")
+        if file_sha256(f) != g.get("sha256"):
+            raise TokenizerError(f"{f} does not match its sha256 in {SIDECAR} (corrupt, or from another export)")
+    return meta
+
+
+class OnnxTokenizer:
+    """The tokenizer on onnxruntime; a drop-in for `Tokenizer` in `SenderSession`/`ReceiverSession`.
+
+    Tensors in and out are CPU torch tensors (ORT copies to the GPU itself under the CUDA EP).
+
+    Attributes:
+        cfg: the model config the graphs were exported from.
+        identity: the 8-byte model identity (packets made here decode on torch and back).
+        providers: the execution providers the sessions really run on, best first.
+    """
+
+    device = torch.device("cpu")
+
+    def __init__(self, onnx_dir: str | os.PathLike[str], threads: int | None = None,
+                 providers: list[str] | None = None) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as e:
+            raise TokenizerError("the onnx backend needs onnxruntime: pip install 'livetok[onnx]'") from e
+        self.dir = Path(onnx_dir)
+        self.meta = read_sidecar(self.dir)
+        try:
+            self.cfg: TokenizerConfig = TokenizerConfig.from_dict(self.meta["config"])
+            self.identity = bytes.fromhex(self.meta["model_id"])
+            self._population = {s: float(self.meta["population"][s]) for s in ("error", "gain")}
+        except (KeyError, TypeError, ValueError) as e:
+            raise TokenizerError(f"{self.dir / SIDECAR} is incomplete: {e}") from e
+        self._ort = ort
+        self._options = ort.SessionOptions()
+        # ORT's own thread pool, sized like torch's (OMP_NUM_THREADS / --threads reach both)
+        self._options.intra_op_num_threads = threads or torch.get_num_threads()
+        self._options.inter_op_num_threads = 1
+        self._providers = providers or requested_providers()
+        self._sessions: dict[str, Any] = {}
+        self._session("encoder")
+        self._session("decoder")  # the router graph loads on first use (only parity checks need it)
+        self.providers: list[str] = list(self._sessions["encoder"].get_providers())
+        if self._providers[0] != self.providers[0]:
+            # e.g. onnxruntime-gpu without a usable CUDA runtime: ORT falls back to the CPU on its own
+            log.warning("asked onnxruntime for %s, running on %s", self._providers[0], self.providers[0])
+
+    def _session(self, name: str) -> Any:
+        s = self._sessions.get(name)
+        if s is None:
+            try:
+                s = self._ort.InferenceSession(str(self.dir / f"{name}.onnx"), self._options,
+                                               providers=self._providers)
+            except Exception as e:  # ORT raises its own exception types for unreadable graphs
+                raise TokenizerError(f"onnxruntime cannot load {self.dir / f'{name}.onnx'}: {e}") from e
+            self._sessions[name] = s
+        return s
+
+    def run(self, graph: str, **inputs: Tensor | np.ndarray) -> list[np.ndarray]:
+        """Run one graph ('encoder', 'decoder', 'router') on named inputs; outputs in graph order."""
+        feeds = {k: (v.detach().cpu().contiguous().numpy() if isinstance(v, Tensor) else v)
+                 for k, v in inputs.items()}
+        return list(self._session(graph).run(None, feeds))
+
+    # -- the Tokenizer interface ---------------------------------------------------------------
+
+    def population(self, signal: str) -> float:
+        """The population mean of a router signal ('error' or 'gain') stored with the weights."""
+        return self._population["error" if signal == "error" else "gain"]
+
+    @property
+    def stride(self) -> int:
+        return int(self.cfg.stride)
+
+    def eval(self) -> OnnxTokenizer:
+        return self
+
+    def init_state(self, batch: int, height: int, width: int, sender: SenderConfig | None = None) -> StreamState:
+        """A fresh stream state for frames of height x width (as after a keyframe reset)."""
+        s = self.stride
+        hp, wp = height + (-height) % s, width + (-width) % s
+        recon = torch.zeros(batch, 3, hp, wp)
+        hidden = torch.zeros(batch, self.cfg.decoder.state_channels, hp // s, wp // s)
+        pe = self.population((sender or SenderConfig()).budget.signal)
+        return StreamState(recon, hidden, 0, tuple(budget_lib.initial_budget_state(pe) for _ in range(batch)))
+
+    def _decode(self, indices: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
+        recon, hidden = self.run("decoder", indices=indices, mask=mask, prev_recon=prev_recon, prev_hidden=prev_hidden)
+        return torch.from_numpy(recon), torch.from_numpy(hidden)
+
+    def encode_step(
+        self,
+        frame: Tensor,
+        state: StreamState | None,
+        sender: SenderConfig | None = None,
+        force_keyframe: Tensor | bool = False,
+    ) -> tuple[FrameTokens, StreamState]:
+        """`Tokenizer.encode_step` on the exported graphs (same arguments, same results)."""
+        sender = sender or SenderConfig()
+        _check_frame(frame)
+        b, _, height, width = frame.shape
+        x = pad_to_multiple(frame.detach().to("cpu", torch.float32), self.stride)
+        gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
+        key = torch.as_tensor(force_keyframe).cpu().expand(b).clone()
+        if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
+            index = 0 if state is None else state.frame_index
+            state = self.init_state(b, height, width, sender)
+            state = StreamState(state.recon, state.hidden, index, state.budget)
+            key[:] = True
+        t = state.frame_index
+        if t == 0 or (sender.keyframe_interval > 0 and t % sender.keyframe_interval == 0):
+            key[:] = True
+        prev_recon, prev_hidden = _reset_where(key, state)
+
+        idx, pred_error, pred_gain = self.run("encoder", frame=x, prev_recon=prev_recon, prev_hidden=prev_hidden)
+        indices = torch.from_numpy(idx)
+
+        def decode(mask: Tensor) -> tuple[Tensor, Tensor]:
+            return self._decode(indices, mask, prev_recon, prev_hidden)
+
+        predicted = None
+        if sender.budget.policy in ("learned", "rdo", "prior"):
+            predicted = (torch.from_numpy(pred_error), torch.from_numpy(pred_gain))
+        r = route(x, (height, width), self.stride, decode, sender, state.budget, key, self.population, predicted)
+        tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
+        return tokens, StreamState(r.recon, r.hidden, t + 1, r.budgets)
+
+    def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
+        """`Tokenizer.decode_step` on decoder.onnx: ([B, 3, H, W] frame in [-1, 1], new state)."""
+        gh, gw = tokens.grid
+        s = self.stride
+        if state is None or state.padded_size != (gh * s, gw * s) or state.batch != tokens.indices.shape[0]:
+            if not bool(tokens.keyframe.all()):
+                raise TokenizerError(
+                    f"cannot decode frame {tokens.frame_index}: it is not a keyframe and no state at this size "
+                    "exists yet (wait for a keyframe or request one)"
+                )
+            state = self.init_state(tokens.indices.shape[0], gh * s, gw * s)
+        prev_recon, prev_hidden = _reset_where(tokens.keyframe.cpu(), state)
+        recon, hidden = self._decode(tokens.indices.long(), tokens.mask, prev_recon, prev_hidden)
+        h, w = tokens.size
+        return recon[..., :h, :w], StreamState(recon, hidden, tokens.frame_index + 1, state.budget)
+
+    def __repr__(self) -> str:
+        return f"OnnxTokenizer({str(self.dir)!r}, model {self.identity.hex()}, {self.providers[0]})"
+
+
+def _reset_where(key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
+    # keyframes are coded from nothing: the graphs take the state as given, so zero it here
+    k = key.view(-1, 1, 1, 1)
+    return (torch.where(k, torch.zeros_like(state.recon), state.recon),
+            torch.where(k, torch.zeros_like(state.hidden), state.hidden))
+
+
+def load_onnx(onnx_dir: str | os.PathLike[str], threads: int | None = None) -> OnnxTokenizer:
+    """An `OnnxTokenizer` on an export folder; TokenizerError if it is missing or corrupt."""
+    return OnnxTokenizer(onnx_dir, threads=threads)
+
+
+def onnx_available() -> bool:
+    """Whether the onnx extra is installed (onnxruntime to run, onnx + onnxscript to export)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in ("onnxruntime", "onnx", "onnxscript"))
+
+
+def cache_dir(model_id: str) -> Path:
+    """Where on-the-fly exports live: $XDG_CACHE_HOME (default ~/.cache)/livetok/onnx/<model id>."""
+    root = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(root) / "livetok" / "onnx" / model_id
+
+
+def ensure_onnx(model: Tokenizer, onnx_dir: str | os.PathLike[str] | None = None,
+                threads: int | None = None) -> OnnxTokenizer:
+    """`model` on onnxruntime: load its export from `onnx_dir` (default: the cache folder of its
+    identity), exporting it there first when the folder has none. A folder holding another model's
+    export is an error; a broken cache folder is exported again."""
+    from livetok.engine.checkpoint import model_identity
+
+    from .onnx_export import export_onnx
+
+    ident = model_identity(model)
+    d = Path(onnx_dir) if onnx_dir is not None else cache_dir(ident.hex())
+    if not (d / SIDECAR).is_file() or onnx_dir is None:
+        try:
+            read_sidecar(d)
+        except TokenizerError:
+            log.warning("exporting model %s to ONNX in %s (once; takes a while)", ident.hex(), d)
+            export_onnx(model, d)
+    ort = OnnxTokenizer(d, threads=threads)
+    if ort.identity != ident:
+        raise TokenizerError(f"{d} holds the ONNX export of model {ort.identity.hex()}, not of model {ident.hex()} "
+                             "(export it again, or pass another --onnx-dir)")
+    return ort

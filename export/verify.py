@@ -1,0 +1,177 @@
+"""Parity of the exported graphs with PyTorch: graph by graph on random inputs, and whole clips
+through sender -> packet bytes -> receiver on both backends and across them (the drift of the
+recurrent state when sender and receiver run different backends, DESIGN.md §2)."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from livetok.engine.checkpoint import model_identity
+from livetok.engine.config import SenderConfig
+from livetok.engine.errors import TokenizerError
+from livetok.engine.metrics import psnr
+from livetok.engine.model import Tokenizer
+
+from .graphs import DecoderStep, EncoderStep, RouterPass, example_inputs
+from .onnx_export import GRAPHS
+from .onnx_runtime import OnnxTokenizer
+
+
+def graph_parity(model: Tokenizer, onnx_dir: str | os.PathLike[str], batch: int, height: int, width: int,
+                 seed: int = 1) -> dict[str, Any]:
+    """Run every graph in ORT and its torch wrapper on the same random inputs of one size.
+
+    Returns `indices_equal` (share of equal encoder indices), `max_abs_diff` (over every float
+    output of every graph), per-graph maxima, and the providers ORT ran on.
+    """
+    ort = OnnxTokenizer(onnx_dir, threads=1)
+    ex = example_inputs(model, batch, height, width, seed)
+    mods = {"encoder": EncoderStep(model), "decoder": DecoderStep(model), "router": RouterPass(model)}
+    per_graph: dict[str, float] = {}
+    equal = 1.0
+    for spec in GRAPHS:
+        with torch.no_grad():
+            want = mods[spec.name].eval()(*(ex[n] for n in spec.inputs))
+        got = ort.run(spec.name, **{n: ex[n] for n in spec.inputs})
+        diff = 0.0
+        for name, w, g in zip(spec.outputs, want, got, strict=True):
+            if tuple(g.shape) != tuple(w.shape):
+                raise TokenizerError(f"{spec.name}.onnx output {name!r} has shape {g.shape}, torch {tuple(w.shape)} "
+                                     f"at batch {batch}, {height}x{width}")
+            if name == "indices":
+                equal = float((torch.from_numpy(g) == w).float().mean())
+            else:
+                diff = max(diff, float((torch.from_numpy(g) - w).abs().max()))
+        per_graph[spec.name] = diff
+    return {"size": f"{batch}x3x{height}x{width}", "indices_equal": equal, "max_abs_diff": max(per_graph.values()),
+            "max_abs_diff_per_graph": per_graph, "providers": ort.providers}
+
+
+def _run(tx_model: Any, rx_model: Any, frames: np.ndarray, sender: SenderConfig,
+         packets: list[bytes] | None = None) -> dict[str, Any]:
+    """One clip through a sender (unless `packets` are given) and a receiver, packets as bytes."""
+    from livetok.stream.session import ReceiverSession, SenderSession
+
+    rx = ReceiverSession(rx_model)
+    out: dict[str, Any] = {"packets": [], "indices": [], "masks": [], "recons": [], "decoded": [], "encode_ms": [],
+                           "decode_ms": []}
+    tx = SenderSession(tx_model, sender) if packets is None else None
+    for i, frame in enumerate(frames):
+        if tx is not None:
+            enc = tx.encode(frame, timestamp_us=round(i * 1e6 / 30))
+            data = enc.data
+            out["packets"].append(data)
+            out["indices"].append(enc.tokens.indices[0].cpu().numpy())
+            out["masks"].append(enc.tokens.mask[0].cpu().numpy())
+            out["recons"].append(enc.recon)
+            out["encode_ms"].append(enc.encode_ms)
+        else:
+            assert packets is not None
+            data = packets[i]
+        t0 = time.perf_counter()
+        out["decoded"].append(rx.decode(data))
+        out["decode_ms"].append((time.perf_counter() - t0) * 1e3)
+    return out
+
+
+def _psnr(frames: np.ndarray, decoded: list[np.ndarray]) -> float:
+    return float(np.mean([psnr(f, d) for f, d in zip(frames, decoded, strict=True)]))
+
+
+def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> list[int]:
+    return [int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max()) for x, y in zip(a, b, strict=True)]
+
+
+def verify_frames(model: Tokenizer, ort: OnnxTokenizer, frames: np.ndarray,
+                  sender: SenderConfig | None = None) -> dict[str, Any]:
+    """One clip (uint8 RGB [T, H, W, 3]) on torch, on ORT, and across them.
+
+    Returns:
+        indices_equal / mask_equal: share of equal token indices (all N positions) / keep-mask bits,
+        psnr_torch / psnr_onnx (vs the original frames) and psnr_diff (onnx - torch), max_abs_pixel_diff
+        (uint8 reconstructions, torch vs ORT), closed_loop_exact (each receiver equals its sender);
+        torch_to_onnx / onnx_to_torch: the receiver on the other backend: its psnr, psnr_drift (vs the
+        same-backend PSNR), max_abs_pixel_diff per clip and at the last frame (growth = drift).
+    """
+    sender = sender or SenderConfig()
+    th = _run(model, model, frames, sender)
+    on = _run(ort, ort, frames, sender)
+    t2o = _run(None, ort, frames, sender, th["packets"])
+    o2t = _run(None, model, frames, sender, on["packets"])
+    idx_eq = float(np.mean([np.mean(a == b) for a, b in zip(th["indices"], on["indices"], strict=True)]))
+    mask_eq = float(np.mean([np.mean(a == b) for a, b in zip(th["masks"], on["masks"], strict=True)]))
+    p_t, p_o = _psnr(frames, th["decoded"]), _psnr(frames, on["decoded"])
+    diffs = _max_diff(th["decoded"], on["decoded"])
+
+    def cross(run: dict[str, Any], same: dict[str, Any], same_psnr: float) -> dict[str, Any]:
+        p = _psnr(frames, run["decoded"])
+        d = _max_diff(run["decoded"], same["recons"])  # vs the sender's own reconstruction
+        return {"psnr": p, "psnr_drift": p - same_psnr, "max_abs_pixel_diff": max(d),
+                "last_frame_max_abs_pixel_diff": d[-1]}
+
+    def med(xs: list[float]) -> float:
+        return float(np.median(xs))
+
+    return {
+        "frames": len(frames),
+        "indices_equal": idx_eq,
+        "mask_equal": mask_eq,
+        "psnr_torch": p_t,
+        "psnr_onnx": p_o,
+        "psnr_diff": p_o - p_t,
+        "max_abs_pixel_diff": max(diffs),
+        "closed_loop_exact": bool(all(np.array_equal(a, b) for a, b in zip(th["decoded"], th["recons"], strict=True))
+                                  and all(np.array_equal(a, b) for a, b in zip(on["decoded"], on["recons"],
+                                                                               strict=True))),
+        "torch_to_onnx": cross(t2o, th, p_t),
+        "onnx_to_torch": cross(o2t, on, p_o),
+        "encode_ms": {"torch": med(th["encode_ms"]), "onnx": med(on["encode_ms"])},
+        "decode_ms": {"torch": med(th["decode_ms"]), "onnx": med(on["decode_ms"])},
+    }
+
+
+def verify(model: Tokenizer, onnx_dir: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]],
+           max_frames: int | None = None, sender: SenderConfig | None = None) -> dict[str, Any]:
+    """Whole clips through torch and ORT (see `verify_frames`), plus the graph parity at two sizes.
+
+    Returns:
+        {"model_id", "providers", "graphs": [...], "clips": {name: ...}, "overall": {worst-case figures}}.
+    """
+    from livetok.stream.video_io import read_video
+
+    from .onnx_export import CHECK_SIZES
+
+    ort = OnnxTokenizer(onnx_dir)
+    if ort.identity != model_identity(model):
+        raise TokenizerError(f"{onnx_dir} was exported from model {ort.identity.hex()}, not from the model under "
+                             f"test ({model_identity(model).hex()})")
+    res: dict[str, Any] = {
+        "model_id": ort.identity.hex(),
+        "providers": ort.providers,
+        "graphs": [graph_parity(model, onnx_dir, b, h, w) for b, h, w in CHECK_SIZES],
+        "clips": {},
+    }
+    for clip in clips:
+        name = Path(clip).stem
+        frames, _ = read_video(clip, max_frames=max_frames)
+        if len(frames) == 0:
+            raise TokenizerError(f"{clip}: no frames")
+        res["clips"][name] = verify_frames(model, ort, frames, sender)
+    cs = list(res["clips"].values())
+    if cs:
+        res["overall"] = {
+            "indices_equal": min(c["indices_equal"] for c in cs),
+            "max_abs_psnr_diff": max(abs(c["psnr_diff"]) for c in cs),
+            "max_abs_pixel_diff": max(c["max_abs_pixel_diff"] for c in cs),
+            "max_abs_psnr_drift": max(max(abs(c["torch_to_onnx"]["psnr_drift"]), abs(c["onnx_to_torch"]["psnr_drift"]))
+                                      for c in cs),
+            "closed_loop_exact": all(c["closed_loop_exact"] for c in cs),
+        }
+    return res
