@@ -19,9 +19,10 @@ from livetok.engine.model import Tokenizer
 
 from .broker_url import BrokerConfig
 from .capture import Captured, capture
+from .packet_receiver import PacketReceiver, ReceivedFrame
 from .pipeline import PipelineConfig, run_pipeline
 from .publisher import TokenPublisher
-from .receiver import ReceivedFrame, Receiver
+from .receiver import Receiver
 from .session import SenderSession
 from .video_io import Mp4Writer
 
@@ -56,7 +57,7 @@ async def publish_source(
             async for c in it:
                 if first:
                     h, w = (size[1], size[0]) if size else c.frame.shape[:2]
-                    await pub.update_info({**info, "width": int(w), "height": int(h), "fps": _fps_of(source)})
+                    await pub.update_info({**info, "width": int(w), "height": int(h), "fps": source_fps(source)})
                     first = False
                 yield c
 
@@ -76,7 +77,7 @@ async def publish_source(
         return result
 
 
-def _fps_of(source: str) -> float:
+def source_fps(source: str) -> float:
     from .sources import open_source
 
     if source.startswith(("webcam:", "synthetic")) or "://" in source:
@@ -110,6 +111,47 @@ class _Window:
             self.enabled = False
 
 
+async def drain_frames(
+    rx: PacketReceiver,
+    *,
+    out: str | None = None,
+    per_stream_files: bool = False,
+    show: bool = False,
+    idle_timeout_s: float | None = None,
+    max_frames: int | None = None,
+    on_frame: Callable[[ReceivedFrame], Any] | None = None,
+) -> list[str]:
+    """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `idle_timeout_s` passes
+    without a frame, or `max_frames`; write MP4 (one file per stream with `per_stream_files`), show
+    a window, call `on_frame`. Returns the written file paths."""
+    writers: dict[str, Mp4Writer] = {}
+    window = _Window() if show else None
+    n = 0
+    try:
+        while max_frames is None or n < max_frames:
+            try:
+                f = await asyncio.wait_for(anext(rx), idle_timeout_s)
+            except StopAsyncIteration:
+                break
+            except TimeoutError:
+                log.info("no frame for %s s: stopping", idle_timeout_s)
+                break
+            n += 1
+            if out is not None:
+                if f.stream not in writers:
+                    fps = float(rx.streams[f.stream].info.get("fps", 30.0) or 30.0)
+                    writers[f.stream] = Mp4Writer(_out_path(out, f.stream, per_stream_files), fps)
+                writers[f.stream].write(f.frame)
+            if window is not None:
+                window.show(f.stream, f.frame)
+            if on_frame is not None:
+                on_frame(f)
+    finally:
+        for w in writers.values():
+            w.close()
+    return [str(w.path) for w in writers.values()]
+
+
 async def receive_stream(
     model: Tokenizer,
     broker: BrokerConfig,
@@ -125,33 +167,10 @@ async def receive_stream(
 ) -> dict[str, Any]:
     """Receive until end of stream (a named stream), `idle_timeout_s` without frames, or
     `max_frames`; returns the receiver's summary (DESIGN.md §6 keys)."""
-    writers: dict[str, Mp4Writer] = {}
-    window = _Window() if show else None
-    n = 0
     rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s)
     async with rx:
-        try:
-            while max_frames is None or n < max_frames:
-                try:
-                    f = await asyncio.wait_for(anext(rx), idle_timeout_s)
-                except StopAsyncIteration:
-                    break
-                except TimeoutError:
-                    log.info("no frame for %s s: stopping", idle_timeout_s)
-                    break
-                n += 1
-                if out is not None:
-                    if f.stream not in writers:
-                        fps = float(rx.streams[f.stream].info.get("fps", 30.0) or 30.0)
-                        writers[f.stream] = Mp4Writer(_out_path(out, f.stream, rx.topics.wildcard), fps)
-                    writers[f.stream].write(f.frame)
-                if window is not None:
-                    window.show(f.stream, f.frame)
-                if on_frame is not None:
-                    on_frame(f)
-        finally:
-            for w in writers.values():
-                w.close()
+        outputs = await drain_frames(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
+                                     idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
         summary = rx.summary()
-    summary["outputs"] = [str(w.path) for w in writers.values()]
+    summary["outputs"] = outputs
     return summary

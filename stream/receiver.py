@@ -1,6 +1,6 @@
-"""The live receiver: subscribes to one stream (or all, with `+`), orders packets by frame index,
-asks for a keyframe on a gap or a late join, decodes off the event loop, and yields frames with
-their tokens as numpy arrays (the API for downstream models).
+"""The MQTT receiver: subscribes to one stream (or all, with `+`) and feeds the packets to the
+transport-agnostic `PacketReceiver` (ordering, keyframe requests, decoding, counters); keyframe
+requests go back on the stream's control topic.
 
     async with Receiver(model, parse_broker_url("mqtt://host:1883"), "cam0") as rx:
         async for f in rx:            # ReceivedFrame
@@ -10,92 +10,20 @@ their tokens as numpy arrays (the API for downstream models).
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
-import logging
-import time
-from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import numpy as np
-
-from livetok.engine.checkpoint import model_identity
-from livetok.engine.errors import TokenizerError
 from livetok.engine.model import Tokenizer
 
 from .broker_url import BrokerConfig, stream_from_topic, topics
-from .errors import StreamError
 from .mqtt import MqttLink
-from .reorder import OrderResult, StreamOrderer
-from .session import ReceiverSession
-from .stages import percentile
-from .wire import PacketError, TokenPacket
+from .packet_receiver import KEYFRAME_REQUEST_INTERVAL_S, PacketReceiver, ReceivedFrame, StreamCounters
 
-log = logging.getLogger(__name__)
-
-KEYFRAME_REQUEST_INTERVAL_S = 0.5  # at most this often per stream: one loss, one request
+__all__ = ["KEYFRAME_REQUEST_INTERVAL_S", "ReceivedFrame", "Receiver", "StreamCounters"]
 
 
-@dataclass(frozen=True)
-class ReceivedFrame:
-    stream: str
-    frame_index: int
-    timestamp_us: int  # the sender's capture time
-    keyframe: bool
-    token_grid: np.ndarray  # int32 [grid_h, grid_w]: the token index at each position, -1 where none was sent
-    frame: np.ndarray  # uint8 RGB [H, W, 3], the decoded frame
-    latency_ms: float  # capture -> decoded
-    bits: int  # size of the packet
-
-
-@dataclass
-class StreamCounters:
-    frames_received: int = 0
-    frames_decoded: int = 0
-    frames_lost: int = 0
-    frames_skipped: int = 0
-    duplicates: int = 0
-    keyframes: int = 0
-    keyframe_requests: int = 0
-    tokens: int = 0
-    bits: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
-    t_first: float | None = None
-    t_last: float | None = None
-    ended: bool = False
-
-    def summary(self) -> dict[str, Any]:
-        span = (self.t_last - self.t_first) if self.t_first is not None and self.t_last is not None else 0.0
-        lat = self.latencies_ms
-        return {
-            "frames_received": self.frames_received,
-            "frames_decoded": self.frames_decoded,
-            "frames_lost": self.frames_lost,
-            "keyframes": self.keyframes,
-            "duplicates": self.duplicates,
-            "keyframe_requests": self.keyframe_requests,
-            "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
-            "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
-            "tokens_per_s": round(self.tokens / span, 1) if span > 0 else 0.0,
-            "bits_per_s": round(self.bits / span, 1) if span > 0 else 0.0,
-            "ended": self.ended,
-        }
-
-
-class _Stream:
-    def __init__(self, name: str, model: Tokenizer, gap_timeout_s: float) -> None:
-        self.name = name
-        self.session = ReceiverSession(model)
-        self.order = StreamOrderer(gap_timeout_s=gap_timeout_s)
-        self.counters = StreamCounters()
-        self.last_request = -1e9
-        self.info: dict[str, Any] = {}
-        self.sizes: dict[int, int] = {}  # bytes of each packet waiting to be decoded, by frame index
-
-
-class Receiver:
-    """Receives and decodes live streams.
+class Receiver(PacketReceiver):
+    """Receives and decodes live streams from a broker.
 
     Args:
         model: the decoder; packets of another model are refused (StreamError names both ids).
@@ -110,75 +38,32 @@ class Receiver:
     def __init__(self, model: Tokenizer, broker: BrokerConfig, stream: str, *, identifier: str | None = None,
                  persistent: bool = True, gap_timeout_s: float = 0.3,
                  first_connect_timeout_s: float | None = 10.0) -> None:
-        self.model = model
-        self.model_id = model_identity(model)
         self.topics = topics(stream)
-        self.streams: dict[str, _Stream] = {}
-        self.gap_timeout_s = gap_timeout_s
+        super().__init__(model, gap_timeout_s=gap_timeout_s, end_on_eos=not self.topics.wildcard)
         self.first_connect_timeout_s = first_connect_timeout_s
         self.link = MqttLink(broker, [(self.topics.tokens, 1), (self.topics.info, 1)], identifier=identifier,
                              clean_session=not (persistent and identifier is not None))
-        self._out: asyncio.Queue[ReceivedFrame | BaseException | None] = asyncio.Queue(64)
-        self._tasks: list[asyncio.Task[None]] = []
-        self._requests: set[asyncio.Task[None]] = set()  # keyframe requests in flight
-
-    # -- lifecycle -----------------------------------------------------------------------------
 
     async def __aenter__(self) -> Receiver:
         await self.link.start(self.first_connect_timeout_s)
-        self._tasks = [asyncio.create_task(self._consume()), asyncio.create_task(self._tick())]
+        self.add_task(asyncio.create_task(self._consume()))
+        self.start_ticking()
         return self
 
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        for t in [*self._tasks, *self._requests]:
-            t.cancel()
-        for t in [*self._tasks, *self._requests]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await self.stop_tasks()
         await self.link.close()
 
-    def __aiter__(self) -> Receiver:
-        return self
-
-    async def __anext__(self) -> ReceivedFrame:
-        item = await self._out.get()
-        if item is None:
-            raise StopAsyncIteration
-        if isinstance(item, BaseException):
-            raise item
-        return item
-
-    # -- stats ---------------------------------------------------------------------------------
-
     def summary(self) -> dict[str, Any]:
-        """Totals over all streams (keys of DESIGN.md §6) plus `streams`: the same per stream."""
-        per = {name: s.counters.summary() for name, s in self.streams.items()}
-        allc = [s.counters for s in self.streams.values()]
-        lat = [x for c in allc for x in c.latencies_ms]
-        firsts = [c.t_first for c in allc if c.t_first is not None]
-        lasts = [c.t_last for c in allc if c.t_last is not None]
-        span = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
-        total = {k: sum(c.summary()[k] for c in allc) for k in
-                 ("frames_received", "frames_decoded", "frames_lost", "keyframes", "duplicates", "keyframe_requests")}
-        total.update({
-            "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
-            "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
-            "tokens_per_s": round(sum(c.tokens for c in allc) / span, 1) if span > 0 else 0.0,
-            "bits_per_s": round(sum(c.bits for c in allc) / span, 1) if span > 0 else 0.0,
-            "reconnects": max(0, self.link.connects - 1),
-            "broker_downtime_s": round(self.link.downtime_s, 3),
-            "streams": per,
-        })
+        total = super().summary()
+        total["reconnects"] = max(0, self.link.connects - 1)
+        total["broker_downtime_s"] = round(self.link.downtime_s, 3)
         return total
 
-    # -- internals -----------------------------------------------------------------------------
-
-    def _stream(self, name: str) -> _Stream:
-        if name not in self.streams:
-            self.streams[name] = _Stream(name, self.model, self.gap_timeout_s)
-        return self.streams[name]
+    async def send_keyframe_request(self, stream: str, payload: str) -> None:
+        await self.link.publish(topics(stream).control, payload, qos=1)
 
     async def _consume(self) -> None:
         try:
@@ -187,108 +72,10 @@ class Receiver:
                 name = stream_from_topic(str(msg.topic))
                 payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
                 if str(msg.topic).endswith("/info"):
-                    self._on_info(name, payload)
+                    self.feed_info(name, payload)
                 else:
-                    await self._on_packet(name, payload)
+                    await self.feed(name, payload)
         except BaseException as e:  # hand any failure to the iterating caller, then stop
             if not isinstance(e, asyncio.CancelledError):
-                await self._out.put(e)
+                await self.fail(e)
             raise
-
-    def _on_info(self, name: str, payload: bytes) -> None:
-        try:
-            info = json.loads(payload.decode())
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            log.warning("stream %s: ignoring malformed info", name)
-            return
-        self._stream(name).info = info if isinstance(info, dict) else {}
-        mid = self._stream(name).info.get("model_id")
-        if mid and mid != self.model_id.hex():
-            raise StreamError(f"stream {name!r} is for model {mid}, this receiver runs model {self.model_id.hex()}")
-
-    async def _on_packet(self, name: str, payload: bytes) -> None:
-        s = self._stream(name)
-        try:
-            packet = TokenPacket.unpack(payload, expect_model_id=self.model_id)
-        except PacketError as e:
-            if "this receiver runs model" in str(e):
-                raise StreamError(f"stream {name!r}: {e}") from e
-            log.warning("stream %s: dropping a bad packet: %s", name, e)
-            return
-        if not (packet.end_of_stream and packet.n == 0):
-            s.counters.frames_received += 1
-            s.sizes[packet.frame_index] = len(payload)
-            if len(s.sizes) > 4 * s.order.max_buffer:  # forget sizes of frames that were skipped
-                for i in sorted(s.sizes)[: len(s.sizes) - 2 * s.order.max_buffer]:
-                    del s.sizes[i]
-        await self._handle(s, s.order.push(packet, time.monotonic()))
-
-    async def _handle(self, s: _Stream, res: OrderResult) -> None:
-        c = s.counters
-        c.duplicates += int(res.duplicate)
-        c.frames_lost += res.lost
-        c.frames_skipped += res.skipped
-        if res.need_keyframe:
-            await self._request_keyframe(s, "gap" if c.frames_decoded else "join")
-        for packet in res.ready:
-            if packet.end_of_stream and packet.n == 0:
-                c.ended = True
-                if not self.topics.wildcard:
-                    await self._out.put(None)
-                continue
-            await self._decode(s, packet)
-            if packet.end_of_stream:
-                c.ended = True
-                if not self.topics.wildcard:
-                    await self._out.put(None)
-
-    async def _decode(self, s: _Stream, packet: TokenPacket) -> None:
-        try:
-            frame = await asyncio.to_thread(s.session.decode, packet)
-        except TokenizerError as e:  # e.g. a frame size we have no state for: resync at a keyframe
-            log.warning("stream %s: %s", s.name, e)
-            s.order = StreamOrderer(gap_timeout_s=self.gap_timeout_s)
-            await self._request_keyframe(s, "resync")
-            return
-        now_us = time.time_ns() // 1000
-        grid = np.full(packet.n, -1, np.int32)
-        grid[packet.mask] = packet.indices.astype(np.int32)
-        bits = 8 * s.sizes.pop(packet.frame_index, 0)
-        c = s.counters
-        c.frames_decoded += 1
-        c.keyframes += int(packet.keyframe)
-        c.tokens += packet.k
-        c.bits += bits
-        lat = (now_us - packet.timestamp_us) / 1e3
-        c.latencies_ms.append(lat)
-        t = time.monotonic()
-        c.t_first = t if c.t_first is None else c.t_first
-        c.t_last = t
-        await self._out.put(ReceivedFrame(s.name, packet.frame_index, packet.timestamp_us, packet.keyframe,
-                                          grid.reshape(packet.grid_h, packet.grid_w), frame, lat, bits))
-
-    async def _request_keyframe(self, s: _Stream, reason: str) -> None:
-        now = time.monotonic()
-        if now - s.last_request < KEYFRAME_REQUEST_INTERVAL_S:
-            return
-        s.last_request = now
-        s.counters.keyframe_requests += 1
-        req = {"type": "keyframe", "reason": reason, "from_frame": s.order.expected}
-        # not awaited (decoding goes on); a lost request is repeated on the next non-decodable packet
-        task = asyncio.create_task(self._send_request(topics(s.name).control, json.dumps(req)))
-        self._requests.add(task)
-        task.add_done_callback(self._requests.discard)
-
-    async def _send_request(self, topic: str, payload: str) -> None:
-        with contextlib.suppress(StreamError):
-            await self.link.publish(topic, payload, qos=1)
-
-    async def _tick(self) -> None:
-        while True:
-            await asyncio.sleep(0.05)
-            now = time.monotonic()
-            for s in list(self.streams.values()):
-                res = s.order.poll(now)
-                if res.lost or res.need_keyframe or res.ready:
-                    await self._handle(s, res)
-
