@@ -1,0 +1,733 @@
+"""The `livetok` command line: parses arguments and calls the library, nothing else.
+
+`--json` prints one JSON object on stdout; everything meant for people goes to stderr. Errors are
+one line (`livetok: error: ...`) and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger("livetok")
+
+EXIT_ERROR = 2
+
+
+# ---------------------------------------------------------------------------------------------
+# shared options
+
+
+def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
+    p.add_argument("--weights", default=None, help="weights file (.safetensors); default: the shipped model")
+    p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    if backend:
+        p.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto"],
+                       help="run the model in torch (default) or onnxruntime (CUDA EP when onnxruntime-gpu has "
+                            "one, else CPU); auto = onnx when the onnx extra is installed, else torch")
+        p.add_argument("--onnx-dir", default=None,
+                       help="ONNX export to run (--backend onnx); default: exported on first use into "
+                            "$XDG_CACHE_HOME (~/.cache)/livetok/onnx/<model id>")
+
+
+def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") -> None:
+    p.add_argument("--policy", default="infotok",
+                   choices=["fixed", "infotok", "learned", "rdo", "prior", "oracle", "search"],
+                   help="budget policy (default: infotok); oracle and search are benchmark arms")
+    p.add_argument("--rate", type=float, default=0.5, help="beta = rate * N tokens for an average frame (default 0.5)")
+    p.add_argument("--target-bps", type=float, default=None,
+                   help="rate control: scale beta to meet this many bits/s (headers and masks included)")
+    p.add_argument("--target-tokens", type=float, default=None,
+                   help="rate control: scale beta to meet this mean number of tokens per frame")
+    p.add_argument("--normaliser", default="population", choices=["population", "ema"],
+                   help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
+    p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
+    # `webrtc send` takes --signal for the signalling URL; its information signal is --router-signal
+    p.add_argument(signal_flag, dest="signal", default="gain", choices=["error", "gain"],
+                   help="infotok's information signal: full-rate error (the paper) or the gain of the tokens")
+    p.add_argument("--ranking", default="gain", choices=["error", "gain", "surprise", "prefix"],
+                   help="which positions fill the budget (default: gain; error = InfoTok's)")
+
+
+def _sender(a: argparse.Namespace) -> Any:
+    from livetok.engine.config import BudgetConfig, SenderConfig
+    from livetok.engine.rate_control import RateControlConfig
+
+    rc = None
+    if a.target_bps is not None or a.target_tokens is not None:
+        rc = RateControlConfig(target_bps=a.target_bps, target_tokens=a.target_tokens)
+    return SenderConfig(
+        budget=BudgetConfig(policy=a.policy, rate=a.rate, normaliser=a.normaliser, signal=a.signal),
+        keyframe_interval=a.keyframe_interval,
+        ranking=a.ranking,
+        rate_control=rc,
+    )
+
+
+def _model(a: argparse.Namespace) -> Any:
+    import torch
+
+    from livetok.engine.checkpoint import load_default, load_weights
+
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    device = a.device
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    backend = getattr(a, "backend", "torch")
+    if backend == "auto":
+        from livetok.export.onnx_runtime import onnx_available
+
+        backend = "onnx" if onnx_available() else "torch"
+    if backend == "onnx":
+        from livetok.export.onnx_runtime import ensure_onnx, load_onnx
+
+        if a.onnx_dir and not a.weights and Path(a.onnx_dir, "model.json").is_file():
+            return load_onnx(a.onnx_dir)  # an existing export needs no torch weights
+        return ensure_onnx(load_weights(a.weights) if a.weights else load_default(), a.onnx_dir)
+    return load_weights(a.weights, device=device) if a.weights else load_default(device=device)
+
+
+def _print_json(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, indent=2, sort_keys=True) + "\n")
+    sys.stdout.flush()
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console(stderr=True, soft_wrap=True)
+
+
+def _progress() -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=_console(), transient=True)
+
+
+def _metrics_line(m: dict[str, Any]) -> str:
+    return (f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
+            f"{m['tokens_per_frame']:.1f}/{m['positions']} tokens/frame  "
+            f"{m['bits_per_frame'] / 1000:.2f} kbit/frame  enc {m['encode_ms']:.1f} ms  dec {m['decode_ms']:.1f} ms  "
+            f"{m['decodes_per_frame']:.2f} decodes/frame  {m['frames']} frames")
+
+
+# ---------------------------------------------------------------------------------------------
+# commands
+
+
+def cmd_eval(a: argparse.Namespace) -> int:
+    from livetok.stream.evaluate import evaluate_files
+
+    sender = _sender(a)
+    for p in a.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
+    model = _model(a)
+    with _progress() as prog:
+        task = prog.add_task("eval", total=None)
+        res = evaluate_files(model, a.inputs, sender, max_frames=a.max_frames, per_frame=a.per_frame,
+                             progress=lambda name, n: prog.update(task, advance=n, description=f"eval {name}"))
+    con = _console()
+    for name, m in res["clips"].items():
+        con.print(f"[bold]{name}[/]: {_metrics_line(m)}")
+    con.print(f"[bold]overall[/]: {_metrics_line(res['overall'])}")
+    res["policy"], res["rate"] = a.policy, a.rate
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_encode(a: argparse.Namespace) -> int:
+    from livetok.engine.checkpoint import model_identity
+    from livetok.stream.session import SenderSession
+    from livetok.stream.sources import open_source
+    from livetok.stream.wire import LtkWriter
+
+    sender = _sender(a)
+    model = _model(a)
+    src = open_source(a.input, a.max_frames)
+    tx = SenderSession(model, sender)
+    out = Path(a.output)
+    frames = bits = tokens = 0
+    writer: LtkWriter | None = None
+    try:
+        with _progress() as prog:
+            task = prog.add_task(f"encode {src.name}", total=None)
+            for i, frame in enumerate(src.frames):
+                if writer is None:
+                    h, w = frame.shape[:2]
+                    writer = LtkWriter(out, {"model_id": model_identity(model).hex(), "fps": src.fps, "width": w,
+                                             "height": h, "preset": model.cfg.name, "source": src.name,
+                                             "policy": a.policy, "rate": a.rate})
+                    writer.__enter__()
+                enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
+                writer.write(enc.data)
+                frames, bits, tokens = frames + 1, bits + 8 * len(enc.data), tokens + enc.packet.k
+                prog.update(task, advance=1)
+    finally:
+        if writer is not None:
+            writer.__exit__(None, None, None)
+    if frames == 0:
+        raise ValueError(f"{a.input}: no frames to encode")
+    summary = {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
+               "bits_per_frame": bits / frames, "bytes": out.stat().st_size}
+    _console().print(f"wrote {out}: {frames} frames, {tokens / frames:.1f} tokens/frame, "
+                     f"{bits / frames / 1000:.2f} kbit/frame")
+    if a.json:
+        _print_json(summary)
+    return 0
+
+
+def cmd_decode(a: argparse.Namespace) -> int:
+    import numpy as np
+
+    from livetok.stream.heatmap import token_heatmap
+    from livetok.stream.session import ReceiverSession
+    from livetok.stream.video_io import Mp4Writer
+    from livetok.stream.wire import LtkReader, PacketError
+
+    model = _model(a)
+    rx = ReceiverSession(model)
+    frames, damage = 0, None
+    with LtkReader(a.input) as reader:
+        meta = reader.meta
+        if meta.get("model_id") != rx.model_id.hex():
+            raise PacketError(f"{a.input} was made by model {meta.get('model_id')}, "
+                              f"this receiver runs model {rx.model_id.hex()}")
+        with Mp4Writer(a.output, float(meta.get("fps", 30.0))) as writer, _progress() as prog:
+            task = prog.add_task(f"decode {Path(a.input).name}", total=None)
+            try:
+                for packet in reader:
+                    if packet.end_of_stream and packet.n == 0:
+                        break
+                    frame = rx.decode(packet)
+                    if a.heatmap:
+                        heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
+                        frame = np.concatenate([frame, heat], 1)
+                    writer.write(frame)
+                    frames += 1
+                    prog.update(task, advance=1)
+            except PacketError as e:
+                damage = str(e)  # keep every frame decoded before the damage
+    con = _console()
+    con.print(f"wrote {a.output}: {frames} frames")
+    if damage:
+        con.print(f"[yellow]warning[/]: stopped early: {damage}")
+    if a.json:
+        _print_json({"output": a.output, "frames": frames, "error": damage})
+    return 0 if damage is None else EXIT_ERROR
+
+
+def cmd_demo(a: argparse.Namespace) -> int:
+    from livetok.stream.demo import run_demo
+
+    sender = _sender(a)
+    model = _model(a)
+    with _progress() as prog:
+        task = prog.add_task("demo", total=None)
+        res = run_demo(model, a.source, a.out, sender, a.frames, progress=lambda rec: prog.update(task, advance=1))
+    con = _console()
+    con.print(f"[bold]{res['source']}[/]: {_metrics_line(res)}")
+    for p in res["outputs"]:
+        con.print(f"  wrote {p}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def _broker(a: argparse.Namespace) -> Any:
+    from livetok.stream.broker_url import parse_broker_url
+
+    return parse_broker_url(a.broker, ca_file=a.ca_file, password_file=a.password_file)
+
+
+def _size(s: str | None) -> tuple[int, int] | None:
+    if s is None:
+        return None
+    try:
+        w, h = (int(v) for v in s.lower().split("x"))
+    except ValueError:
+        raise ValueError(f"bad --size {s!r}: use WIDTHxHEIGHT, e.g. 256x192") from None
+    if w < 8 or h < 8:
+        raise ValueError(f"bad --size {s!r}: both sides must be at least 8 pixels")
+    return w, h
+
+
+class _LiveTable:
+    """The live per-stage table on stderr (only when stderr is a terminal)."""
+
+    def __init__(self) -> None:
+        self.con = _console()
+        self.live: Any = None
+        if self.con.is_terminal:
+            from rich.live import Live
+
+            self.live = Live(console=self.con, refresh_per_second=4, transient=True)
+            self.live.start()
+
+    def update(self, d: dict[str, Any]) -> None:
+        if self.live is None:
+            return
+        from rich.table import Table
+
+        t = Table(title=f"{d['frames_published']} published, {d['frames_dropped']} dropped, "
+                        f"p50 {d['latency_ms_p50']} ms, {d['bits_per_s'] / 1000:.1f} kbit/s")
+        for col in ("stage", "count", "fps", "latency_ms_p50", "latency_ms_p99", "queue_depth", "dropped"):
+            t.add_column(col)
+        for s in d["stages"]:
+            t.add_row(*(str(s[c]) for c in ("stage", "count", "fps", "latency_ms_p50", "latency_ms_p99",
+                                            "queue_depth", "dropped")))
+        self.live.update(t)
+
+    def stop(self) -> None:
+        if self.live is not None:
+            self.live.stop()
+
+
+def cmd_publish(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.live import publish_source
+
+    sender, broker, size = _sender(a), _broker(a), _size(a.size)
+    model = _model(a)
+    table = _LiveTable()
+    try:
+        res = asyncio.run(publish_source(
+            model, a.source, broker, a.stream, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
+            max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update))
+    finally:
+        table.stop()
+    _console().print(f"published {res['frames_published']} frames to {broker.url} stream {a.stream!r}: "
+                     f"{res['fps']} fps, {res['frames_dropped']} dropped, latency p50 {res['latency_ms_p50']} ms "
+                     f"p99 {res['latency_ms_p99']} ms, {res['tokens_per_frame']} tokens/frame, "
+                     f"{res['bits_per_s'] / 1000:.1f} kbit/s")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_receive(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.live import receive_stream
+
+    broker = _broker(a)
+    model = _model(a)
+    res = asyncio.run(receive_stream(
+        model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
+        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout))
+    _console().print(f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, "
+                     f"lost {res['frames_lost']}, keyframes {res['keyframes']}, latency p50 {res['latency_ms_p50']} "
+                     f"ms p99 {res['latency_ms_p99']} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    for p in res["outputs"]:
+        _console().print(f"  wrote {p}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_bench_stream(a: argparse.Namespace) -> int:
+    from livetok.stream.bench import bench_stream
+
+    sender, size = _sender(a), _size(a.size)
+    assert size is not None
+    model = _model(a)
+    res = bench_stream(model, a.streams, a.seconds, a.source, size, sender, a.broker)
+    con = _console()
+    for r in res["results"]:
+        con.print(f"{r['streams']} stream(s) {r['size']}: {r['fps_per_stream']} fps/stream decoded, "
+                  f"latency p50 {r['latency_ms_p50']} ms p99 {r['latency_ms_p99']} ms, "
+                  f"{r['frames_dropped']} dropped, {r['frames_lost']} lost")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_bench_rd(a: argparse.Namespace) -> int:
+    from livetok.stream.bench_rd import bench_rd, plot_rd
+
+    for p in a.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
+    model = _model(a)
+    con = _console()
+    res = bench_rd(model, a.inputs, a.policies, tuple(a.codecs), a.max_frames, progress=lambda m: con.print(m))
+    for name, pts in res["policies"].items():
+        row = "  ".join(f"{p['tokens_per_frame']:.0f} tok {p['psnr']:.2f} dB" for p in pts)
+        con.print(f"[bold]{name:13s}[/] {row}")
+    s = res["summary"]
+    con.print(f"tokens saved vs fixed at its 75% PSNR: infotok {s.get('tokens_saved_vs_fixed')}, "
+              f"best {s.get('best_policy')} {s.get('best_tokens_saved_vs_fixed')}, "
+              f"oracle {s.get('oracle_tokens_saved_vs_fixed')}")
+    if a.plot:
+        plot_rd(res, a.plot)
+        con.print(f"wrote {a.plot}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_export_onnx(a: argparse.Namespace) -> int:
+    from livetok.export.onnx_export import export_onnx
+
+    model = _model(a)
+    con = _console()
+    meta = export_onnx(model, a.output, opset=a.opset)
+    exporters = {name: g["exporter"] for name, g in meta["graphs"].items()}
+    res: dict[str, Any] = {"output": a.output, "model_id": meta["model_id"], "opset": meta["opset"],
+                           "exporters": exporters, "seconds": meta["seconds"], "parity": meta.get("parity", [])}
+    con.print(f"wrote {a.output}: encoder/decoder/router.onnx + model.json for model {meta['model_id']} "
+              f"(opset {meta['opset']}, {', '.join(f'{k} {v}' for k, v in exporters.items())}, "
+              f"{meta['seconds']:.1f} s)")
+    for p in res["parity"]:
+        con.print(f"  onnxruntime vs torch at {p['size']}: indices equal {p['indices_equal']:.4%}, "
+                  f"max |diff| {p['max_abs_diff']:.2e}")
+    if a.verify:
+        from livetok.export.verify import verify
+        from livetok.stream.demo import DEMO_CLIP
+
+        clips = a.clips or [str(DEMO_CLIP)]
+        for c in clips:
+            if not Path(c).is_file():
+                raise ValueError(f"no such file: {c}")
+        v = verify(model, a.output, clips, a.max_frames, _sender(a))
+        res["verify"] = v
+        con.print(f"  verify on {v['providers'][0]}:")
+        for name, c in v["clips"].items():
+            con.print(f"  [bold]{name}[/] ({c['frames']} frames): indices equal {c['indices_equal']:.4%}, "
+                      f"PSNR torch {c['psnr_torch']:.3f} dB onnx {c['psnr_onnx']:.3f} dB, "
+                      f"max pixel diff {c['max_abs_pixel_diff']}, cross-backend drift "
+                      f"{c['torch_to_onnx']['psnr_drift']:+.4f} / {c['onnx_to_torch']['psnr_drift']:+.4f} dB")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def _webrtc_cfg(a: argparse.Namespace) -> Any:
+    from livetok.stream.webrtc import WebRTCConfig
+
+    return WebRTCConfig(unreliable=getattr(a, "unreliable", False), ice_timeout_s=a.ice_timeout)
+
+
+def _signal_token(a: argparse.Namespace) -> str | None:
+    import os
+
+    # a flag beats the environment; an empty value means no token
+    return a.token or os.environ.get("LIVETOK_SIGNAL_TOKEN") or None
+
+
+def cmd_webrtc_send(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.webrtc import webrtc_send
+
+    sender, size, cfg = _sender(a), _size(a.size), _webrtc_cfg(a)
+    model = _model(a)
+    table = _LiveTable()
+    try:
+        res = asyncio.run(webrtc_send(
+            model, a.source, a.signal_url, sender, cfg, stream=a.stream, token=_signal_token(a),
+            realtime=not a.as_fast_as_possible, loop=a.loop, max_frames=a.max_frames, size=size,
+            on_stats=table.update))
+    finally:
+        table.stop()
+    _console().print(f"sent {res['frames_published']} frames to {a.signal_url}: {res['fps']} fps, "
+                     f"{res['frames_dropped']} dropped, {res['keyframe_requests']} keyframe requests, "
+                     f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_webrtc_recv(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.webrtc import SignalingConfig, parse_listen, webrtc_recv
+
+    host, port = parse_listen(a.listen)
+    sig = SignalingConfig(host=host, port=port, token=_signal_token(a))
+    cfg = _webrtc_cfg(a)
+    model = _model(a)
+    res = asyncio.run(webrtc_recv(
+        model, sig, cfg, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
+        on_listening=lambda url: _console().print(f"listening for a sender: livetok webrtc send --signal {url}")))
+    _console().print(f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, "
+                     f"lost {res['frames_lost']}, keyframes {res['keyframes']}, latency p50 {res['latency_ms_p50']} "
+                     f"ms p99 {res['latency_ms_p99']} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    for p in res["outputs"]:
+        _console().print(f"  wrote {p}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def cmd_webrtc_serve(a: argparse.Namespace) -> int:
+    import asyncio
+
+    from livetok.stream.webrtc import SignalingConfig
+    from livetok.stream.webrtc.demo_server import DemoConfig, serve
+
+    size = _size(a.size)
+    assert size is not None
+    sig = SignalingConfig(host=a.host, port=a.port, token=_signal_token(a))
+    demo = DemoConfig(size=size, target_kbps=a.target_kbps, ice_timeout_s=a.ice_timeout)
+    sender = _sender(a)
+    model = _model(a)
+    asyncio.run(serve(model, sender, sig, demo, on_listening=lambda url: _console().print(
+        f"livetok webcam demo: open {url} (Ctrl-C stops)")))
+    return 0
+
+
+def _add_broker_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
+    p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
+    p.add_argument("--ca-file", default=None, help="CA certificate for mqtts://")
+    p.add_argument("--password-file", default=None, help="read the broker password from this file")
+
+
+def cmd_train(a: argparse.Namespace) -> int:
+    from livetok.engine.data import DataConfig
+    from livetok.engine.train import TrainConfig, train
+
+    cfg = TrainConfig(
+        preset=a.preset, arm=a.arm, fixed_rate=a.fixed_rate, steps=a.steps, batch=a.batch,
+        clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
+        warmup_steps=a.lr_warmup,
+        mse_weight=a.mse_weight, seed=a.seed, threads=a.threads, device=a.device,
+        router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
+        data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob),
+    )
+    path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
+    if a.calibrate:
+        from livetok.engine.calibrate import calibrate_file
+
+        calibrate_file(path, a.data)
+    _console().print(f"wrote {path}")
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------
+# parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("livetok")
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def get_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="livetok", description="Streaming adaptive discrete video tokenizer.")
+    p.add_argument("-v", "--verbose", action="store_true", help="log more (to stderr)")
+    p.add_argument("--version", action="version", version=f"livetok {_version()}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    d = sub.add_parser("demo", help="tokenize a clip live and write a side-by-side video and a plot")
+    d.add_argument("--source", default=None, help="PATH, webcam:N or synthetic[:PRESET] (default: the bundled clip)")
+    d.add_argument("--out", default="livetok-demo", help="output folder (default: ./livetok-demo)")
+    d.add_argument("--frames", type=int, default=None, help="frames to run (default: whole file; 150 live)")
+    d.add_argument("--json", action="store_true", help="print the summary as JSON on stdout")
+    _add_sender_args(d)
+    _add_model_args(d)
+    d.set_defaults(func=cmd_demo)
+
+    e = sub.add_parser("encode", help="encode a video (or webcam:N / synthetic) into a .ltk file")
+    e.add_argument("input")
+    e.add_argument("-o", "--output", required=True, help="output .ltk file")
+    e.add_argument("--max-frames", type=int, default=None)
+    e.add_argument("--json", action="store_true")
+    _add_sender_args(e)
+    _add_model_args(e)
+    e.set_defaults(func=cmd_encode)
+
+    dd = sub.add_parser("decode", help="decode a .ltk file into an MP4")
+    dd.add_argument("input")
+    dd.add_argument("-o", "--output", required=True, help="output .mp4 file")
+    dd.add_argument("--heatmap", action="store_true", help="put the token heat-map beside the reconstruction")
+    dd.add_argument("--json", action="store_true")
+    _add_model_args(dd)
+    dd.set_defaults(func=cmd_decode)
+
+    ev = sub.add_parser("eval", help="PSNR, SSIM, tokens and bits per frame, speed, per clip and overall")
+    ev.add_argument("inputs", nargs="+")
+    ev.add_argument("--max-frames", type=int, default=None)
+    ev.add_argument("--per-frame", action="store_true", help="include per-frame records in the JSON")
+    ev.add_argument("--json", action="store_true")
+    _add_sender_args(ev)
+    _add_model_args(ev)
+    ev.set_defaults(func=cmd_eval)
+
+    pb = sub.add_parser("publish", help="tokenize a live source and publish it to an MQTT broker")
+    pb.add_argument("--source", required=True, help="PATH, rtsp://..., webcam:N or synthetic[:PRESET]")
+    _add_broker_args(pb)
+    pb.add_argument("--size", default=None, help="resize frames to WIDTHxHEIGHT (e.g. 256x192)")
+    pb.add_argument("--as-fast-as-possible", action="store_true", help="do not pace a file at its frame rate")
+    pb.add_argument("--loop", action="store_true", help="start a file again when it ends")
+    pb.add_argument("--max-frames", type=int, default=None)
+    pb.add_argument("--connect-timeout", type=float, default=None,
+                    help="give up if the broker is not reachable in SEC (default: keep retrying)")
+    pb.add_argument("--json", action="store_true", help="print the final statistics as JSON")
+    _add_sender_args(pb)
+    _add_model_args(pb)
+    pb.set_defaults(func=cmd_publish)
+
+    rc = sub.add_parser("receive", help="receive, decode and record live streams from an MQTT broker")
+    _add_broker_args(rc)
+    rc.add_argument("--out", default=None, help="write MP4 (with '+': one file per stream, OUT-<stream>.mp4)")
+    rc.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
+    rc.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
+    rc.add_argument("--max-frames", type=int, default=None)
+    rc.add_argument("--client-id", default=None, help="MQTT client id: a fixed id keeps a persistent session")
+    rc.add_argument("--connect-timeout", type=float, default=10.0, help="give up if the broker is unreachable")
+    rc.add_argument("--json", action="store_true")
+    _add_model_args(rc)
+    rc.set_defaults(func=cmd_receive)
+
+    bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH")
+    br = bench.add_parser("rd", help="rate-distortion of every budget policy and of x264/VP8")
+    br.add_argument("inputs", nargs="+")
+    br.add_argument("--policies", nargs="*", default=None, help="only these policies (fixed always runs)")
+    br.add_argument("--codecs", nargs="*", default=["x264", "vp8"])
+    br.add_argument("--max-frames", type=int, default=None)
+    br.add_argument("--plot", default=None, help="write the PSNR vs bits/frame plot here (PNG)")
+    br.add_argument("--json", action="store_true")
+    _add_model_args(br)
+    br.set_defaults(func=cmd_bench_rd)
+
+    bs = bench.add_parser("stream", help="S live streams on loopback: fps, drops, capture-to-decoded latency")
+    bs.add_argument("--streams", type=int, nargs="+", default=[1, 4], help="stream counts to measure (default 1 4)")
+    bs.add_argument("--seconds", type=float, default=10.0)
+    bs.add_argument("--source", default="synthetic", help="source of every stream (default: synthetic)")
+    bs.add_argument("--size", default="256x192")
+    bs.add_argument("--broker", default=None, help="use this broker instead of starting a local mosquitto")
+    bs.add_argument("--json", action="store_true")
+    _add_sender_args(bs)
+    _add_model_args(bs)
+    bs.set_defaults(func=cmd_bench_stream)
+
+    wr = sub.add_parser("webrtc", help="WebRTC: token streaming between peers, the browser webcam demo"
+                        ).add_subparsers(dest="webrtc", metavar="MODE")
+    ws = wr.add_parser("send", help="tokenize a live source and stream the packets to a `webrtc recv` peer")
+    ws.add_argument("--source", required=True, help="PATH, rtsp://..., webcam:N or synthetic[:PRESET]")
+    ws.add_argument("--signal", dest="signal_url", required=True,
+                    help="the receiver's offer URL, e.g. http://127.0.0.1:8765/offer")
+    ws.add_argument("--stream", default="webrtc", help="stream name shown by the receiver")
+    ws.add_argument("--unreliable", action="store_true",
+                    help="unordered channel without retransmissions: a lost packet is repaired by a keyframe")
+    ws.add_argument("--size", default=None, help="resize frames to WIDTHxHEIGHT (e.g. 256x192)")
+    ws.add_argument("--as-fast-as-possible", action="store_true", help="do not pace a file at its frame rate")
+    ws.add_argument("--loop", action="store_true", help="start a file again when it ends")
+    ws.add_argument("--max-frames", type=int, default=None)
+    ws.add_argument("--json", action="store_true", help="print the final statistics as JSON")
+    _add_sender_args(ws, signal_flag="--router-signal")
+    _add_model_args(ws)
+    ws.set_defaults(func=cmd_webrtc_send)
+    wv = wr.add_parser("recv", help="listen for a `webrtc send` peer; decode, record and report its stream")
+    wv.add_argument("--listen", default="127.0.0.1:8765",
+                    help="HOST:PORT of the signalling endpoint (default 127.0.0.1:8765: this host only)")
+    wv.add_argument("--out", default=None, help="write the decoded video to this MP4")
+    wv.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
+    wv.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
+    wv.add_argument("--max-frames", type=int, default=None)
+    wv.add_argument("--json", action="store_true")
+    _add_model_args(wv)
+    wv.set_defaults(func=cmd_webrtc_recv)
+    wd = wr.add_parser("serve", help="the browser webcam demo: original | reconstruction | token heat-map")
+    wd.add_argument("--host", default="127.0.0.1", help="address to bind "
+                    "(default 127.0.0.1: this host only; browsers allow cameras only on localhost or HTTPS)")
+    wd.add_argument("--port", type=int, default=8080)
+    wd.add_argument("--size", default="256x192", help="largest frame the server tokenizes (aspect kept)")
+    wd.add_argument("--target-kbps", type=float, default=40.0, help="initial rate target (the page has a slider)")
+    _add_sender_args(wd)
+    _add_model_args(wd)
+    wd.set_defaults(func=cmd_webrtc_serve)
+    for w in (ws, wv, wd):
+        w.add_argument("--token", default=None,
+                       help="signalling token (or $LIVETOK_SIGNAL_TOKEN); a receiver/server with one refuses "
+                            "requests without it")
+        w.add_argument("--ice-timeout", type=float, default=10.0, help="give up if ICE has not connected in SEC")
+
+    ex = sub.add_parser("export", help="export the model for other runtimes").add_subparsers(dest="export",
+                                                                                           metavar="FORMAT")
+    xo = ex.add_parser("onnx", help="encoder, decoder and router pass as ONNX graphs + model.json")
+    xo.add_argument("-o", "--output", required=True, help="output folder")
+    xo.add_argument("--opset", type=int, default=18)
+    xo.add_argument("--verify", action="store_true",
+                    help="run clips through torch and onnxruntime and across them (parity and drift)")
+    xo.add_argument("--clips", nargs="*", default=None, help="clips for --verify (default: the bundled clip)")
+    xo.add_argument("--max-frames", type=int, default=None, help="frames per clip for --verify")
+    xo.add_argument("--json", action="store_true")
+    _add_sender_args(xo)  # the policy --verify streams the clips with
+    _add_model_args(xo, backend=False)
+    xo.set_defaults(func=cmd_export_onnx)
+
+    t = sub.add_parser("train", help="train weights on video clips and the synthetic generator")
+    t.add_argument("--data", nargs="*", default=["../shared/data/train"], help="clip files/folders (never eval clips)")
+    t.add_argument("--preset", default="default")
+    t.add_argument("--arm", default="elbo", choices=["fixed", "uniform", "elbo"])
+    t.add_argument("--fixed-rate", type=float, default=1.0, help="rate of the `fixed` arm")
+    t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--batch", type=int, default=8)
+    t.add_argument("--crop", type=int, default=96)
+    t.add_argument("--clip-frames", type=int, default=8, help="frames per gradient window (truncated BPTT)")
+    t.add_argument("--stream-frames", type=int, nargs=2, default=[24, 120], metavar=("MIN", "MAX"),
+                   help="each batch row plays a stream this many frames long, window by window")
+    t.add_argument("--lr", type=float, default=2e-3)
+    t.add_argument("--lr-warmup", type=int, default=200)
+    t.add_argument("--mse-weight", type=float, default=0.0)
+    t.add_argument("--router-signal", default="gain", choices=["error", "gain"],
+                   help="signal of the elbo arm's router and of the ranking (default: gain)")
+    t.add_argument("--zero-k-prob", type=float, default=0.1, help="share of frames trained with no tokens")
+    t.add_argument("--head-steps", type=int, default=1500,
+                   help="then train the budget head alone for this many steps (0 = skip)")
+    t.add_argument("--synthetic-fraction", type=float, default=0.3)
+    t.add_argument("--freeze-prob", type=float, default=0.3, help="share of streams with a frozen stretch")
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--threads", type=int, default=0)
+    t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    t.add_argument("--init", default=None, help="start from these weights (fine-tuning)")
+    t.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT has a checkpoint")
+    t.add_argument("--calibrate", action="store_true",
+                   help="after training, measure the population error on the training clips and store it")
+    t.add_argument("-o", "--output", required=True, help="output folder (model.safetensors, log, checkpoint)")
+    t.set_defaults(func=cmd_train)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = get_parser()
+    a = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
+    if not getattr(a, "func", None):
+        parser.print_help(sys.stderr)
+        return EXIT_ERROR
+    from livetok.engine.errors import TokenizerError
+    from livetok.stream.errors import StreamError
+    from livetok.stream.wire import PacketError
+
+    try:
+        return int(a.func(a))
+    except KeyboardInterrupt:
+        print("livetok: interrupted", file=sys.stderr)
+        return 130
+    except (TokenizerError, PacketError, StreamError, ValueError, OSError) as e:
+        print(f"livetok: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+if __name__ == "__main__":
+    sys.exit(main())
