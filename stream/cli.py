@@ -28,9 +28,11 @@ def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
     if backend:
-        p.add_argument("--backend", default="torch", choices=["torch", "onnx", "auto"],
-                       help="run the model in torch (default) or onnxruntime (CUDA EP when onnxruntime-gpu has "
-                            "one, else CPU); auto = onnx when the onnx extra is installed, else torch")
+        p.add_argument("--backend", default="torch", choices=["torch", "onnx", "cuda-graph", "auto"],
+                       help="run the model in torch (default), onnxruntime (CUDA EP when onnxruntime-gpu has "
+                            "one, else CPU) or torch replaying CUDA graphs (needs a CUDA device: an error "
+                            "without one); auto = cuda-graph with CUDA, else onnx when the onnx extra is "
+                            "installed, else torch")
         p.add_argument("--onnx-dir", default=None,
                        help="ONNX export to run (--backend onnx); default: exported on first use into "
                             "$XDG_CACHE_HOME (~/.cache)/livetok/onnx/<model id>")
@@ -82,11 +84,14 @@ def _model(a: argparse.Namespace) -> Any:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
-    backend = getattr(a, "backend", "torch")
-    if backend == "auto":
-        from livetok.export.onnx_runtime import onnx_available
+    from livetok.export.backends import resolve_backend
 
-        backend = "onnx" if onnx_available() else "torch"
+    backend = resolve_backend(getattr(a, "backend", "torch"))  # a one-line error when it cannot run here
+    if backend == "cuda-graph":
+        from livetok.export.backends import cuda_device
+        from livetok.export.cuda_graphs import cuda_graph_tokenizer
+
+        return cuda_graph_tokenizer(load_weights(a.weights) if a.weights else load_default(), cuda_device(device))
     if backend == "onnx":
         from livetok.export.onnx_runtime import ensure_onnx, load_onnx
 
