@@ -49,7 +49,8 @@ class SignalingConfig:
     Attributes:
         host: address to bind; 127.0.0.1 unless told otherwise, so nothing off this host can reach it.
         port: TCP port (0 = any free one).
-        token: when set, every request must carry it (`Authorization: Bearer T` or `?token=T`).
+        token: when set, every offer must carry it (`Authorization: Bearer T` or `?token=T`); the
+            demo page itself is served without it and passes on the `?token=` it was opened with.
         max_request_bytes: larger request bodies are refused (413) before they are read; an SDP
             offer is a few kB.
     """

@@ -54,7 +54,8 @@ def make_app(cfg: SignalingConfig, on_offer: OfferHandler) -> web.Application:
                     ) -> web.StreamResponse:
         if request.content_length is not None and request.content_length > cfg.max_request_bytes:
             return _error(413, f"request too large ({request.content_length} bytes, at most {cfg.max_request_bytes})")
-        if cfg.token is not None:
+        # the token guards what starts a connection; a page and its scripts are public package data
+        if cfg.token is not None and request.method != "GET":
             given = _token_of(request)
             if given is None or not hmac.compare_digest(given.encode(), cfg.token.encode()):
                 return _error(401, "missing or wrong token")

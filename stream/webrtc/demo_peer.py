@@ -1,0 +1,168 @@
+"""One browser of the webcam demo: its camera track runs through the publishing pipeline
+(drop-oldest capture, encode in a worker thread, packetize); every packet is decoded again as a
+receiver would, and the reconstruction and the token heat-map go back as video tracks, with one
+JSON stats message per frame on the browser's data channel. The page's rate slider sets the
+rate-control target through the same channel."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from typing import Any
+
+import av
+from aiortc import MediaStreamTrack, RTCDataChannel
+from aiortc.mediastreams import MediaStreamError
+
+from livetok.engine.config import SenderConfig
+from livetok.engine.model import Tokenizer
+from livetok.engine.rate_control import RateControlConfig
+
+from ..capture import Captured
+from ..heatmap import token_heatmap
+from ..pipeline import PipelineConfig, run_pipeline
+from ..session import ReceiverSession, SenderSession
+from ..stages import percentile
+from ..wire import TokenPacket
+from .tracks import LatestFrameTrack
+
+log = logging.getLogger(__name__)
+
+STATS_WINDOW_S = 1.0  # kbit/s and fps on the page are measured over this trailing window
+
+
+def fit_size(width: int, height: int, box: tuple[int, int]) -> tuple[int, int]:
+    """The largest size within `box` (w, h) with the camera's aspect, both sides multiples of 8."""
+    scale = min(box[0] / width, box[1] / height, 1.0)
+    return max(8, int(width * scale) // 8 * 8), max(8, int(height * scale) // 8 * 8)
+
+
+class DemoPeer:
+    """The server side of one browser.
+
+    Args:
+        model: the tokenizer (shared by all browsers; each has its own stream state).
+        sender: budget policy etc.; the rate target is replaced by the page's slider.
+        box: the largest frame size tokenized (the camera's aspect is kept).
+        target_kbps: the rate target until the page sets one.
+        kbps_range: the slider's limits; targets outside are clipped.
+    """
+
+    def __init__(self, model: Tokenizer, sender: SenderConfig, box: tuple[int, int], target_kbps: float,
+                 kbps_range: tuple[float, float]) -> None:
+        self.box = box
+        self.kbps_range = kbps_range
+        self.session = SenderSession(model, sender)
+        self.decoder = ReceiverSession(model)
+        self.recon = LatestFrameTrack()
+        self.heat = LatestFrameTrack()
+        self.channel: RTCDataChannel | None = None
+        self.target_kbps = 0.0
+        self.set_target(target_kbps)
+        self.decoded = 0
+        self.server_ms: deque[float] = deque(maxlen=300)  # capture (arrival) -> decoded, last frames
+        self._recent: deque[tuple[float, int]] = deque()  # (time, bits) of the last second's packets
+        self._pipeline: dict[str, Any] = {}
+        self.task: asyncio.Task[dict[str, Any]] | None = None
+
+    # -- control -------------------------------------------------------------------------------
+
+    def set_target(self, kbps: float) -> None:
+        lo, hi = self.kbps_range
+        self.target_kbps = min(hi, max(lo, float(kbps)))
+        rc = RateControlConfig(target_bps=self.target_kbps * 1000.0)
+        # the encoder thread reads `sender` once per frame: replacing it is safe between frames
+        self.session.sender = replace(self.session.sender, rate_control=rc)
+
+    def attach_channel(self, channel: RTCDataChannel) -> None:
+        self.channel = channel
+        channel.on("message", self._on_message)
+
+    def _on_message(self, message: bytes | str) -> None:
+        if not isinstance(message, str):
+            return
+        try:
+            msg = json.loads(message)
+            if isinstance(msg, dict) and msg.get("type") == "target":
+                self.set_target(float(msg["kbps"]))
+                self._send({"type": "target", "kbps": self.target_kbps})
+        except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+            log.warning("ignoring a malformed message from the page: %.80s", message)
+
+    def _send(self, obj: dict[str, Any]) -> None:
+        if self.channel is not None and self.channel.readyState == "open":
+            self.channel.send(json.dumps(obj))
+
+    # -- the pipeline --------------------------------------------------------------------------
+
+    def start(self, camera: MediaStreamTrack) -> None:
+        self.task = asyncio.create_task(self._run(camera))
+
+    async def _frames(self, camera: MediaStreamTrack) -> AsyncIterator[Captured]:
+        i = 0
+        while True:
+            try:
+                frame = await camera.recv()
+            except MediaStreamError:
+                return  # the browser closed the track or the connection
+            if not isinstance(frame, av.VideoFrame):
+                continue
+            w, h = fit_size(frame.width, frame.height, self.box)
+            # swscale resizes and converts in one pass; only this small frame enters the pipeline
+            rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
+            yield Captured(rgb, time.time_ns() // 1000, i)
+            i += 1
+
+    async def _run(self, camera: MediaStreamTrack) -> dict[str, Any]:
+        def on_stats(d: dict[str, Any]) -> None:
+            self._pipeline = d
+            self._send({"type": "pipeline", **{k: v for k, v in d.items() if k != "stages"}, "stages": d["stages"]})
+
+        try:
+            return await run_pipeline(self._frames(camera), self.session, self, PipelineConfig(drop=True),
+                                      on_stats=on_stats, send_eos=False)
+        except Exception as e:  # one browser's failure must not take the server down
+            log.warning("demo stream ended: %s", e)
+            self._send({"type": "error", "message": str(e)})
+            return {}
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
+
+    # PacketSink: what a receiver would do with each packet, then show it
+    def take_keyframe_request(self) -> bool:
+        return False
+
+    async def send(self, data: bytes) -> None:
+        packet = TokenPacket.unpack(data)
+        frame = await asyncio.to_thread(self.decoder.decode, packet)
+        heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
+        self.recon.put(frame)
+        self.heat.put(heat)
+        self.decoded += 1
+        now = time.monotonic()
+        ms = (time.time_ns() // 1000 - packet.timestamp_us) / 1e3
+        self.server_ms.append(ms)
+        self._recent.append((now, 8 * len(data)))
+        while self._recent and now - self._recent[0][0] > STATS_WINDOW_S:
+            self._recent.popleft()
+        span = max(now - self._recent[0][0], 1e-3) if len(self._recent) > 1 else STATS_WINDOW_S
+        lat = list(self.server_ms)
+        self._send({
+            "type": "frame", "frame": packet.frame_index, "keyframe": packet.keyframe, "tokens": packet.k,
+            "positions": packet.n, "bits": 8 * len(data), "width": packet.width, "height": packet.height,
+            "kbps": round(sum(b for _, b in self._recent) / span / 1000.0, 2),
+            "fps": round((len(self._recent) - 1) / span, 2) if len(self._recent) > 1 else 0.0,
+            "server_ms": round(ms, 1), "server_ms_p50": round(percentile(lat, 50), 1),
+            "server_ms_p99": round(percentile(lat, 99), 1), "decoded": self.decoded,
+            "dropped": int(self._pipeline.get("frames_dropped", 0)), "target_kbps": self.target_kbps,
+        })
