@@ -359,6 +359,31 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_speed(a: argparse.Namespace) -> int:
+    from livetok.engine.checkpoint import load_default, load_weights
+    from livetok.stream.bench_speed import DEFAULT_SIZES, SpeedConfig, bench_speed
+
+    sizes = tuple(s for s in (_size(v) for v in a.size) if s is not None) if a.size else DEFAULT_SIZES
+    device = None if a.device == "cpu" else a.device
+    cfg = SpeedConfig(backends=tuple(a.backend or ()), sizes=sizes, streams=a.streams, frames=a.frames,
+                      warmup=a.warmup, repeats=a.repeats, source=a.source, sender=_sender(a),
+                      threads=a.threads or None, device=device, onnx_dir=a.onnx_dir)
+    model = load_weights(a.weights) if a.weights else load_default()
+    con = _console()
+    res = bench_speed(model, cfg, progress=lambda m: con.print(m))
+    for r in res["results"]:
+        con.print(f"[bold]{r['backend']:10s}[/] {r['size']:>8s} x{r['streams']}: "
+                  f"encode+route {r['encode_fps']:.1f} fps "
+                  f"(p50 {r['encode_ms_p50']:.1f} ms, p99 {r['encode_ms_p99']:.1f} ms, {r['decodes_per_frame']:.2f} "
+                  f"decodes), decode {r['decode_fps']:.1f} fps (p50 {r['decode_ms_p50']:.1f} ms, p99 "
+                  f"{r['decode_ms_p99']:.1f} ms), {r['gflops_per_frame']:.2f} GFLOP/frame"
+                  + (f", {r['fraction_of_peak_flops']:.1%} of peak FLOP/s" if r["fraction_of_peak_flops"] is not None
+                     else ""))
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def cmd_bench_rd(a: argparse.Namespace) -> int:
     from livetok.stream.bench_rd import bench_rd, plot_rd
 
@@ -623,6 +648,23 @@ def get_parser() -> argparse.ArgumentParser:
     _add_sender_args(bs)
     _add_model_args(bs)
     bs.set_defaults(func=cmd_bench_stream)
+
+    bp = bench.add_parser("speed", help="frames/s and latency of encode+route and decode per backend and size; "
+                                        "FLOPs per frame; fraction of the GPU's measured peak")
+    bp.add_argument("--backend", nargs="+", default=None, choices=["torch", "onnx", "cuda-graph", "auto"],
+                    help="backends to measure (default: every one this machine has: torch, onnx when installed, "
+                         "cuda-graph when a CUDA device is present)")
+    bp.add_argument("--size", nargs="+", default=None, help="WIDTHxHEIGHT sizes (default: 256x192 640x480)")
+    bp.add_argument("--streams", type=int, default=1, help="streams batched into each step (default 1)")
+    bp.add_argument("--frames", type=int, default=60, help="timed frames per run (default 60)")
+    bp.add_argument("--warmup", type=int, default=5, help="untimed frames before them (default 5)")
+    bp.add_argument("--repeats", type=int, default=1, help="runs per backend and size; the median is reported")
+    bp.add_argument("--source", default=None, help="clip to play (default: the bundled demo clip)")
+    bp.add_argument("--onnx-dir", default=None, help="ONNX export for the onnx backend (default: the cache)")
+    bp.add_argument("--json", action="store_true")
+    _add_sender_args(bp)
+    _add_model_args(bp, backend=False)
+    bp.set_defaults(func=cmd_bench_speed)
 
     wr = sub.add_parser("webrtc", help="WebRTC: token streaming between peers, the browser webcam demo"
                         ).add_subparsers(dest="webrtc", metavar="MODE")

@@ -1,0 +1,241 @@
+"""`livetok bench speed`: frames/s and per-frame latency (median, p99) of encode+route and of decode,
+per backend, frame size and stream count; the FLOPs (and unfused bytes) per frame of each graph;
+on a GPU, the fraction of the device's measured peak that this achieves (export/peak.py).
+
+A run plays one real clip (the bundled one by default), resized to each size, through
+`MultiStreamEncoder` (S streams, each at its own offset in the clip, batched into one step per
+frame) and the resulting tokens through `MultiStreamDecoder`. Frames are placed on the runtime's
+device before timing: the figures are the model's, not the upload's; pre-processing is timed apart.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import torch
+
+from livetok.engine.config import SenderConfig
+from livetok.engine.frames import to_tensor
+from livetok.engine.model import Tokenizer
+from livetok.engine.state import FrameTokens
+from livetok.export.backends import available_backends, build_runtime, resolve_backend
+from livetok.export.batching import MultiStreamDecoder, MultiStreamEncoder
+from livetok.export.flops import GraphCost, encode_cost, frame_costs
+from livetok.export.peak import DevicePeak, measure_peak
+from livetok.export.preprocess import PreprocessConfig, Preprocessor
+
+from .video_io import read_video
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SIZES = ((256, 192), (640, 480))
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """What `bench speed` measures. sizes are (width, height); backends empty = every one available."""
+
+    backends: tuple[str, ...] = ()
+    sizes: tuple[tuple[int, int], ...] = DEFAULT_SIZES
+    streams: int = 1
+    frames: int = 60  # timed frames per run (per stream)
+    warmup: int = 5  # untimed frames first (graph capture, allocator, ORT's first runs)
+    repeats: int = 1  # runs per (backend, size); figures are the median over runs
+    source: str | None = None  # clip to play; default: the bundled demo clip
+    sender: SenderConfig = field(default_factory=SenderConfig)
+    threads: int | None = None  # torch and onnxruntime CPU threads (None: torch's choice)
+    device: str | None = None  # torch backend's device (cpu unless given); cuda-graph uses CUDA
+    onnx_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.streams < 1 or self.frames < 2 or self.warmup < 1 or self.repeats < 1:
+            raise ValueError(f"need streams >= 1, frames >= 2, warmup >= 1 and repeats >= 1, got streams="
+                             f"{self.streams}, frames={self.frames}, warmup={self.warmup}, repeats={self.repeats}")
+        if not self.sizes:
+            raise ValueError("give at least one --size")
+        for w, h in self.sizes:
+            if w < 8 or h < 8:
+                raise ValueError(f"size {w}x{h}: both sides must be at least 8 pixels")
+
+
+def _clip_frames(source: str | None, count: int) -> np.ndarray:
+    """`count` uint8 RGB frames of the clip, played forwards then backwards when it is shorter
+    (no cut back to frame 0: a cut would be a scene change the clip does not have)."""
+    from .demo import DEMO_CLIP
+
+    path = Path(source) if source else DEMO_CLIP
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    frames, _ = read_video(path, max_frames=count)
+    if len(frames) >= count:
+        return frames[:count]
+    cycle = np.concatenate([frames, frames[-2:0:-1]]) if len(frames) > 2 else frames
+    reps = -(-count // len(cycle))
+    return np.concatenate([cycle] * reps)[:count]
+
+
+def _stats(ms: list[float]) -> dict[str, float]:
+    a = np.asarray(ms)
+    return {"fps": round(1e3 * len(a) / float(a.sum()), 2), "ms_p50": round(float(np.median(a)), 2),
+            "ms_p99": round(float(np.percentile(a, 99)), 2)}
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _run_once(rt: Any, clips: list[list[torch.Tensor]], cfg: SpeedConfig) -> dict[str, Any]:
+    """One stream run: warm-up + timed encode+route of every frame, then decode of all its tokens."""
+    device = torch.device(getattr(rt, "device", "cpu"))
+    names = [f"s{i}" for i in range(len(clips))]
+    enc = MultiStreamEncoder(rt, cfg.sender)
+    tokens: list[dict[str, FrameTokens]] = []
+    enc_ms: list[float] = []
+    decodes: list[int] = []
+    kept: list[float] = []
+    for t in range(cfg.warmup + cfg.frames):
+        _sync(device)
+        t0 = time.perf_counter()
+        out = enc.encode({n: clips[i][t] for i, n in enumerate(names)})
+        _sync(device)
+        dt = (time.perf_counter() - t0) * 1e3
+        tokens.append(out)
+        if t >= cfg.warmup:
+            enc_ms.append(dt)
+            decodes.append(next(iter(out.values())).decodes)
+            kept.extend(float(tk.k.float().mean()) for tk in out.values())
+    dec = MultiStreamDecoder(rt)
+    dec_ms: list[float] = []
+    for t, out in enumerate(tokens):
+        _sync(device)
+        t0 = time.perf_counter()
+        dec.decode(out)
+        _sync(device)
+        if t >= cfg.warmup:
+            dec_ms.append((time.perf_counter() - t0) * 1e3)
+    e, d = _stats(enc_ms), _stats(dec_ms)
+    return {"encode_fps": e["fps"], "encode_ms_p50": e["ms_p50"], "encode_ms_p99": e["ms_p99"],
+            "decode_fps": d["fps"], "decode_ms_p50": d["ms_p50"], "decode_ms_p99": d["ms_p99"],
+            "decodes_per_frame": round(statistics.mean(decodes), 3),
+            "tokens_per_frame": round(statistics.mean(kept), 1)}
+
+
+def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {k: round(float(statistics.median(r[k] for r in runs)), 3) for k in runs[0]}
+
+
+def _preprocess_ms(frames: np.ndarray, size: tuple[int, int], backend: str) -> tuple[str, float]:
+    """Median time of one capture-size BGR frame -> model tensor at `size`."""
+    pre = Preprocessor(PreprocessConfig(size, backend))
+    bgr = [np.ascontiguousarray(f[..., ::-1]) for f in frames]
+    ms = []
+    for i, f in enumerate(bgr):
+        t0 = time.perf_counter()
+        x = pre(f)
+        if x.is_cuda:
+            torch.cuda.synchronize(x.device)
+        if i > 0:  # the first call builds the resize weights
+            ms.append((time.perf_counter() - t0) * 1e3)
+    return pre.backend, round(float(np.median(ms)), 3)
+
+
+def machine_info(threads: int) -> dict[str, Any]:
+    import os
+
+    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+                            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads,
+                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+    try:
+        import onnxruntime
+
+        info["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        info["onnxruntime"] = None
+    return info
+
+
+def _cost_dict(c: GraphCost) -> dict[str, Any]:
+    return {"gflops": round(c.gflops, 4), "mbytes_unfused": round(c.bytes / 1e6, 2)}
+
+
+def bench_speed(model: Tokenizer, cfg: SpeedConfig,
+                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Measure every (backend, size) of `cfg` on `model` (a torch Tokenizer on the CPU).
+
+    Returns:
+        {"results": [...], "graphs": {size: {graph: cost}}, "peak": DevicePeak dict or None,
+         "machine": {...}, "config": {...}}; each result has the keys DESIGN.md §6 names.
+    """
+    say = progress or (lambda m: None)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    threads = torch.get_num_threads()
+    backends = [resolve_backend(b) for b in cfg.backends] if cfg.backends else available_backends()
+    backends = list(dict.fromkeys(backends))  # auto may repeat a named one
+    model = model.eval()
+    frames = _clip_frames(cfg.source, cfg.warmup + cfg.frames + cfg.streams * 7)
+    graphs: dict[str, dict[str, GraphCost]] = {}
+    pre: dict[str, dict[str, Any]] = {}
+    for w, h in cfg.sizes:
+        graphs[f"{w}x{h}"] = frame_costs(model, h, w)
+        backend, ms = _preprocess_ms(frames[:12], (w, h), "auto")
+        pre[f"{w}x{h}"] = {"backend": backend, "ms_p50": ms}
+    peak: DevicePeak | None = None
+    if "cuda-graph" in backends or (cfg.device or "cpu").startswith("cuda"):
+        say("measuring the device's peak (copy bandwidth, matmul)")
+        peak = measure_peak(cfg.device if (cfg.device or "").startswith("cuda") else "cuda")
+    results = []
+    for backend in backends:
+        dev = cfg.device if backend == "torch" and cfg.device else "cpu"
+        rt = build_runtime(backend, model.to(dev) if backend == "torch" else model.to("cpu"), cfg.onnx_dir,
+                           cfg.device, cfg.threads)
+        rt_dev = torch.device(getattr(rt, "device", dev))
+        for w, h in cfg.sizes:
+            key = f"{w}x{h}"
+            rgb = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
+            # stream i starts 7 frames after stream i-1: different content in every row of the batch
+            clips = [[to_tensor(f, rt_dev) for f in rgb[7 * i:7 * i + cfg.warmup + cfg.frames]]
+                     for i in range(cfg.streams)]
+            runs = []
+            for r in range(cfg.repeats):
+                say(f"{backend} {key} x{cfg.streams} stream(s): run {r + 1}/{cfg.repeats}")
+                runs.append(_run_once(rt, clips, cfg))
+            res: dict[str, Any] = {"backend": backend, "size": key, "streams": cfg.streams, "frames": cfg.frames,
+                                   "repeats": cfg.repeats, "device": str(rt_dev), **_median_runs(runs)}
+            res["encode_fps_total"] = round(res["encode_fps"] * cfg.streams, 2)
+            res["decode_fps_total"] = round(res["decode_fps"] * cfg.streams, 2)
+            flops, nbytes = encode_cost(graphs[key], res["decodes_per_frame"])
+            res["gflops_per_frame"] = round(flops / 1e9, 4)  # encode+route, per stream frame
+            res["decode_gflops_per_frame"] = round(graphs[key]["decoder"].gflops, 4)
+            res["preprocess_ms_p50"] = pre[key]["ms_p50"]
+            res["preprocess_backend"] = pre[key]["backend"]
+            on_gpu = peak is not None and rt_dev.type == "cuda"
+            res["encode_tflops"] = round(flops * res["encode_fps_total"] / 1e12, 4)
+            res["fraction_of_peak_flops"] = (round(res["encode_tflops"] / peak.matmul_tflops, 4)
+                                             if on_gpu and peak is not None else None)
+            res["fraction_of_peak_bandwidth"] = (round(nbytes * res["encode_fps_total"] / 1e9 / peak.copy_gbps, 4)
+                                                 if on_gpu and peak is not None else None)
+            res["runs"] = runs
+            results.append(res)
+        del rt
+    return {
+        "results": results,
+        "graphs": {k: {g: _cost_dict(c) for g, c in v.items()} for k, v in graphs.items()},
+        "preprocess": pre,
+        "peak": peak.to_dict() if peak is not None else None,
+        "machine": machine_info(threads),
+        "config": {"backends": backends, "sizes": [f"{w}x{h}" for w, h in cfg.sizes], "streams": cfg.streams,
+                   "frames": cfg.frames, "warmup": cfg.warmup, "repeats": cfg.repeats,
+                   "source": cfg.source or "bundled demo clip", "policy": cfg.sender.budget.policy,
+                   "ranking": cfg.sender.ranking, "signal": cfg.sender.budget.signal},
+    }
