@@ -260,3 +260,34 @@ def test_cli_bad_input_is_one_line(tiny_weights: Path) -> None:
     assert run(["webrtc", "recv", "--listen", "nohost:notaport", "--weights", str(tiny_weights)]) == 2
     assert run(["webrtc", "send", "--source", "synthetic", "--signal", "ftp://x", "--weights",
                 str(tiny_weights)]) == 2
+
+
+def test_demo_page_is_served_from_the_package(tiny_model: Tokenizer) -> None:
+    from livetok.stream.webrtc.demo_server import ASSETS, DemoServer
+
+    async def main() -> dict[str, Any]:
+        res: dict[str, Any] = {}
+        server = DemoServer(tiny_model, SENDER, SignalingConfig(port=0, token="t0k"))
+        site = await start_site(server.app, "127.0.0.1", 0)
+        try:
+            async with aiohttp.ClientSession() as http:
+                for name in ASSETS:
+                    async with http.get(f"{site.url}/{'' if name == 'index.html' else name}") as r:
+                        res[name] = (r.status, r.content_type, await r.text())
+                async with http.get(f"{site.url}/config.json") as r:
+                    res["config"] = await r.json()
+                async with http.post(f"{site.url}/offer", json={"type": "offer", "sdp": "x"}) as r:
+                    res["offer_without_token"] = r.status
+        finally:
+            await site.close()
+        return res
+
+    res = run_in_loopback_netns(lambda: asyncio.run(main()))
+    for name in ASSETS:
+        status, ctype, text = res[name]
+        assert status == 200 and ctype.split("/")[0] == "text" and text, name
+        # nothing is fetched from elsewhere at run time: no absolute URLs in the page or its scripts
+        assert "http://" not in text and "https://" not in text and "//cdn" not in text, name
+    assert 'id="rate"' in res["index.html"][2] and "window.livetok" in res["app.js"][2]
+    assert res["config"]["token_required"] is True and res["config"]["width"] == 256
+    assert res["offer_without_token"] == 401

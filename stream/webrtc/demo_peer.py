@@ -17,6 +17,7 @@ from dataclasses import replace
 from typing import Any
 
 import av
+import numpy as np
 from aiortc import MediaStreamTrack, RTCDataChannel
 from aiortc.mediastreams import MediaStreamError
 
@@ -55,8 +56,13 @@ class DemoPeer:
     """
 
     def __init__(self, model: Tokenizer, sender: SenderConfig, box: tuple[int, int], target_kbps: float,
-                 kbps_range: tuple[float, float]) -> None:
+                 kbps_range: tuple[float, float], probe: bool = False) -> None:
         self.box = box
+        # latency probe (the page's ?probe=1): the page's "camera" spells a frame code; the server
+        # sends back, in place of each reconstruction and at the moment it is decoded, the camera
+        # frame it was decoded for, so the page can tell which of its frames came back when
+        self.probe = probe
+        self._inputs: dict[int, np.ndarray] = {}  # capture timestamp -> camera frame (probe mode)
         self.kbps_range = kbps_range
         self.session = SenderSession(model, sender)
         self.decoder = ReceiverSession(model)
@@ -116,7 +122,12 @@ class DemoPeer:
             w, h = fit_size(frame.width, frame.height, self.box)
             # swscale resizes and converts in one pass; only this small frame enters the pipeline
             rgb = frame.reformat(width=w, height=h, format="rgb24").to_ndarray()
-            yield Captured(rgb, time.time_ns() // 1000, i)
+            ts = time.time_ns() // 1000
+            if self.probe:
+                self._inputs[ts] = rgb
+                while len(self._inputs) > 64:  # frames the pipeline dropped never come back
+                    del self._inputs[next(iter(self._inputs))]
+            yield Captured(rgb, ts, i)
             i += 1
 
     async def _run(self, camera: MediaStreamTrack) -> dict[str, Any]:
@@ -146,7 +157,8 @@ class DemoPeer:
         packet = TokenPacket.unpack(data)
         frame = await asyncio.to_thread(self.decoder.decode, packet)
         heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
-        self.recon.put(frame)
+        shown = self._inputs.pop(packet.timestamp_us, None) if self.probe else None
+        self.recon.put(frame if shown is None else shown)
         self.heat.put(heat)
         self.decoded += 1
         now = time.monotonic()

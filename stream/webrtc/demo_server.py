@@ -100,7 +100,8 @@ class DemoServer:
             raise SignalingRefused(503, f"the demo already serves {self.demo.max_peers} browsers; try again later")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))
         d = self.demo
-        peer = DemoPeer(self.model, self.sender, d.size, d.target_kbps, (d.min_kbps, d.max_kbps))
+        peer = DemoPeer(self.model, self.sender, d.size, d.target_kbps, (d.min_kbps, d.max_kbps),
+                        probe=body.get("probe") is True)
         self.peers[pc] = peer
 
         @pc.on("datachannel")

@@ -120,8 +120,9 @@ async function pollInboundFrames() {
   }
 }
 
-// probe mode (?probe=1): the "camera" is a canvas whose cells spell a frame code; reading the code
-// back from the reconstruction times the whole round trip (encode, network, tokenize, decode, back)
+// probe mode (?probe=1): the "camera" is a canvas whose cells spell a frame code; the server sends
+// back, at the moment each reconstruction is decoded, the camera frame it was decoded for, so the
+// code read back times the whole round trip (VP8, network, tokenize, decode, VP8, network, shown)
 const probe = {painted: new Map(), seen: new Set(), canvas: null, reader: null, counter: 0};
 
 function probeCamera(width, height) {
@@ -166,7 +167,7 @@ function probeRead(video, meta) {
     let sum = 0;
     for (let j = 0; j < d.length; j += 4) sum += d[j] + d[j + 1] + d[j + 2];
     const mean = sum / (3 * d.length / 4);
-    if (mean > 70 && mean < 185) return;  // a cell between codes: no reading from this frame
+    if (mean > 90 && mean < 165) return;  // a cell between codes: no reading from this frame
     bits.push(mean >= 128 ? 1 : 0);
   }
   let code = 0;
@@ -187,8 +188,8 @@ async function getCamera() {
   if (params.get("probe") === "1") return probeCamera(config.width, config.height);
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     showNoCamera("No camera access on this address",
-                 "Browsers allow cameras only on secure pages: open the demo at http://localhost:PORT " +
-                 "or http://127.0.0.1:PORT on this machine, or serve it over HTTPS.");
+                 `Browsers allow cameras only on secure pages: open the demo as localhost:${location.port || 80} ` +
+                 `or 127.0.0.1:${location.port || 80} on this machine, or serve it over HTTPS.`);
     return null;
   }
   try {
@@ -247,7 +248,8 @@ async function start() {
   const headers = {"Content-Type": "application/json"};
   if (params.get("token")) headers.Authorization = `Bearer ${params.get("token")}`;
   const r = await fetch("offer", {method: "POST", headers,
-                                  body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer"})});
+                                  body: JSON.stringify({sdp: pc.localDescription.sdp, type: "offer",
+                                                       probe: params.get("probe") === "1"})});
   const body = await r.json().catch(() => ({}));
   if (!r.ok) {
     setState("error", `the server refused: ${body.error || r.status}`);
