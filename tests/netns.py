@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-__all__ = ["in_loopback_netns", "run_in_loopback_netns"]
+__all__ = ["run_in_loopback_netns"]
 
 T = TypeVar("T")
 
@@ -30,15 +30,6 @@ CLONE_NEWNET = 0x40000000
 SIOCGIFFLAGS = 0x8913
 SIOCSIFFLAGS = 0x8914
 IFF_UP = 0x1
-_ENV = "LIVETOK_LOOPBACK_NETNS"
-
-
-def in_loopback_netns() -> bool:
-    """True in a thread started by `run_in_loopback_netns` (or under `unshare -n` with the env set)."""
-    return bool(getattr(_local, "inside", False)) or os.environ.get(_ENV) == "1"
-
-
-_local = threading.local()
 
 
 def _lo_up() -> None:
@@ -70,7 +61,6 @@ def run_in_loopback_netns(fn: Callable[[], T], timeout_s: float = 300.0) -> T:
             if names != ["lo"]:
                 out["error"] = RuntimeError(f"the new namespace is not loopback-only: {names}")
                 return
-            _local.inside = True
             out["value"] = fn()
         except BaseException as e:
             out["error"] = e
