@@ -68,7 +68,7 @@ class MultiStreamEncoder:
         if state is None or state.padded_size != padded or forced:
             return True
         t, ki = state.frame_index, self.sender.keyframe_interval
-        return t == 0 or (ki > 0 and t % ki == 0)
+        return bool(t == 0 or (ki > 0 and t % ki == 0))
 
     def encode(self, frames: Mapping[str, Tensor], force_keyframe: Collection[str] = ()) -> dict[str, FrameTokens]:
         """One frame of each named stream ([3, H, W] or [1, 3, H, W] in [-1, 1]) -> its tokens.

@@ -171,7 +171,7 @@ class CudaGraphTokenizer:
         return int(self.cfg.stride)
 
     def population(self, signal: str) -> float:
-        return self.model.population(signal)
+        return float(self.model.population(signal))
 
     def eval(self) -> CudaGraphTokenizer:
         return self

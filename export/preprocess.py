@@ -19,7 +19,6 @@ from typing import Any
 
 import cv2
 import numpy as np
-import torch
 from torch import Tensor
 
 from livetok.engine.errors import TokenizerError
@@ -175,6 +174,7 @@ class Preprocessor:
         if self.backend == "numpy":
             return to_tensor(self.rgb(np.asarray(frame)))
         import cupy as cp
+        from torch.utils.dlpack import from_dlpack
 
         x = cp.asarray(frame)
         size = self.cfg.size
@@ -187,4 +187,5 @@ class Preprocessor:
                 weights = (cp.asarray(wy), cp.asarray(wx))
                 self._weights[key] = weights
         y = cp.ascontiguousarray(preprocess_xp(cp, x, size, weights))
-        return torch.from_dlpack(y)
+        out: Tensor = from_dlpack(y)  # zero-copy: torch reads cupy's buffer
+        return out

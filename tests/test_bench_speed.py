@@ -38,6 +38,7 @@ def _check_result(r: dict[str, Any], streams: int) -> None:
         # fps is frames over the summed step times: at least the rate of the p99 step
         assert 1e3 / r[f"{phase}_ms_p99"] <= r[f"{phase}_fps"] * 1.0001
         assert r[f"{phase}_fps_total"] == pytest.approx(streams * r[f"{phase}_fps"], rel=1e-3)
+        assert r[f"{phase}_cpu_ms_p50"] > 0 and r[f"{phase}_cpu_fps"] > 0
     assert r["decodes_per_frame"] == 3.0  # infotok on the gain signal: full, zero-token and the real decode
     assert r["gflops_per_frame"] > r["decode_gflops_per_frame"] > 0
     assert r["fraction_of_peak_flops"] is None and r["fraction_of_peak_bandwidth"] is None  # no GPU
