@@ -49,6 +49,7 @@ class StreamCounters:
     frames_lost: int = 0
     frames_skipped: int = 0
     duplicates: int = 0
+    packets_rejected: int = 0  # bad bytes, or a packet our model could not have made
     keyframes: int = 0
     keyframe_requests: int = 0
     tokens: int = 0
@@ -67,6 +68,7 @@ class StreamCounters:
             "frames_lost": self.frames_lost,
             "keyframes": self.keyframes,
             "duplicates": self.duplicates,
+            "packets_rejected": self.packets_rejected,
             "keyframe_requests": self.keyframe_requests,
             "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
             "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
@@ -165,7 +167,7 @@ class PacketReceiver:
         span = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
         total: dict[str, Any] = {k: sum(c.summary()[k] for c in allc) for k in
                                  ("frames_received", "frames_decoded", "frames_lost", "keyframes", "duplicates",
-                                  "keyframe_requests")}
+                                  "keyframe_requests", "packets_rejected")}
         total.update({
             "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
             "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
@@ -199,10 +201,12 @@ class PacketReceiver:
         s = self.stream(name)
         try:
             packet = TokenPacket.unpack(payload, expect_model_id=self.model_id)
+            s.session.check(packet)  # one our model could have made, within our size limit
         except PacketError as e:
             if "this receiver runs model" in str(e):
                 raise StreamError(f"stream {name!r}: {e}") from e
             log.warning("stream %s: dropping a bad packet: %s", name, e)
+            s.counters.packets_rejected += 1
             return
         if not (packet.end_of_stream and packet.n == 0):
             s.counters.frames_received += 1

@@ -18,6 +18,8 @@ from livetok.engine.model import Tokenizer
 from livetok.engine.rate_control import RateState, rate_update
 from livetok.engine.state import FrameTokens, StreamState
 
+from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
+from .video_io import as_rgb8
 from .wire import PacketError, TokenPacket
 
 
@@ -89,7 +91,8 @@ class SenderSession:
         if self.state is not None and self.sender.rate_control is not None:
             # rate control speaks through beta's scale in the router state
             self.state = replace(self.state, budget=tuple(replace(b, scale=self.rate.scale) for b in self.state.budget))
-        tokens, self.state = self.model.encode_step(to_tensor(frame, self._device), self.state, self.sender,
+        # gray, RGBA and 16-bit frames (cameras, robot sensors) become uint8 RGB first
+        tokens, self.state = self.model.encode_step(to_tensor(as_rgb8(frame), self._device), self.state, self.sender,
                                                     force_keyframe)
         return tokens
 
@@ -125,17 +128,25 @@ class SenderSession:
 class ReceiverSession:
     """Decodes one stream's packets in order; refuses packets made by another model."""
 
-    def __init__(self, model: Tokenizer) -> None:
+    def __init__(self, model: Tokenizer, limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
         self.model = model
         self.model_id = model_identity(model)
+        self.limits = limits
         self.state: StreamState | None = None
         self._device = _device_of(model)
+
+    def check(self, packet: TokenPacket) -> None:
+        """Refuse (PacketError) a packet this model could not have made, or one over the size limit."""
+        fsq = self.model.cfg.fsq
+        check_packet_fits(packet, bits_per_index=fsq.bits_per_index, codebook_size=fsq.codebook_size,
+                          stride=self.model.cfg.stride, limits=self.limits)
 
     def decode(self, packet: TokenPacket | bytes) -> np.ndarray:
         """Decode one packet to a uint8 RGB frame [H, W, 3].
 
         Raises:
-            PacketError: bad bytes or a packet of another model (the message names both identities).
+            PacketError: bad bytes, a packet of another model (the message names both identities), or
+                one this model could not have made or over the receiver's size limit (`packet_guard`).
             TokenizerError: a non-keyframe arrives with no usable state (join at a keyframe).
         """
         if isinstance(packet, bytes | bytearray | memoryview):
@@ -146,6 +157,7 @@ class ReceiverSession:
             )
         if packet.end_of_stream and packet.n == 0:
             raise TokenizerError("an end-of-stream packet carries no frame")
+        self.check(packet)
         tokens = packet_to_tokens(packet, self._device)
         frame, self.state = self.model.decode_step(tokens, self.state)
         return to_uint8(frame[0])

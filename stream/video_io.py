@@ -5,6 +5,7 @@ Frames everywhere in livetok are uint8 RGB [H, W, 3].
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from fractions import Fraction
@@ -16,6 +17,8 @@ import cv2
 import numpy as np
 
 from .errors import VideoError
+
+log = logging.getLogger(__name__)
 
 
 class VideoReader:
@@ -74,6 +77,27 @@ def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
+def as_rgb8(frame: np.ndarray) -> np.ndarray:
+    """A frame handed to the library in RGB order -> uint8 RGB [H, W, 3].
+
+    Accepts gray [H, W] or [H, W, 1], RGB, RGBA (alpha dropped), uint8 or uint16 (the 8 most
+    significant bits kept); uint8 RGB is returned as is. Anything else is a one-line VideoError.
+    """
+    if not isinstance(frame, np.ndarray):
+        raise VideoError(f"a frame must be a numpy array, got {type(frame).__name__}")
+    if frame.dtype == np.uint16:
+        frame = (frame >> 8).astype(np.uint8)
+    elif frame.dtype != np.uint8:
+        raise VideoError(f"frames must be uint8 or uint16, got {frame.dtype}")
+    if frame.ndim == 3 and frame.shape[2] == 3:
+        return frame
+    if frame.ndim == 2 or (frame.ndim == 3 and frame.shape[2] == 1):
+        return np.repeat(frame.reshape(frame.shape[0], frame.shape[1], 1), 3, axis=2)
+    if frame.ndim == 3 and frame.shape[2] == 4:
+        return frame[..., :3]
+    raise VideoError(f"a frame must be [H, W] gray, [H, W, 3] RGB or [H, W, 4] RGBA, got shape {frame.shape}")
+
+
 def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> tuple[np.ndarray, float]:
     """The whole video (or its first `max_frames`) as uint8 RGB [T, H, W, 3], and its fps."""
     with VideoReader(path) as r:
@@ -86,7 +110,8 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
 
 
 class Mp4Writer:
-    """H.264 (libx264, yuv420p) MP4 writer for uint8 RGB frames; odd sizes are padded to even."""
+    """H.264 (libx264, yuv420p) MP4 writer for uint8 RGB frames; odd sizes are padded to even, and
+    frames after a size change are scaled to the first frame's size."""
 
     def __init__(self, path: str | os.PathLike[str], fps: float, crf: int = 18) -> None:
         self.path = Path(path)
@@ -95,7 +120,10 @@ class Mp4Writer:
         self.crf = crf
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
+        self._size = (0, 0)  # (width, height) of the first frame
+        self._resized = False
         self.frames = 0
+        self.frames_resized = 0  # frames scaled to the first frame's size
 
     def _open(self, h: int, w: int) -> None:
         try:
@@ -114,9 +142,18 @@ class Mp4Writer:
         h, w = frame.shape[:2]
         if self._container is None:
             self._open(h, w)
+            self._size = (w, h)
         assert self._stream is not None and self._container is not None
-        if (w + w % 2, h + h % 2) != (self._stream.width, self._stream.height):
-            raise VideoError(f"frame size changed from {self._stream.width}x{self._stream.height} to {w}x{h}")
+        if (w, h) != self._size:
+            # a stream may change size mid-way (a keyframe at the new size); an MP4 cannot, so later
+            # frames are scaled to the first size, said once in the log
+            if not self._resized:
+                log.warning("%s: frame size changed from %dx%d to %dx%d; later frames are scaled to %dx%d",
+                            self.path, *self._size, w, h, *self._size)
+                self._resized = True
+            frame = cv2.resize(frame, self._size, interpolation=cv2.INTER_AREA)
+            h, w = frame.shape[:2]
+            self.frames_resized += 1
         if h % 2 or w % 2:
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")

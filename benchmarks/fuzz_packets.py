@@ -1,0 +1,216 @@
+"""Fuzz the packet parser with a million (or more) random and mutated packets (issue 7).
+
+Two engines:
+
+- `loop` (default): a seeded mutation loop over valid packets of every mask mode — bit flips, byte
+  sets, truncations, insertions, deletions, size-field inflation and random bytes, half of them
+  re-sealed with a valid CRC so they reach the checks behind it. Reproducible from `--seed`.
+- `atheris`: coverage-guided (libFuzzer through atheris, when `pip install atheris` works), seeded
+  with the same valid packets.
+
+Either way the only exception allowed out of `TokenPacket.unpack` is `PacketError`; anything it
+accepts must re-pack to the same bytes. Prints counts (accepted, refused by reason, crashes), the
+slowest packet and the peak RSS as one JSON object.
+
+    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.fuzz_packets --packets 1000000 --json
+    nice -n 19 python -m benchmarks.fuzz_packets --engine atheris --packets 1000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import re
+import resource
+import struct
+import sys
+import time
+import zlib
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from livetok.stream.wire import CRC_SIZE, HEADER_SIZE, PacketError, TokenPacket
+from livetok.stream.wire.packet import HEADER
+
+MODEL = bytes.fromhex("0123456789abcdef")
+SIZE_FIELDS = (6, 7, 8, 9, 10, 11, 12, 13, 14)  # width .. token_bytes in HEADER
+FIELD_BITS = (16, 16, 16, 16, 8, 8, 32, 32, 32)
+INTERESTING = (0, 1, 7, 8, 255, 256, 2047, 2048, 2049, 16384, 16385, 65535, 1 << 22, (1 << 22) + 1, 1 << 24,
+               MAX32 := (1 << 32) - 1)
+
+
+def seed_packets(rng: np.random.Generator, count: int = 200) -> list[bytes]:
+    """Valid packets: grids 1..48 a side, 1..32 bits, masks from empty to full (every mask mode)."""
+    out = []
+    for i in range(count):
+        gh, gw = int(rng.integers(1, 49)), int(rng.integers(1, 49))
+        bits = int(rng.integers(1, 33))
+        n = gh * gw
+        style = i % 6
+        if style < 4:
+            mask = rng.random(n) < (0.0, 0.05, 0.5, 1.0)[style]
+        elif style == 4:
+            mask = np.zeros(n, bool)
+            a = int(rng.integers(0, n))
+            mask[a:int(rng.integers(a, n + 1))] = True
+        else:
+            mask = rng.random(n) < 0.97
+        idx = rng.integers(0, 1 << bits, size=int(mask.sum()), dtype=np.uint64)
+        out.append(TokenPacket(MODEL, i, i * 33_333, i % 3 == 0, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
+                               idx).pack())
+    out.append(TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool), np.zeros(0)).pack())
+    return out
+
+
+def reseal(data: bytes) -> bytes:
+    if len(data) < CRC_SIZE:
+        return data
+    body = data[:-CRC_SIZE]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def mutate(rng: np.random.Generator, data: bytes) -> bytes:
+    """One to four random edits; size-field inflation rewrites a header field."""
+    buf = bytearray(data)
+    for _ in range(int(rng.integers(1, 5))):
+        op = int(rng.integers(0, 8))
+        i = int(rng.integers(0, len(buf) + 1))
+        if op <= 1 and i < len(buf):  # bit flip (twice as likely: the commonest transmission error)
+            buf[i] ^= 1 << int(rng.integers(0, 8))
+        elif op == 2 and i < len(buf):
+            buf[i] = int(rng.integers(0, 256))
+        elif op == 3:
+            del buf[i:]
+        elif op == 4:
+            buf[i:i] = rng.integers(0, 256, size=int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
+        elif op == 5:
+            del buf[i:i + int(rng.integers(1, 9))]
+        elif len(buf) >= HEADER_SIZE:  # size-field inflation: a header field set to a boundary or random value
+            vals = list(HEADER.unpack_from(buf))
+            f = int(rng.integers(0, len(SIZE_FIELDS)))
+            v = INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6 else int(rng.integers(0, MAX32))
+            vals[SIZE_FIELDS[f]] = v % (1 << FIELD_BITS[f])
+            buf[:HEADER_SIZE] = HEADER.pack(*vals)
+    return bytes(buf)
+
+
+_CUT = re.compile(r"[0-9'\"(:]")
+
+
+def reason(e: PacketError) -> str:
+    """The message up to its first number, quote or colon: a reason category (cheap: runs per packet)."""
+    text = str(e)
+    m = _CUT.search(text)
+    return (text[:m.start()] if m else text).strip() or text.split(" ")[0]
+
+
+class Tally:
+    def __init__(self) -> None:
+        self.total = self.accepted = 0
+        self.reasons: Counter[str] = Counter()
+        self.crashes: list[str] = []
+        self.slowest_cpu_s = 0.0  # CPU time, not wall: other work on the machine does not count
+        self.slowest_len = 0
+
+    def feed(self, data: bytes) -> None:
+        self.total += 1
+        t0 = time.thread_time()
+        try:
+            p = TokenPacket.unpack(data)
+            # accepted bytes need not be canonical (a sender may pick any mask mode that fits, see
+            # encode_mask_as) but they must mean exactly what they re-pack to
+            if TokenPacket.unpack(p.pack()) != p:
+                self.crashes.append(f"accepted bytes do not round-trip: {data.hex()}")
+            self.accepted += 1
+        except PacketError as e:
+            self.reasons[reason(e)] += 1
+        except Exception as e:  # what this benchmark exists to find
+            self.crashes.append(f"{type(e).__name__}: {e}: {data.hex()[:400]}")
+        dt = time.thread_time() - t0
+        if dt > self.slowest_cpu_s:
+            self.slowest_cpu_s, self.slowest_len = dt, len(data)
+
+
+def run_loop(packets: int, seed: int, progress: Callable[[int], None]) -> Tally:
+    rng = np.random.default_rng(seed)
+    pool = seed_packets(rng)
+    tally = Tally()
+    for i in range(packets):
+        kind = i % 16
+        if kind == 15:  # random bytes, sometimes behind a valid magic and version
+            raw = rng.integers(0, 256, size=int(rng.integers(0, 200)), dtype=np.uint8).tobytes()
+            data = (b"LTKP\x01" + raw) if i % 32 == 15 else raw
+        else:
+            data = mutate(rng, pool[int(rng.integers(0, len(pool)))])
+            if kind % 2:
+                data = reseal(data)
+        tally.feed(data)
+        if i % 100_000 == 0:
+            progress(i)
+    return tally
+
+
+def run_atheris(packets: int, seed: int) -> Tally:
+    import atheris  # type: ignore[import-not-found]
+
+    tally = Tally()
+
+    def one(data: bytes) -> None:
+        tally.feed(data)
+        if tally.crashes:
+            raise RuntimeError(tally.crashes[-1])
+
+    corpus = seed_packets(np.random.default_rng(seed))
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        for i, p in enumerate(corpus):
+            with open(os.path.join(d, f"seed{i}"), "wb") as f:
+                f.write(p)
+        atheris.instrument_all()  # coverage of the already imported parser guides the mutations
+        atheris.Setup([sys.argv[0], f"-runs={packets}", f"-seed={seed}", "-max_len=4096", d], one)
+        with contextlib.suppress(SystemExit):  # libFuzzer exits when the run count is reached
+            atheris.Fuzz()
+    return tally
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--packets", type=int, default=1_000_000)
+    ap.add_argument("--seed", type=int, default=7)
+    ap.add_argument("--engine", choices=["loop", "atheris"], default="loop")
+    ap.add_argument("--json", action="store_true")
+    a = ap.parse_args(argv)
+    t0, c0 = time.perf_counter(), time.process_time()
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+    def progress(i: int) -> None:
+        print(f"{i} packets, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+
+    tally = run_loop(a.packets, a.seed, progress) if a.engine == "loop" else run_atheris(a.packets, a.seed)
+    wall = time.perf_counter() - t0
+    res: dict[str, Any] = {
+        "engine": a.engine, "seed": a.seed, "packets": tally.total, "accepted": tally.accepted,
+        "refused": sum(tally.reasons.values()), "crashes": len(tally.crashes), "crash_examples": tally.crashes[:5],
+        "seconds": round(wall, 1), "cpu_seconds": round(time.process_time() - c0, 1),
+        "packets_per_cpu_s": round(tally.total / max(1e-9, time.process_time() - c0)),
+        "slowest_packet_cpu_ms": round(tally.slowest_cpu_s * 1e3, 2), "slowest_packet_bytes": tally.slowest_len,
+        "peak_rss_mib_start": round(rss0 / 1024, 1),
+        "peak_rss_mib_end": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "refused_by_reason": dict(tally.reasons.most_common()),
+    }
+    if a.json:
+        print(json.dumps(res, indent=2))
+    else:
+        for k, v in res.items():
+            print(f"{k}: {v}")
+    return 1 if tally.crashes else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
