@@ -56,26 +56,32 @@ def _url(url: str) -> Iterator[np.ndarray]:
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
     if not cap.isOpened():
         raise VideoError(f"cannot open stream {url.split('@')[-1]} (unreachable, or not a video stream)")
-    try:
-        while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                return
-            yield bgr_to_rgb(bgr)
-    finally:
-        cap.release()
+    yield from _read(cap, f"stream {url.split('@')[-1]}")
 
 
 def _webcam(index: int) -> Iterator[np.ndarray]:
     cap = cv2.VideoCapture(index)
     if not cap.isOpened():
         raise VideoError(f"no camera at index {index} (is one connected, and is it free?)")
+    yield from _read(cap, f"camera {index}")
+
+
+def _read(cap: cv2.VideoCapture, what: str) -> Iterator[np.ndarray]:
+    """Frames until the device ends (unplugged, closed: the stream ends), released in every case;
+    a driver error mid-stream is one VideoError line, after the frames already delivered."""
+    count = 0
     try:
         while True:
-            ok, bgr = cap.read()
-            if not ok or bgr is None:
-                return  # unplugged or closed: the stream ends
-            yield bgr_to_rgb(bgr)
+            try:
+                ok, bgr = cap.read()
+                frame = bgr_to_rgb(bgr) if ok and bgr is not None else None
+            except cv2.error as e:
+                reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+                raise VideoError(f"{what} failed after {count} frames: {reason}") from None
+            if frame is None:
+                return
+            count += 1
+            yield frame
     finally:
         cap.release()
 
