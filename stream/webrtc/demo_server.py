@@ -127,7 +127,10 @@ class DemoServer:
             # reconstruction back, the second one the heat-map
             pc.addTrack(peer.recon)
             pc.addTrack(peer.heat)
-            with offering(auto_addresses(self.signaling.host)):
+            # the host's addresses plus loopback, whatever the page was served on: a browser on this
+            # host offers its interface addresses (Chromium offers loopback only when told to), and
+            # traffic between two addresses of one host never leaves it
+            with offering(auto_addresses(None)):
                 await pc.setLocalDescription(await pc.createAnswer())
             require_candidates(pc.localDescription.sdp, "demo server")
         except BaseException:
