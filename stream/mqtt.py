@@ -73,8 +73,14 @@ class MqttLink:
                 await self.close()
                 raise StreamError(
                     f"cannot connect to broker {self.broker.url} within {first_connect_timeout_s:g} s: "
-                    f"{self.last_error or 'no answer'}"
+                    f"{self.last_error or self._no_answer_reason()}"
                 ) from None
+
+    def _no_answer_reason(self) -> str:
+        # no MQTT error at all: the TCP connection opened but the handshake never finished
+        if self.broker.tls:
+            return "no answer to the MQTT handshake"
+        return ("no answer to the MQTT handshake (a TLS port reached with mqtt://? use mqtts:// and --ca-file)")
 
     async def _run(self) -> None:
         backoff = 0.1
