@@ -65,8 +65,8 @@ async def wait_for(page: Any, expr: str, timeout_s: float, what: str) -> None:
 
 
 def test_demo_round_trip_in_chromium(chromium: str, tiny_model: Tokenizer, tmp_path: Path) -> None:
-    # small frames keep the camera, both VP8 legs and the model cheap on a 2-core machine
-    cam = write_y4m(eval_clips()[0], tmp_path / "cam.y4m", frames=60, size=(128, 96))
+    # small frames at 10 fps keep the camera, both VP8 legs and the model cheap on a 2-core machine
+    cam = write_y4m(eval_clips()[0], tmp_path / "cam.y4m", frames=60, size=(128, 96), fps=10)
     # fixed budget: tokens/frame = rate * N * (rate control's scale), so the slider's effect is plain
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.25))
 
