@@ -76,8 +76,9 @@ def calibrate(model: Tokenizer, clips: list[np.ndarray], rate: float = 0.5, iter
     for signal in ("error", "gain"):
         buf = model.population_error if signal == "error" else model.population_gain
         budget = BudgetConfig(policy="infotok", rate=1.0, normaliser="population", signal=signal)
-        # start from full rate (every token sent), then iterate at the operating point
-        base = SenderConfig(budget=replace(budget, policy="fixed"), keyframe_interval=0, ranking="gain")
+        # start near full rate (infotok at rate 1.0 from the current buffer; the `fixed` policy
+        # skips the router's signal at full rate), then iterate at the operating point
+        base = SenderConfig(budget=budget, keyframe_interval=0, ranking="gain")
         pe = mean_stream_signal(model, clips, base)
         log.info("calibration %s: full-rate mean %.5f", signal, pe)
         sender = replace(base, budget=replace(budget, rate=rate))
