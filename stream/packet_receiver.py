@@ -10,6 +10,7 @@ import contextlib
 import json
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -102,8 +103,10 @@ class PacketReceiver:
             receivers of many streams, which keep going.
     """
 
-    def __init__(self, model: Tokenizer, *, gap_timeout_s: float = 0.3, end_on_eos: bool = True) -> None:
+    def __init__(self, model: Tokenizer, *, gap_timeout_s: float = 0.3, end_on_eos: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.model = model
+        self.clock = clock  # seconds; a simulation passes its own (benchmarks/loss.py)
         self.model_id = model_identity(model)
         self.streams: dict[str, _Stream] = {}
         self.gap_timeout_s = gap_timeout_s
@@ -214,7 +217,7 @@ class PacketReceiver:
             if len(s.sizes) > 4 * s.order.max_buffer:  # forget sizes of frames that were skipped
                 for i in sorted(s.sizes)[: len(s.sizes) - 2 * s.order.max_buffer]:
                     del s.sizes[i]
-        await self._handle(s, s.order.push(packet, time.monotonic()))
+        await self._handle(s, s.order.push(packet, self.clock()))
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -256,14 +259,14 @@ class PacketReceiver:
         c.bits += bits
         lat = (now_us - packet.timestamp_us) / 1e3
         c.latencies_ms.append(lat)
-        t = time.monotonic()
+        t = self.clock()
         c.t_first = t if c.t_first is None else c.t_first
         c.t_last = t
         await self._out.put(ReceivedFrame(s.name, packet.frame_index, packet.timestamp_us, packet.keyframe,
                                           grid.reshape(packet.grid_h, packet.grid_w), frame, lat, bits))
 
     def _request_keyframe(self, s: _Stream, reason: str) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if now - s.last_request < KEYFRAME_REQUEST_INTERVAL_S:
             return
         s.last_request = now
@@ -283,8 +286,12 @@ class PacketReceiver:
     async def _tick(self) -> None:
         while True:
             await asyncio.sleep(0.05)
-            now = time.monotonic()
-            for s in list(self.streams.values()):
-                res = s.order.poll(now)
-                if res.lost or res.need_keyframe or res.ready:
-                    await self._handle(s, res)
+            await self.poll_gaps()
+
+    async def poll_gaps(self) -> None:
+        """Turn gaps open longer than the timeout into losses (the ticker calls this every 50 ms)."""
+        now = self.clock()
+        for s in list(self.streams.values()):
+            res = s.order.poll(now)
+            if res.lost or res.need_keyframe or res.ready:
+                await self._handle(s, res)
