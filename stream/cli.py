@@ -359,6 +359,25 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_soak(a: argparse.Namespace) -> int:
+    from livetok.stream.bench_soak import bench_soak
+
+    sender, size = _sender(a), _size(a.size)
+    assert size is not None
+    model = _model(a)
+    res = bench_soak(model, a.minutes, a.window, a.source, size, sender, a.broker)
+    con = _console()
+    for w in res["windows"]:
+        con.print(f"{w['t_s']:7.1f} s: {w['fps']} fps decoded, {w['frames_dropped']} dropped, {w['frames_lost']} lost, "
+                  f"latency p50 {w['latency_ms_p50']} ms p99 {w['latency_ms_p99']} ms, RSS {w['rss_mib']} MiB, "
+                  f"{w['open_fds']} fds")
+    con.print(f"{res['frames_decoded']}/{res['frames_captured']} frames decoded, RSS {res['start']['rss_mib']} -> "
+              f"{res['end']['rss_mib']} MiB, fds {res['start']['open_fds']} -> {res['end']['open_fds']}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def cmd_bench_speed(a: argparse.Namespace) -> int:
     from livetok.engine.checkpoint import load_default, load_weights
     from livetok.stream.bench_speed import DEFAULT_SIZES, SpeedConfig, bench_speed
@@ -648,6 +667,18 @@ def get_parser() -> argparse.ArgumentParser:
     _add_sender_args(bs)
     _add_model_args(bs)
     bs.set_defaults(func=cmd_bench_stream)
+
+    bk = bench.add_parser("soak", help="one loopback stream at 30 fps for M minutes: fps, drops, latency, RSS and "
+                                       "open files over time")
+    bk.add_argument("--minutes", type=float, default=30.0)
+    bk.add_argument("--window", type=float, default=30.0, help="seconds per reported window (default 30)")
+    bk.add_argument("--source", default="synthetic", help="source of the stream (default: synthetic)")
+    bk.add_argument("--size", default="256x192")
+    bk.add_argument("--broker", default=None, help="use this broker instead of starting a local mosquitto")
+    bk.add_argument("--json", action="store_true")
+    _add_sender_args(bk)
+    _add_model_args(bk)
+    bk.set_defaults(func=cmd_bench_soak)
 
     bp = bench.add_parser("speed", help="frames/s and latency of encode+route and decode per backend and size; "
                                         "FLOPs per frame; fraction of the GPU's measured peak")

@@ -1,0 +1,115 @@
+"""`livetok bench soak`: one live stream on loopback (publisher -> mosquitto -> receiver, one process)
+at 30 fps for M minutes; per window: frames decoded, drops, losses, latency p50/p99, RSS and open file
+descriptors, so growth over time shows (issue 7's goal: 30 minutes, RSS growth < 5 %, no fd growth)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from typing import Any
+
+from livetok.engine.config import SenderConfig
+from livetok.engine.model import Tokenizer
+
+from .broker_url import parse_broker_url
+from .live import publish_source
+from .localbroker import LocalBroker
+from .receiver import Receiver
+from .stages import percentile
+
+
+def rss_mib() -> float:
+    """Resident set size of this process (Linux /proc; 0 where it is absent)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def open_fds() -> int:
+    try:
+        return len(os.listdir("/proc/self/fd"))
+    except OSError:
+        return -1
+
+
+async def _soak(model: Tokenizer, url: str, minutes: float, window_s: float, source: str, size: tuple[int, int],
+                sender: SenderConfig, fps: float) -> dict[str, Any]:
+    broker = parse_broker_url(url)
+    frames = max(2, round(minutes * 60 * fps))
+    windows: list[dict[str, Any]] = []
+    start = {"rss_mib": round(rss_mib(), 1), "open_fds": open_fds()}
+    pub_stats: dict[str, Any] = {}
+    async with Receiver(model, broker, "soak", gap_timeout_s=1.0) as rx:
+        lat: list[float] = []
+        decoded = 0
+
+        async def drain() -> None:
+            nonlocal decoded
+            async for f in rx:
+                lat.append(f.latency_ms)
+                decoded += 1
+
+        def on_stats(d: dict[str, Any]) -> None:
+            pub_stats.update(d)
+
+        async def sample() -> None:
+            t0 = time.monotonic()
+            last_decoded = last_dropped = last_lost = 0
+            while True:
+                await asyncio.sleep(window_s)
+                c = rx.streams["soak"].counters if "soak" in rx.streams else None
+                lost = c.frames_lost if c else 0
+                dropped = int(pub_stats.get("frames_dropped", 0))
+                windows.append({
+                    "t_s": round(time.monotonic() - t0, 1), "frames_decoded": decoded - last_decoded,
+                    "fps": round((decoded - last_decoded) / window_s, 2), "frames_dropped": dropped - last_dropped,
+                    "frames_lost": lost - last_lost,
+                    "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
+                    "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
+                    "rss_mib": round(rss_mib(), 1), "open_fds": open_fds(),
+                })
+                lat.clear()
+                last_decoded, last_dropped, last_lost = decoded, dropped, lost
+
+        drainer, sampler = asyncio.create_task(drain()), asyncio.create_task(sample())
+        t0 = time.monotonic()
+        pub = await publish_source(model, source, broker, "soak", sender, realtime=True, max_frames=frames,
+                                   size=size, on_stats=on_stats)
+        wall = time.monotonic() - t0
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(drainer), 10)
+        for t in (drainer, sampler):
+            t.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        summary = rx.summary()
+    end = {"rss_mib": round(rss_mib(), 1), "open_fds": open_fds()}
+    # growth measured from the first window (after warm-up: model, broker connection, caches)
+    base = windows[0] if windows else start
+    return {
+        "minutes": minutes, "seconds": round(wall, 1), "size": f"{size[0]}x{size[1]}", "source": source,
+        "target_fps": fps, "frames_captured": pub.get("frames_captured"), "frames_published": pub["frames_published"],
+        "frames_dropped": pub["frames_dropped"], "frames_decoded": summary["frames_decoded"],
+        "frames_lost": summary["frames_lost"], "latency_ms_p50": summary["latency_ms_p50"],
+        "latency_ms_p99": summary["latency_ms_p99"], "start": start, "end": end,
+        "rss_growth_after_warmup": round(end["rss_mib"] / base["rss_mib"] - 1, 4) if base["rss_mib"] else None,
+        "fd_growth_after_warmup": end["open_fds"] - base["open_fds"], "windows": windows,
+    }
+
+
+def bench_soak(model: Tokenizer, minutes: float, window_s: float = 30.0, source: str = "synthetic",
+               size: tuple[int, int] = (256, 192), sender: SenderConfig | None = None,
+               broker_url: str | None = None, fps: float = 30.0) -> dict[str, Any]:
+    """Run the soak; a local mosquitto is started unless a broker is given."""
+    if minutes <= 0 or window_s <= 0:
+        raise ValueError(f"--minutes and --window must be > 0, got {minutes} and {window_s}")
+    with contextlib.ExitStack() as stack:
+        url = broker_url or stack.enter_context(LocalBroker())
+        return asyncio.run(_soak(model, url, minutes, window_s, source, size, sender or SenderConfig(), fps))
