@@ -32,7 +32,8 @@ class MqttLink:
             (the broker queues QoS-1 messages for us while we are away, even across its restart).
         on_connect: awaited after every (re)connect, e.g. to publish retained info.
         max_backoff_s: the longest wait between connection attempts.
-        messages_max: incoming messages buffered before the reader applies backpressure.
+        messages_max: incoming messages buffered for a slow consumer; beyond it the oldest are dropped
+            (counted in `messages_dropped`).
     """
 
     def __init__(
@@ -54,6 +55,7 @@ class MqttLink:
         self.messages: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(messages_max)
         self.connected = asyncio.Event()
         self.connects = 0
+        self.messages_dropped = 0  # oldest messages dropped because the consumer fell behind
         self.last_error: str | None = None
         self.down_since: float | None = None
         self.downtime_s = 0.0  # total time spent disconnected after the first connect
@@ -75,6 +77,18 @@ class MqttLink:
                     f"cannot connect to broker {self.broker.url} within {first_connect_timeout_s:g} s: "
                     f"{self.last_error or self._no_answer_reason()}"
                 ) from None
+
+    def _enqueue(self, message: aiomqtt.Message) -> None:
+        # A slow consumer must not stall the connection (keep-alives, keyframe requests) nor let
+        # aiomqtt's unbounded queue grow: when ours is full the oldest message goes, counted. For a
+        # live stream that is a gap the receiver repairs with a keyframe.
+        if self.messages.full():
+            self.messages.get_nowait()
+            self.messages_dropped += 1
+            if self.messages_dropped == 1 or self.messages_dropped % 1000 == 0:
+                log.warning("%s: consumer too slow, %d messages dropped so far", self.broker.url,
+                            self.messages_dropped)
+        self.messages.put_nowait(message)
 
     def _no_answer_reason(self) -> str:
         # no MQTT error at all: the TCP connection opened but the handshake never finished
@@ -103,7 +117,7 @@ class MqttLink:
                     if self.on_connect is not None:
                         await self.on_connect(client)
                     async for message in client.messages:
-                        await self.messages.put(message)
+                        self._enqueue(message)
             except aiomqtt.MqttError as e:
                 self.last_error = str(e)
             finally:

@@ -60,6 +60,7 @@ class Receiver(PacketReceiver):
         total = super().summary()
         total["reconnects"] = max(0, self.link.connects - 1)
         total["broker_downtime_s"] = round(self.link.downtime_s, 3)
+        total["messages_dropped"] = self.link.messages_dropped  # the consumer fell behind
         return total
 
     async def send_keyframe_request(self, stream: str, payload: str) -> None:
