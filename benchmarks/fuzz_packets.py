@@ -103,7 +103,7 @@ _CUT = re.compile(r"[0-9'\"(:]")
 
 def reason(e: PacketError) -> str:
     """The message up to its first number, quote or colon: a reason category (cheap: runs per packet)."""
-    text = str(e)
+    text = re.sub(r"^\d+ ", "N ", str(e))  # "N trailing bytes ..." keeps its words
     m = _CUT.search(text)
     return (text[:m.start()] if m else text).strip() or text.split(" ")[0]
 
