@@ -154,9 +154,12 @@ class MqttLink:
                 await client.publish(topic, payload, qos=qos, retain=retain, timeout=timeout_s)
                 return
             except aiomqtt.MqttError as e:
-                # the connection dropped under us: the background task reconnects, we try again
+                # No ack in time, or the connection dropped under us. Only the background task may
+                # clear `connected`: it may already have reconnected while we waited for the ack,
+                # and clearing it here would leave us waiting for a reconnect that never comes. We
+                # send again (on the new connection, or on the same one if it still stands);
+                # receivers drop the possible duplicate by frame index.
                 self.last_error = str(e)
-                self.connected.clear()
                 await asyncio.sleep(0.05)
 
     async def close(self) -> None:

@@ -255,3 +255,36 @@ def test_persistent_session_survives_broker_restart(mosquitto: Broker) -> None:
     mosquitto.start()
     asyncio.run(publish(b"after restart"))  # routed by the subscription reloaded from disk
     assert asyncio.run(come_back()) == [b"before restart", b"after restart"]
+
+
+@pytest.mark.broker
+def test_link_publish_survives_a_timed_out_ack(mosquitto: Broker) -> None:
+    """An ack that does not come in time (the connection still standing) must not leave the link
+    believing it is disconnected: the retry goes out on the same connection and arrives."""
+    from livetok.stream.mqtt import MqttLink
+    from tests.tcp_relay import TcpRelay
+
+    t = topics("cam0")
+
+    async def main() -> tuple[list[bytes], int]:
+        async with _client(mosquitto) as sub, TcpRelay(mosquitto.host, mosquitto.port) as relay:
+            await sub.subscribe(t.tokens, qos=1)
+            async with MqttLink(parse_broker_url(f"mqtt://127.0.0.1:{relay.port}")) as link:
+                await asyncio.wait_for(link.connected.wait(), TIMEOUT_S)
+                relay.hold()  # the broker's PUBACK is held back: the first attempt times out
+                loop = asyncio.get_running_loop()
+                loop.call_later(0.8, relay.release)
+                await asyncio.wait_for(link.publish(t.tokens, b"frame-0", timeout_s=0.5), TIMEOUT_S)
+                await asyncio.wait_for(link.publish(t.tokens, b"frame-1", timeout_s=0.5), TIMEOUT_S)
+                got = [bytes((await _next(sub)).payload) for _ in range(2)]
+                # a duplicate of frame-0 (the retry) may follow; drain what is there
+                try:
+                    while True:
+                        got.append(bytes((await asyncio.wait_for(anext(aiter(sub.messages)), 0.5)).payload))
+                except TimeoutError:
+                    pass
+                return got, link.connects
+
+    got, connects = asyncio.run(main())
+    assert connects == 1, "the connection stood throughout: no reconnect"
+    assert got[0] == b"frame-0" and b"frame-1" in got and set(got) == {b"frame-0", b"frame-1"}

@@ -182,15 +182,24 @@ def test_broker_restart_mid_stream_loses_no_frame(mosquitto: Broker, tiny_model:
     async def main() -> tuple[dict[str, Any], list[int], dict[str, Any]]:
         broker = parse_broker_url(mosquitto.url)
         async with Receiver(tiny_model, broker, "cam0", identifier="rx-restart") as rx:
-            frames_task = asyncio.create_task(collect(rx, until=60))
+            got: list[ReceivedFrame] = []
+
+            async def receive() -> None:
+                async for f in rx:
+                    got.append(f)
+
+            frames_task = asyncio.create_task(asyncio.wait_for(receive(), 90))
             pub = asyncio.create_task(publish(tiny_model, mosquitto.url, "cam0", "synthetic:calm", realtime=True,
-                                              frames=45))
-            await asyncio.sleep(0.6)
+                                              frames=90))
+            # restart only once frames flow (however slow the machine is to start), so it is mid-stream
+            deadline = time.monotonic() + 60
+            while len(got) < 5 and not pub.done() and time.monotonic() < deadline:
+                await asyncio.sleep(0.02)
             mosquitto.stop()
             await asyncio.sleep(0.5)
             mosquitto.start()
             stats = await asyncio.wait_for(pub, 60)
-            got = await frames_task
+            await frames_task
             return stats, [f.frame_index for f in got], rx.summary()
 
     stats, indices, summary = asyncio.run(main())
