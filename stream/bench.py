@@ -18,11 +18,11 @@ from .receiver import Receiver
 
 
 async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, source: str,
-                 size: tuple[int, int], sender: SenderConfig, fps: float) -> dict[str, Any]:
+                 size: tuple[int, int], sender: SenderConfig, fps: float, max_lag_s: float | None) -> dict[str, Any]:
     broker = parse_broker_url(url)
     frames = max(2, int(seconds * fps))
     names = [f"bench{i}" for i in range(streams)]
-    async with Receiver(model, broker, "+", gap_timeout_s=1.0) as rx:
+    async with Receiver(model, broker, "+", gap_timeout_s=1.0, max_lag_s=max_lag_s) as rx:
         async def drain() -> None:
             async for _ in rx:
                 pass
@@ -47,6 +47,7 @@ async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, sourc
         per.append({"stream": n, "frames_captured": p["frames_captured"], "frames_dropped": p["frames_dropped"],
                     "frames_published": p["frames_published"], "publish_fps": p["fps"],
                     "frames_decoded": r.get("frames_decoded", 0), "frames_lost": r.get("frames_lost", 0),
+                    "frames_shed": r.get("frames_shed", 0),
                     "latency_ms_p50": r.get("latency_ms_p50"), "latency_ms_p99": r.get("latency_ms_p99"),
                     "encode_ms_p50": next(s["latency_ms_p50"] for s in p["stages"] if s["stage"] == "encode")})
     decoded = sum(x["frames_decoded"] for x in per)
@@ -54,17 +55,21 @@ async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, sourc
             "target_fps": fps, "fps_per_stream": round(decoded / streams / wall, 2),
             "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": summary["latency_ms_p99"],
             "frames_dropped": sum(x["frames_dropped"] for x in per), "frames_lost": summary["frames_lost"],
+            "frames_shed": summary["frames_shed"], "max_lag_s": max_lag_s,
             "per_stream": per}
 
 
 def bench_stream(model: Tokenizer, streams: list[int], seconds: float = 10.0, source: str = "synthetic",
                  size: tuple[int, int] = (256, 192), sender: SenderConfig | None = None,
-                 broker_url: str | None = None, fps: float = 30.0) -> dict[str, Any]:
-    """Run one measurement per entry of `streams`; a local mosquitto is started unless a broker is given."""
+                 broker_url: str | None = None, fps: float = 30.0, max_lag_s: float | None = 1.0) -> dict[str, Any]:
+    """Run one measurement per entry of `streams`; a local mosquitto is started unless a broker is given.
+    The receiver skips to a fresh keyframe when it falls `max_lag_s` behind (None or <= 0: never),
+    so a machine too slow for S streams shows as shed frames, not as a growing latency."""
+    max_lag_s = max_lag_s if max_lag_s is not None and max_lag_s > 0 else None
     sender = sender or SenderConfig()
     results = []
     with contextlib.ExitStack() as stack:
         url = broker_url or stack.enter_context(LocalBroker())
         for s in streams:
-            results.append(asyncio.run(_bench(model, url, s, seconds, source, size, sender, fps)))
+            results.append(asyncio.run(_bench(model, url, s, seconds, source, size, sender, fps, max_lag_s)))
     return {"results": results}

@@ -49,6 +49,7 @@ class StreamCounters:
     frames_decoded: int = 0
     frames_lost: int = 0
     frames_skipped: int = 0
+    frames_shed: int = 0  # dropped undecoded because the receiver fell more than max_lag_s behind
     duplicates: int = 0
     packets_rejected: int = 0  # bad bytes, or a packet our model could not have made
     keyframes: int = 0
@@ -67,6 +68,7 @@ class StreamCounters:
             "frames_received": self.frames_received,
             "frames_decoded": self.frames_decoded,
             "frames_lost": self.frames_lost,
+            "frames_shed": self.frames_shed,
             "keyframes": self.keyframes,
             "duplicates": self.duplicates,
             "packets_rejected": self.packets_rejected,
@@ -88,6 +90,8 @@ class _Stream:
         self.last_request = -1e9
         self.info: dict[str, Any] = {}
         self.sizes: dict[int, int] = {}  # bytes of each packet waiting to be decoded, by frame index
+        self.best_latency_ms = float("inf")  # the stream's lowest capture-to-decode-start latency
+        self.shedding = False  # fell behind: dropping packets until the requested keyframe
 
 
 class PacketReceiver:
@@ -101,11 +105,18 @@ class PacketReceiver:
         gap_timeout_s: how long a missing packet is waited for before it counts as lost.
         end_on_eos: stop the iteration at the first end-of-stream (one named stream); False for
             receivers of many streams, which keep going.
+        max_lag_s: live viewing: when a frame is about to be decoded more than this many seconds
+            later than the stream's best latency (the receiver fell behind: too many streams for
+            its CPU), drop the backlog undecoded (`frames_shed`) and resume at a requested
+            keyframe, so latency stays bounded. Measured against the stream's own best latency,
+            so a clock offset between sender and receiver does not matter. None: decode every
+            frame however late (a recorder).
     """
 
     def __init__(self, model: Tokenizer, *, gap_timeout_s: float = 0.3, end_on_eos: bool = True,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, max_lag_s: float | None = None) -> None:
         self.model = model
+        self.max_lag_s = max_lag_s
         self.clock = clock  # seconds; a simulation passes its own (benchmarks/loss.py)
         self.model_id = model_identity(model)
         self.streams: dict[str, _Stream] = {}
@@ -169,8 +180,8 @@ class PacketReceiver:
         lasts = [c.t_last for c in allc if c.t_last is not None]
         span = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
         total: dict[str, Any] = {k: sum(c.summary()[k] for c in allc) for k in
-                                 ("frames_received", "frames_decoded", "frames_lost", "keyframes", "duplicates",
-                                  "keyframe_requests", "packets_rejected")}
+                                 ("frames_received", "frames_decoded", "frames_lost", "frames_shed", "keyframes",
+                                  "duplicates", "keyframe_requests", "packets_rejected")}
         total.update({
             "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
             "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
@@ -217,7 +228,10 @@ class PacketReceiver:
             if len(s.sizes) > 4 * s.order.max_buffer:  # forget sizes of frames that were skipped
                 for i in sorted(s.sizes)[: len(s.sizes) - 2 * s.order.max_buffer]:
                     del s.sizes[i]
+        waiting = s.order.waiting_for_keyframe
         await self._handle(s, s.order.push(packet, self.clock()))
+        if s.shedding and waiting and not packet.keyframe and not packet.end_of_stream:
+            s.counters.frames_shed += 1  # part of the backlog, dropped while the keyframe comes
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -228,7 +242,21 @@ class PacketReceiver:
         c.frames_skipped += res.skipped
         if res.need_keyframe:
             self._request_keyframe(s, "gap" if c.frames_decoded else "join")
-        for packet in res.ready:
+        for i, packet in enumerate(res.ready):
+            if packet.keyframe:
+                s.shedding = False
+            elif self._too_late(s, packet):
+                # behind by more than max_lag_s: drop this frame and everything queued behind it
+                # up to the next keyframe, which we ask for now
+                dropped = s.order.resync()
+                s.counters.frames_shed += 1 + dropped
+                s.shedding = True
+                self._request_keyframe(s, "late")
+                for rest in res.ready[i + 1:]:
+                    await self._handle(s, s.order.push(rest, self.clock()))
+                    if not rest.keyframe and s.order.waiting_for_keyframe:
+                        s.counters.frames_shed += 1
+                return
             if packet.end_of_stream and packet.n == 0:
                 c.ended = True
                 if self.end_on_eos:
@@ -239,6 +267,13 @@ class PacketReceiver:
                 c.ended = True
                 if self.end_on_eos:
                     await self._out.put(None)
+
+    def _too_late(self, s: _Stream, packet: TokenPacket) -> bool:
+        if self.max_lag_s is None or (packet.end_of_stream and packet.n == 0):
+            return False
+        lat = (time.time_ns() // 1000 - packet.timestamp_us) / 1e3
+        s.best_latency_ms = min(s.best_latency_ms, lat)
+        return lat - s.best_latency_ms > 1e3 * self.max_lag_s
 
     async def _decode(self, s: _Stream, packet: TokenPacket) -> None:
         try:

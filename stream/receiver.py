@@ -33,13 +33,16 @@ class Receiver(PacketReceiver):
             are disconnected (also across a broker restart), so nothing is lost.
         gap_timeout_s: how long a missing packet is waited for before it counts as lost.
         first_connect_timeout_s: raise StreamError if the broker cannot be reached in time.
+        max_lag_s: live viewing: fall back to a keyframe rather than lag more than this (see
+            PacketReceiver); None decodes every frame.
     """
 
     def __init__(self, model: Tokenizer, broker: BrokerConfig, stream: str, *, identifier: str | None = None,
                  persistent: bool = True, gap_timeout_s: float = 0.3,
-                 first_connect_timeout_s: float | None = 10.0) -> None:
+                 first_connect_timeout_s: float | None = 10.0, max_lag_s: float | None = None) -> None:
         self.topics = topics(stream)
-        super().__init__(model, gap_timeout_s=gap_timeout_s, end_on_eos=not self.topics.wildcard)
+        super().__init__(model, gap_timeout_s=gap_timeout_s, end_on_eos=not self.topics.wildcard,
+                         max_lag_s=max_lag_s)
         self.first_connect_timeout_s = first_connect_timeout_s
         self.link = MqttLink(broker, [(self.topics.tokens, 1), (self.topics.info, 1)], identifier=identifier,
                              clean_session=not (persistent and identifier is not None))

@@ -92,6 +92,16 @@ class StreamOrderer:
             self._give_up(res)
         return res
 
+    def resync(self) -> int:
+        """Stop decoding until the next keyframe (the receiver fell behind); returns how many
+        buffered packets were dropped. Frames dropped this way are the caller's to count."""
+        dropped = len(self.buffer)
+        self.buffer.clear()
+        self.expected = None
+        self.gap_since = None
+        self.lost_from = None
+        return dropped
+
     # -- internals -----------------------------------------------------------------------------
 
     def _deliver(self, packet: TokenPacket, res: OrderResult) -> None:
