@@ -4,6 +4,12 @@ Each policy runs at three settings of its own knob (beta for the beta policies, 
 oracle, tau for search, the gain threshold for rdo), giving a curve of (tokens/frame, bits/frame,
 PSNR); the summary interpolates on those curves, so policies are compared at equal PSNR or equal
 mean tokens without calibrating each one to each target (which would cost an hour on 2 cores).
+The settings are spread so that every curve reaches the reference (fixed at 75% of N): near full
+rate the PSNR curve is flat, and a curve that stops short of it cannot be compared there.
+
+Only the fixed runs also decode every packet in a receiver (checking the closed loop and timing
+the decode); the other runs score the sender's reconstruction, which is the same frame (checked
+there and in tests/test_session.py), and still make every packet, so bits are real.
 """
 
 from __future__ import annotations
@@ -24,6 +30,9 @@ from .codecs import curves_for_clips, psnr_at_bits
 from .evaluate import evaluate_files
 
 RATES = (0.25, 0.5, 0.75)
+# the gain-signal policies spend well under beta on the quiet eval set (mean rate 0.48 at beta =
+# 0.75 N with the v5 weights): their top setting is full beta so their curves reach the reference
+GAIN_RATES = (0.25, 0.5, 1.0)
 
 
 def policy_settings(model: Tokenizer, fixed_mse: dict[float, float] | None = None) -> dict[str, list[SenderConfig]]:
@@ -31,23 +40,25 @@ def policy_settings(model: Tokenizer, fixed_mse: dict[float, float] | None = Non
     anchors search's tau so its points land near the same rates."""
     pg = model.population("gain")
 
-    def beta(policy: str, signal: str, ranking: str) -> list[SenderConfig]:
+    def beta(policy: str, signal: str, ranking: str, rates: tuple[float, ...] = RATES) -> list[SenderConfig]:
         return [SenderConfig(budget=BudgetConfig(policy=policy, rate=r, signal=signal), ranking=ranking,
-                             keyframe_interval=0) for r in RATES]
+                             keyframe_interval=0) for r in rates]
 
-    taus = [fixed_mse[r] for r in RATES] if fixed_mse else [120.0, 60.0, 35.0]
+    # search keeps each frame's MSE under tau, so its mean PSNR sits below fixed's at the same
+    # mean MSE: its taus go below the fixed 75% point's MSE to reach the reference
+    ref_mse = fixed_mse[0.75] if fixed_mse else 60.0
     return {
         "fixed": beta("fixed", "gain", "gain"),
         "infotok": beta("infotok", "error", "error"),  # the paper: full-rate error, error-ranked
-        "infotok-gain": beta("infotok", "gain", "gain"),  # livetok's conditional signal
-        "learned": beta("learned", "gain", "gain"),
-        "prior": beta("prior", "gain", "gain"),
+        "infotok-gain": beta("infotok", "gain", "gain", GAIN_RATES),  # livetok's conditional signal
+        "learned": beta("learned", "gain", "gain", GAIN_RATES),
+        "prior": beta("prior", "gain", "gain", GAIN_RATES),
         "rdo": [SenderConfig(budget=BudgetConfig(policy="rdo", threshold=pg * c), ranking="gain", keyframe_interval=0)
-                for c in (2.0, 1.0, 0.5)],
-        "search": [SenderConfig(budget=BudgetConfig(policy="search", tau=t), ranking="error", keyframe_interval=0)
-                   for t in taus],
+                for c in (0.5, 0.2, 0.08)],
+        "search": [SenderConfig(budget=BudgetConfig(policy="search", tau=ref_mse * c), ranking="error",
+                                keyframe_interval=0) for c in (1.0, 0.75, 0.5)],
         "oracle": [SenderConfig(budget=BudgetConfig(policy="oracle", lam=lam), ranking="gain", keyframe_interval=0)
-                   for lam in (300.0, 100.0, 30.0)],
+                   for lam in (30.0, 10.0, 3.0)],
     }
 
 
@@ -125,7 +136,7 @@ def bench_rd(model: Tokenizer, clips: list[str | os.PathLike[str]], policies: li
     fixed_runs = []
     for sender in policy_settings(model)["fixed"]:
         say(f"fixed rate {sender.budget.rate}")
-        fixed_runs.append(evaluate_files(model, list(clips), sender, max_frames=max_frames))
+        fixed_runs.append(evaluate_files(model, list(clips), sender, max_frames=max_frames))  # with the receiver
     fixed_mse = {r: float(np.mean([255.0**2 / 10 ** (m["psnr"] / 10) for m in run["clips"].values()]))
                  for r, run in zip(RATES, fixed_runs, strict=True)}
     settings = policy_settings(model, fixed_mse)
@@ -137,9 +148,9 @@ def bench_rd(model: Tokenizer, clips: list[str | os.PathLike[str]], policies: li
             continue
         out[name] = []
         for i, sender in enumerate(senders):
-            say(f"{name} setting {i + 1}/3")
-            run = evaluate_files(model, list(clips), sender, max_frames=max_frames)
-            out[name].append(_point(RATES[i], run, name, sender.budget))
+            say(f"{name} setting {i + 1}/{len(senders)}")
+            run = evaluate_files(model, list(clips), sender, max_frames=max_frames, receiver=False)
+            out[name].append(_point(sender.budget.rate, run, name, sender.budget))
     codec_curves = {}
     for c in codecs:
         say(f"{c}")
