@@ -195,8 +195,13 @@ def train(
     resume: bool = True,
     progress: bool = True,
     init_weights: str | Path | None = None,
+    on_step: Callable[[int, dict[str, float]], None] | None = None,
 ) -> Path:
-    """Train (or resume) and write `out_dir/model.safetensors`; returns its path."""
+    """Train (or resume) and write `out_dir/model.safetensors`; returns its path.
+
+    `on_step(step, stats)` is called after every step of the main phase (stats: loss, psnr, rate,
+    frames_per_s), e.g. to drive a progress display.
+    """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if cfg.threads:
@@ -279,6 +284,9 @@ def train(
                        "frames_per_s": fps, "time": time.time()}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
+            if on_step is not None:
+                on_step(step, {"loss": float(loss.detach()), "psnr": stats["psnr"], "rate": stats["rate"],
+                               "frames_per_s": fps})
             if bar is not None:
                 desc = f"loss {float(loss.detach()):.4f} psnr {stats['psnr']:.2f} {fps:.0f} frames/s"
                 bar[0].update(bar[1], completed=step, description=desc)
