@@ -427,6 +427,38 @@ def cmd_bench_rd(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_arms(a: argparse.Namespace) -> int:
+    from livetok.stream.bench_arms import ArmsConfig, bench_arms, markdown_table
+
+    for p in a.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
+    steps = {"steps": a.steps} if a.steps is not None else {}
+    cfg = ArmsConfig(**steps, seed=a.seed, calib_frames=a.calib_frames, threads=a.threads, device=a.device)
+    con = _console()
+    with _progress() as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(task: str, done: float, total: float | None, note: str) -> None:
+            if task not in tasks:
+                tasks[task] = bar.add_task(task, total=total)
+            bar.update(tasks[task], completed=done, total=total, description=f"{task}  {note}")
+            if total is not None and done >= total and task != "evaluate":
+                bar.console.print(f"{task}: {note}")
+
+        res = bench_arms(a.inputs, cfg, a.out, a.data, a.max_frames, progress=progress)
+    con.print(markdown_table(res))
+    s = res["summary"]
+    ref = s["reference"]
+    con.print(f"tokens saved vs the fixed arm at {ref['psnr']:.2f} dB (its 0.75 model): "
+              + ", ".join(f"{arm}/{pol} {v:+.1%}" for arm, d in s["tokens_saved_vs_fixed"].items()
+                          for pol, v in d.items() if arm != "fixed")
+              + f"; best {s.get('best')}  ({res['wall_s']:.0f} s)")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def cmd_export_onnx(a: argparse.Namespace) -> int:
     from livetok.export.onnx_export import export_onnx
 
@@ -656,6 +688,23 @@ def get_parser() -> argparse.ArgumentParser:
     br.add_argument("--json", action="store_true")
     _add_model_args(br)
     br.set_defaults(func=cmd_bench_rd)
+
+    ba = bench.add_parser("arms", help="training arms on one backbone (fixed per rate, uniform, elbo): train tiny "
+                                       "models, evaluate them with the fixed and infotok policies")
+    ba.add_argument("inputs", nargs="+", help="evaluation clips (never trained or calibrated on)")
+    ba.add_argument("--data", nargs="*", default=["../shared/data/train"],
+                    help="training clip files/folders, also the calibration clips (never eval clips)")
+    ba.add_argument("--out", default="runs/arms", help="checkpoints, one folder per model; reused when their "
+                                                      "configuration matches (default: runs/arms)")
+    ba.add_argument("--steps", type=int, default=None,
+                    help="training steps of every model (default: ArmsConfig.steps, sized for ~15 min on 2 cores)")
+    ba.add_argument("--seed", type=int, default=0)
+    ba.add_argument("--calib-frames", type=int, default=8, help="frames per training clip for calibration")
+    ba.add_argument("--max-frames", type=int, default=None, help="evaluate only the first frames of each clip")
+    ba.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    ba.add_argument("--device", default="auto", help="training device: auto (CUDA when present), cpu, cuda")
+    ba.add_argument("--json", action="store_true")
+    ba.set_defaults(func=cmd_bench_arms)
 
     bs = bench.add_parser("stream", help="S live streams on loopback: fps, drops, capture-to-decoded latency")
     bs.add_argument("--streams", type=int, nargs="+", default=[1, 4], help="stream counts to measure (default 1 4)")
