@@ -310,7 +310,8 @@ def cmd_publish(a: argparse.Namespace) -> int:
     try:
         res = asyncio.run(publish_source(
             model, a.source, broker, a.stream, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
-            max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update))
+            max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update,
+            qos=a.qos))
     finally:
         table.stop()
     _console().print(f"published {res['frames_published']} frames to {broker.url} stream {a.stream!r}: "
@@ -661,6 +662,9 @@ def get_parser() -> argparse.ArgumentParser:
     pb.add_argument("--max-frames", type=int, default=None)
     pb.add_argument("--connect-timeout", type=float, default=None,
                     help="give up if the broker is not reachable in SEC (default: keep retrying)")
+    pb.add_argument("--qos", type=int, choices=(0, 1), default=1,
+                    help="MQTT QoS of the token packets: 1 loses nothing (default); 0 sends each once, a lost "
+                         "one is repaired by the receiver's keyframe request")
     pb.add_argument("--json", action="store_true", help="print the final statistics as JSON")
     _add_sender_args(pb)
     _add_model_args(pb)

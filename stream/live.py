@@ -42,14 +42,17 @@ async def publish_source(
     size: tuple[int, int] | None = None,
     first_connect_timeout_s: float | None = None,
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    qos: int = 1,
 ) -> dict[str, Any]:
-    """Capture `source`, tokenize it live and publish it until the source ends; returns the stats."""
+    """Capture `source`, tokenize it live and publish it until the source ends (token packets at
+    MQTT QoS `qos`); returns the stats."""
     session = SenderSession(model, sender)
     info: dict[str, Any] = {"model_id": model_identity(model).hex(), "preset": model.cfg.name,
                             "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
-                            "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source}
+                            "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
+                            "qos": qos}
     frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
-    async with TokenPublisher(broker, stream, info, first_connect_timeout_s) as pub:
+    async with TokenPublisher(broker, stream, info, first_connect_timeout_s, qos=qos) as pub:
 
         async def described(it: AsyncIterator[Captured]) -> AsyncIterator[Captured]:
             # the retained info gains the frame size and rate once the first frame is known

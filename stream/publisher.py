@@ -1,5 +1,5 @@
-"""A stream's packets onto MQTT: tokens (QoS 1), retained info, periodic stats, and keyframe
-requests from receivers on the control topic."""
+"""A stream's packets onto MQTT: tokens (QoS 1, or 0 where a loss is repaired by a keyframe),
+retained info, periodic stats, and keyframe requests from receivers on the control topic."""
 
 from __future__ import annotations
 
@@ -18,6 +18,8 @@ from .mqtt import MqttLink
 
 log = logging.getLogger(__name__)
 
+TOKEN_QOS = (0, 1)  # QoS levels offered for token packets
+
 
 class TokenPublisher:
     """Publishes one stream. Use as `async with TokenPublisher(broker, "cam0", info) as pub:`.
@@ -29,10 +31,16 @@ class TokenPublisher:
             info topic so late joiners read it first; `update_info` replaces it.
         first_connect_timeout_s: fail with a clear error if the broker is not reachable in time
             (None: keep retrying with backoff).
+        qos: QoS of the token packets: 1 (default) loses nothing, even across a broker restart; 0
+            sends each packet once (no acks to wait for): a lost one is a gap the receiver repairs
+            with a keyframe request.
     """
 
     def __init__(self, broker: BrokerConfig, stream: str, info: dict[str, Any] | None = None,
-                 first_connect_timeout_s: float | None = None, identifier: str | None = None) -> None:
+                 first_connect_timeout_s: float | None = None, identifier: str | None = None, qos: int = 1) -> None:
+        if qos not in TOKEN_QOS:
+            raise ValueError(f"token QoS must be one of {', '.join(map(str, TOKEN_QOS))}, got {qos!r}")
+        self.qos = qos
         self.topics = topics(stream)
         if self.topics.wildcard:
             raise ValueError(f"cannot publish to the wildcard stream {stream!r}")
@@ -80,7 +88,7 @@ class TokenPublisher:
         return r
 
     async def send(self, data: bytes) -> None:
-        await self.link.publish(self.topics.tokens, data, qos=1)
+        await self.link.publish(self.topics.tokens, data, qos=self.qos)
 
     async def update_info(self, info: dict[str, Any]) -> None:
         self.info = dict(info)
@@ -101,7 +109,7 @@ class LivePublisher:
     """
 
     def __init__(self, model: Any, broker: BrokerConfig, stream: str, sender: Any = None, fps: float = 30.0,
-                 first_connect_timeout_s: float | None = 10.0) -> None:
+                 first_connect_timeout_s: float | None = 10.0, qos: int = 1) -> None:
         from livetok.engine.checkpoint import model_identity
 
         from .session import SenderSession
@@ -110,7 +118,7 @@ class LivePublisher:
         self.info = {"model_id": model_identity(model).hex(), "preset": model.cfg.name, "fps": fps,
                      "keyframe_interval": self.session.sender.keyframe_interval,
                      "bits_per_index": self.session.bits}
-        self.publisher = TokenPublisher(broker, stream, self.info, first_connect_timeout_s)
+        self.publisher = TokenPublisher(broker, stream, self.info, first_connect_timeout_s, qos=qos)
         self._sized = False
 
     async def __aenter__(self) -> LivePublisher:
