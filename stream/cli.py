@@ -349,12 +349,31 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
     sender, size = _sender(a), _size(a.size)
     assert size is not None
     model = _model(a)
+    if a.find_max:
+        return _bench_find_max(a, model, sender, size)
     res = bench_stream(model, a.streams, a.seconds, a.source, size, sender, a.broker)
     con = _console()
     for r in res["results"]:
         con.print(f"{r['streams']} stream(s) {r['size']}: {r['fps_per_stream']} fps/stream decoded, "
                   f"latency p50 {r['latency_ms_p50']} ms p99 {r['latency_ms_p99']} ms, "
                   f"{r['frames_dropped']} dropped, {r['frames_lost']} lost")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
+def _bench_find_max(a: argparse.Namespace, model: Any, sender: Any, size: tuple[int, int]) -> int:
+    from livetok.stream.bench_capacity import CapacityConfig, find_max_streams
+
+    con = _console()
+
+    def log(r: dict[str, Any]) -> None:
+        con.print(f"{r['streams']} stream(s): {'keeps up' if r['keeps_up'] else 'falls behind'}, "
+                  f"{r['fps_per_stream_min']} fps/stream decoded in time (min), latency p99 {r['latency_ms_p99']} ms")
+
+    cfg = CapacityConfig(seconds=a.seconds, max_streams=a.max_streams)
+    res = find_max_streams(model, a.source, size, sender, cfg, a.broker, log=log)
+    con.print(f"max {res['max_streams']}{'+' if res['capped'] else ''} streams at {res['size']} in real time")
     if a.json:
         _print_json(res)
     return 0
@@ -719,6 +738,10 @@ def get_parser() -> argparse.ArgumentParser:
     bs.add_argument("--json", action="store_true")
     _add_sender_args(bs)
     _add_model_args(bs)
+    bs.add_argument("--find-max", action="store_true",
+                    help="raise the stream count until one receiver no longer decodes them in real time "
+                         "(packets encoded once and replayed by another process); report the max")
+    bs.add_argument("--max-streams", type=int, default=64, help="--find-max: stop at this many (default 64)")
     bs.set_defaults(func=cmd_bench_stream)
 
     bk = bench.add_parser("soak", help="one loopback stream at 30 fps for M minutes: fps, drops, latency, RSS and "
