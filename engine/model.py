@@ -16,6 +16,7 @@ from .fsq import FSQ
 from .layers import pad_to_multiple
 from .router import route
 from .state import FrameTokens, StreamState
+from .step import begin_decode, begin_encode
 
 # population means of the router signals assumed before calibration (0-1 L1 units); `livetok
 # train --calibrate` measures the real ones on the training clips
@@ -71,12 +72,6 @@ class Tokenizer(nn.Module):
         pe = self.population((sender or SenderConfig()).budget.signal)
         return StreamState(recon, hidden, 0, tuple(budget_lib.initial_budget_state(pe) for _ in range(batch)))
 
-    def _reset_where(self, key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
-        # keyframes are coded from nothing: zero reconstruction, zero hidden state
-        k = key.view(-1, 1, 1, 1)
-        return (torch.where(k, torch.zeros_like(state.recon), state.recon),
-                torch.where(k, torch.zeros_like(state.hidden), state.hidden))
-
     # -- one frame -------------------------------------------------------------------------------
 
     @torch.no_grad()
@@ -99,20 +94,12 @@ class Tokenizer(nn.Module):
         """
         sender = sender or SenderConfig()
         _check_frame(frame)
-        b, _, height, width = frame.shape
+        height, width = frame.shape[-2:]
         x = pad_to_multiple(frame.to(self.population_error.dtype), self.stride)
         gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        key = torch.as_tensor(force_keyframe, device=x.device).expand(b).clone()
-        if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
-            # a new stream, or the frame size changed: start over at the new size
-            index = 0 if state is None else state.frame_index
-            state = self.init_state(b, height, width, sender)
-            state = StreamState(state.recon, state.hidden, index, state.budget)
-            key[:] = True
+        state, key, prev_recon, prev_hidden = begin_encode(x, (height, width), state, sender, force_keyframe,
+                                                           self.init_state)
         t = state.frame_index
-        if t == 0 or (sender.keyframe_interval > 0 and t % sender.keyframe_interval == 0):
-            key[:] = True
-        prev_recon, prev_hidden = self._reset_where(key, state)
 
         z, features = self.encoder(x, prev_recon, prev_hidden)
         _, indices = self.fsq(z)
@@ -135,15 +122,7 @@ class Tokenizer(nn.Module):
             ([B, 3, H, W] frame in [-1, 1], new state).
         """
         gh, gw = tokens.grid
-        s = self.stride
-        if state is None or state.padded_size != (gh * s, gw * s) or state.batch != tokens.indices.shape[0]:
-            if not bool(tokens.keyframe.all()):
-                raise TokenizerError(
-                    f"cannot decode frame {tokens.frame_index}: it is not a keyframe and no state at this size "
-                    "exists yet (wait for a keyframe or request one)"
-                )
-            state = self.init_state(tokens.indices.shape[0], gh * s, gw * s)
-        prev_recon, prev_hidden = self._reset_where(tokens.keyframe.to(state.recon.device), state)
+        state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
         codes = self.fsq.indices_to_codes(tokens.indices.to(prev_recon.device), (gh, gw))
         recon, hidden = self.decoder(codes, tokens.mask.to(prev_recon.device), prev_recon, prev_hidden)
         h, w = tokens.size

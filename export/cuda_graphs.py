@@ -24,6 +24,7 @@ from livetok.engine.layers import pad_to_multiple
 from livetok.engine.model import Tokenizer, _check_frame
 from livetok.engine.router import route
 from livetok.engine.state import FrameTokens, StreamState
+from livetok.engine.step import begin_decode, begin_encode
 
 from .graphs import DecoderStep, EncoderStep
 
@@ -194,19 +195,12 @@ class CudaGraphTokenizer:
         """`Tokenizer.encode_step` on graph replays (same arguments, same results)."""
         sender = sender or SenderConfig()
         _check_frame(frame)
-        b, _, height, width = frame.shape
+        height, width = frame.shape[-2:]
         x = pad_to_multiple(frame.to(self.device, self.dtype), self.stride)
         gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        key = torch.as_tensor(force_keyframe, device=self.device).expand(b).clone()
-        if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
-            index = 0 if state is None else state.frame_index
-            state = self.init_state(b, height, width, sender)
-            state = StreamState(state.recon, state.hidden, index, state.budget)
-            key[:] = True
+        state, key, prev_recon, prev_hidden = begin_encode(x, (height, width), state, sender, force_keyframe,
+                                                           self.init_state)
         t = state.frame_index
-        if t == 0 or (sender.keyframe_interval > 0 and t % sender.keyframe_interval == 0):
-            key[:] = True
-        prev_recon, prev_hidden = _reset_where(key, state)
 
         indices, pred_error, pred_gain = self.graphs.run(GraphKey.of("encoder", prev_recon), x, prev_recon,
                                                          prev_hidden)
@@ -223,16 +217,7 @@ class CudaGraphTokenizer:
     @torch.no_grad()
     def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
         """`Tokenizer.decode_step` on the decoder graph: ([B, 3, H, W] frame in [-1, 1], new state)."""
-        gh, gw = tokens.grid
-        s = self.stride
-        if state is None or state.padded_size != (gh * s, gw * s) or state.batch != tokens.indices.shape[0]:
-            if not bool(tokens.keyframe.all()):
-                raise TokenizerError(
-                    f"cannot decode frame {tokens.frame_index}: it is not a keyframe and no state at this size "
-                    "exists yet (wait for a keyframe or request one)"
-                )
-            state = self.init_state(tokens.indices.shape[0], gh * s, gw * s)
-        prev_recon, prev_hidden = _reset_where(tokens.keyframe.to(self.device), state)
+        state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
         recon, hidden = self._decode(tokens.indices.to(self.device, torch.int64), tokens.mask.to(self.device),
                                      prev_recon, prev_hidden)
         h, w = tokens.size
@@ -242,12 +227,6 @@ class CudaGraphTokenizer:
         mode = "CUDA graphs" if self.captured else "eager (no CUDA)"
         return f"CudaGraphTokenizer(model {self.identity.hex()}, {self.device}, {mode}, {len(self.graphs.keys)} graphs)"
 
-
-def _reset_where(key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
-    # keyframes are coded from nothing; done outside the graphs so one graph serves both cases
-    k = key.view(-1, 1, 1, 1)
-    return (torch.where(k, torch.zeros_like(state.recon), state.recon),
-            torch.where(k, torch.zeros_like(state.hidden), state.hidden))
 
 
 def cuda_graph_tokenizer(model: Tokenizer, device: str | torch.device = "cuda") -> CudaGraphTokenizer:

@@ -21,6 +21,7 @@ from livetok.engine.layers import pad_to_multiple
 from livetok.engine.model import Tokenizer, _check_frame
 from livetok.engine.router import route
 from livetok.engine.state import FrameTokens, StreamState
+from livetok.engine.step import begin_decode, begin_encode
 
 from .onnx_export import FORMAT, FORMAT_VERSION, GRAPHS, SIDECAR, file_sha256
 
@@ -160,19 +161,12 @@ class OnnxTokenizer:
         """`Tokenizer.encode_step` on the exported graphs (same arguments, same results)."""
         sender = sender or SenderConfig()
         _check_frame(frame)
-        b, _, height, width = frame.shape
+        height, width = frame.shape[-2:]
         x = pad_to_multiple(frame.detach().to("cpu", torch.float32), self.stride)
         gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        key = torch.as_tensor(force_keyframe).cpu().expand(b).clone()
-        if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
-            index = 0 if state is None else state.frame_index
-            state = self.init_state(b, height, width, sender)
-            state = StreamState(state.recon, state.hidden, index, state.budget)
-            key[:] = True
+        state, key, prev_recon, prev_hidden = begin_encode(x, (height, width), state, sender, force_keyframe,
+                                                           self.init_state)
         t = state.frame_index
-        if t == 0 or (sender.keyframe_interval > 0 and t % sender.keyframe_interval == 0):
-            key[:] = True
-        prev_recon, prev_hidden = _reset_where(key, state)
 
         idx, pred_error, pred_gain = self.run("encoder", frame=x, prev_recon=prev_recon, prev_hidden=prev_hidden)
         indices = torch.from_numpy(idx)
@@ -189,16 +183,7 @@ class OnnxTokenizer:
 
     def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
         """`Tokenizer.decode_step` on decoder.onnx: ([B, 3, H, W] frame in [-1, 1], new state)."""
-        gh, gw = tokens.grid
-        s = self.stride
-        if state is None or state.padded_size != (gh * s, gw * s) or state.batch != tokens.indices.shape[0]:
-            if not bool(tokens.keyframe.all()):
-                raise TokenizerError(
-                    f"cannot decode frame {tokens.frame_index}: it is not a keyframe and no state at this size "
-                    "exists yet (wait for a keyframe or request one)"
-                )
-            state = self.init_state(tokens.indices.shape[0], gh * s, gw * s)
-        prev_recon, prev_hidden = _reset_where(tokens.keyframe.cpu(), state)
+        state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
         recon, hidden = self._decode(tokens.indices.long(), tokens.mask, prev_recon, prev_hidden)
         h, w = tokens.size
         return recon[..., :h, :w], StreamState(recon, hidden, tokens.frame_index + 1, state.budget)
@@ -206,12 +191,6 @@ class OnnxTokenizer:
     def __repr__(self) -> str:
         return f"OnnxTokenizer({str(self.dir)!r}, model {self.identity.hex()}, {self.providers[0]})"
 
-
-def _reset_where(key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
-    # keyframes are coded from nothing: the graphs take the state as given, so zero it here
-    k = key.view(-1, 1, 1, 1)
-    return (torch.where(k, torch.zeros_like(state.recon), state.recon),
-            torch.where(k, torch.zeros_like(state.hidden), state.hidden))
 
 
 def load_onnx(onnx_dir: str | os.PathLike[str], threads: int | None = None) -> OnnxTokenizer:

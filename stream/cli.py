@@ -332,7 +332,7 @@ def cmd_receive(a: argparse.Namespace) -> int:
     model = _model(a)
     res = asyncio.run(receive_stream(
         model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
-        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout))
+        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout, max_lag_s=a.max_lag))
     _console().print(f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, "
                      f"lost {res['frames_lost']}, keyframes {res['keyframes']}, latency p50 {res['latency_ms_p50']} "
                      f"ms p99 {res['latency_ms_p99']} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
@@ -351,12 +351,13 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
     model = _model(a)
     if a.find_max:
         return _bench_find_max(a, model, sender, size)
-    res = bench_stream(model, a.streams, a.seconds, a.source, size, sender, a.broker)
+    res = bench_stream(model, a.streams, a.seconds, a.source, size, sender, a.broker, max_lag_s=a.max_lag)
     con = _console()
     for r in res["results"]:
         con.print(f"{r['streams']} stream(s) {r['size']}: {r['fps_per_stream']} fps/stream decoded, "
                   f"latency p50 {r['latency_ms_p50']} ms p99 {r['latency_ms_p99']} ms, "
-                  f"{r['frames_dropped']} dropped, {r['frames_lost']} lost")
+                  f"{r['frames_dropped']} dropped at capture, {r['frames_shed']} shed by the receiver, "
+                  f"{r['frames_lost']} lost")
     if a.json:
         _print_json(res)
     return 0
@@ -697,6 +698,9 @@ def get_parser() -> argparse.ArgumentParser:
     rc.add_argument("--max-frames", type=int, default=None)
     rc.add_argument("--client-id", default=None, help="MQTT client id: a fixed id keeps a persistent session")
     rc.add_argument("--connect-timeout", type=float, default=10.0, help="give up if the broker is unreachable")
+    rc.add_argument("--max-lag", type=float, default=None, metavar="SEC",
+                    help="live viewing: when decoding falls SEC behind, skip to a fresh keyframe "
+                         "(default: decode every frame, however late)")
     rc.add_argument("--json", action="store_true")
     _add_model_args(rc)
     rc.set_defaults(func=cmd_receive)
@@ -735,6 +739,9 @@ def get_parser() -> argparse.ArgumentParser:
     bs.add_argument("--source", default="synthetic", help="source of every stream (default: synthetic)")
     bs.add_argument("--size", default="256x192")
     bs.add_argument("--broker", default=None, help="use this broker instead of starting a local mosquitto")
+    bs.add_argument("--max-lag", type=float, default=1.0, metavar="SEC",
+                    help="the receiver skips to a fresh keyframe when it falls SEC behind (default 1.0; "
+                         "0 or less: decode every frame)")
     bs.add_argument("--json", action="store_true")
     _add_sender_args(bs)
     _add_model_args(bs)

@@ -167,10 +167,12 @@ async def receive_stream(
     identifier: str | None = None,
     on_frame: Callable[[ReceivedFrame], Any] | None = None,
     first_connect_timeout_s: float | None = 10.0,
+    max_lag_s: float | None = None,
 ) -> dict[str, Any]:
     """Receive until end of stream (a named stream), `idle_timeout_s` without frames, or
-    `max_frames`; returns the receiver's summary (DESIGN.md §6 keys)."""
-    rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s)
+    `max_frames`; returns the receiver's summary (DESIGN.md §6 keys). `max_lag_s`: see PacketReceiver."""
+    rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s,
+                  max_lag_s=max_lag_s)
     async with rx:
         outputs = await drain_frames(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
                                      idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
