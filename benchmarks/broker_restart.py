@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from livetok.engine.checkpoint import load_default, load_weights
-from livetok.engine.config import PRESETS, BudgetConfig, SenderConfig
+from benchmarks.model_args import add_model_args, model_from_args
+from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.live import publish_source
@@ -80,9 +80,7 @@ async def run(model: Tokenizer, broker: Broker, source: str, size: tuple[int, in
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None, help="default: the shipped model")
-    ap.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                    help="an untrained model of this preset instead of the weights (timing only)")
+    add_model_args(ap)
     ap.add_argument("--source", default="synthetic", help="a clip, or synthetic[:PRESET] (default)")
     ap.add_argument("--size", default="256x192")
     ap.add_argument("--seconds", type=float, default=20.0, help="stream length (30 fps capture)")
@@ -92,11 +90,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.preset is not None:
-        torch.manual_seed(0)
-        model = Tokenizer(PRESETS[a.preset]).eval()
-    else:
-        model = load_weights(a.weights) if a.weights else load_default()
+    model = model_from_args(a)
     binary = find_mosquitto()
     if binary is None:
         print(INSTALL_HINT, file=sys.stderr)

@@ -20,9 +20,8 @@ from typing import Any
 
 import torch
 
-from livetok.engine.checkpoint import load_default, load_weights
-from livetok.engine.config import PRESETS, BudgetConfig, SenderConfig
-from livetok.engine.model import Tokenizer
+from benchmarks.model_args import add_model_args, model_from_args
+from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.stream.bench_loss import RealLossConfig, real_loss_run
 from livetok.stream.localbroker import LocalBroker
 from livetok.stream.lossy import LossConfig, simulate_loss
@@ -31,9 +30,7 @@ from livetok.stream.sources import open_source
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default=None, help="default: the shipped model")
-    ap.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                    help="an untrained model of this preset instead of the weights (timing only)")
+    add_model_args(ap)
     ap.add_argument("--source", default="synthetic", help="a clip, or synthetic[:PRESET] (default)")
     ap.add_argument("--size", default=None, help="WIDTHxHEIGHT (default 128x96 simulated, 256x192 --real)")
     ap.add_argument("--seconds", type=float, default=10.0, help="stream length per loss rate (30 fps)")
@@ -47,11 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     torch.set_num_threads(a.threads)
-    if a.preset is not None:
-        torch.manual_seed(0)
-        model = Tokenizer(PRESETS[a.preset]).eval()
-    else:
-        model = load_weights(a.weights) if a.weights else load_default()
+    model = model_from_args(a)
     w, h = (int(v) for v in (a.size or ("256x192" if a.real else "128x96")).split("x"))
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
     rows: list[dict[str, Any]] = []

@@ -24,10 +24,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-
-from livetok.engine.checkpoint import load_default, load_weights
-from livetok.engine.config import PRESETS, SenderConfig
+from benchmarks.model_args import add_model_args, model_from_args
+from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.stages import percentile
 from livetok.stream.webrtc import ReceiverEndpoint, SignalingConfig, WebRTCConfig, webrtc_send
@@ -110,12 +108,7 @@ async def browser(model: Tokenizer, seconds: float, chromium: str, screenshot: P
 
 
 async def run(a: argparse.Namespace) -> dict[str, Any]:
-    if a.preset is not None:
-        # an untrained model of another size: its latency (not its pictures) is what is measured
-        torch.manual_seed(0)
-        model = Tokenizer(PRESETS[a.preset]).eval()
-    else:
-        model = load_weights(a.weights) if a.weights else load_default()
+    model = model_from_args(a)
     res: dict[str, Any] = {"size": f"{SIZE[0]}x{SIZE[1]}", "preset": model.cfg.name, "clip": CLIP.name}
     if a.only != "browser":
         res["peers"] = [await peers(model, a.seconds, False), await peers(model, a.seconds, True)]
@@ -128,9 +121,7 @@ async def run(a: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--weights", default=None)
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS),
-                   help="an untrained model of this preset instead of the weights (latency only)")
+    add_model_args(p)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--screenshot", default=None, help="also write a screenshot of the demo page here")
     p.add_argument("--target-kbps", type=float, default=12.0,

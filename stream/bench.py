@@ -32,14 +32,7 @@ async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, sourc
         pubs = await asyncio.gather(*(publish_source(model, source, broker, n, sender, realtime=True,
                                                      max_frames=frames, size=size) for n in names))
         wall = time.monotonic() - t0
-        deadline = time.monotonic() + 30
-        while not all(n in rx.streams and rx.streams[n].counters.ended for n in names):
-            if time.monotonic() > deadline:
-                break
-            await asyncio.sleep(0.05)
-        drainer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drainer
+        await await_ends(rx, names, drainer, time.monotonic() + 30)
         summary = rx.summary()
     per = []
     for n, p in zip(names, pubs, strict=True):
@@ -57,6 +50,18 @@ async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, sourc
             "frames_dropped": sum(x["frames_dropped"] for x in per), "frames_lost": summary["frames_lost"],
             "frames_shed": summary["frames_shed"], "max_lag_s": max_lag_s,
             "per_stream": per}
+
+
+async def await_ends(rx: Receiver, names: list[str], drainer: asyncio.Task[Any], until: float) -> None:
+    """Wait until every stream in `names` has ended at the receiver, or the monotonic time `until`,
+    then stop the task draining its frames."""
+    while not all(n in rx.streams and rx.streams[n].counters.ended for n in names):
+        if time.monotonic() > until:
+            break
+        await asyncio.sleep(0.05)
+    drainer.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await drainer
 
 
 def bench_stream(model: Tokenizer, streams: list[int], seconds: float = 10.0, source: str = "synthetic",

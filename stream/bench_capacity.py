@@ -25,6 +25,7 @@ from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
 
+from .bench import await_ends
 from .broker_url import parse_broker_url
 from .localbroker import LocalBroker
 from .publisher import TokenPublisher
@@ -144,13 +145,7 @@ async def _trial(model: Tokenizer, url: str, streams: int, payloads: list[bytes]
         t_end = time.monotonic()
         deadline = t_end + cfg.grace_s
         # after the deadline, let the backlog drain a while so its latency shows in the p99
-        while time.monotonic() < deadline + 10.0:
-            if all(n in rx.streams and rx.streams[n].counters.ended for n in names):
-                break
-            await asyncio.sleep(0.05)
-        drainer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await drainer
+        await await_ends(rx, names, drainer, deadline + 10.0)
         summary = rx.summary()
     ratios = [sum(1 for t in decoded[n] if t <= deadline) / frames for n in names]
     p99 = summary["latency_ms_p99"]

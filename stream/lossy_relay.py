@@ -106,7 +106,8 @@ class LossyRelay:
         on_drop: called with (topic, payload) for each dropped packet.
 
     QoS-1/2 publishes are forwarded: MQTT would repair their loss by retransmission, so dropping
-    them models a stall, not a loss.
+    them models a stall, not a loss. A stall is `hold()`: the broker-to-client direction queues
+    (acks, subscribed messages) until `release()`, while the connection stands, as on a stalled link.
     """
 
     def __init__(self, host: str, target_port: int, topic: str, *, loss: float, burst: float = 1.0, seed: int = 0,
@@ -122,6 +123,8 @@ class LossyRelay:
         self.matched = 0  # QoS-0 publishes on the topic that could be dropped (not spared)
         self.dropped = 0
         self._server: asyncio.Server | None = None
+        self._released = asyncio.Event()
+        self._released.set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     @property
@@ -141,6 +144,13 @@ class LossyRelay:
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, OSError):
                 await t
+
+    def hold(self) -> None:
+        """Stall the broker-to-client direction (bytes wait in the relay)."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
 
     def _drops(self, packet: bytes) -> bool:
         head = parse_publish(packet)
@@ -187,6 +197,7 @@ class LossyRelay:
     async def _downstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
             while data := await reader.read(65536):
+                await self._released.wait()
                 writer.write(data)
                 await writer.drain()
         except (ConnectionError, OSError):

@@ -261,13 +261,13 @@ def test_persistent_session_survives_broker_restart(mosquitto: Broker) -> None:
 def test_link_publish_survives_a_timed_out_ack(mosquitto: Broker) -> None:
     """An ack that does not come in time (the connection still standing) must not leave the link
     believing it is disconnected: the retry goes out on the same connection and arrives."""
+    from livetok.stream.lossy_relay import LossyRelay
     from livetok.stream.mqtt import MqttLink
-    from tests.tcp_relay import TcpRelay
 
     t = topics("cam0")
 
     async def main() -> tuple[list[bytes], int]:
-        async with _client(mosquitto) as sub, TcpRelay(mosquitto.host, mosquitto.port) as relay:
+        async with _client(mosquitto) as sub, LossyRelay(mosquitto.host, mosquitto.port, t.tokens, loss=0.0) as relay:
             await sub.subscribe(t.tokens, qos=1)
             async with MqttLink(parse_broker_url(f"mqtt://127.0.0.1:{relay.port}")) as link:
                 await asyncio.wait_for(link.connected.wait(), TIMEOUT_S)

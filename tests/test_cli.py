@@ -117,8 +117,8 @@ def test_bench_rd_json_contract(tiny_weights: Path, tmp_path: Path, capsys: pyte
     assert code == 0
     res = json.loads(out)
     assert set(res["policies"]) == {"fixed", "infotok", "search", "oracle", "learned"}
-    for pts in res["policies"].values():
-        assert len(pts) == 3 and all(M_KEYS | {"rate"} <= set(p) for p in pts)
+    for name, pts in res["policies"].items():
+        assert len(pts) == (4 if name == "search" else 3) and all(M_KEYS | {"rate"} <= set(p) for p in pts)
     assert [round(p["rate"], 3) for p in res["policies"]["fixed"]] == [0.25, 0.5, 0.75]
     assert res["codecs"]["x264"] and {"bits_per_frame", "psnr"} <= set(res["codecs"]["x264"][0])
     s = res["summary"]
