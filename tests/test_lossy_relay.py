@@ -89,6 +89,47 @@ def test_relay_drops_only_qos0_publishes_on_its_topic(mosquitto: Broker) -> None
 
 
 @pytest.mark.broker
+def test_qos0_publisher_sends_keyframes_and_end_of_stream_reliably(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    """At QoS 0 a lost delta frame is repaired by a keyframe; the keyframe (and the end of stream)
+    must therefore not be losable: through a relay dropping (nearly) every QoS-0 token packet, exactly the
+    keyframes and the end of stream arrive."""
+    import numpy as np
+
+    from livetok.stream.session import SenderSession
+    from livetok.stream.wire import peek_header
+
+    rng = np.random.default_rng(0)
+    sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=3)
+    session = SenderSession(tiny_model, sender)
+    packets = [session.packetize(session.step(rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)), 1000 * i)[1]
+               for i in range(7)]
+    packets.append(session.end_of_stream(8000))
+
+    async def main() -> tuple[list[bytes], int]:
+        got: list[bytes] = []
+        async with LossyRelay(mosquitto.host, mosquitto.port, "livetok/+/tokens", loss=0.999, seed=0) as relay:
+            async with aiomqtt.Client(mosquitto.host, mosquitto.port) as sub:
+                await sub.subscribe("livetok/cam0/tokens", qos=1)
+                async with TokenPublisher(parse_broker_url(relay.url), "cam0", qos=0) as pub:
+                    for data in packets:
+                        await pub.send(data)
+
+                async def read() -> None:
+                    async for m in sub.messages:
+                        got.append(bytes(m.payload))  # type: ignore[arg-type]
+                        if peek_header(got[-1]).end_of_stream:
+                            return
+
+                await asyncio.wait_for(read(), 30)
+            return got, relay.dropped
+
+    got, dropped = asyncio.run(main())
+    assert [peek_header(g).frame_index for g in got[:-1]] == [0, 3, 6]  # the keyframes (interval 3)
+    assert got == [packets[0], packets[3], packets[6], packets[-1]]
+    assert dropped == 4  # frames 1, 2, 4, 5 went at QoS 0 and were dropped
+
+
+@pytest.mark.broker
 def test_real_qos0_stream_at_20_percent_loss_recovers(mosquitto: Broker, tiny_model: Tokenizer) -> None:
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
     cfg = RealLossConfig(loss=0.2, seconds=2.0, tail_s=2.0, size=(64, 48), seed=3)
