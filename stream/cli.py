@@ -684,7 +684,7 @@ def get_parser() -> argparse.ArgumentParser:
                     help="give up if the broker is not reachable in SEC (default: keep retrying)")
     pb.add_argument("--qos", type=int, choices=(0, 1), default=1,
                     help="MQTT QoS of the token packets: 1 loses nothing (default); 0 sends each once, a lost "
-                         "one is repaired by the receiver's keyframe request")
+                         "one is repaired by the receiver's keyframe request (keyframes always go at QoS 1)")
     pb.add_argument("--json", action="store_true", help="print the final statistics as JSON")
     _add_sender_args(pb)
     _add_model_args(pb)
