@@ -112,7 +112,7 @@ def train_model(name: str, tcfg: TrainConfig, run_dir: Path, data: list[Path],
     want = {"train": _jsonable(asdict(tcfg)), "data": sorted(str(p.resolve()) for p in data)}
     have = _read_json(sidecar) if sidecar.is_file() else None
     resume = have is not None and have.get("config") == want
-    if resume and weights.is_file() and "result" in have:
+    if have is not None and resume and weights.is_file() and "result" in have:
         extra = json.loads(read_metadata(weights).get("extra", "{}"))
         if extra.get("step") == tcfg.steps:
             if progress:

@@ -123,11 +123,11 @@ def summarize_rd(policies: dict[str, list[dict[str, Any]]], codecs: dict[str, li
         for key in ("bits_ratio_search_vs_infotok", "psnr_infotok_minus_search_at_equal_tokens_db"):
             s[key] = s.get(f"{key}_by_policy", {}).get("infotok", math.nan)
     if "x264" in codecs:
-        for name in ("infotok", "infotok-gain", s.get("best_policy")):
-            if name and name in policies:
-                mid = min(policies[name], key=lambda p: abs(p["setting_rate"] - 0.5))
+        for pol in ("infotok", "infotok-gain", s.get("best_policy")):
+            if pol and pol in policies:
+                mid = min(policies[pol], key=lambda p: abs(p["setting_rate"] - 0.5))
                 gap = mid["psnr"] - psnr_at_bits(codecs["x264"], mid["bits_per_frame"])
-                s.setdefault("psnr_gap_vs_x264_db_by_policy", {})[name] = gap
+                s.setdefault("psnr_gap_vs_x264_db_by_policy", {})[pol] = gap
         s["psnr_gap_vs_x264_db"] = s.get("psnr_gap_vs_x264_db_by_policy", {}).get("infotok", math.nan)
     s["positions"] = n
     return s
