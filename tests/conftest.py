@@ -27,6 +27,27 @@ def eval_clips() -> list[Path]:
     return sorted(EVAL_DIR.glob("*.mkv")) or [BUNDLED_CLIP]
 
 
+_NETNS: dict[str, str | None] = {}
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # every test's network traffic stays on loopback: the session moves into a loopback-only network
+    # namespace before any thread starts (threads and processes started later inherit it), so a
+    # test that reached beyond loopback would fail here as it would in a sandbox. Needs root (CI
+    # is); elsewhere, or with LIVETOK_TEST_HOST_NETWORK=1, the tests use the host's network.
+    from tests.netns import enter_loopback_netns
+
+    if os.environ.get("LIVETOK_TEST_HOST_NETWORK") == "1":
+        _NETNS["why"] = "LIVETOK_TEST_HOST_NETWORK=1"
+    else:
+        _NETNS["why"] = enter_loopback_netns()
+
+
+def pytest_report_header(config: pytest.Config) -> str:
+    why = _NETNS.get("why")
+    return "network: loopback-only namespace" if why is None else f"network: the host's ({why})"
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     # GPU tests run wherever a CUDA device is present, and are skipped (with the reason) elsewhere
     if torch.cuda.is_available():

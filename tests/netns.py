@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import pytest
 
-__all__ = ["run_in_loopback_netns"]
+__all__ = ["enter_loopback_netns", "run_in_loopback_netns"]
 
 T = TypeVar("T")
 
@@ -43,6 +43,18 @@ def _interfaces() -> list[str]:
     return [name for _, name in socket.if_nameindex()]
 
 
+def enter_loopback_netns() -> str | None:
+    """Move the calling thread (and every thread and process it starts from now on) into a new
+    network namespace with only `lo`, up. Returns None on success, else why it could not."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.unshare(CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        return "needs CAP_SYS_ADMIN: run as root" if err == errno.EPERM else os.strerror(err)
+    _lo_up()
+    names = _interfaces()
+    return None if names == ["lo"] else f"the new namespace is not loopback-only: {names}"
+
+
 def run_in_loopback_netns(fn: Callable[[], T], timeout_s: float = 300.0) -> T:
     """Call `fn()` in a new thread whose network namespace has only `lo` (up); return its result,
     re-raise its exception, or skip the test when namespaces cannot be made here."""
@@ -50,16 +62,9 @@ def run_in_loopback_netns(fn: Callable[[], T], timeout_s: float = 300.0) -> T:
 
     def target() -> None:
         try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            if libc.unshare(CLONE_NEWNET) != 0:
-                err = ctypes.get_errno()
-                why = "needs CAP_SYS_ADMIN: run as root" if err == errno.EPERM else os.strerror(err)
+            why = enter_loopback_netns()
+            if why is not None:
                 out["skip"] = f"cannot make a loopback-only network namespace ({why})"
-                return
-            _lo_up()
-            names = _interfaces()
-            if names != ["lo"]:
-                out["error"] = RuntimeError(f"the new namespace is not loopback-only: {names}")
                 return
             out["value"] = fn()
         except BaseException as e:
