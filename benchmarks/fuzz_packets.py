@@ -184,11 +184,11 @@ def run_atheris(packets: int, seed: int, done: Callable[[Tally], None]) -> Tally
         for i, p in enumerate(corpus):
             with open(os.path.join(d, f"seed{i}"), "wb") as f:
                 f.write(bytes([i % 2]) + p)
-        atheris.instrument_all()  # coverage of the already imported parser guides the mutations
+        with contextlib.redirect_stdout(sys.stderr):  # atheris says "Instrumentation complete" on stdout
+            atheris.instrument_all()  # coverage of the already imported parser guides the mutations
         # a few runs to spare: libFuzzer's count and ours may differ by its own probe inputs
         atheris.Setup([sys.argv[0], f"-runs={packets + 100}", f"-seed={seed}", "-max_len=4096", d], one)
-        with contextlib.suppress(SystemExit):
-            atheris.Fuzz()
+        atheris.Fuzz()  # does not return: `one` ends the process at the last packet
     return tally
 
 

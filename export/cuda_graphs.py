@@ -228,7 +228,6 @@ class CudaGraphTokenizer:
         return f"CudaGraphTokenizer(model {self.identity.hex()}, {self.device}, {mode}, {len(self.graphs.keys)} graphs)"
 
 
-
 def cuda_graph_tokenizer(model: Tokenizer, device: str | torch.device = "cuda") -> CudaGraphTokenizer:
     """`model` on `device` behind CUDA graphs; TokenizerError (one line) when no CUDA device is present."""
     dev = torch.device(device)

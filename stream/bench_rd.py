@@ -83,6 +83,11 @@ def _bits_at_psnr(points: list[dict[str, Any]], psnr: float) -> float:
     return _interp([p["psnr"] for p in points], [p["bits_per_frame"] for p in points], psnr)
 
 
+def _half_rate_point(points: list[dict[str, Any]]) -> dict[str, Any]:
+    """The point run at the setting nearest rate 0.5 (the product's default `--rate`)."""
+    return min(points, key=lambda p: abs(p["setting_rate"] - 0.5))
+
+
 def summarize_rd(policies: dict[str, list[dict[str, Any]]], codecs: dict[str, list[dict[str, Any]]],
                  n: int) -> dict[str, Any]:
     """The issue's summary numbers, from the curves."""
@@ -114,7 +119,7 @@ def summarize_rd(policies: dict[str, list[dict[str, Any]]], codecs: dict[str, li
         for name in ("infotok", "infotok-gain"):
             if name not in policies:
                 continue
-            mid = min(policies[name], key=lambda p: abs(p["setting_rate"] - 0.5))
+            mid = _half_rate_point(policies[name])
             b_s = _bits_at_psnr(search, mid["psnr"])
             psnr_s = _interp([p["tokens_per_frame"] for p in search], [p["psnr"] for p in search],
                              mid["tokens_per_frame"])
@@ -125,7 +130,7 @@ def summarize_rd(policies: dict[str, list[dict[str, Any]]], codecs: dict[str, li
     if "x264" in codecs:
         for pol in ("infotok", "infotok-gain", s.get("best_policy")):
             if pol and pol in policies:
-                mid = min(policies[pol], key=lambda p: abs(p["setting_rate"] - 0.5))
+                mid = _half_rate_point(policies[pol])
                 gap = mid["psnr"] - psnr_at_bits(codecs["x264"], mid["bits_per_frame"])
                 s.setdefault("psnr_gap_vs_x264_db_by_policy", {})[pol] = gap
         s["psnr_gap_vs_x264_db"] = s.get("psnr_gap_vs_x264_db_by_policy", {}).get("infotok", math.nan)

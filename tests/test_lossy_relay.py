@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 
 import aiomqtt
+import numpy as np
 import pytest
 
 from livetok.engine.config import BudgetConfig, SenderConfig
@@ -16,6 +17,8 @@ from livetok.stream.cli import get_parser
 from livetok.stream.errors import StreamError
 from livetok.stream.lossy_relay import LossyRelay, MqttFramer, parse_publish
 from livetok.stream.publisher import TokenPublisher
+from livetok.stream.session import SenderSession
+from livetok.stream.wire import peek_header
 
 from .broker import Broker
 
@@ -93,11 +96,6 @@ def test_qos0_publisher_sends_keyframes_and_end_of_stream_reliably(mosquitto: Br
     """At QoS 0 a lost delta frame is repaired by a keyframe; the keyframe (and the end of stream)
     must therefore not be losable: through a relay dropping (nearly) every QoS-0 token packet, exactly the
     keyframes and the end of stream arrive."""
-    import numpy as np
-
-    from livetok.stream.session import SenderSession
-    from livetok.stream.wire import peek_header
-
     rng = np.random.default_rng(0)
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=3)
     session = SenderSession(tiny_model, sender)
