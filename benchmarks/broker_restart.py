@@ -4,7 +4,7 @@ frames flow, left down for --down-s, and started again on the same port. Reports
 (expected 0), the reconnect counts and the outage each side saw (MqttLink.downtime_s), and the gap
 in latency: capture-to-decoded latency before the restart vs the worst around it.
 
-    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.broker_restart --source ../shared/data/eval/asl-yes.mkv --json
+    OMP_NUM_THREADS=1 nice -n 19 python -m livetok.bench.broker_restart --source ../shared/data/eval/asl-yes.mkv --json
 """
 
 from __future__ import annotations
@@ -21,16 +21,17 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.model_args import add_model_args, model_from_args
 from livetok.engine.config import BudgetConfig, SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.live import publish_source
 from livetok.stream.receiver import Receiver
 from tests.broker import INSTALL_HINT, Broker, find_mosquitto
 
+from .model_args import add_model_args, model_from_args
 
-async def run(model: Tokenizer, broker: Broker, source: str, size: tuple[int, int], seconds: float,
+
+async def run(model: Runtime, broker: Broker, source: str, size: tuple[int, int], seconds: float,
               restart_after_s: float, down_s: float) -> dict[str, Any]:
     cfg = parse_broker_url(broker.url)
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)

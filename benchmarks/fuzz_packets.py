@@ -14,8 +14,8 @@ Either way the only exception allowed out of `TokenPacket.unpack` is `PacketErro
 accepts must re-pack to the same bytes. Prints counts (accepted, refused by reason, crashes), the
 slowest packet and the peak RSS as one JSON object.
 
-    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.fuzz_packets --packets 1000000 --json
-    nice -n 19 python -m benchmarks.fuzz_packets --engine atheris --packets 1000000
+    OMP_NUM_THREADS=1 nice -n 19 python -m livetok.bench.fuzz_packets --packets 1000000 --json
+    nice -n 19 python -m livetok.bench.fuzz_packets --engine atheris --packets 1000000
 """
 
 from __future__ import annotations

@@ -1,13 +1,13 @@
 """Packet loss (issue 7): 1%, 5% and 20% loss with QoS-0 delivery; per loss rate: losses detected,
 keyframes requested, recovery time after each loss, frames frozen and the PSNR a viewer sees.
 
-Simulated (default): a sender and a real `PacketReceiver` on a virtual clock (stream/lossy.py), so
+Simulated (default): a sender and a real `PacketReceiver` on a virtual clock (benchmarks/lossy.py), so
 the figures do not depend on how busy the machine is. `--real`: a real publisher at MQTT QoS 0
-through a lossy relay (stream/lossy_relay.py) into a real mosquitto, a real receiver, wall clock
-(stream/bench_loss.py).
+through a lossy relay (benchmarks/lossy_relay.py) into a real mosquitto, a real receiver, wall clock
+(benchmarks/loss_real.py).
 
-    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.loss --seconds 10 --json
-    OMP_NUM_THREADS=1 nice -n 19 python -m benchmarks.loss --real --source ../shared/data/eval/asl-yes.mkv --json
+    OMP_NUM_THREADS=1 nice -n 19 python -m livetok.bench.loss --seconds 10 --json
+    OMP_NUM_THREADS=1 nice -n 19 python -m livetok.bench.loss --real --source ../shared/data/eval/asl-yes.mkv --json
 """
 
 from __future__ import annotations
@@ -20,12 +20,13 @@ from typing import Any
 
 import torch
 
-from benchmarks.model_args import add_model_args, model_from_args
 from livetok.engine.config import BudgetConfig, SenderConfig
-from livetok.stream.bench_loss import RealLossConfig, real_loss_run
-from livetok.stream.localbroker import LocalBroker
-from livetok.stream.lossy import LossConfig, simulate_loss
 from livetok.stream.sources import open_source
+
+from .localbroker import LocalBroker
+from .loss_real import RealLossConfig, real_loss_run
+from .lossy import LossConfig, simulate_loss
+from .model_args import add_model_args, model_from_args
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -5,7 +5,7 @@ Arms: `fixed` (every frame rate*N, positions ranked by gain), and `infotok` with
 signal (full-rate error, error ranking) or livetok's conditional signal (gain, gain ranking),
 each normalised by the population mean stored with the weights or the stream's own EMA.
 
-usage: python -m benchmarks.router_arms [--weights W] [--rates 0.25 0.5 0.75] [--json] CLIPS...
+usage: python -m livetok.bench.router_arms [--weights W] [--rates 0.25 0.5 0.75] [--json] CLIPS...
 """
 
 from __future__ import annotations

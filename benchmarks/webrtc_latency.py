@@ -10,7 +10,7 @@
 
 Run it inside a loopback-only network namespace (as root), niced if something else runs:
 
-    unshare -n sh -c 'ip link set lo up; OMP_NUM_THREADS=1 python -m benchmarks.webrtc_latency --json'
+    unshare -n sh -c 'ip link set lo up; OMP_NUM_THREADS=1 python -m livetok.bench.webrtc_latency --json'
 """
 
 from __future__ import annotations
@@ -24,13 +24,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from benchmarks.model_args import add_model_args, model_from_args
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 from livetok.stream.stages import percentile
 from livetok.stream.webrtc import ReceiverEndpoint, SignalingConfig, WebRTCConfig, webrtc_send
 from livetok.stream.webrtc.demo_server import DemoConfig, DemoServer
 from livetok.stream.webrtc.signaling import start_site
+
+from .model_args import add_model_args, model_from_args
 
 ROOT = Path(__file__).resolve().parents[1]
 CLIP = ROOT.parent / "shared" / "data" / "eval" / "asl-yes.mkv"
@@ -45,7 +46,7 @@ def _pcts(values: list[float]) -> dict[str, Any]:
             "p99": round(percentile(values, 99), 1) if values else None}
 
 
-async def peers(model: Tokenizer, seconds: float, unreliable: bool) -> dict[str, Any]:
+async def peers(model: Runtime, seconds: float, unreliable: bool) -> dict[str, Any]:
     cfg = WebRTCConfig(unreliable=unreliable)
     async with ReceiverEndpoint(model, SignalingConfig(port=0), cfg) as ep:
         lat: list[float] = []
@@ -66,7 +67,7 @@ async def peers(model: Tokenizer, seconds: float, unreliable: bool) -> dict[str,
             "tokens_per_frame": sent["tokens_per_frame"]}
 
 
-async def browser(model: Tokenizer, seconds: float, chromium: str, screenshot: Path | None,
+async def browser(model: Runtime, seconds: float, chromium: str, screenshot: Path | None,
                   target_kbps: float) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 

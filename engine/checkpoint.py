@@ -3,7 +3,6 @@ error, so a file alone rebuilds its model (no pickle), and the model identity th
 
 from __future__ import annotations
 
-import hashlib
 import json
 from pathlib import Path
 from typing import Any
@@ -15,31 +14,17 @@ from safetensors.torch import load_file, safe_open, save_file
 from .config import TokenizerConfig
 from .errors import TokenizerError
 from .model import Tokenizer
+from .runtime import Runtime
 
 FORMAT_VERSION = "1"
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_WEIGHTS = WEIGHTS_DIR / "default.safetensors"
 
 
-def model_identity(model: Tokenizer) -> bytes:
-    """8 bytes: a hash of the config, the population error and every weight, so that two processes
-    agree on the identity exactly when they would compute the same tokens."""
-    ident = getattr(model, "identity", None)
-    if isinstance(ident, bytes):
-        # an exported runtime (livetok.export.onnx_runtime) has no weights to hash: it carries the
-        # identity of the weights it was exported from
-        return ident
-    h = hashlib.sha256(model.cfg.to_json().encode())
-    for sig in ("error", "gain"):
-        h.update(repr(round(model.population(sig), 9)).encode())
-    sd = model.state_dict()
-    for name in sorted(sd):
-        if name.startswith("population_"):
-            continue
-        t = sd[name].detach().to("cpu", torch.float32).contiguous()
-        h.update(name.encode())
-        h.update(t.numpy().tobytes())
-    return h.digest()[:8]
+def model_identity(model: Runtime) -> bytes:
+    """The 8-byte identity packets carry (`Runtime.identity`: a hash of config, population means and
+    weights; an exported runtime carries the identity of the weights it came from)."""
+    return model.identity
 
 
 def save_weights(model: Tokenizer, path: str | Path, extra: dict[str, Any] | None = None) -> Path:

@@ -67,46 +67,71 @@ class _Decoder:
         return self._decode(mask)
 
 
-def route(
-    x: Tensor,
-    size: tuple[int, int],
-    stride: int,
-    decode: DecodeFn,
-    sender: SenderConfig,
-    states: tuple[BudgetState, ...],
-    key: Tensor,
-    population: Callable[[str], float],
-    predicted: tuple[Tensor, Tensor] | None = None,
-) -> Routing:
-    """Choose the keep-mask of one frame and decode it.
+@dataclass(frozen=True)
+class RouteContext:
+    """Everything the router reads about one frame, besides its decoder.
 
-    Args:
-        x: [B, 3, H, W] padded frame in [-1, 1].
+    Attributes:
+        x: [B, 3, Hp, Wp] padded frame in [-1, 1].
         size: (height, width) before padding.
-        decode: mask [B, N] -> (recon, hidden): the decoder on this frame's codes and state.
+        stride: pixels per latent position along a side.
         sender: policy, rate, ranking.
         states: one router state per stream.
         key: [B] bool keyframes.
         population: signal name -> its population mean stored with the weights.
         predicted: the budget head's (error, gain) maps, [B, N] each (needed by learned/rdo/prior).
     """
-    b = x.shape[0]
-    n = (x.shape[-2] // stride) * (x.shape[-1] // stride)
+
+    x: Tensor
+    size: tuple[int, int]
+    stride: int
+    sender: SenderConfig
+    states: tuple[BudgetState, ...]
+    key: Tensor
+    population: Callable[[str], float]
+    predicted: tuple[Tensor, Tensor] | None = None
+
+    @property
+    def batch(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def n(self) -> int:
+        """Latent positions of the frame."""
+        return (self.x.shape[-2] // self.stride) * (self.x.shape[-1] // self.stride)
+
+
+@dataclass(frozen=True)
+class _FullRate:
+    """The router pass: the full-rate decode and the per-position signals it gave."""
+
+    mask: Tensor
+    recon: Tensor
+    hidden: Tensor
+    error: Tensor
+    gain: Tensor | None
+
+
+def route(ctx: RouteContext, decode: DecodeFn) -> Routing:
+    """Choose the keep-mask of one frame and decode it; `decode`: mask [B, N] -> (recon, hidden), the
+    decoder on this frame's codes and state."""
+    b, n, dev = ctx.batch, ctx.n, ctx.x.device
+    x, sender, states, key, stride = ctx.x, ctx.sender, ctx.states, ctx.key, ctx.stride
     dec = _Decoder(decode)
     bud = sender.budget
-    dev = x.device
     full = torch.ones(b, n, dtype=torch.bool, device=dev)
 
     def budgets(signal: Tensor | None) -> tuple[list[int], tuple[BudgetState, ...]]:
         mean = signal.mean(dim=1).tolist() if signal is not None else [None] * b
-        out = [budget_lib.frame_budget(bud, n, states[i], mean_error=mean[i], population_error=population(bud.signal),
-                                       keyframe=bool(key[i])) for i in range(b)]
+        out = [budget_lib.frame_budget(bud, n, states[i], mean_error=mean[i],
+                                       population_error=ctx.population(bud.signal), keyframe=bool(key[i]))
+               for i in range(b)]
         return [k for k, _ in out], tuple(s for _, s in out)
 
     if bud.policy in ("learned", "rdo", "prior"):
-        if predicted is None:
+        if ctx.predicted is None:
             raise ValueError(f"policy {bud.policy!r} needs the budget head's predictions")
-        return _predicted(predicted, n, dec, sender, states, key, population(bud.signal))
+        return _predicted(ctx, ctx.predicted, dec)
 
     if bud.policy == "fixed" and sender.ranking == "prefix":
         # ElasticTok's order with a fixed budget needs no router pass: a single decode
@@ -148,63 +173,61 @@ def route(
         recon, hidden = dec(mask)
         return Routing(mask, recon, hidden, new, err, gain, dec.count)
 
-    if bud.policy == "oracle":
-        return _oracle(x, size, n, dec, scores(), full, recon_full, hidden_full, bud.lam, states, key, err, gain)
-    if bud.policy == "search":
-        return _search(x, size, n, dec, scores(), recon_full, hidden_full, bud, states, err, gain)
+    if bud.policy in ("oracle", "search"):
+        ranked = scores()
+        first = _FullRate(full, recon_full, hidden_full, err, gain)
+        return _oracle(ctx, dec, ranked, first) if bud.policy == "oracle" else _search(ctx, dec, ranked, first)
     raise ValueError(f"unknown budget policy {bud.policy!r}")
 
 
-def _oracle(x: Tensor, size: tuple[int, int], n: int, dec: _Decoder, scores: Tensor, full: Tensor,
-            recon_full: Tensor, hidden_full: Tensor, lam: float, states: tuple[BudgetState, ...], key: Tensor,
-            err: Tensor, gain: Tensor | None) -> Routing:
-    b = x.shape[0]
-    lam_eff = torch.tensor([lam / max(s.scale, 1e-9) for s in states], device=x.device)  # rate control
-    best_cost = frame_mse(x, recon_full, size) + lam_eff
-    best_mask, best_recon, best_hidden = full.clone(), recon_full.clone(), hidden_full.clone()
+def _oracle(ctx: RouteContext, dec: _Decoder, scores: Tensor, first: _FullRate) -> Routing:
+    b, n, x = ctx.batch, ctx.n, ctx.x
+    lam_eff = torch.tensor([ctx.sender.budget.lam / max(s.scale, 1e-9) for s in ctx.states],
+                           device=x.device)  # rate control
+    best_cost = frame_mse(x, first.recon, ctx.size) + lam_eff
+    best_mask, best_recon, best_hidden = first.mask.clone(), first.recon.clone(), first.hidden.clone()
     for frac in ORACLE_GRID:
         k = max(1, round(frac * n))
         if k >= n:
             continue
         mask = keep_mask(scores, torch.full((b,), k, device=x.device))
         recon, hidden = dec(mask)
-        cost = frame_mse(x, recon, size) + lam_eff * (k / n)
+        cost = frame_mse(x, recon, ctx.size) + lam_eff * (k / n)
         better = cost < best_cost
         best_cost = torch.where(better, cost, best_cost)
         best_mask[better] = mask[better]
         best_recon[better] = recon[better]
         best_hidden[better] = hidden[better]
-    new = tuple(replace(s, frames=s.frames + 1) for s in states)
-    return Routing(best_mask, best_recon, best_hidden, new, err, gain, dec.count)
+    new = tuple(replace(s, frames=s.frames + 1) for s in ctx.states)
+    return Routing(best_mask, best_recon, best_hidden, new, first.error, first.gain, dec.count)
 
 
-def _search(x: Tensor, size: tuple[int, int], n: int, dec: _Decoder, scores: Tensor, recon_full: Tensor,
-            hidden_full: Tensor, bud: budget_lib.BudgetConfig, states: tuple[BudgetState, ...], err: Tensor,
-            gain: Tensor | None) -> Routing:
+def _search(ctx: RouteContext, dec: _Decoder, scores: Tensor, first: _FullRate) -> Routing:
     """Smallest k with MSE <= tau (tau / scale under rate control); full rate if none meets it."""
-    b = x.shape[0]
-    tau = torch.tensor([bud.tau / max(s.scale, 1e-9) for s in states], device=x.device)
+    b, n, x, bud = ctx.batch, ctx.n, ctx.x, ctx.sender.budget
+    tau = torch.tensor([bud.tau / max(s.scale, 1e-9) for s in ctx.states], device=x.device)
     lo = torch.full((b,), budget_lib.k_min(bud, n), device=x.device)
     hi = torch.full((b,), n, device=x.device)  # hi always meets tau (or is N)
-    best_recon, best_hidden = recon_full.clone(), hidden_full.clone()
+    best_recon, best_hidden = first.recon.clone(), first.hidden.clone()
     while bool((lo < hi).any()):
         mid = torch.where(lo < hi, (lo + hi) // 2, hi)
         mask = keep_mask(scores, mid)
         recon, hidden = dec(mask)
-        ok = (frame_mse(x, recon, size) <= tau) & (lo < hi)
+        ok = (frame_mse(x, recon, ctx.size) <= tau) & (lo < hi)
         best_recon[ok], best_hidden[ok] = recon[ok], hidden[ok]
         hi = torch.where(ok, mid, hi)
         lo = torch.where(~ok & (lo < hi), mid + 1, lo)
     mask = keep_mask(scores, hi)
     # rows whose answer is a probed k already hold its decode; hi = N rows hold the full-rate pass
-    new = tuple(replace(s, frames=s.frames + 1) for s in states)
-    return Routing(mask, best_recon, best_hidden, new, err, gain, dec.count)
+    new = tuple(replace(s, frames=s.frames + 1) for s in ctx.states)
+    return Routing(mask, best_recon, best_hidden, new, first.error, first.gain, dec.count)
 
 
-def _predicted(predicted: tuple[Tensor, Tensor], n: int, dec: _Decoder, sender: SenderConfig,
-               states: tuple[BudgetState, ...], key: Tensor, pop: float) -> Routing:
+def _predicted(ctx: RouteContext, predicted: tuple[Tensor, Tensor], dec: _Decoder) -> Routing:
     """learned / rdo / prior: route on the head's maps; the only decoder pass is the real one."""
+    sender, states, key, n = ctx.sender, ctx.states, ctx.key, ctx.n
     bud = sender.budget
+    pop = ctx.population(bud.signal)
     sig = predicted[1] if bud.signal == "gain" else predicted[0]
     b = sig.shape[0]
     mean = sig.mean(dim=1).tolist()

@@ -6,6 +6,7 @@ frame-for-frame identical."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 
 import torch
 from torch import Tensor
@@ -15,6 +16,11 @@ from .errors import TokenizerError
 from .state import FrameTokens, StreamState
 
 InitState = Callable[[int, int, int, SenderConfig | None], StreamState]
+
+
+def is_scheduled_keyframe(frame_index: int, interval: int) -> bool:
+    """The keyframe schedule, the only copy: frame 0 and every `interval`-th frame (0 = the first only)."""
+    return frame_index == 0 or (interval > 0 and frame_index % interval == 0)
 
 
 def reset_where(key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
@@ -35,17 +41,17 @@ def begin_encode(
 ) -> tuple[StreamState, Tensor, Tensor, Tensor]:
     """Before encoding the padded frame `x` [B, 3, Hp, Wp] of `size` (H, W): a new stream or a new
     frame size starts over (a keyframe, the frame count kept); frame 0, every keyframe_interval-th
-    frame and forced ones are keyframes. Returns (state, key [B] bool, prev_recon, prev_hidden)."""
+    frame of each row and forced ones are keyframes. Returns (state, key [B] bool, prev_recon, prev_hidden)."""
     b = x.shape[0]
     key = torch.as_tensor(force_keyframe, device=x.device).expand(b).clone()
     if state is None or state.batch != b or state.padded_size != tuple(x.shape[-2:]):
-        index = 0 if state is None else state.frame_index
+        # rows keep their frame counts across a size change; a new batch starts its count over
+        index = (0,) * b if state is None or state.batch != b else state.frame_indices
         fresh = init_state(b, size[0], size[1], sender)
-        state = StreamState(fresh.recon, fresh.hidden, index, fresh.budget)
+        state = replace(fresh, frame_indices=index)
         key[:] = True
-    t = state.frame_index
-    if t == 0 or (sender.keyframe_interval > 0 and t % sender.keyframe_interval == 0):
-        key[:] = True
+    key |= torch.tensor([is_scheduled_keyframe(t, sender.keyframe_interval) for t in state.frame_indices],
+                        device=x.device)
     prev_recon, prev_hidden = reset_where(key, state)
     return state, key, prev_recon, prev_hidden
 
@@ -59,8 +65,8 @@ def begin_decode(
     if state is None or state.padded_size != (gh * stride, gw * stride) or state.batch != tokens.indices.shape[0]:
         if not bool(tokens.keyframe.all()):
             raise TokenizerError(
-                f"cannot decode frame {tokens.frame_index}: it is not a keyframe and no state at this size "
-                "exists yet (wait for a keyframe or request one)"
+                f"cannot decode frame {', '.join(map(str, tokens.frame_indices))}: it is not a keyframe and no "
+                "state at this size exists yet (wait for a keyframe or request one)"
             )
         state = init_state(tokens.indices.shape[0], gh * stride, gw * stride, None)
     prev_recon, prev_hidden = reset_where(tokens.keyframe.to(state.recon.device), state)

@@ -1,47 +1,24 @@
 """Several independent streams through one batched step: the frames of every stream of one size are
 stacked on the batch axis, so a publisher serving many cameras runs one encoder pass (one CUDA-graph
 replay under export/cuda_graphs.py) per frame time instead of one per camera. Each stream keeps its
-own state, keyframe schedule and router memory; the rows are split back afterwards.
+own state, frame count, keyframe schedule and router memory (engine/sender.py does the batching);
+this module only keeps the streams by name and groups them by frame size.
 
-Works with any runtime that has the `Tokenizer` step interface (torch, onnx, cuda-graph).
+Works with any `Runtime` (torch, onnx, cuda-graph).
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any
 
 import torch
 from torch import Tensor
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
+from livetok.engine.runtime import Runtime
+from livetok.engine.sender import SenderState, decode_streams, encode_streams
 from livetok.engine.state import FrameTokens, StreamState
-
-# the frame index the batched state carries: never 0 and never a multiple of a keyframe interval
-# above 1, so the step's own schedule never fires and each row's keyframe flag is passed in instead
-# (with an interval of 1 every frame is a keyframe, which is what every row's own schedule says too)
-_BATCH_INDEX = 1
-
-
-def stack_states(states: list[StreamState]) -> StreamState:
-    """One-stream states of one size -> one batched state (rows in order)."""
-    return StreamState(torch.cat([s.recon for s in states]), torch.cat([s.hidden for s in states]), _BATCH_INDEX,
-                       tuple(b for s in states for b in s.budget))
-
-
-def split_state(state: StreamState, row: int, frame_index: int) -> StreamState:
-    """Row `row` of a batched state as a one-stream state whose next frame is `frame_index`."""
-    budget = (state.budget[row],) if state.budget else ()
-    return StreamState(state.recon[row:row + 1], state.hidden[row:row + 1], frame_index, budget)
-
-
-def split_tokens(tokens: FrameTokens, row: int, frame_index: int) -> FrameTokens:
-    """Row `row` of a batched `FrameTokens` as one stream's tokens of frame `frame_index`."""
-    sl = slice(row, row + 1)
-    return FrameTokens(tokens.indices[sl], tokens.mask[sl], tokens.keyframe[sl], tokens.grid, tokens.size,
-                       frame_index, None if tokens.error is None else tokens.error[sl], tokens.decodes,
-                       None if tokens.gain is None else tokens.gain[sl])
 
 
 def _as_batch1(name: str, frame: Tensor) -> Tensor:
@@ -58,17 +35,11 @@ class MultiStreamEncoder:
     Equivalent to one `SenderSession.step` per stream (tested), in one step per frame size.
     """
 
-    def __init__(self, model: Any, sender: SenderConfig | None = None) -> None:
+    def __init__(self, model: Runtime, sender: SenderConfig | None = None) -> None:
         self.model = model
         self.sender = sender or SenderConfig()
-        self.states: dict[str, StreamState] = {}
+        self.states: dict[str, SenderState] = {}
         self.batches = 0  # batched steps run so far
-
-    def _key(self, state: StreamState | None, padded: tuple[int, int], forced: bool) -> bool:
-        if state is None or state.padded_size != padded or forced:
-            return True
-        t, ki = state.frame_index, self.sender.keyframe_interval
-        return bool(t == 0 or (ki > 0 and t % ki == 0))
 
     def encode(self, frames: Mapping[str, Tensor], force_keyframe: Collection[str] = ()) -> dict[str, FrameTokens]:
         """One frame of each named stream ([3, H, W] or [1, 3, H, W] in [-1, 1]) -> its tokens.
@@ -79,24 +50,14 @@ class MultiStreamEncoder:
         batch1 = {name: _as_batch1(name, f) for name, f in frames.items()}
         for name, f in batch1.items():
             groups.setdefault((int(f.shape[-2]), int(f.shape[-1])), []).append(name)
-        s = self.model.stride
         out: dict[str, FrameTokens] = {}
-        for (h, w), names in groups.items():
-            padded = (h + (-h) % s, w + (-w) % s)
-            states, keys, index = [], [], []
-            for name in names:
-                st = self.states.get(name)
-                keys.append(self._key(st, padded, name in force_keyframe))
-                index.append(0 if st is None else st.frame_index)
-                if st is None or st.padded_size != padded:
-                    st = self.model.init_state(1, h, w, self.sender)
-                states.append(st)
+        for names in groups.values():
             x = torch.cat([batch1[n] for n in names])
-            tokens, new = self.model.encode_step(x, stack_states(states), self.sender, torch.tensor(keys))
+            tokens, states = encode_streams(self.model, x, [self.states.get(n, SenderState()) for n in names],
+                                            self.sender, [n in force_keyframe for n in names])
             self.batches += 1
-            for row, name in enumerate(names):
-                out[name] = split_tokens(tokens, row, index[row])
-                self.states[name] = split_state(new, row, index[row] + 1)
+            for name, t, st in zip(names, tokens, states, strict=True):
+                out[name], self.states[name] = t, st
         return out
 
     def drop(self, name: str) -> None:
@@ -107,7 +68,7 @@ class MultiStreamEncoder:
 class MultiStreamDecoder:
     """Decodes many streams' tokens frame by frame, batching the streams that share a frame size."""
 
-    def __init__(self, model: Any) -> None:
+    def __init__(self, model: Runtime) -> None:
         self.model = model
         self.states: dict[str, StreamState] = {}
         self.batches = 0
@@ -123,29 +84,16 @@ class MultiStreamDecoder:
             if t.indices.shape[0] != 1:
                 raise TokenizerError(f"stream {name!r}: expected one stream's tokens, got batch {t.indices.shape[0]}")
             groups.setdefault((t.grid, t.size), []).append(name)
-        s = self.model.stride
         out: dict[str, Tensor] = {}
-        for (grid, size), names in groups.items():
-            padded = (grid[0] * s, grid[1] * s)
-            states = []
-            for name in names:
-                st = self.states.get(name)
-                if st is None or st.padded_size != padded:
-                    t = tokens[name]
-                    if not bool(t.keyframe.all()):
-                        raise TokenizerError(f"stream {name!r}: cannot decode frame {t.frame_index}: it is not a "
-                                             "keyframe and no state at this size exists yet (request a keyframe)")
-                    st = self.model.init_state(1, padded[0], padded[1])
-                states.append(st)
-            ts = [tokens[n] for n in names]
-            dev = states[0].recon.device
-            batched = FrameTokens(torch.cat([t.indices.to(dev) for t in ts]), torch.cat([t.mask.to(dev) for t in ts]),
-                                  torch.cat([t.keyframe.to(dev) for t in ts]), grid, size, _BATCH_INDEX)
-            frames, new = self.model.decode_step(batched, stack_states(states))
+        for names in groups.values():
+            try:
+                frames, states = decode_streams(self.model, [tokens[n] for n in names],
+                                                [self.states.get(n) for n in names])
+            except TokenizerError as e:
+                raise TokenizerError(f"stream(s) {', '.join(repr(n) for n in names)}: {e}") from e
             self.batches += 1
-            for row, name in enumerate(names):
-                out[name] = frames[row:row + 1]
-                self.states[name] = split_state(new, row, ts[row].frame_index + 1)
+            for name, f, st in zip(names, frames, states, strict=True):
+                out[name], self.states[name] = f, st
         return out
 
     def drop(self, name: str) -> None:

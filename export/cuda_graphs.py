@@ -17,14 +17,10 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from livetok.engine.checkpoint import model_identity
-from livetok.engine.config import SenderConfig, TokenizerConfig
+from livetok.engine.config import TokenizerConfig
 from livetok.engine.errors import TokenizerError
-from livetok.engine.layers import pad_to_multiple
-from livetok.engine.model import Tokenizer, _check_frame
-from livetok.engine.router import route
-from livetok.engine.state import FrameTokens, StreamState
-from livetok.engine.step import begin_decode, begin_encode
+from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import StepRuntime
 
 from .graphs import DecoderStep, EncoderStep
 
@@ -140,36 +136,42 @@ class GraphCache:
         return step(*inputs)
 
 
-class CudaGraphTokenizer:
-    """A torch `Tokenizer` whose per-frame steps replay CUDA graphs; a drop-in for `Tokenizer` in the
-    sessions (`encode_step` / `decode_step`, `cfg`, `population`, `init_state`, `device`).
+class CudaGraphTokenizer(StepRuntime):
+    """A torch `Tokenizer` whose two networks replay CUDA graphs: a `Runtime` (engine/runtime.py).
 
     Built on a CUDA model it captures graphs; on a CPU model it runs the same static-buffer path
     eagerly (for tests; `--backend cuda-graph` itself refuses to start without CUDA).
 
     Attributes:
-        identity: the wrapped model's 8-byte identity (packets decode on any other backend).
         graphs: the captured graphs.
     """
 
     def __init__(self, model: Tokenizer, max_graphs: int = MAX_GRAPHS, warmup: int = WARMUP_ITERS) -> None:
         self.model = model.eval()
         self.cfg: TokenizerConfig = model.cfg
-        self.identity = model_identity(model)  # hashed once: every weight is read
-        self.device = next(model.parameters()).device
-        self.dtype = next(model.parameters()).dtype
+        self._identity = model.identity  # hashed once: every weight is read
+        self._device = model.device
+        self._dtype = model.dtype
         modules: dict[str, nn.Module] = {"encoder": EncoderStep(model).eval(), "decoder": DecoderStep(model).eval()}
         self.graphs = GraphCache(modules, capture=self.device.type == "cuda", max_graphs=max_graphs, warmup=warmup)
 
-    # -- the Tokenizer interface ---------------------------------------------------------------
+    # -- the Runtime interface (engine/runtime.py runs the frame around the two graphs) ----------
 
     @property
     def captured(self) -> bool:
         return self.graphs.capture
 
     @property
-    def stride(self) -> int:
-        return int(self.cfg.stride)
+    def device(self) -> torch.device:
+        return self._device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self._dtype
+
+    @property
+    def identity(self) -> bytes:
+        return self._identity
 
     def population(self, signal: str) -> float:
         return float(self.model.population(signal))
@@ -177,51 +179,17 @@ class CudaGraphTokenizer:
     def eval(self) -> CudaGraphTokenizer:
         return self
 
-    def init_state(self, batch: int, height: int, width: int, sender: SenderConfig | None = None) -> StreamState:
-        return self.model.init_state(batch, height, width, sender)
-
-    def _decode(self, indices: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
-        recon, hidden = self.graphs.run(GraphKey.of("decoder", prev_recon), indices, mask, prev_recon, prev_hidden)
-        return recon, hidden
-
-    @torch.no_grad()
-    def encode_step(
-        self,
-        frame: Tensor,
-        state: StreamState | None,
-        sender: SenderConfig | None = None,
-        force_keyframe: Tensor | bool = False,
-    ) -> tuple[FrameTokens, StreamState]:
-        """`Tokenizer.encode_step` on graph replays (same arguments, same results)."""
-        sender = sender or SenderConfig()
-        _check_frame(frame)
-        height, width = frame.shape[-2:]
-        x = pad_to_multiple(frame.to(self.device, self.dtype), self.stride)
-        gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        state, key, prev_recon, prev_hidden = begin_encode(x, (height, width), state, sender, force_keyframe,
-                                                           self.init_state)
-        t = state.frame_index
-
+    def run_encoder(self, x: Tensor, prev_recon: Tensor, prev_hidden: Tensor,
+                    predict: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        # the data-dependent routing runs on the host between this replay and the decoder's
         indices, pred_error, pred_gain = self.graphs.run(GraphKey.of("encoder", prev_recon), x, prev_recon,
                                                          prev_hidden)
+        return indices, ((pred_error, pred_gain) if predict else None)
 
-        def decode(mask: Tensor) -> tuple[Tensor, Tensor]:
-            return self._decode(indices, mask, prev_recon, prev_hidden)
-
-        predicted = (pred_error, pred_gain) if sender.budget.policy in ("learned", "rdo", "prior") else None
-        # the data-dependent part, on the host between replays
-        r = route(x, (height, width), self.stride, decode, sender, state.budget, key, self.population, predicted)
-        tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
-        return tokens, StreamState(r.recon, r.hidden, t + 1, r.budgets)
-
-    @torch.no_grad()
-    def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
-        """`Tokenizer.decode_step` on the decoder graph: ([B, 3, H, W] frame in [-1, 1], new state)."""
-        state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
-        recon, hidden = self._decode(tokens.indices.to(self.device, torch.int64), tokens.mask.to(self.device),
-                                     prev_recon, prev_hidden)
-        h, w = tokens.size
-        return recon[..., :h, :w], StreamState(recon, hidden, tokens.frame_index + 1, state.budget)
+    def run_decoder(self, indices: Tensor, mask: Tensor, prev_recon: Tensor,
+                    prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
+        recon, hidden = self.graphs.run(GraphKey.of("decoder", prev_recon), indices, mask, prev_recon, prev_hidden)
+        return recon, hidden
 
     def __repr__(self) -> str:
         mode = "CUDA graphs" if self.captured else "eager (no CUDA)"

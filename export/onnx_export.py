@@ -22,7 +22,6 @@ from typing import Any
 import torch
 from torch import nn
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.errors import TokenizerError
 from livetok.engine.model import Tokenizer
 
@@ -196,7 +195,7 @@ def export_onnx(model: Tokenizer, out_dir: str | os.PathLike[str], opset: int = 
         meta: dict[str, Any] = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "model_id": model_identity(cpu).hex(),
+            "model_id": cpu.identity.hex(),
             "config": cpu.cfg.to_dict(),
             "population": {"error": cpu.population("error"), "gain": cpu.population("gain")},
             "stride": cpu.stride,

@@ -1,6 +1,6 @@
-"""`OnnxTokenizer`: the exported graphs in onnxruntime behind the `Tokenizer` interface the stream
-sessions use (`encode_step` / `decode_step` on torch tensors, `cfg`, `population`, `init_state`),
-so every budget policy runs on ORT exactly as on torch (same router, decoder.onnx as its decoder)."""
+"""`OnnxTokenizer`: the exported graphs in onnxruntime behind the engine's `Runtime` interface
+(engine/runtime.py), so every budget policy runs on ORT exactly as on torch (the same per-frame
+code and router, encoder.onnx and decoder.onnx as its two networks)."""
 
 from __future__ import annotations
 
@@ -14,16 +14,12 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from livetok.engine import budget as budget_lib
-from livetok.engine.config import SenderConfig, TokenizerConfig
+from livetok.engine.config import TokenizerConfig
 from livetok.engine.errors import TokenizerError
-from livetok.engine.layers import pad_to_multiple
-from livetok.engine.model import Tokenizer, _check_frame
-from livetok.engine.router import route
-from livetok.engine.state import FrameTokens, StreamState
-from livetok.engine.step import begin_decode, begin_encode
+from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import StepRuntime
 
-from .onnx_export import FORMAT, FORMAT_VERSION, GRAPHS, SIDECAR, file_sha256
+from .onnx_export import FORMAT, FORMAT_VERSION, GRAPHS, SIDECAR, export_onnx, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +59,15 @@ def read_sidecar(onnx_dir: str | os.PathLike[str]) -> dict[str, Any]:
     return meta
 
 
-class OnnxTokenizer:
-    """The tokenizer on onnxruntime; a drop-in for `Tokenizer` in `SenderSession`/`ReceiverSession`.
+class OnnxTokenizer(StepRuntime):
+    """The tokenizer on onnxruntime: a `Runtime` whose two networks are encoder.onnx and decoder.onnx.
 
     Tensors in and out are CPU torch tensors (ORT copies to the GPU itself under the CUDA EP).
 
     Attributes:
         cfg: the model config the graphs were exported from.
-        identity: the 8-byte model identity (packets made here decode on torch and back).
         providers: the execution providers the sessions really run on, best first.
     """
-
-    device = torch.device("cpu")
 
     def __init__(self, onnx_dir: str | os.PathLike[str], threads: int | None = None,
                  providers: list[str] | None = None) -> None:
@@ -86,7 +79,7 @@ class OnnxTokenizer:
         self.meta = read_sidecar(self.dir)
         try:
             self.cfg: TokenizerConfig = TokenizerConfig.from_dict(self.meta["config"])
-            self.identity = bytes.fromhex(self.meta["model_id"])
+            self._identity = bytes.fromhex(self.meta["model_id"])
             self._population = {s: float(self.meta["population"][s]) for s in ("error", "gain")}
         except (KeyError, TypeError, ValueError) as e:
             raise TokenizerError(f"{self.dir / SIDECAR} is incomplete: {e}") from e
@@ -125,68 +118,33 @@ class OnnxTokenizer:
                  for k, v in inputs.items()}
         return list(self._session(graph).run(None, feeds))
 
-    # -- the Tokenizer interface ---------------------------------------------------------------
+    # -- the Runtime interface (engine/runtime.py runs the frame around the two graphs) ----------
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cpu")  # ORT copies to the GPU itself under the CUDA EP
+
+    @property
+    def identity(self) -> bytes:
+        return self._identity
 
     def population(self, signal: str) -> float:
         """The population mean of a router signal ('error' or 'gain') stored with the weights."""
         return self._population["error" if signal == "error" else "gain"]
 
-    @property
-    def stride(self) -> int:
-        return int(self.cfg.stride)
-
     def eval(self) -> OnnxTokenizer:
         return self
 
-    def init_state(self, batch: int, height: int, width: int, sender: SenderConfig | None = None) -> StreamState:
-        """A fresh stream state for frames of height x width (as after a keyframe reset)."""
-        s = self.stride
-        hp, wp = height + (-height) % s, width + (-width) % s
-        recon = torch.zeros(batch, 3, hp, wp)
-        hidden = torch.zeros(batch, self.cfg.decoder.state_channels, hp // s, wp // s)
-        pe = self.population((sender or SenderConfig()).budget.signal)
-        return StreamState(recon, hidden, 0, tuple(budget_lib.initial_budget_state(pe) for _ in range(batch)))
+    def run_encoder(self, x: Tensor, prev_recon: Tensor, prev_hidden: Tensor,
+                    predict: bool) -> tuple[Tensor, tuple[Tensor, Tensor] | None]:
+        idx, pred_error, pred_gain = self.run("encoder", frame=x, prev_recon=prev_recon, prev_hidden=prev_hidden)
+        predicted = (torch.from_numpy(pred_error), torch.from_numpy(pred_gain)) if predict else None
+        return torch.from_numpy(idx), predicted
 
-    def _decode(self, indices: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
+    def run_decoder(self, indices: Tensor, mask: Tensor, prev_recon: Tensor,
+                    prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
         recon, hidden = self.run("decoder", indices=indices, mask=mask, prev_recon=prev_recon, prev_hidden=prev_hidden)
         return torch.from_numpy(recon), torch.from_numpy(hidden)
-
-    def encode_step(
-        self,
-        frame: Tensor,
-        state: StreamState | None,
-        sender: SenderConfig | None = None,
-        force_keyframe: Tensor | bool = False,
-    ) -> tuple[FrameTokens, StreamState]:
-        """`Tokenizer.encode_step` on the exported graphs (same arguments, same results)."""
-        sender = sender or SenderConfig()
-        _check_frame(frame)
-        height, width = frame.shape[-2:]
-        x = pad_to_multiple(frame.detach().to("cpu", torch.float32), self.stride)
-        gh, gw = x.shape[-2] // self.stride, x.shape[-1] // self.stride
-        state, key, prev_recon, prev_hidden = begin_encode(x, (height, width), state, sender, force_keyframe,
-                                                           self.init_state)
-        t = state.frame_index
-
-        idx, pred_error, pred_gain = self.run("encoder", frame=x, prev_recon=prev_recon, prev_hidden=prev_hidden)
-        indices = torch.from_numpy(idx)
-
-        def decode(mask: Tensor) -> tuple[Tensor, Tensor]:
-            return self._decode(indices, mask, prev_recon, prev_hidden)
-
-        predicted = None
-        if sender.budget.policy in ("learned", "rdo", "prior"):
-            predicted = (torch.from_numpy(pred_error), torch.from_numpy(pred_gain))
-        r = route(x, (height, width), self.stride, decode, sender, state.budget, key, self.population, predicted)
-        tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
-        return tokens, StreamState(r.recon, r.hidden, t + 1, r.budgets)
-
-    def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
-        """`Tokenizer.decode_step` on decoder.onnx: ([B, 3, H, W] frame in [-1, 1], new state)."""
-        state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
-        recon, hidden = self._decode(tokens.indices.long(), tokens.mask, prev_recon, prev_hidden)
-        h, w = tokens.size
-        return recon[..., :h, :w], StreamState(recon, hidden, tokens.frame_index + 1, state.budget)
 
     def __repr__(self) -> str:
         return f"OnnxTokenizer({str(self.dir)!r}, model {self.identity.hex()}, {self.providers[0]})"
@@ -216,11 +174,7 @@ def ensure_onnx(model: Tokenizer, onnx_dir: str | os.PathLike[str] | None = None
     """`model` on onnxruntime: load its export from `onnx_dir` (default: the cache folder of its
     identity), exporting it there first when the folder has none. A folder holding another model's
     export is an error; a broken cache folder is exported again."""
-    from livetok.engine.checkpoint import model_identity
-
-    from .onnx_export import export_onnx
-
-    ident = model_identity(model)
+    ident = model.identity
     d = Path(onnx_dir) if onnx_dir is not None else cache_dir(ident.hex())
     if not (d / SIDECAR).is_file() or onnx_dir is None:
         try:

@@ -2,7 +2,7 @@
 model's float tensor [1, 3, h, w] in [-1, 1], resized to the stream's size.
 
 Two paths, picked at run time (never at import; cupy is imported only when asked for):
-- `numpy`: exactly the CPU pipeline's own steps (stream/video_io.bgr_to_rgb, cv2.resize INTER_AREA,
+- `numpy`: exactly the CPU pipeline's own steps (engine/frames.bgr_to_rgb, cv2.resize INTER_AREA,
   engine/frames.to_tensor), so the fallback changes nothing.
 - `cupy`: the same maths on the GPU, written against the numpy API (`xp`): channel reorder, resize
   as two matrix products with OpenCV's INTER_AREA weights, rounding to 8 bits as OpenCV does, then
@@ -22,7 +22,7 @@ import numpy as np
 from torch import Tensor
 
 from livetok.engine.errors import TokenizerError
-from livetok.engine.frames import to_tensor
+from livetok.engine.frames import bgr_to_rgb, to_tensor
 
 BACKENDS = ("auto", "numpy", "cupy")
 
@@ -158,8 +158,6 @@ class Preprocessor:
 
     def rgb(self, frame: np.ndarray) -> np.ndarray:
         """The CPU path's uint8 RGB frame at the configured size (what the numpy backend normalises)."""
-        from livetok.stream.video_io import bgr_to_rgb
-
         rgb = bgr_to_rgb(frame)
         size = self.cfg.size
         if size is not None and (rgb.shape[1], rgb.shape[0]) != size:

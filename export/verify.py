@@ -6,21 +6,23 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
-from pathlib import Path
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
 import torch
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
+from livetok.engine.frames import to_tensor, to_uint8
 from livetok.engine.metrics import psnr
 from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
+from livetok.engine.sender import SenderState, encode_streams
+from livetok.engine.state import FrameTokens, StreamState
 
 from .graphs import DecoderStep, EncoderStep, RouterPass, example_inputs
-from .onnx_export import GRAPHS
+from .onnx_export import CHECK_SIZES, GRAPHS
 from .onnx_runtime import OnnxTokenizer
 
 
@@ -54,31 +56,41 @@ def graph_parity(model: Tokenizer, onnx_dir: str | os.PathLike[str], batch: int,
             "max_abs_diff_per_graph": per_graph, "providers": ort.providers}
 
 
-def _run(tx_model: Any, rx_model: Any, frames: np.ndarray, sender: SenderConfig,
-         packets: list[bytes] | None = None) -> dict[str, Any]:
-    """One clip through a sender (unless `packets` are given) and a receiver, packets as bytes."""
-    from livetok.stream.session import ReceiverSession, SenderSession
+Transport = Callable[[FrameTokens], FrameTokens]
 
-    rx = ReceiverSession(rx_model)
-    out: dict[str, Any] = {"packets": [], "indices": [], "masks": [], "recons": [], "decoded": [], "encode_ms": [],
+
+def _run(tx_model: Runtime | None, rx_model: Runtime, frames: np.ndarray, sender: SenderConfig,
+         transport: Transport, sent: list[FrameTokens] | None = None) -> dict[str, Any]:
+    """One clip through a sender (unless the `sent` tokens are given) and a receiver; every frame's
+    tokens cross `transport` (e.g. packet bytes and back) on their way to the receiver."""
+    out: dict[str, Any] = {"sent": [], "indices": [], "masks": [], "recons": [], "decoded": [], "encode_ms": [],
                            "decode_ms": []}
-    tx = SenderSession(tx_model, sender) if packets is None else None
+    tx = SenderState() if tx_model is not None else None
+    rx: StreamState | None = None
     for i, frame in enumerate(frames):
-        if tx is not None:
-            enc = tx.encode(frame, timestamp_us=round(i * 1e6 / 30))
-            data = enc.data
-            out["packets"].append(data)
-            out["indices"].append(enc.tokens.indices[0].cpu().numpy())
-            out["masks"].append(enc.tokens.mask[0].cpu().numpy())
-            out["recons"].append(enc.recon)
-            out["encode_ms"].append(enc.encode_ms)
+        if tx_model is not None and tx is not None:
+            t0 = time.perf_counter()
+            x = to_tensor(frame, tx_model.device)
+            (tokens,), (tx,) = encode_streams(tx_model, x, [tx], sender)
+            assert tx.stream is not None
+            h, w = tokens.size
+            out["recons"].append(to_uint8(tx.stream.recon[0, :, :h, :w]))
+            out["encode_ms"].append((time.perf_counter() - t0) * 1e3)
+            out["sent"].append(tokens)
+            out["indices"].append(tokens.indices[0].cpu().numpy())
+            out["masks"].append(tokens.mask[0].cpu().numpy())
         else:
-            assert packets is not None
-            data = packets[i]
+            assert sent is not None
+            tokens = sent[i]
         t0 = time.perf_counter()
-        out["decoded"].append(rx.decode(data))
+        frame_out, rx = rx_model.decode_step(transport(tokens), rx)
+        out["decoded"].append(to_uint8(frame_out[0]))
         out["decode_ms"].append((time.perf_counter() - t0) * 1e3)
     return out
+
+
+def _same(tokens: FrameTokens) -> FrameTokens:
+    return tokens
 
 
 def _psnr(frames: np.ndarray, decoded: list[np.ndarray]) -> float:
@@ -89,9 +101,10 @@ def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> list[int]:
     return [int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max()) for x, y in zip(a, b, strict=True)]
 
 
-def verify_frames(model: Tokenizer, ort: OnnxTokenizer, frames: np.ndarray,
-                  sender: SenderConfig | None = None) -> dict[str, Any]:
-    """One clip (uint8 RGB [T, H, W, 3]) on torch, on ORT, and across them.
+def verify_frames(model: Tokenizer, ort: OnnxTokenizer, frames: np.ndarray, sender: SenderConfig | None = None,
+                  transport: Transport = _same) -> dict[str, Any]:
+    """One clip (uint8 RGB [T, H, W, 3]) on torch, on ORT, and across them; every frame's tokens
+    cross `transport` to their receiver (the stream layer passes packet bytes and back).
 
     Returns:
         indices_equal / mask_equal: share of equal token indices (all N positions) / keep-mask bits,
@@ -101,10 +114,10 @@ def verify_frames(model: Tokenizer, ort: OnnxTokenizer, frames: np.ndarray,
         same-backend PSNR), max_abs_pixel_diff per clip and at the last frame (growth = drift).
     """
     sender = sender or SenderConfig()
-    th = _run(model, model, frames, sender)
-    on = _run(ort, ort, frames, sender)
-    t2o = _run(None, ort, frames, sender, th["packets"])
-    o2t = _run(None, model, frames, sender, on["packets"])
+    th = _run(model, model, frames, sender, transport)
+    on = _run(ort, ort, frames, sender, transport)
+    t2o = _run(None, ort, frames, sender, transport, th["sent"])
+    o2t = _run(None, model, frames, sender, transport, on["sent"])
     idx_eq = float(np.mean([np.mean(a == b) for a, b in zip(th["indices"], on["indices"], strict=True)]))
     mask_eq = float(np.mean([np.mean(a == b) for a, b in zip(th["masks"], on["masks"], strict=True)]))
     p_t, p_o = _psnr(frames, th["decoded"]), _psnr(frames, on["decoded"])
@@ -137,33 +150,28 @@ def verify_frames(model: Tokenizer, ort: OnnxTokenizer, frames: np.ndarray,
     }
 
 
-def verify(model: Tokenizer, onnx_dir: str | os.PathLike[str], clips: Sequence[str | os.PathLike[str]],
-           max_frames: int | None = None, sender: SenderConfig | None = None) -> dict[str, Any]:
-    """Whole clips through torch and ORT (see `verify_frames`), plus the graph parity at two sizes.
+def verify(model: Tokenizer, onnx_dir: str | os.PathLike[str], clips: Mapping[str, np.ndarray],
+           sender: SenderConfig | None = None, transport: Transport = _same) -> dict[str, Any]:
+    """Whole clips (name -> uint8 RGB [T, H, W, 3]) through torch and ORT (see `verify_frames`), plus
+    the graph parity at two sizes.
 
     Returns:
         {"model_id", "providers", "graphs": [...], "clips": {name: ...}, "overall": {worst-case figures}}.
     """
-    from livetok.stream.video_io import read_video
-
-    from .onnx_export import CHECK_SIZES
-
     ort = OnnxTokenizer(onnx_dir)
-    if ort.identity != model_identity(model):
+    if ort.identity != model.identity:
         raise TokenizerError(f"{onnx_dir} was exported from model {ort.identity.hex()}, not from the model under "
-                             f"test ({model_identity(model).hex()})")
+                             f"test ({model.identity.hex()})")
     res: dict[str, Any] = {
         "model_id": ort.identity.hex(),
         "providers": ort.providers,
         "graphs": [graph_parity(model, onnx_dir, b, h, w) for b, h, w in CHECK_SIZES],
         "clips": {},
     }
-    for clip in clips:
-        name = Path(clip).stem
-        frames, _ = read_video(clip, max_frames=max_frames)
+    for name, frames in clips.items():
         if len(frames) == 0:
-            raise TokenizerError(f"{clip}: no frames")
-        res["clips"][name] = verify_frames(model, ort, frames, sender)
+            raise TokenizerError(f"{name}: no frames")
+        res["clips"][name] = verify_frames(model, ort, frames, sender, transport)
     cs = list(res["clips"].values())
     if cs:
         res["overall"] = {

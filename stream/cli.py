@@ -153,84 +153,37 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_encode(a: argparse.Namespace) -> int:
-    from livetok.engine.checkpoint import model_identity
-    from livetok.stream.session import SenderSession
-    from livetok.stream.sources import open_source
-    from livetok.stream.wire import LtkWriter
+    from livetok.stream.files import encode_file
 
     sender = _sender(a)
     model = _model(a)
-    src = open_source(a.input, a.max_frames)
-    tx = SenderSession(model, sender)
-    out = Path(a.output)
-    frames = bits = tokens = 0
-    writer: LtkWriter | None = None
-    try:
-        with _progress() as prog:
-            task = prog.add_task(f"encode {src.name}", total=None)
-            for i, frame in enumerate(src.frames):
-                if writer is None:
-                    h, w = frame.shape[:2]
-                    writer = LtkWriter(out, {"model_id": model_identity(model).hex(), "fps": src.fps, "width": w,
-                                             "height": h, "preset": model.cfg.name, "source": src.name,
-                                             "policy": a.policy, "rate": a.rate})
-                    writer.__enter__()
-                enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
-                writer.write(enc.data)
-                frames, bits, tokens = frames + 1, bits + 8 * len(enc.data), tokens + enc.packet.k
-                prog.update(task, advance=1)
-    finally:
-        if writer is not None:
-            writer.__exit__(None, None, None)
-    if frames == 0:
-        raise ValueError(f"{a.input}: no frames to encode")
-    summary = {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
-               "bits_per_frame": bits / frames, "bytes": out.stat().st_size}
-    _console().print(f"wrote {out}: {frames} frames, {tokens / frames:.1f} tokens/frame, "
-                     f"{bits / frames / 1000:.2f} kbit/frame")
+    with _progress() as prog:
+        task = prog.add_task("encode", total=None)
+        summary = encode_file(model, a.input, a.output, sender, max_frames=a.max_frames,
+                              progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
+    _console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
+                     f"{summary['tokens_per_frame']:.1f} tokens/frame, "
+                     f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame")
     if a.json:
         _print_json(summary)
     return 0
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
-    import numpy as np
-
-    from livetok.stream.heatmap import token_heatmap
-    from livetok.stream.session import ReceiverSession
-    from livetok.stream.video_io import Mp4Writer
-    from livetok.stream.wire import LtkReader, PacketError
+    from livetok.stream.files import decode_file
 
     model = _model(a)
-    rx = ReceiverSession(model)
-    frames, damage = 0, None
-    with LtkReader(a.input) as reader:
-        meta = reader.meta
-        if meta.get("model_id") != rx.model_id.hex():
-            raise PacketError(f"{a.input} was made by model {meta.get('model_id')}, "
-                              f"this receiver runs model {rx.model_id.hex()}")
-        with Mp4Writer(a.output, float(meta.get("fps", 30.0))) as writer, _progress() as prog:
-            task = prog.add_task(f"decode {Path(a.input).name}", total=None)
-            try:
-                for packet in reader:
-                    if packet.end_of_stream and packet.n == 0:
-                        break
-                    frame = rx.decode(packet)
-                    if a.heatmap:
-                        heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
-                        frame = np.concatenate([frame, heat], 1)
-                    writer.write(frame)
-                    frames += 1
-                    prog.update(task, advance=1)
-            except PacketError as e:
-                damage = str(e)  # keep every frame decoded before the damage
+    with _progress() as prog:
+        task = prog.add_task("decode", total=None)
+        res = decode_file(model, a.input, a.output, heatmap=a.heatmap,
+                          progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
     con = _console()
-    con.print(f"wrote {a.output}: {frames} frames")
-    if damage:
-        con.print(f"[yellow]warning[/]: stopped early: {damage}")
+    con.print(f"wrote {res['output']}: {res['frames']} frames")
+    if res["error"]:
+        con.print(f"[yellow]warning[/]: stopped early: {res['error']}")
     if a.json:
-        _print_json({"output": a.output, "frames": frames, "error": damage})
-    return 0 if damage is None else EXIT_ERROR
+        _print_json(res)
+    return 0 if res["error"] is None else EXIT_ERROR
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -344,7 +297,7 @@ def cmd_receive(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_stream(a: argparse.Namespace) -> int:
-    from livetok.stream.bench import bench_stream
+    from livetok.bench.live_stream import bench_stream
 
     sender, size = _sender(a), _size(a.size)
     assert size is not None
@@ -364,7 +317,7 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
 
 
 def _bench_find_max(a: argparse.Namespace, model: Any, sender: Any, size: tuple[int, int]) -> int:
-    from livetok.stream.bench_capacity import CapacityConfig, find_max_streams
+    from livetok.bench.capacity import CapacityConfig, find_max_streams
 
     con = _console()
 
@@ -381,7 +334,7 @@ def _bench_find_max(a: argparse.Namespace, model: Any, sender: Any, size: tuple[
 
 
 def cmd_bench_soak(a: argparse.Namespace) -> int:
-    from livetok.stream.bench_soak import bench_soak
+    from livetok.bench.soak import bench_soak
 
     sender, size = _sender(a), _size(a.size)
     assert size is not None
@@ -400,8 +353,8 @@ def cmd_bench_soak(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_speed(a: argparse.Namespace) -> int:
+    from livetok.bench.speed import DEFAULT_SIZES, SpeedConfig, bench_speed
     from livetok.engine.checkpoint import load_default, load_weights
-    from livetok.stream.bench_speed import DEFAULT_SIZES, SpeedConfig, bench_speed
 
     sizes = tuple(s for s in (_size(v) for v in a.size) if s is not None) if a.size else DEFAULT_SIZES
     device = None if a.device == "cpu" else a.device
@@ -425,7 +378,7 @@ def cmd_bench_speed(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_rd(a: argparse.Namespace) -> int:
-    from livetok.stream.bench_rd import bench_rd, plot_rd
+    from livetok.bench.rd import bench_rd, plot_rd
 
     for p in a.inputs:
         if not Path(p).is_file():
@@ -449,7 +402,7 @@ def cmd_bench_rd(a: argparse.Namespace) -> int:
 
 
 def cmd_bench_arms(a: argparse.Namespace) -> int:
-    from livetok.stream.bench_arms import ArmsConfig, bench_arms, markdown_table
+    from livetok.bench.arms import ArmsConfig, bench_arms, markdown_table
 
     for p in a.inputs:
         if not Path(p).is_file():
@@ -498,12 +451,15 @@ def cmd_export_onnx(a: argparse.Namespace) -> int:
     if a.verify:
         from livetok.export.verify import verify
         from livetok.stream.demo import DEMO_CLIP
+        from livetok.stream.session import wire_roundtrip
+        from livetok.stream.video_io import read_video
 
         clips = a.clips or [str(DEMO_CLIP)]
         for c in clips:
             if not Path(c).is_file():
                 raise ValueError(f"no such file: {c}")
-        v = verify(model, a.output, clips, a.max_frames, _sender(a))
+        frames = {Path(c).stem: read_video(c, max_frames=a.max_frames)[0] for c in clips}
+        v = verify(model, a.output, frames, _sender(a), transport=wire_roundtrip(model))
         res["verify"] = v
         con.print(f"  verify on {v['providers'][0]}:")
         for name, c in v["clips"].items():

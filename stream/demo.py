@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from .evaluate import FrameRecord, run_frames, summarize
 from .heatmap import token_heatmap
@@ -24,7 +24,7 @@ DEMO_CLIP = ASSETS / "demo.mp4"
 
 
 def run_demo(
-    model: Tokenizer,
+    model: Runtime,
     source: str | None,
     out_dir: str | os.PathLike[str],
     sender: SenderConfig,
@@ -37,7 +37,6 @@ def run_demo(
     spec = source or str(DEMO_CLIP)
     src = open_source(spec, max_frames if max_frames is not None else (None if source is None else 150))
     video_path, plot_path, ltk_path = out / "demo.mp4", out / "demo.png", out / "demo.ltk"
-    from livetok.engine.checkpoint import model_identity
 
     writer = Mp4Writer(video_path, src.fps)
     ltk: LtkWriter | None = None
@@ -46,7 +45,7 @@ def run_demo(
         nonlocal ltk
         if ltk is None:
             h, w = frame.shape[:2]
-            ltk = LtkWriter(ltk_path, {"model_id": model_identity(model).hex(), "fps": src.fps, "width": w,
+            ltk = LtkWriter(ltk_path, {"model_id": model.identity.hex(), "fps": src.fps, "width": w,
                                        "height": h, "preset": model.cfg.name, "source": src.name})
             ltk.__enter__()
         ltk.write(enc.data)

@@ -19,7 +19,7 @@ import numpy as np
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr, ssim
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from .errors import StreamError
 from .session import EncodedFrame, ReceiverSession, SenderSession
@@ -44,7 +44,7 @@ FrameCallback = Callable[[np.ndarray, EncodedFrame, np.ndarray, FrameRecord], No
 
 
 def run_frames(
-    model: Tokenizer,
+    model: Runtime,
     frames: Iterable[np.ndarray],
     sender: SenderConfig,
     fps: float = 30.0,
@@ -110,7 +110,7 @@ def clip_name(path: str | os.PathLike[str]) -> str:
 
 
 def evaluate_files(
-    model: Tokenizer,
+    model: Runtime,
     paths: list[str | os.PathLike[str]],
     sender: SenderConfig,
     max_frames: int | None = None,

@@ -13,9 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from .broker_url import BrokerConfig
 from .capture import Captured, capture
@@ -30,7 +29,7 @@ log = logging.getLogger(__name__)
 
 
 async def publish_source(
-    model: Tokenizer,
+    model: Runtime,
     source: str,
     broker: BrokerConfig,
     stream: str,
@@ -47,7 +46,7 @@ async def publish_source(
     """Capture `source`, tokenize it live and publish it until the source ends (token packets at
     MQTT QoS `qos`); returns the stats."""
     session = SenderSession(model, sender)
-    info: dict[str, Any] = {"model_id": model_identity(model).hex(), "preset": model.cfg.name,
+    info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                             "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
                             "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
                             "qos": qos}
@@ -156,7 +155,7 @@ async def drain_frames(
 
 
 async def receive_stream(
-    model: Tokenizer,
+    model: Runtime,
     broker: BrokerConfig,
     stream: str,
     *,

@@ -10,20 +10,20 @@ import contextlib
 import json
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.errors import TokenizerError
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from .errors import StreamError
 from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
-from .stages import percentile
+from .stages import LATENCY_SAMPLES, percentile
 from .wire import PacketError, TokenPacket
 
 log = logging.getLogger(__name__)
@@ -56,7 +56,8 @@ class StreamCounters:
     keyframe_requests: int = 0
     tokens: int = 0
     bits: int = 0
-    latencies_ms: list[float] = field(default_factory=list)
+    # the last LATENCY_SAMPLES decoded frames only (bounded for a stream of any length; stages.py)
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     t_first: float | None = None
     t_last: float | None = None
     ended: bool = False
@@ -82,7 +83,7 @@ class StreamCounters:
 
 
 class _Stream:
-    def __init__(self, name: str, model: Tokenizer, gap_timeout_s: float) -> None:
+    def __init__(self, name: str, model: Runtime, gap_timeout_s: float) -> None:
         self.name = name
         self.session = ReceiverSession(model)
         self.order = StreamOrderer(gap_timeout_s=gap_timeout_s)
@@ -111,14 +112,19 @@ class PacketReceiver:
             keyframe, so latency stays bounded. Measured against the stream's own best latency,
             so a clock offset between sender and receiver does not matter. None: decode every
             frame however late (a recorder).
+        clock: seconds, for gap timeouts, keyframe-request spacing and the stream's time span.
+        wall_clock: seconds since the epoch, compared with the packets' capture timestamps (the
+            sender's wall clock) for latency and `max_lag_s`.
     """
 
-    def __init__(self, model: Tokenizer, *, gap_timeout_s: float = 0.3, end_on_eos: bool = True,
-                 clock: Callable[[], float] = time.monotonic, max_lag_s: float | None = None) -> None:
+    def __init__(self, model: Runtime, *, gap_timeout_s: float = 0.3, end_on_eos: bool = True,
+                 clock: Callable[[], float] = time.monotonic, max_lag_s: float | None = None,
+                 wall_clock: Callable[[], float] = time.time) -> None:
         self.model = model
         self.max_lag_s = max_lag_s
         self.clock = clock  # seconds; a simulation passes its own (benchmarks/loss.py)
-        self.model_id = model_identity(model)
+        self.wall_clock = wall_clock  # epoch seconds; a test passes its own
+        self.model_id = model.identity
         self.streams: dict[str, _Stream] = {}
         self.gap_timeout_s = gap_timeout_s
         self.end_on_eos = end_on_eos
@@ -271,9 +277,13 @@ class PacketReceiver:
     def _too_late(self, s: _Stream, packet: TokenPacket) -> bool:
         if self.max_lag_s is None or (packet.end_of_stream and packet.n == 0):
             return False
-        lat = (time.time_ns() // 1000 - packet.timestamp_us) / 1e3
+        lat = (self._now_us() - packet.timestamp_us) / 1e3
         s.best_latency_ms = min(s.best_latency_ms, lat)
         return lat - s.best_latency_ms > 1e3 * self.max_lag_s
+
+    def _now_us(self) -> int:
+        """The wall clock in µs, the unit of the packets' capture timestamps."""
+        return round(self.wall_clock() * 1e6)
 
     async def _decode(self, s: _Stream, packet: TokenPacket) -> None:
         try:
@@ -283,7 +293,7 @@ class PacketReceiver:
             s.order = StreamOrderer(gap_timeout_s=self.gap_timeout_s)
             self._request_keyframe(s, "resync")
             return
-        now_us = time.time_ns() // 1000
+        now_us = self._now_us()
         grid = np.full(packet.n, -1, np.int32)
         grid[packet.mask] = packet.indices.astype(np.int32)
         bits = 8 * s.sizes.pop(packet.frame_index, 0)

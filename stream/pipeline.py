@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -24,7 +25,7 @@ from livetok.engine.state import FrameTokens
 
 from .capture import Captured
 from .session import SenderSession
-from .stages import DropOldestQueue, StageStats, percentile
+from .stages import LATENCY_SAMPLES, DropOldestQueue, StageStats, percentile
 
 STAGES = ("capture", "preprocess", "encode", "packetize", "publish")
 
@@ -59,7 +60,8 @@ class PipelineStats:
 
     def __init__(self) -> None:
         self.stages = {name: StageStats(name) for name in STAGES}
-        self.e2e_ms: list[float] = []
+        # the last LATENCY_SAMPLES frames only: bounded for a stream of any length (stages.py)
+        self.e2e_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.bits = 0
         self.tokens = 0
         self.keyframes = 0

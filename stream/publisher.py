@@ -13,8 +13,12 @@ from typing import Any
 
 import aiomqtt
 
+from livetok.engine.config import SenderConfig
+from livetok.engine.runtime import Runtime
+
 from .broker_url import BrokerConfig, topics
 from .mqtt import MqttLink
+from .session import SenderSession
 from .wire import peek_header
 
 log = logging.getLogger(__name__)
@@ -115,14 +119,10 @@ class LivePublisher:
     Encoding runs in a worker thread; `publish` returns once the broker has the packet.
     """
 
-    def __init__(self, model: Any, broker: BrokerConfig, stream: str, sender: Any = None, fps: float = 30.0,
-                 first_connect_timeout_s: float | None = 10.0, qos: int = 1) -> None:
-        from livetok.engine.checkpoint import model_identity
-
-        from .session import SenderSession
-
+    def __init__(self, model: Runtime, broker: BrokerConfig, stream: str, sender: SenderConfig | None = None,
+                 fps: float = 30.0, first_connect_timeout_s: float | None = 10.0, qos: int = 1) -> None:
         self.session = SenderSession(model, sender)
-        self.info = {"model_id": model_identity(model).hex(), "preset": model.cfg.name, "fps": fps,
+        self.info = {"model_id": model.identity.hex(), "preset": model.cfg.name, "fps": fps,
                      "keyframe_interval": self.session.sender.keyframe_interval,
                      "bits_per_index": self.session.bits}
         self.publisher = TokenPublisher(broker, stream, self.info, first_connect_timeout_s, qos=qos)

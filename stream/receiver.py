@@ -13,7 +13,7 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from .broker_url import BrokerConfig, stream_from_topic, topics
 from .mqtt import MqttLink
@@ -37,7 +37,7 @@ class Receiver(PacketReceiver):
             PacketReceiver); None decodes every frame.
     """
 
-    def __init__(self, model: Tokenizer, broker: BrokerConfig, stream: str, *, identifier: str | None = None,
+    def __init__(self, model: Runtime, broker: BrokerConfig, stream: str, *, identifier: str | None = None,
                  persistent: bool = True, gap_timeout_s: float = 0.3,
                  first_connect_timeout_s: float | None = 10.0, max_lag_s: float | None = None) -> None:
         self.topics = topics(stream)

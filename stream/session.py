@@ -5,17 +5,17 @@ into frames. The state lives in one attribute, replaced after every frame."""
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.frames import to_tensor, to_uint8
-from livetok.engine.model import Tokenizer
-from livetok.engine.rate_control import RateState, rate_update
+from livetok.engine.runtime import Runtime
+from livetok.engine.sender import SenderState, account, encode_streams
 from livetok.engine.state import FrameTokens, StreamState
 
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
@@ -29,7 +29,7 @@ def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_
     idx = tokens.indices[row].cpu().numpy()[mask].astype(np.uint32)
     return TokenPacket(
         model_id=model_id,
-        frame_index=tokens.frame_index,
+        frame_index=tokens.frame_indices[row],
         timestamp_us=int(timestamp_us),
         keyframe=bool(tokens.keyframe[row]),
         end_of_stream=False,
@@ -54,15 +54,20 @@ def packet_to_tokens(packet: TokenPacket, device: torch.device | str = "cpu") ->
         keyframe=torch.tensor([packet.keyframe], device=device),
         grid=(packet.grid_h, packet.grid_w),
         size=(packet.height, packet.width),
-        frame_index=packet.frame_index,
+        frame_indices=(packet.frame_index,),
     )
 
 
-def _device_of(model: Tokenizer) -> torch.device:
-    # a torch model computes where its weights are; a runtime without torch weights (the ONNX one)
-    # says where it wants its input tensors
-    dev = getattr(model, "device", None)
-    return torch.device(dev) if dev is not None else next(model.parameters()).device
+def wire_roundtrip(model: Runtime) -> Callable[[FrameTokens], FrameTokens]:
+    """One stream's tokens -> packet bytes -> tokens, as a receiver of `model` gets them (what a
+    parity check passes so that its tokens cross the real wire format)."""
+    model_id, bits = model.identity, model.cfg.fsq.bits_per_index
+
+    def roundtrip(tokens: FrameTokens) -> FrameTokens:
+        data = tokens_to_packet(tokens, model_id, bits, 0).pack()
+        return packet_to_tokens(TokenPacket.unpack(data, expect_model_id=model_id), model.device)
+
+    return roundtrip
 
 
 @dataclass(frozen=True)
@@ -75,43 +80,33 @@ class EncodedFrame:
 
 
 class SenderSession:
-    """Encodes one stream frame by frame; `state` is the engine's explicit state after the last frame."""
+    """Encodes one stream frame by frame; all its memory is `state` (engine/sender.py), replaced after
+    every frame."""
 
-    def __init__(self, model: Tokenizer, sender: SenderConfig | None = None) -> None:
+    def __init__(self, model: Runtime, sender: SenderConfig | None = None) -> None:
         self.model = model
         self.sender = sender or SenderConfig()
-        self.model_id = model_identity(model)
+        self.model_id = model.identity
         self.bits = model.cfg.fsq.bits_per_index
-        self.state: StreamState | None = None
-        self.rate = RateState()
-        self._device = _device_of(model)
+        self.state = SenderState()
 
     def step(self, frame: np.ndarray, force_keyframe: bool = False) -> FrameTokens:
         """Run the model on one uint8 RGB frame [H, W, 3] (the compute; no bytes yet)."""
-        if self.state is not None and self.sender.rate_control is not None:
-            # rate control speaks through beta's scale in the router state
-            self.state = replace(self.state, budget=tuple(replace(b, scale=self.rate.scale) for b in self.state.budget))
         # gray, RGBA and 16-bit frames (cameras, robot sensors) become uint8 RGB first
-        tokens, self.state = self.model.encode_step(to_tensor(as_rgb8(frame), self._device), self.state, self.sender,
-                                                    force_keyframe)
+        x = to_tensor(as_rgb8(frame), self.model.device)
+        (tokens,), (self.state,) = encode_streams(self.model, x, [self.state], self.sender, [force_keyframe])
         return tokens
 
     def packetize(self, tokens: FrameTokens, timestamp_us: int) -> tuple[TokenPacket, bytes]:
         """The packet and its bytes; with rate control, its cost (bits or tokens) is accounted."""
         packet = tokens_to_packet(tokens, self.model_id, self.bits, timestamp_us)
         data = packet.pack()
-        rc = self.sender.rate_control
-        if rc is not None:
-            used = 8 * len(data) if rc.target_bps is not None else packet.k
-            self.rate = rate_update(rc, self.rate, used, timestamp_us / 1e6)
+        self.state = account(self.sender, self.state, 8 * len(data), packet.k, timestamp_us / 1e6)
         return packet, data
 
     def end_of_stream(self, timestamp_us: int) -> bytes:
         """The packet that ends the stream (no tokens; its index follows the last frame's)."""
-        index = self.state.frame_index if self.state is not None else 0
-        eos = TokenPacket(self.model_id, index, timestamp_us, False, True, 0, 0, 0, 0, self.bits,
-                          np.zeros(0, bool), np.zeros(0, np.uint32))
-        return eos.pack()
+        return end_of_stream_packet(self.model_id, self.bits, self.state.next_frame, timestamp_us)
 
     def encode(self, frame: np.ndarray, timestamp_us: int | None = None, force_keyframe: bool = False) -> EncodedFrame:
         """Encode one uint8 RGB frame [H, W, 3] into a packet, with the receiver's reconstruction."""
@@ -119,21 +114,27 @@ class SenderSession:
         ts = int(time.time() * 1e6) if timestamp_us is None else timestamp_us
         tokens = self.step(frame, force_keyframe)
         packet, data = self.packetize(tokens, ts)
-        assert self.state is not None
+        assert self.state.stream is not None
         h, w = tokens.size
-        recon = to_uint8(self.state.recon[0, :, :h, :w])
+        recon = to_uint8(self.state.stream.recon[0, :, :h, :w])  # the receiver's reconstruction (closed loop)
         return EncodedFrame(packet, data, tokens, recon, (time.perf_counter() - t0) * 1e3)
+
+
+def end_of_stream_packet(model_id: bytes, bits: int, frame_index: int, timestamp_us: int) -> bytes:
+    """The bytes of the packet that ends a stream (no tokens; `frame_index` follows the last frame's)."""
+    eos = TokenPacket(model_id, frame_index, timestamp_us, False, True, 0, 0, 0, 0, bits,
+                      np.zeros(0, bool), np.zeros(0, np.uint32))
+    return eos.pack()
 
 
 class ReceiverSession:
     """Decodes one stream's packets in order; refuses packets made by another model."""
 
-    def __init__(self, model: Tokenizer, limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
+    def __init__(self, model: Runtime, limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
         self.model = model
-        self.model_id = model_identity(model)
+        self.model_id = model.identity
         self.limits = limits
         self.state: StreamState | None = None
-        self._device = _device_of(model)
 
     def check(self, packet: TokenPacket) -> None:
         """Refuse (PacketError) a packet this model could not have made, or one over the size limit."""
@@ -158,6 +159,6 @@ class ReceiverSession:
         if packet.end_of_stream and packet.n == 0:
             raise TokenizerError("an end-of-stream packet carries no frame")
         self.check(packet)
-        tokens = packet_to_tokens(packet, self._device)
+        tokens = packet_to_tokens(packet, self.model.device)
         frame, self.state = self.model.decode_step(tokens, self.state)
         return to_uint8(frame[0])

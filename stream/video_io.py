@@ -16,7 +16,11 @@ import av
 import cv2
 import numpy as np
 
+from livetok.engine.frames import bgr_to_rgb
+
 from .errors import VideoError
+
+__all__ = ["Mp4Writer", "VideoReader", "as_rgb8", "bgr_to_rgb", "read_video"]
 
 log = logging.getLogger(__name__)
 
@@ -62,19 +66,6 @@ class VideoReader:
 
     def __exit__(self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-
-def bgr_to_rgb(frame: np.ndarray) -> np.ndarray:
-    """Any OpenCV frame (BGR, gray, BGRA, 16-bit) -> uint8 RGB [H, W, 3]."""
-    if frame.dtype == np.uint16:
-        frame = (frame >> 8).astype(np.uint8)  # keep the 8 most significant bits
-    elif frame.dtype != np.uint8:
-        frame = np.clip(frame, 0, 255).astype(np.uint8)
-    if frame.ndim == 2 or frame.shape[-1] == 1:
-        return cv2.cvtColor(frame.reshape(frame.shape[:2]), cv2.COLOR_GRAY2RGB)
-    if frame.shape[-1] == 4:
-        return cv2.cvtColor(frame, cv2.COLOR_BGRA2RGB)
-    return cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
 
 
 def as_rgb8(frame: np.ndarray) -> np.ndarray:

@@ -1,4 +1,4 @@
-"""`livetok bench arms` (stream/bench_arms.py): two training steps per arm on synthetic data, a
+"""`livetok bench arms` (benchmarks/arms.py): two training steps per arm on synthetic data, a
 few frames of the bundled clip; the JSON's structure, its numbers, checkpoint reuse and the CLI."""
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ import cv2
 import numpy as np
 import pytest
 
+from livetok.bench.arms import ArmsConfig, bench_arms, train_model
 from livetok.engine.synthetic import PRESETS, generate_clip
-from livetok.stream.bench_arms import ArmsConfig, bench_arms, train_model
 from livetok.stream.cli import main
 from tests.conftest import BUNDLED_CLIP
 

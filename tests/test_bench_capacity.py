@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from livetok.bench.capacity import CapacityConfig, encode_clip, measure_streams
 from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
-from livetok.stream.bench_capacity import CapacityConfig, encode_clip, measure_streams
 
 from .broker import Broker
 

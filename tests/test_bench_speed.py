@@ -1,4 +1,4 @@
-"""`livetok bench speed` (stream/bench_speed.py) with its FLOP counting (export/flops.py) and device
+"""`livetok bench speed` (benchmarks/speed.py) with its FLOP counting (export/flops.py) and device
 peak (export/peak.py): the CLI on the tiny model and a few frames, keys and sane numbers."""
 
 from __future__ import annotations
@@ -13,10 +13,10 @@ import pytest
 import torch
 from torch import nn
 
+from livetok.bench.speed import SpeedConfig, bench_speed
 from livetok.engine.model import Tokenizer
 from livetok.export.flops import encode_cost, frame_costs, graph_cost
 from livetok.export.peak import measure_peak
-from livetok.stream.bench_speed import SpeedConfig, bench_speed
 from livetok.stream.cli import main
 
 RESULT_KEYS = {"backend", "size", "streams", "encode_fps", "encode_ms_p50", "encode_ms_p99", "decode_fps",

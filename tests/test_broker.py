@@ -261,7 +261,7 @@ def test_persistent_session_survives_broker_restart(mosquitto: Broker) -> None:
 def test_link_publish_survives_a_timed_out_ack(mosquitto: Broker) -> None:
     """An ack that does not come in time (the connection still standing) must not leave the link
     believing it is disconnected: the retry goes out on the same connection and arrives."""
-    from livetok.stream.lossy_relay import LossyRelay
+    from livetok.bench.lossy_relay import LossyRelay
     from livetok.stream.mqtt import MqttLink
 
     t = topics("cam0")

@@ -1,4 +1,4 @@
-"""x264 / VP8 baselines of the RD benchmark (livetok.stream.codecs), on 12 frames of the bundled clip."""
+"""x264 / VP8 baselines of the RD benchmark (livetok.bench.codecs), on 12 frames of the bundled clip."""
 
 from __future__ import annotations
 
@@ -7,8 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from livetok.engine.metrics import psnr
-from livetok.stream.codecs import (
+from livetok.bench.codecs import (
     CodecPoint,
     bits_at_psnr,
     encode_decode,
@@ -16,6 +15,7 @@ from livetok.stream.codecs import (
     rd_curve,
     strip_x264_sei,
 )
+from livetok.engine.metrics import psnr
 from livetok.stream.video_io import read_video
 
 from .conftest import BUNDLED_CLIP

@@ -142,7 +142,8 @@ def test_batched_streams_equal_separate_streams(tiny_model: Tokenizer) -> None:
         recon = dec.decode(out)
         for n, tok in out.items():
             got[n].append(tok)
-            assert torch.equal(recon[n], enc.states[n].recon[..., :tok.size[0], :tok.size[1]])
+            st = enc.states[n].stream
+            assert st is not None and torch.equal(recon[n], st.recon[..., :tok.size[0], :tok.size[1]])
     assert enc.batches == 14 and dec.batches == 14  # two sizes x seven frames
     for n in frames:
         assert len(got[n]) == len(ref[n])
@@ -150,9 +151,10 @@ def test_batched_streams_equal_separate_streams(tiny_model: Tokenizer) -> None:
             assert tok.frame_index == rtok.frame_index
             assert torch.equal(tok.keyframe, rtok.keyframe), (n, tok.frame_index)
             assert torch.equal(tok.indices, rtok.indices) and torch.equal(tok.mask, rtok.mask), (n, tok.frame_index)
-        assert enc.states[n].frame_index == ref[n][-1][1].frame_index
-        torch.testing.assert_close(enc.states[n].recon, ref[n][-1][1].recon, atol=1e-5, rtol=0)
-        (bs,), (rs,) = enc.states[n].budget, ref[n][-1][1].budget
+        last = enc.states[n].stream
+        assert last is not None and last.frame_index == ref[n][-1][1].frame_index
+        torch.testing.assert_close(last.recon, ref[n][-1][1].recon, atol=1e-5, rtol=0)
+        (bs,), (rs,) = last.budget, ref[n][-1][1].budget
         # a batched convolution sums in another order: float noise in the EMA, nothing more
         assert (bs.frames, bs.scale) == (rs.frames, rs.scale) and bs.ema_error == pytest.approx(rs.ema_error, rel=1e-6)
     # keyframes: every stream's first frame, the interval (4), and a's request at frame 3

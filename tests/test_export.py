@@ -25,7 +25,7 @@ from livetok.export.onnx_export import GRAPHS
 from livetok.export.onnx_runtime import OnnxTokenizer, load_onnx
 from livetok.export.verify import graph_parity, verify_frames
 from livetok.stream.cli import _model, get_parser, main
-from livetok.stream.session import ReceiverSession, SenderSession
+from livetok.stream.session import ReceiverSession, SenderSession, wire_roundtrip
 
 from .conftest import BUNDLED_CLIP
 
@@ -113,7 +113,8 @@ def test_onnx_tokenizer_matches_torch(
 def test_cross_backend_drift_is_bounded(
     ort_model: OnnxTokenizer, tiny_model: Tokenizer, real_frames: np.ndarray
 ) -> None:
-    r = verify_frames(tiny_model, ort_model, real_frames[:12], SenderConfig(keyframe_interval=0))
+    r = verify_frames(tiny_model, ort_model, real_frames[:12], SenderConfig(keyframe_interval=0),
+                      transport=wire_roundtrip(tiny_model))
     assert r["frames"] == 12 and r["closed_loop_exact"]
     for direction in ("torch_to_onnx", "onnx_to_torch"):
         assert abs(r[direction]["psnr_drift"]) < 0.1, r[direction]

@@ -7,9 +7,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from livetok.bench.lossy import LossConfig, LossyLink, simulate_loss
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
-from livetok.stream.lossy import LossConfig, LossyLink, simulate_loss
 
 SENDER = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=0)
 

@@ -95,3 +95,32 @@ def test_a_receiver_that_falls_behind_sheds_its_backlog_and_resumes_at_a_keyfram
         assert got == [0, 1, 2, 3, 8, 9]
         assert summary["frames_shed"] == 4 and summary["frames_lost"] == 0
         assert [r["reason"] for r in requests] == ["late"]
+
+
+def test_max_lag_and_latency_read_the_injected_wall_clock(tiny_model: Tokenizer) -> None:
+    """`max_lag_s` and `latency_ms` are measured on the receiver's `wall_clock` (epoch seconds)
+    against the packets' capture timestamps (µs): a fake clock makes both exact."""
+    now = [1000.0]
+    rx = PacketReceiver(tiny_model, max_lag_s=1.0, wall_clock=lambda: now[0])
+    tx, tokens = _tokens(tiny_model, 2, keyframe_at=-1)
+    s = rx.stream("cam")
+
+    def late(ts_us: int) -> bool:
+        return rx._too_late(s, tx.packetize(tokens[1], ts_us)[0])
+
+    assert not late(999_900_000) and s.best_latency_ms == 100.0
+    assert not late(999_950_000) and s.best_latency_ms == 50.0  # the best latency so far
+    now[0] = 1001.0
+    assert not late(999_950_000)  # 1050 ms: exactly max_lag_s over the best, not more
+    assert late(999_949_000)  # 1051 ms
+    assert s.best_latency_ms == 50.0
+
+    async def decoded_latency() -> float:
+        rx2 = _Rx(tiny_model, None)
+        rx2.wall_clock = lambda: 2000.0
+        await rx2.feed("cam", tx.packetize(tokens[0], 1_999_987_500)[1])
+        item = rx2._out.get_nowait()
+        assert isinstance(item, ReceivedFrame)
+        return item.latency_ms
+
+    assert asyncio.run(decoded_latency()) == 12.5

@@ -9,7 +9,7 @@ import logging
 
 from aiortc import RTCDataChannel
 
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from ..errors import StreamError
 from ..packet_receiver import PacketReceiver
@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 class ChannelReceiver(PacketReceiver):
     """Decodes the packets of one sender's data channel; iterate it for `ReceivedFrame`s."""
 
-    def __init__(self, model: Tokenizer, cfg: WebRTCConfig | None = None) -> None:
+    def __init__(self, model: Runtime, cfg: WebRTCConfig | None = None) -> None:
         self.cfg = cfg or WebRTCConfig()
         super().__init__(model, gap_timeout_s=self.cfg.gap_timeout_s, end_on_eos=True)
         self.channel: RTCDataChannel | None = None

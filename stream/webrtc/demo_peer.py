@@ -22,8 +22,8 @@ from aiortc import MediaStreamTrack, RTCDataChannel
 from aiortc.mediastreams import MediaStreamError
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
 from livetok.engine.rate_control import RateControlConfig
+from livetok.engine.runtime import Runtime
 
 from ..capture import Captured
 from ..heatmap import token_heatmap
@@ -55,7 +55,7 @@ class DemoPeer:
         kbps_range: the slider's limits; targets outside are clipped.
     """
 
-    def __init__(self, model: Tokenizer, sender: SenderConfig, box: tuple[int, int], target_kbps: float,
+    def __init__(self, model: Runtime, sender: SenderConfig, box: tuple[int, int], target_kbps: float,
                  kbps_range: tuple[float, float], probe: bool = False) -> None:
         self.box = box
         # latency probe (the page's ?probe=1): the page's "camera" spells a frame code; the server

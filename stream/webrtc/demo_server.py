@@ -16,7 +16,7 @@ from aiohttp import web
 from aiortc import MediaStreamTrack, RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from ..errors import StreamError
 from .config import SignalingConfig
@@ -66,7 +66,7 @@ def _asset(name: str) -> bytes:
 class DemoServer:
     """The demo's web app and its live peers."""
 
-    def __init__(self, model: Tokenizer, sender: SenderConfig, signaling: SignalingConfig | None = None,
+    def __init__(self, model: Runtime, sender: SenderConfig, signaling: SignalingConfig | None = None,
                  demo: DemoConfig | None = None) -> None:
         self.model = model
         self.sender = sender
@@ -158,7 +158,7 @@ class DemoServer:
         await asyncio.gather(*(self._drop(pc) for pc in list(self.peers)), return_exceptions=True)
 
 
-async def serve(model: Tokenizer, sender: SenderConfig, signaling: SignalingConfig, demo: DemoConfig | None = None,
+async def serve(model: Runtime, sender: SenderConfig, signaling: SignalingConfig, demo: DemoConfig | None = None,
                 *, on_listening: Callable[[str], Any] | None = None, stop: asyncio.Event | None = None) -> None:
     """Run the demo until `stop` is set (or for ever; Ctrl-C ends `livetok webrtc serve`)."""
     server = DemoServer(model, sender, signaling, demo)

@@ -18,7 +18,7 @@ from typing import Any
 from aiohttp import web
 from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessionDescription
 
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from ..errors import StreamError
 from ..live import drain_frames
@@ -42,7 +42,7 @@ class ReceiverEndpoint:
         cfg: ICE timeout and addresses, gap timeout.
     """
 
-    def __init__(self, model: Tokenizer, signaling: SignalingConfig | None = None,
+    def __init__(self, model: Runtime, signaling: SignalingConfig | None = None,
                  cfg: WebRTCConfig | None = None) -> None:
         self.signaling = signaling or SignalingConfig()
         self.cfg = cfg or WebRTCConfig()
@@ -110,7 +110,7 @@ class ReceiverEndpoint:
 
 
 async def webrtc_recv(
-    model: Tokenizer,
+    model: Runtime,
     signaling: SignalingConfig,
     cfg: WebRTCConfig | None = None,
     *,

@@ -16,9 +16,8 @@ from urllib.parse import urlparse
 
 from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 from ..capture import capture
 from ..errors import StreamError
@@ -102,7 +101,7 @@ class SenderPeer:
 
 
 async def webrtc_send(
-    model: Tokenizer,
+    model: Runtime,
     source: str,
     signal_url: str,
     sender: SenderConfig,
@@ -120,7 +119,7 @@ async def webrtc_send(
     until the source ends; returns the pipeline's statistics."""
     cfg = cfg or WebRTCConfig()
     session = SenderSession(model, sender)
-    info: dict[str, Any] = {"model_id": model_identity(model).hex(), "preset": model.cfg.name,
+    info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                             "fps": source_fps(source), "keyframe_interval": sender.keyframe_interval,
                             "bits_per_index": session.bits, "policy": sender.budget.policy, "source": source}
     frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)

@@ -7,8 +7,10 @@ stream bit ``j`` is bit ``j % 8`` of byte ``j // 8``; the last byte is zero-padd
 from __future__ import annotations
 
 import operator
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .errors import PacketError
 
@@ -44,7 +46,7 @@ def packed_size(count: int, bits: int) -> int:
     return (c * b + 7) // 8
 
 
-def pack_uints(values: np.ndarray, bits: int) -> bytes:
+def pack_uints(values: NDArray[np.integer[Any]], bits: int) -> bytes:
     """Pack unsigned integers, each in exactly ``bits`` bits, into a byte string.
 
     Args:
@@ -79,7 +81,7 @@ def pack_uints(values: np.ndarray, bits: int) -> bytes:
     return np.packbits(bitmat.reshape(-1), bitorder="little").tobytes()
 
 
-def unpack_uints(data: bytes, count: int, bits: int) -> np.ndarray:
+def unpack_uints(data: bytes, count: int, bits: int) -> NDArray[np.uint32]:
     """Inverse of :func:`pack_uints`.
 
     Strict, so that every accepted byte string re-packs to itself: ``data`` must be exactly

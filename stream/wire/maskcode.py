@@ -9,6 +9,7 @@ import operator
 from enum import IntEnum
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .bitpack import pack_uints, packed_size
 from .errors import PacketError
@@ -54,7 +55,7 @@ def _check_n(n: int) -> int:
     return v
 
 
-def _as_mask(mask: np.ndarray) -> np.ndarray:
+def _as_mask(mask: NDArray[np.bool_]) -> NDArray[np.bool_]:
     arr = np.asarray(mask)
     if arr.dtype != np.bool_:
         raise ValueError(f"mask must have dtype bool, got {arr.dtype}")
@@ -65,7 +66,7 @@ def _as_mask(mask: np.ndarray) -> np.ndarray:
     return arr
 
 
-def _runs(mask: np.ndarray) -> np.ndarray:
+def _runs(mask: NDArray[np.bool_]) -> NDArray[np.int64]:
     """Alternating run lengths, dropped first (the first run may be 0, all others are >= 1)."""
     change = np.flatnonzero(mask[1:] != mask[:-1]) + 1
     bounds = np.concatenate(([0], change, [mask.size]))
@@ -75,12 +76,12 @@ def _runs(mask: np.ndarray) -> np.ndarray:
     return runs.astype(np.int64)
 
 
-def _bit_length(v: np.ndarray) -> np.ndarray:
+def _bit_length(v: NDArray[np.int64]) -> NDArray[np.int64]:
     # frexp's exponent is the bit length, exactly, for integers below 2**53 (ours are <= 2**22 + 1)
     return np.frexp(v.astype(np.float64))[1].astype(np.int64)
 
 
-def _gamma_bits(runs: np.ndarray) -> np.ndarray:
+def _gamma_bits(runs: NDArray[np.int64]) -> NDArray[np.uint8]:
     """Concatenated Elias-gamma codes of ``runs + 1`` as a 0/1 uint8 array, MSB first."""
     v = runs.astype(np.int64) + 1
     length = _bit_length(v)
@@ -89,11 +90,11 @@ def _gamma_bits(runs: np.ndarray) -> np.ndarray:
     owner = np.repeat(np.arange(v.size), width)  # which code each output bit belongs to
     start = np.cumsum(width) - width
     shift = (width[owner] - 1) - (np.arange(total) - start[owner])
-    bits: np.ndarray = ((v[owner] >> shift) & 1).astype(np.uint8)
+    bits: NDArray[np.uint8] = ((v[owner] >> shift) & 1).astype(np.uint8)  # numpy 1.26's stubs say Any
     return bits
 
 
-def _rle_size(runs: np.ndarray) -> int:
+def _rle_size(runs: NDArray[np.int64]) -> int:
     explicit = runs[:-1] + 1  # the last run is implicit
     if explicit.size == 0:
         return 0
@@ -101,7 +102,7 @@ def _rle_size(runs: np.ndarray) -> int:
     return (int((2 * length - 1).sum()) + 7) // 8
 
 
-def encoded_mask_sizes(mask: np.ndarray) -> dict[MaskMode, int]:
+def encoded_mask_sizes(mask: NDArray[np.bool_]) -> dict[MaskMode, int]:
     """Byte size of ``mask`` in every mode that can represent it (ALL/NONE only when they apply).
 
     Args:
@@ -124,7 +125,7 @@ def encoded_mask_sizes(mask: np.ndarray) -> dict[MaskMode, int]:
     return sizes
 
 
-def encode_mask_as(mask: np.ndarray, mode: int) -> bytes:
+def encode_mask_as(mask: NDArray[np.bool_], mode: int) -> bytes:
     """Encode a keep-mask in a given mode (for tests and for senders that want a fixed mode).
 
     Args:
@@ -146,7 +147,7 @@ def encode_mask_as(mask: np.ndarray, mode: int) -> bytes:
     return _encode(arr, m, encoded_mask_sizes(arr))
 
 
-def _encode(arr: np.ndarray, m: MaskMode, sizes: dict[MaskMode, int]) -> bytes:
+def _encode(arr: NDArray[np.bool_], m: MaskMode, sizes: dict[MaskMode, int]) -> bytes:
     if m not in sizes:
         raise ValueError(f"mask mode {m.name} cannot represent a mask of {arr.size} positions with "
                          f"{int(arr.sum())} kept")
@@ -163,7 +164,7 @@ def _encode(arr: np.ndarray, m: MaskMode, sizes: dict[MaskMode, int]) -> bytes:
     return data
 
 
-def encode_mask(mask: np.ndarray) -> tuple[int, bytes]:
+def encode_mask(mask: NDArray[np.bool_]) -> tuple[int, bytes]:
     """Encode a keep-mask in its smallest mode (ties go to the lower mode number).
 
     Args:
@@ -184,7 +185,7 @@ def encode_mask(mask: np.ndarray) -> tuple[int, bytes]:
 # --- decoding -----------------------------------------------------------------------------------------------
 
 
-def _decode_bitmap(data: bytes, n: int) -> np.ndarray:
+def _decode_bitmap(data: bytes, n: int) -> NDArray[np.bool_]:
     need = (n + 7) // 8
     if len(data) != need:
         raise PacketError(f"BITMAP mask of {n} positions needs exactly {need} bytes, got {len(data)}")
@@ -195,7 +196,7 @@ def _decode_bitmap(data: bytes, n: int) -> np.ndarray:
     return np.unpackbits(buf, count=n, bitorder="little").astype(bool)
 
 
-def _decode_rle(data: bytes, n: int) -> np.ndarray:
+def _decode_rle(data: bytes, n: int) -> NDArray[np.bool_]:
     # Gamma codes are sequential, so decode with str.find over a '0'/'1' string: C-speed scanning,
     # one Python step per run, and the run count is bounded by n (every run after the first is >= 1).
     if len(data) > (3 * n + 7) // 8:  # gamma codes of runs summing below n take at most 3n bits
@@ -233,7 +234,7 @@ def _decode_rle(data: bytes, n: int) -> np.ndarray:
     return np.repeat(kept, runs)
 
 
-def _decode_index(data: bytes, n: int) -> np.ndarray:
+def _decode_index(data: bytes, n: int) -> NDArray[np.bool_]:
     width = index_width(n)
     if len(data) > packed_size(n, width):  # more than n positions: refuse before unpacking anything
         raise PacketError(f"INDEX mask of {len(data)} bytes holds more than the {n} positions of the grid")
@@ -260,7 +261,7 @@ def _decode_index(data: bytes, n: int) -> np.ndarray:
     return out
 
 
-def decode_mask(mode: int, data: bytes, n: int) -> np.ndarray:
+def decode_mask(mode: int, data: bytes, n: int) -> NDArray[np.bool_]:
     """Decode a keep-mask, strictly: only the exact bytes :func:`encode_mask` could make for some mask.
 
     Args:

@@ -9,9 +9,10 @@ import operator
 import struct
 import zlib
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from .bitpack import MAX_BITS, pack_uints, packed_size, unpack_uints
 from .errors import PacketError
@@ -49,6 +50,8 @@ MODEL_ID_SIZE = 8
 FLAG_KEYFRAME = 0x01
 FLAG_END_OF_STREAM = 0x02
 _KNOWN_FLAGS = FLAG_KEYFRAME | FLAG_END_OF_STREAM
+
+_ScalarT = TypeVar("_ScalarT", bound=np.generic)
 
 
 # --- the header ---------------------------------------------------------------------------------------------
@@ -220,7 +223,7 @@ def verify_packet(data: bytes) -> PacketHeader:
 # --- the packet ---------------------------------------------------------------------------------------------
 
 
-def _read_only(arr: np.ndarray) -> np.ndarray:
+def _read_only(arr: NDArray[_ScalarT]) -> NDArray[_ScalarT]:
     arr.setflags(write=False)  # the dataclass is frozen; its arrays should be too
     return arr
 
@@ -267,8 +270,8 @@ class TokenPacket:
     grid_h: int
     grid_w: int
     bits_per_index: int
-    mask: np.ndarray
-    indices: np.ndarray
+    mask: NDArray[np.bool_]
+    indices: NDArray[np.integer[Any]]  # any integer dtype in, uint32 once constructed
 
     def __post_init__(self) -> None:
         put = object.__setattr__  # frozen: normalise fields in place once, here

@@ -9,15 +9,15 @@ import time
 from typing import Any
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
+from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.live import publish_source
+from livetok.stream.receiver import Receiver
 
-from .broker_url import parse_broker_url
-from .live import publish_source
 from .localbroker import LocalBroker
-from .receiver import Receiver
 
 
-async def _bench(model: Tokenizer, url: str, streams: int, seconds: float, source: str,
+async def _bench(model: Runtime, url: str, streams: int, seconds: float, source: str,
                  size: tuple[int, int], sender: SenderConfig, fps: float, max_lag_s: float | None) -> dict[str, Any]:
     broker = parse_broker_url(url)
     frames = max(2, int(seconds * fps))
@@ -64,7 +64,7 @@ async def await_ends(rx: Receiver, names: list[str], drainer: asyncio.Task[Any],
         await drainer
 
 
-def bench_stream(model: Tokenizer, streams: list[int], seconds: float = 10.0, source: str = "synthetic",
+def bench_stream(model: Runtime, streams: list[int], seconds: float = 10.0, source: str = "synthetic",
                  size: tuple[int, int] = (256, 192), sender: SenderConfig | None = None,
                  broker_url: str | None = None, fps: float = 30.0, max_lag_s: float | None = 1.0) -> dict[str, Any]:
     """Run one measurement per entry of `streams`; a local mosquitto is started unless a broker is given.

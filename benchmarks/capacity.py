@@ -21,19 +21,18 @@ from typing import Any
 
 import numpy as np
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
+from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.publisher import TokenPublisher
+from livetok.stream.receiver import Receiver
+from livetok.stream.session import SenderSession
+from livetok.stream.sources import open_source
+from livetok.stream.stages import percentile
+from livetok.stream.wire import TokenPacket
 
-from .bench import await_ends
-from .broker_url import parse_broker_url
+from .live_stream import await_ends
 from .localbroker import LocalBroker
-from .publisher import TokenPublisher
-from .receiver import Receiver
-from .session import SenderSession
-from .sources import open_source
-from .stages import percentile
-from .wire import TokenPacket
 
 __all__ = ["CapacityConfig", "find_max_streams", "measure_streams"]
 
@@ -112,7 +111,7 @@ def _replay_main(conn: Any, url: str, names: list[str], payloads: list[bytes], f
 # -- the receiving process (this one) ----------------------------------------------------------
 
 
-def encode_clip(model: Tokenizer, source: str, size: tuple[int, int], sender: SenderConfig, frames: int
+def encode_clip(model: Runtime, source: str, size: tuple[int, int], sender: SenderConfig, frames: int
                 ) -> list[bytes]:
     """`frames` frames of `source` encoded as one stream (frame 0 a keyframe): the replayed packets."""
     session = SenderSession(model, sender)
@@ -120,12 +119,12 @@ def encode_clip(model: Tokenizer, source: str, size: tuple[int, int], sender: Se
     return [session.encode(f, timestamp_us=0).data for f in src.frames]
 
 
-async def _trial(model: Tokenizer, url: str, streams: int, payloads: list[bytes], cfg: CapacityConfig
+async def _trial(model: Runtime, url: str, streams: int, payloads: list[bytes], cfg: CapacityConfig
                  ) -> dict[str, Any]:
     names = [f"cap{j}" for j in range(streams)]
     frames = max(2, round(cfg.seconds * cfg.fps))
     decoded: dict[str, list[float]] = {n: [] for n in names}  # monotonic decode times
-    info = {"model_id": model_identity(model).hex(), "fps": cfg.fps}
+    info = {"model_id": model.identity.hex(), "fps": cfg.fps}
     async with Receiver(model, parse_broker_url(url), "+", gap_timeout_s=1.0) as rx:
         async def drain() -> None:
             async for f in rx:
@@ -158,13 +157,13 @@ async def _trial(model: Tokenizer, url: str, streams: int, payloads: list[bytes]
             "messages_dropped": summary.get("messages_dropped", 0), **sent}
 
 
-def measure_streams(model: Tokenizer, url: str, streams: int, payloads: list[bytes], cfg: CapacityConfig
+def measure_streams(model: Runtime, url: str, streams: int, payloads: list[bytes], cfg: CapacityConfig
                     ) -> dict[str, Any]:
     """One trial: `streams` replayed streams into one receiver; `keeps_up` says whether it kept up."""
     return asyncio.run(_trial(model, url, streams, payloads, cfg))
 
 
-def find_max_streams(model: Tokenizer, source: str = "synthetic", size: tuple[int, int] = (256, 192),
+def find_max_streams(model: Runtime, source: str = "synthetic", size: tuple[int, int] = (256, 192),
                      sender: SenderConfig | None = None, cfg: CapacityConfig | None = None,
                      broker_url: str | None = None, log: Any = None) -> dict[str, Any]:
     """Raise S (1, 2, 4, ... then bisect) until one receiver no longer decodes S streams in real time.

@@ -27,10 +27,10 @@ from livetok.engine.checkpoint import load_weights, read_metadata
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.data import DataConfig, find_videos
 from livetok.engine.train import TrainConfig, train
+from livetok.stream.evaluate import clip_name, evaluate_files
+from livetok.stream.video_io import VideoReader
 
-from .bench_rd import _interp, _point, _tokens_at_psnr
-from .evaluate import clip_name, evaluate_files
-from .video_io import VideoReader
+from .rd import _interp, _point, _tokens_at_psnr
 
 # (task, done, total or None when unknown, a short note): drives the CLI's progress display
 Progress = Callable[[str, float, float | None, str], None]

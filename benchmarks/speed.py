@@ -38,8 +38,7 @@ from livetok.export.batching import MultiStreamDecoder, MultiStreamEncoder
 from livetok.export.flops import GraphCost, encode_cost, frame_costs
 from livetok.export.peak import DevicePeak, measure_peak
 from livetok.export.preprocess import PreprocessConfig, Preprocessor
-
-from .video_io import read_video
+from livetok.stream.video_io import read_video
 
 log = logging.getLogger(__name__)
 
@@ -76,7 +75,7 @@ class SpeedConfig:
 def _clip_frames(source: str | None, count: int) -> np.ndarray:
     """`count` uint8 RGB frames of the clip, played forwards then backwards when it is shorter
     (no cut back to frame 0: a cut would be a scene change the clip does not have)."""
-    from .demo import DEMO_CLIP
+    from livetok.stream.demo import DEMO_CLIP
 
     path = Path(source) if source else DEMO_CLIP
     if not path.is_file():

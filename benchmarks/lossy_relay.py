@@ -18,7 +18,8 @@ from dataclasses import dataclass
 
 from paho.mqtt.client import topic_matches_sub
 
-from .errors import StreamError
+from livetok.stream.errors import StreamError
+
 from .lossy import LossConfig, LossyLink
 
 log = logging.getLogger(__name__)
@@ -98,7 +99,7 @@ class LossyRelay:
     Args:
         host, target_port: the broker.
         topic: an MQTT topic filter (`+`/`#` allowed) whose publishes may be dropped.
-        loss, burst, seed: the loss model of `stream.lossy.LossyLink` (mean loss rate, mean burst
+        loss, burst, seed: the loss model of `livetok.bench.lossy.LossyLink` (mean loss rate, mean burst
             length in packets, 1 = independent; seed of the pattern).
         spare: called with (topic, payload) of each candidate packet; True keeps it whatever the
             draw (e.g. a loss-free tail, the end of stream). Decided per packet, so it does not

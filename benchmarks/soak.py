@@ -11,13 +11,13 @@ import time
 from typing import Any
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
+from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.live import publish_source
+from livetok.stream.receiver import Receiver
+from livetok.stream.stages import percentile
 
-from .broker_url import parse_broker_url
-from .live import publish_source
 from .localbroker import LocalBroker
-from .receiver import Receiver
-from .stages import percentile
 
 
 def rss_mib() -> float:
@@ -39,7 +39,7 @@ def open_fds() -> int:
         return -1
 
 
-async def _soak(model: Tokenizer, url: str, minutes: float, window_s: float, source: str, size: tuple[int, int],
+async def _soak(model: Runtime, url: str, minutes: float, window_s: float, source: str, size: tuple[int, int],
                 sender: SenderConfig, fps: float) -> dict[str, Any]:
     broker = parse_broker_url(url)
     frames = max(2, round(minutes * 60 * fps))
@@ -104,7 +104,7 @@ async def _soak(model: Tokenizer, url: str, minutes: float, window_s: float, sou
     }
 
 
-def bench_soak(model: Tokenizer, minutes: float, window_s: float = 30.0, source: str = "synthetic",
+def bench_soak(model: Runtime, minutes: float, window_s: float = 30.0, source: str = "synthetic",
                size: tuple[int, int] = (256, 192), sender: SenderConfig | None = None,
                broker_url: str | None = None, fps: float = 30.0) -> dict[str, Any]:
     """Run the soak; a local mosquitto is started unless a broker is given."""

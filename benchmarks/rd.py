@@ -24,10 +24,10 @@ from typing import Any
 import numpy as np
 
 from livetok.engine.config import BudgetConfig, SenderConfig
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
+from livetok.stream.evaluate import evaluate_files
 
 from .codecs import curves_for_clips, psnr_at_bits
-from .evaluate import evaluate_files
 
 RATES = (0.25, 0.5, 0.75)
 # the gain-signal policies spend well under beta on the quiet eval set (mean rate 0.48 at beta =
@@ -35,7 +35,7 @@ RATES = (0.25, 0.5, 0.75)
 GAIN_RATES = (0.25, 0.5, 1.0)
 
 
-def policy_settings(model: Tokenizer, fixed_mse: dict[float, float] | None = None) -> dict[str, list[SenderConfig]]:
+def policy_settings(model: Runtime, fixed_mse: dict[float, float] | None = None) -> dict[str, list[SenderConfig]]:
     """Three operating points per policy (search: four). `fixed_mse` (rate -> the fixed policy's mean frame MSE)
     anchors search's tau so its points land near the same rates."""
     pg = model.population("gain")
@@ -138,7 +138,7 @@ def summarize_rd(policies: dict[str, list[dict[str, Any]]], codecs: dict[str, li
     return s
 
 
-def bench_rd(model: Tokenizer, clips: list[str | os.PathLike[str]], policies: list[str] | None = None,
+def bench_rd(model: Runtime, clips: list[str | os.PathLike[str]], policies: list[str] | None = None,
              codecs: tuple[str, ...] = ("x264", "vp8"), max_frames: int | None = None,
              progress: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Run every policy at its three settings and the codecs; returns {policies, codecs, summary}."""

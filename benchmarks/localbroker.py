@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-from .errors import StreamError
+from livetok.stream.errors import StreamError
 
 
 class LocalBroker:

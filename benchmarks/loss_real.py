@@ -2,7 +2,7 @@
 `LossyRelay` into a real mosquitto; a real `Receiver` decodes them. Reports every loss detected,
 keyframes requested, recovery time (capture of a lost frame to the next decoded frame, a keyframe),
 frames frozen and the PSNR a viewer sees. The simulated counterpart, on a virtual clock, is
-stream/lossy.py; this one runs on the wall clock, so its times include the model's speed.
+benchmarks/lossy.py; this one runs on the wall clock, so its times include the model's speed.
 """
 
 from __future__ import annotations
@@ -17,19 +17,18 @@ from typing import Any
 import cv2
 import numpy as np
 
-from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr
-from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
+from livetok.stream.broker_url import parse_broker_url, topics
+from livetok.stream.capture import Captured, capture
+from livetok.stream.pipeline import PipelineConfig, run_pipeline
+from livetok.stream.publisher import TokenPublisher
+from livetok.stream.receiver import Receiver
+from livetok.stream.session import SenderSession
+from livetok.stream.wire import PacketError, peek_header
 
-from .broker_url import parse_broker_url, topics
-from .capture import Captured, capture
 from .lossy_relay import LossyRelay
-from .pipeline import PipelineConfig, run_pipeline
-from .publisher import TokenPublisher
-from .receiver import Receiver
-from .session import SenderSession
-from .wire import PacketError, peek_header
 
 __all__ = ["RealLossConfig", "real_loss_run"]
 
@@ -86,7 +85,7 @@ class _Tap:
         await self.pub.send(data)
 
 
-async def _run(model: Tokenizer, source: str, broker_url: str, cfg: RealLossConfig, sender: SenderConfig,
+async def _run(model: Runtime, source: str, broker_url: str, cfg: RealLossConfig, sender: SenderConfig,
                stream: str) -> dict[str, Any]:
     broker = parse_broker_url(broker_url)
     dropped: list[int] = []
@@ -117,7 +116,7 @@ async def _run(model: Tokenizer, source: str, broker_url: str, cfg: RealLossConf
 
     decoded: dict[int, tuple[int, bool, np.ndarray]] = {}  # frame index -> (wall time us, keyframe, frame)
     session = SenderSession(model, sender)
-    info = {"model_id": model_identity(model).hex(), "fps": 30.0, "width": cfg.size[0], "height": cfg.size[1],
+    info = {"model_id": model.identity.hex(), "fps": 30.0, "width": cfg.size[0], "height": cfg.size[1],
             "qos": 0}
     async with (LossyRelay(broker.host, broker.port, topics(stream).tokens, loss=cfg.loss, burst=cfg.burst,
                            seed=cfg.seed, spare=spare, on_drop=on_drop) as relay,
@@ -192,7 +191,7 @@ async def _run(model: Tokenizer, source: str, broker_url: str, cfg: RealLossConf
     }
 
 
-def real_loss_run(model: Tokenizer, source: str, broker_url: str, cfg: RealLossConfig,
+def real_loss_run(model: Runtime, source: str, broker_url: str, cfg: RealLossConfig,
                   sender: SenderConfig | None = None, stream: str | None = None) -> dict[str, Any]:
     """Stream `source` live (30 fps, looped) from a real publisher at QoS 0 through a lossy relay
     into `broker_url`, and decode it with a real receiver subscribed to the broker directly.

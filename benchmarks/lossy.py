@@ -15,10 +15,9 @@ from typing import Any
 import numpy as np
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.model import Tokenizer
-
-from .packet_receiver import PacketReceiver, ReceivedFrame
-from .session import SenderSession
+from livetok.engine.runtime import Runtime
+from livetok.stream.packet_receiver import PacketReceiver, ReceivedFrame
+from livetok.stream.session import SenderSession
 
 __all__ = ["LossConfig", "LossyLink", "simulate_loss"]
 
@@ -86,7 +85,7 @@ class _Clock:
 class _SimReceiver(PacketReceiver):
     """A receiver whose keyframe requests reach the simulated sender after the link's delay."""
 
-    def __init__(self, model: Tokenizer, cfg: LossConfig, clock: _Clock) -> None:
+    def __init__(self, model: Runtime, cfg: LossConfig, clock: _Clock) -> None:
         super().__init__(model, gap_timeout_s=cfg.gap_timeout_s, clock=clock)
         self.requests: list[float] = []  # when each request reaches the sender
         self.delay_s = cfg.delay_s
@@ -101,7 +100,7 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return 99.0 if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
 
 
-async def _run(model: Tokenizer, frames: Iterable[np.ndarray], cfg: LossConfig, sender: SenderConfig
+async def _run(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig, sender: SenderConfig
                ) -> dict[str, Any]:
     clock = _Clock()
     link = LossyLink(cfg)
@@ -178,7 +177,7 @@ async def _run(model: Tokenizer, frames: Iterable[np.ndarray], cfg: LossConfig, 
     }
 
 
-def simulate_loss(model: Tokenizer, frames: Iterable[np.ndarray], cfg: LossConfig,
+def simulate_loss(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig,
                   sender: SenderConfig | None = None) -> dict[str, Any]:
     """Stream `frames` through a lossy link into a real `PacketReceiver` on a virtual clock.
 

@@ -39,8 +39,7 @@ from av.video.codeccontext import VideoCodecContext
 
 from livetok.engine.metrics import psnr as frame_psnr
 from livetok.engine.metrics import ssim as frame_ssim
-
-from .video_io import read_video
+from livetok.stream.video_io import read_video
 
 CODECS = ("x264", "vp8")
 
