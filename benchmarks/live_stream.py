@@ -11,7 +11,7 @@ from typing import Any
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
-from livetok.stream.live import publish_source
+from livetok.stream.live import publish_sources
 from livetok.stream.receiver import Receiver
 
 from .localbroker import LocalBroker
@@ -29,20 +29,25 @@ async def _bench(model: Runtime, url: str, streams: int, seconds: float, source:
 
         drainer = asyncio.create_task(drain())
         t0 = time.monotonic()
-        pubs = await asyncio.gather(*(publish_source(model, source, broker, n, sender, realtime=True,
-                                                     max_frames=frames, size=size) for n in names))
+        # one publishing process, as `livetok publish --source ... --source ...` runs it: the streams'
+        # frames of one tick share one batched encoder step
+        pub = await publish_sources(model, [source] * streams, broker, names, sender, realtime=True,
+                                    max_frames=frames, size=size)
         wall = time.monotonic() - t0
         await await_ends(rx, names, drainer, time.monotonic() + 30)
         summary = rx.summary()
     per = []
-    for n, p in zip(names, pubs, strict=True):
+    encode_ms = next(s["latency_ms_p50"] for s in pub["stages"] if s["stage"] == "encode")
+    for n in names:
         r = summary["streams"].get(n, {})
-        per.append({"stream": n, "frames_captured": p["frames_captured"], "frames_dropped": p["frames_dropped"],
-                    "frames_published": p["frames_published"], "publish_fps": p["fps"],
+        p = pub["per_stream"].get(n, {"frames_captured": 0, "frames_published": 0})
+        per.append({"stream": n, "frames_captured": p["frames_captured"],
+                    "frames_dropped": p["frames_captured"] - p["frames_published"],
+                    "frames_published": p["frames_published"], "publish_fps": round(p["frames_published"] / wall, 2),
                     "frames_decoded": r.get("frames_decoded", 0), "frames_lost": r.get("frames_lost", 0),
                     "frames_shed": r.get("frames_shed", 0),
                     "latency_ms_p50": r.get("latency_ms_p50"), "latency_ms_p99": r.get("latency_ms_p99"),
-                    "encode_ms_p50": next(s["latency_ms_p50"] for s in p["stages"] if s["stage"] == "encode")})
+                    "encode_ms_p50": encode_ms})
     decoded = sum(x["frames_decoded"] for x in per)
     return {"streams": streams, "seconds": round(wall, 2), "size": f"{size[0]}x{size[1]}", "source": source,
             "target_fps": fps, "fps_per_stream": round(decoded / streams / wall, 2),

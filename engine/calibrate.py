@@ -13,10 +13,12 @@ from __future__ import annotations
 import logging
 from dataclasses import replace
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
 import torch
+from numpy.typing import NDArray
 
 from .checkpoint import load_weights, read_metadata, save_weights
 from .config import BudgetConfig, SenderConfig
@@ -27,12 +29,12 @@ from .model import Tokenizer
 log = logging.getLogger(__name__)
 
 
-def eval_protocol_clip(path: Path, size: tuple[int, int] = (256, 192), frames: int = 48) -> np.ndarray:
+def eval_protocol_clip(path: Path, size: tuple[int, int] = (256, 192), frames: int = 48) -> NDArray[np.uint8]:
     """The first `frames` frames, centre-cropped to the aspect of `size` and INTER_AREA-resized
     (the protocol of ../shared/tools/make_eval_clip.py), uint8 RGB [T, H, W, 3]."""
     w, h = size
     cap = cv2.VideoCapture(str(path))
-    out: list[np.ndarray] = []
+    out: list[NDArray[np.uint8]] = []
     try:
         while len(out) < frames:
             ok, bgr = cap.read()
@@ -45,14 +47,15 @@ def eval_protocol_clip(path: Path, size: tuple[int, int] = (256, 192), frames: i
             else:
                 ch = fw * h // w
                 bgr = bgr[(fh - ch) // 2 : (fh - ch) // 2 + ch]
-            out.append(cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+            rgb = cv2.cvtColor(cv2.resize(bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            out.append(cast(NDArray[np.uint8], rgb))  # cv2's stubs do not track dtypes; decoded video is uint8
     finally:
         cap.release()
     return np.stack(out) if out else np.zeros((0, h, w, 3), np.uint8)
 
 
 @torch.no_grad()
-def mean_stream_signal(model: Tokenizer, clips: list[np.ndarray], sender: SenderConfig) -> float:
+def mean_stream_signal(model: Tokenizer, clips: list[NDArray[np.uint8]], sender: SenderConfig) -> float:
     """Mean over predicted (non-key) frames of the frame's mean router signal, streams in order."""
     total, count = 0.0, 0
     dev = next(model.parameters()).device
@@ -70,7 +73,9 @@ def mean_stream_signal(model: Tokenizer, clips: list[np.ndarray], sender: Sender
     return total / count
 
 
-def calibrate(model: Tokenizer, clips: list[np.ndarray], rate: float = 0.5, iterations: int = 2) -> dict[str, float]:
+def calibrate(
+    model: Tokenizer, clips: list[NDArray[np.uint8]], rate: float = 0.5, iterations: int = 2
+) -> dict[str, float]:
     """Set and return the model's population means of both signals (see the module docstring)."""
     out = {}
     for signal in ("error", "gain"):

@@ -13,9 +13,11 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +69,12 @@ def find_videos(paths: Iterable[str | os.PathLike[str]]) -> list[Path]:
     return out
 
 
-def read_clip(path: Path, short_side: int, max_frames: int) -> np.ndarray:
+def read_clip(path: Path, short_side: int, max_frames: int) -> NDArray[np.uint8]:
     """Decode a video to uint8 RGB [T, H, W, 3] with its short side resized to `short_side`."""
     cap = cv2.VideoCapture(str(path))
     if not cap.isOpened():
         raise ValueError(f"cannot open video {path}")
-    frames: list[np.ndarray] = []
+    frames: list[NDArray[np.uint8]] = []
     try:
         while len(frames) < max_frames:
             ok, bgr = cap.read()
@@ -81,7 +83,8 @@ def read_clip(path: Path, short_side: int, max_frames: int) -> np.ndarray:
             h, w = bgr.shape[:2]
             s = short_side / min(h, w)
             size = (max(8, round(w * s)), max(8, round(h * s)))
-            frames.append(cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB))
+            rgb = cv2.cvtColor(cv2.resize(bgr, size, interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+            frames.append(cast(NDArray[np.uint8], rgb))  # cv2's stubs do not track dtypes; decoded video is uint8
     finally:
         cap.release()
     if not frames:
@@ -95,11 +98,12 @@ def _cache_path(path: Path, cfg: DataConfig, cache_dir: Path) -> Path:
     return cache_dir / (hashlib.sha256(key.encode()).hexdigest()[:16] + ".npy")
 
 
-def load_clips(files: list[Path], cfg: DataConfig, cache_dir: Path | None = None) -> list[np.ndarray]:
+def load_clips(files: list[Path], cfg: DataConfig, cache_dir: Path | None = None) -> list[NDArray[np.uint8]]:
     """Decode (or load from the cache) every clip; clips shorter than 2 frames are skipped."""
-    clips = []
+    clips: list[NDArray[np.uint8]] = []
     for f in files:
         cached = _cache_path(f, cfg, cache_dir) if cache_dir else None
+        arr: NDArray[np.uint8]
         if cached is not None and cached.exists():
             arr = np.load(cached, mmap_mode=None)
         else:
@@ -122,7 +126,7 @@ def default_cache_dir() -> Path:
 class ClipSampler:
     """Draws batches of T-frame training clips, uint8 RGB [B, T, crop, crop, 3]."""
 
-    def __init__(self, clips: list[np.ndarray], cfg: DataConfig, seed: int = 0) -> None:
+    def __init__(self, clips: list[NDArray[np.uint8]], cfg: DataConfig, seed: int = 0) -> None:
         if not clips and cfg.synthetic_fraction < 1.0:
             raise ValueError("no real clips to sample from (and synthetic_fraction < 1)")
         self.clips = clips
@@ -132,7 +136,7 @@ class ClipSampler:
         w = np.sqrt(np.array([len(c) for c in clips], dtype=np.float64)) if clips else np.ones(0)
         self.weights = w / w.sum() if clips else w
 
-    def _real(self, t: int, min_t: int | None = None) -> np.ndarray:
+    def _real(self, t: int, min_t: int | None = None) -> NDArray[np.uint8]:
         """t frames of a random clip; with `min_t`, a clip too short for t gives fewer (>= min_t)."""
         rng, cfg = self.rng, self.cfg
         clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
@@ -158,14 +162,14 @@ class ClipSampler:
             seg = seg[::-1]  # time reversal: still plausible motion, more variety
         return np.ascontiguousarray(seg)
 
-    def _synthetic(self, t: int) -> np.ndarray:
+    def _synthetic(self, t: int) -> NDArray[np.uint8]:
         from .synthetic import PRESETS as SYN
         from .synthetic import generate_clip
 
         cfg = replace(SYN["mixed"], height=self.cfg.crop, width=self.cfg.crop, frames=t)
         return generate_clip(cfg, self.rng)
 
-    def stream(self, length: int, min_length: int = 1) -> np.ndarray:
+    def stream(self, length: int, min_length: int = 1) -> NDArray[np.uint8]:
         """One stream of up to `length` frames (a real clip segment: at most what the clip holds, at
         least `min_length`; or a synthetic clip), uint8 RGB [T, crop, crop, 3]."""
         synth = not self.clips or self.rng.random() < self.cfg.synthetic_fraction
@@ -174,14 +178,15 @@ class ClipSampler:
             s = self._freeze(s)
         return s
 
-    def _freeze(self, s: np.ndarray) -> np.ndarray:
+    def _freeze(self, s: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Hold one frame still for a stretch, then carry on (same length as before)."""
         at = int(self.rng.integers(0, len(s)))
         hold = int(self.rng.integers(self.cfg.freeze_frames[0], self.cfg.freeze_frames[1] + 1))
         idx = np.concatenate([np.arange(at + 1), np.full(hold, at), np.arange(at + 1, len(s))])[: len(s)]
-        return s[idx]
+        frozen: NDArray[np.uint8] = s[idx]  # numpy's stubs type fancy indexing as Any
+        return frozen
 
-    def batch(self, batch: int, t: int) -> np.ndarray:
+    def batch(self, batch: int, t: int) -> NDArray[np.uint8]:
         out = np.empty((batch, t, self.cfg.crop, self.cfg.crop, 3), dtype=np.uint8)
         for i in range(batch):
             synth = not self.clips or self.rng.random() < self.cfg.synthetic_fraction
@@ -204,10 +209,10 @@ class StreamSampler:
         self.batch = batch
         self.lengths = lengths
         self.rng = np.random.default_rng(seed)
-        self._streams: list[np.ndarray | None] = [None] * batch
+        self._streams: list[NDArray[np.uint8] | None] = [None] * batch
         self._pos = [0] * batch
 
-    def next(self, t: int) -> tuple[np.ndarray, np.ndarray]:
+    def next(self, t: int) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         """Returns (frames uint8 [B, T, crop, crop, 3], new_stream bool [B])."""
         crop = self.clips.cfg.crop
         out = np.empty((self.batch, t, crop, crop, 3), dtype=np.uint8)

@@ -41,7 +41,7 @@ class ConvNeXtBlock(nn.Module):
         self.gamma = nn.Parameter(torch.full((channels,), layer_scale))
 
     def forward(self, x: Tensor) -> Tensor:
-        y = self.pw2(F.gelu(self.pw1(self.norm(self.dw(x)))))
+        y: Tensor = self.pw2(F.gelu(self.pw1(self.norm(self.dw(x)))))
         return x + y * self.gamma.view(1, -1, 1, 1)
 
 

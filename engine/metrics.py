@@ -3,27 +3,30 @@ window sigma 1.5 as in scikit-image's `gaussian_weights=True`), per frame, avera
 
 from __future__ import annotations
 
+from typing import cast
+
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 PSNR_CAP = 100.0  # identical frames have infinite PSNR; cap it so means stay finite
 
 
-def _pair(a: np.ndarray, b: np.ndarray) -> None:
+def _pair(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> None:
     if a.shape != b.shape:
         raise ValueError(f"frames differ in shape: {a.shape} vs {b.shape}")
     if a.dtype != np.uint8 or b.dtype != np.uint8:
         raise ValueError(f"metrics take uint8 frames, got {a.dtype} and {b.dtype}")
 
 
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
+def psnr(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
     """PSNR in dB of one uint8 frame pair [H, W, 3] (peak 255)."""
     _pair(a, b)
     mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
     return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * np.log10(255.0**2 / mse))
 
 
-def ssim(a: np.ndarray, b: np.ndarray) -> float:
+def ssim(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
     """Mean SSIM of one uint8 frame pair [H, W, C], averaged over channels.
 
     Matches `skimage.metrics.structural_similarity(a, b, channel_axis=-1, data_range=255,
@@ -39,8 +42,9 @@ def ssim(a: np.ndarray, b: np.ndarray) -> float:
         x = a[..., ch].astype(np.float64)
         y = b[..., ch].astype(np.float64)
 
-        def blur(im: np.ndarray) -> np.ndarray:
-            return cv2.GaussianBlur(im, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+        def blur(im: NDArray[np.float64]) -> NDArray[np.float64]:
+            out = cv2.GaussianBlur(im, (11, 11), 1.5, borderType=cv2.BORDER_REFLECT)
+            return cast(NDArray[np.float64], out)  # cv2's stubs do not track dtypes; float64 in, float64 out
 
         mx, my = blur(x), blur(y)
         vx = blur(x * x) - mx * mx

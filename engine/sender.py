@@ -9,7 +9,7 @@ current scale is written into the stream's budget states; after the frame is pac
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 
 import torch
@@ -80,6 +80,30 @@ def encode_streams(runtime: Runtime, frames: Tensor, states: Sequence[SenderStat
         return [tokens], [replace(states[0], stream=new)]
     return ([tokens.row(i) for i in range(b)],
             [replace(st, stream=new.row(i)) for i, st in enumerate(states)])
+
+
+def encode_named(runtime: Runtime, frames: Mapping[str, Tensor], states: Mapping[str, SenderState],
+                 sender: SenderConfig, force_keyframe: Collection[str] = ()
+                 ) -> tuple[dict[str, FrameTokens], dict[str, SenderState]]:
+    """One frame of each named stream ([1, 3, H, W] in [-1, 1]); the streams of one frame size run as
+    one batched step (`encode_streams`). A name without a state starts a stream.
+
+    Returns (tokens by name, new states by name), in the order of `frames`.
+    """
+    groups: dict[tuple[int, int], list[str]] = {}
+    for name, f in frames.items():
+        if f.ndim != 4 or f.shape[0] != 1:
+            raise TokenizerError(f"stream {name!r}: a frame must be [1, 3, H, W], got {tuple(f.shape)}")
+        groups.setdefault((int(f.shape[-2]), int(f.shape[-1])), []).append(name)
+    tokens: dict[str, FrameTokens] = {}
+    new: dict[str, SenderState] = {}
+    for names in groups.values():
+        x = frames[names[0]] if len(names) == 1 else torch.cat([frames[n].to(frames[names[0]].device) for n in names])
+        out, sts = encode_streams(runtime, x, [states.get(n, SenderState()) for n in names], sender,
+                                  [n in force_keyframe for n in names])
+        for name, t, st in zip(names, out, sts, strict=True):
+            tokens[name], new[name] = t, st
+    return {n: tokens[n] for n in frames}, {n: new[n] for n in frames}
 
 
 def account(sender: SenderConfig, state: SenderState, bits: int, tokens: int, now_s: float) -> SenderState:

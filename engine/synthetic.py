@@ -10,9 +10,11 @@ import colorsys
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass, fields
+from typing import cast
 
 import cv2
 import numpy as np
+from numpy.typing import NDArray
 
 __all__ = ["PRESETS", "SyntheticConfig", "generate_clip", "generate_clip_with_info", "synthetic_frames"]
 
@@ -23,6 +25,10 @@ _RANGES: dict[str, tuple[float, float]] = {
     "cut_prob": (0.0, 1.0), "static_prob": (0.0, 1.0), "static_len": (1, 100_000), "noise": (0.0, 64.0),
     "blur": (0.0, 8.0), "drift": (0.0, 0.1),
 }
+# cv2's stubs give every array result "any numeric dtype"; `cast(_F32, ...)` restates the float32 that the
+# call returns for the float32 arrays it is given here.
+_F32 = NDArray[np.float32]
+
 _INT_FIELDS = frozenset({"height", "width", "frames", "n_shapes", "static_len"})
 _PAIR_FIELDS = frozenset({"n_shapes", "shape_speed", "static_len"})
 
@@ -97,48 +103,48 @@ PRESETS: dict[str, SyntheticConfig] = {
 }
 
 
-def _colour(rng: np.random.Generator, hue: float | None = None) -> np.ndarray:
+def _colour(rng: np.random.Generator, hue: float | None = None) -> _F32:
     """A random RGB colour (float32, 0..255), near `hue` when given so scenes get a coherent palette."""
     h = rng.random() if hue is None else (hue + rng.normal(0.0, 0.06)) % 1.0
     rgb = colorsys.hsv_to_rgb(h, rng.uniform(0.15, 0.85), rng.uniform(0.2, 0.95))
     return np.array(rgb, np.float32) * 255.0
 
 
-def _mix(base: np.ndarray, a: np.ndarray, da: np.ndarray, b: np.ndarray | None = None,
-         db: np.ndarray | None = None) -> np.ndarray:
+def _mix(base: _F32, a: _F32, da: _F32, b: _F32 | None = None, db: _F32 | None = None) -> _F32:
     """Per channel k: base[k] + a*da[k] + b*db[k], as float32 [h, w, 3].
 
     Works plane by plane with cv2 because numpy broadcasting over a trailing axis of 3 is ~10x slower.
     """
     if b is None or db is None:
         b, db = a, np.zeros(3, np.float32)
-    return cv2.merge([cv2.addWeighted(a, float(da[k]), b, float(db[k]), float(base[k])) for k in range(3)])
+    planes = [cv2.addWeighted(a, float(da[k]), b, float(db[k]), float(base[k])) for k in range(3)]
+    return cast(_F32, cv2.merge(planes))
 
 
-def _uniform_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float = 1.0) -> np.ndarray:
+def _uniform_noise(rng: np.random.Generator, shape: tuple[int, ...], std: float = 1.0) -> _F32:
     """Zero-mean uniform noise of standard deviation `std`: 4x cheaper than Gaussian, as good for texture."""
     return (rng.random(shape, np.float32) - np.float32(0.5)) * np.float32(std * math.sqrt(12.0))
 
 
-def _fbm(h: int, w: int, rng: np.random.Generator, octaves: int, cell: float, persist: float) -> np.ndarray:
+def _fbm(h: int, w: int, rng: np.random.Generator, octaves: int, cell: float, persist: float) -> _F32:
     """Multi-octave smoothed noise, float32 [h, w] of amplitude ~1; each octave halves the cell size.
 
     Built coarse to fine (upsample, add detail) so the cost is about one full-size resize, not one per octave.
     """
     gh, gw = max(2, round(h / cell) + 1), max(2, round(w / cell) + 1)
-    out: np.ndarray = _uniform_noise(rng, (gh, gw))
+    out: _F32 = _uniform_noise(rng, (gh, gw))
     amp, total = 1.0, 1.0
     for _ in range(octaves - 1):
         if 2 * gh > h / 1.5 and 2 * gw > w / 1.5:  # finer than the pixel grid adds only aliasing
             break
         gh, gw, amp = 2 * gh, 2 * gw, amp * persist
         detail = _uniform_noise(rng, (gh, gw))
-        out = cv2.scaleAdd(detail, amp, cv2.resize(out, (gw, gh), interpolation=cv2.INTER_CUBIC))
+        out = cast(_F32, cv2.scaleAdd(detail, amp, cv2.resize(out, (gw, gh), interpolation=cv2.INTER_CUBIC)))
         total += amp
     return cv2.resize(out, (w, h), interpolation=cv2.INTER_CUBIC) * np.float32(1.0 / total)
 
 
-def _fill(h: int, w: int, rng: np.random.Generator, hue: float) -> np.ndarray:
+def _fill(h: int, w: int, rng: np.random.Generator, hue: float) -> _F32:
     """A float32 [h, w, 3] fill: flat, stripes, checker, noise or gradient between two colours."""
     c1 = _colour(rng, hue)
     c2 = _colour(rng, None if rng.random() < 0.3 else hue)
@@ -162,7 +168,7 @@ def _fill(h: int, w: int, rng: np.random.Generator, hue: float) -> np.ndarray:
     return _mix(c1, v.astype(np.float32), c2 - c1)
 
 
-def _make_canvas(h: int, w: int, texture: float, rng: np.random.Generator) -> np.ndarray:
+def _make_canvas(h: int, w: int, texture: float, rng: np.random.Generator) -> _F32:
     """A scene background, float32 [h, w, 3] in 0..255; `texture` scales every non-flat component."""
     hue = float(rng.random())
     base = _colour(rng, hue)
@@ -198,7 +204,7 @@ def _make_canvas(h: int, w: int, texture: float, rng: np.random.Generator) -> np
     return np.clip(canvas, 0.0, 255.0, out=canvas)
 
 
-def _make_sprite(size: float, rng: np.random.Generator) -> np.ndarray:
+def _make_sprite(size: float, rng: np.random.Generator) -> _F32:
     """A shape within radius `size` of the centre, float32 [S, S, 4]: premultiplied RGB and 1 - alpha.
 
     Everything stays inside that radius, so the sprite rotates without clipping and without the extra
@@ -233,14 +239,14 @@ def _make_sprite(size: float, rng: np.random.Generator) -> np.ndarray:
     if kind == 0 and rng.random() < 0.6:  # ball-like shading
         ax = (np.arange(side, dtype=np.float32) - np.float32(c - 0.3 * size)) / np.float32(size)
         shade = np.clip(1.15 - 0.35 * (ax[:, None] ** 2 + ax[None, :] ** 2), 0.3, 1.2)
-        rgb = cv2.multiply(rgb, cv2.merge([shade] * 3))
+        rgb = cast(_F32, cv2.multiply(rgb, cv2.merge([shade] * 3)))
     if rng.random() < 0.4:  # inner outline in a contrasting colour
         k = int(rng.integers(1, 4))
         edge = (mask - cv2.erode(mask, np.ones((2 * k + 1, 2 * k + 1), np.uint8))).astype(np.float32) / 255.0
-        rgb = cv2.blendLinear(np.broadcast_to(_colour(rng), rgb.shape).copy(), rgb, edge, 1.0 - edge)
+        rgb = cast(_F32, cv2.blendLinear(np.broadcast_to(_colour(rng), rgb.shape).copy(), rgb, edge, 1.0 - edge))
     alpha = mask.astype(np.float32) / np.float32(255.0)
     premultiplied = cv2.multiply(np.clip(rgb, 0.0, 255.0), cv2.merge([alpha] * 3))
-    return cv2.merge([*cv2.split(premultiplied), 1.0 - alpha])
+    return cast(_F32, cv2.merge([*cv2.split(premultiplied), 1.0 - alpha]))
 
 
 class _Scene:
@@ -289,14 +295,14 @@ class _Scene:
         if cfg.drift > 0:
             self.log_gain = float(np.clip(0.97 * self.log_gain + rng.normal(0.0, cfg.drift), -0.4, 0.4))
 
-    def render(self, noise: np.ndarray | None) -> np.ndarray:
+    def render(self, noise: _F32 | None) -> NDArray[np.uint8]:
         """The current view as uint8 RGB [H, W, 3], with `noise` (float32 [H, W, 3] or None) added last."""
         h, w = self.cfg.height, self.cfg.width
-        frame: np.ndarray
+        frame: _F32
         if self.margin:  # sub-pixel pan
             m = np.array([[1.0, 0.0, -self.cam[0]], [0.0, 1.0, -self.cam[1]]])
-            frame = cv2.warpAffine(self.canvas, m, (w, h), flags=cv2.INTER_LINEAR,
-                                   borderMode=cv2.BORDER_REFLECT)
+            frame = cast(_F32, cv2.warpAffine(self.canvas, m, (w, h), flags=cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REFLECT))
         else:
             frame = self.canvas.copy()
         views = self.pos - self.cam
@@ -307,7 +313,8 @@ class _Scene:
             x0, y0, x1, y1 = max(ix, 0), max(iy, 0), min(ix + side, w), min(iy + side, h)
             if x0 >= x1 or y0 >= y1:
                 continue
-            m = cv2.getRotationMatrix2D(((side - 1) / 2.0, (side - 1) / 2.0), float(angle), 1.0)
+            centre = ((side - 1) / 2.0, (side - 1) / 2.0)
+            m = cast(NDArray[np.float64], cv2.getRotationMatrix2D(centre, float(angle), 1.0))
             m[:, 2] += (tx - ix, ty - iy)  # the fractional part of the position, for smooth slow motion
             # One 4-channel warp, then contiguous 3-channel planes for cv2 (cheaper than two 3-channel warps).
             warped = cv2.warpAffine(sprite, m, (side, side), flags=cv2.INTER_LINEAR, borderValue=(0, 0, 0, 1))
@@ -318,7 +325,7 @@ class _Scene:
             cv2.multiply(region, keep, dst=region)
             cv2.add(region, src, dst=region)
         if self.cfg.blur > 0:
-            frame = cv2.GaussianBlur(frame, (0, 0), self.cfg.blur)
+            frame = cast(_F32, cv2.GaussianBlur(frame, (0, 0), self.cfg.blur))
         if self.log_gain:
             frame *= np.float32(math.exp(self.log_gain))
         if noise is not None:
@@ -335,23 +342,23 @@ class _Stream:
     def __init__(self, cfg: SyntheticConfig, rng: np.random.Generator) -> None:
         self.cfg, self.rng = cfg, rng
         self.scene = _Scene(cfg, rng)
-        self.prev: np.ndarray | None = None
+        self.prev: NDArray[np.uint8] | None = None
         self.frozen_left = 0
         # Fresh Gaussian noise per frame costs ~2 ms at 192x256; random crops and flips of one padded bank
         # are statistically the same for a tokenizer at a tenth of the cost.
-        self.noise_bank: np.ndarray | None = None
+        self.noise_bank: _F32 | None = None
         if cfg.noise > 0:
             shape = (cfg.height + self._NOISE_PAD, cfg.width + self._NOISE_PAD, 3)
             self.noise_bank = rng.standard_normal(shape, np.float32) * np.float32(cfg.noise)
 
-    def _noise(self) -> np.ndarray | None:
+    def _noise(self) -> _F32 | None:
         if self.noise_bank is None:
             return None
         dy, dx, flip = (int(v) for v in self.rng.integers(0, (self._NOISE_PAD + 1,) * 2 + (4,)))
         view = self.noise_bank[dy:dy + self.cfg.height, dx:dx + self.cfg.width]
         return view[:: 1 - 2 * (flip & 1), :: 1 - 2 * (flip >> 1)]
 
-    def next(self) -> tuple[np.ndarray, bool]:
+    def next(self) -> tuple[NDArray[np.uint8], bool]:
         """Returns (frame, is_cut); a frozen frame is the previous array itself (callers copy)."""
         cfg, rng = self.cfg, self.rng
         cut = False
@@ -373,7 +380,7 @@ class _Stream:
 
 def generate_clip_with_info(
     cfg: SyntheticConfig, rng: np.random.Generator
-) -> tuple[np.ndarray, dict[str, list[int]]]:
+) -> tuple[NDArray[np.uint8], dict[str, list[int]]]:
     """Generates one clip and reports where its scene cuts and static frames are.
 
     Args:
@@ -398,7 +405,7 @@ def generate_clip_with_info(
     return out, {"cuts": cuts, "static": static}
 
 
-def generate_clip(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
+def generate_clip(cfg: SyntheticConfig, rng: np.random.Generator) -> NDArray[np.uint8]:
     """Generates one clip as uint8 RGB frames [cfg.frames, cfg.height, cfg.width, 3].
 
     Args:
@@ -412,7 +419,7 @@ def generate_clip(cfg: SyntheticConfig, rng: np.random.Generator) -> np.ndarray:
 
 
 def synthetic_frames(cfg: SyntheticConfig, seed: int | None = None, *, chain_clips: bool = False
-                     ) -> Iterator[np.ndarray]:
+                     ) -> Iterator[NDArray[np.uint8]]:
     """Endless stream of uint8 RGB frames [cfg.height, cfg.width, 3] for a live `synthetic` source.
 
     By default one scene carries on until a `cfg.cut_prob` cut (a live source should not jump every

@@ -270,7 +270,7 @@ def train(
                                                     mse_weight=cfg.mse_weight, signal=cfg.router_signal)
             recon, hidden = recon.detach(), hidden.detach()  # truncated BPTT: carry the state, not the graph
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             if stats["err"] > 0:
@@ -365,7 +365,7 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, streams: StreamSampler, gen:
         loss = ((torch.log(pe + eps) - torch.log(te + eps)).abs().mean()
                 + (torch.log(pg + eps) - torch.log(tg + eps)).abs().mean())
         opt.zero_grad(set_to_none=True)
-        loss.backward()
+        loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
         opt.step()
         head_step += 1
         if head_step % cfg.log_every == 0 or head_step == cfg.head_steps:

@@ -9,10 +9,11 @@ figures labelled as GPU ones.
 from __future__ import annotations
 
 import os
-from typing import Any
+from pathlib import Path
 
 from livetok.engine.errors import TokenizerError
 from livetok.engine.model import Tokenizer
+from livetok.engine.runtime import Runtime
 
 BACKENDS = ("torch", "onnx", "cuda-graph")
 CHOICES = (*BACKENDS, "auto")
@@ -55,7 +56,7 @@ def cuda_device(device: str | None) -> str:
 
 
 def build_runtime(backend: str, model: Tokenizer, onnx_dir: str | os.PathLike[str] | None = None,
-                  device: str | None = None, threads: int | None = None) -> Any:
+                  device: str | None = None, threads: int | None = None) -> Runtime:
     """`model` (a torch Tokenizer) behind `backend` (already resolved): itself for torch, its ONNX
     export on onnxruntime (exported on first use), or a CUDA-graph runtime on `cuda_device(device)`."""
     if backend == "torch":
@@ -70,3 +71,29 @@ def build_runtime(backend: str, model: Tokenizer, onnx_dir: str | os.PathLike[st
         resolve_backend("cuda-graph")
         return cuda_graph_tokenizer(model, cuda_device(device))
     raise TokenizerError(f"unknown backend {backend!r}; choose one of {', '.join(BACKENDS)}")
+
+
+def open_runtime(backend: str = "torch", weights: str | os.PathLike[str] | None = None,
+                 onnx_dir: str | os.PathLike[str] | None = None, device: str = "cpu",
+                 threads: int | None = None) -> Runtime:
+    """The model of a weights file (default: the shipped one) behind `backend` (any of CHOICES): what
+    `--backend/--weights/--onnx-dir/--device` ask for. TokenizerError (one line) when it cannot run here.
+
+    An existing ONNX export named without weights runs as it is (it needs no torch weights)."""
+    import torch
+
+    from livetok.engine.checkpoint import load_default, load_weights
+
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise TokenizerError(f"--device {device}: no CUDA device is available (use --device cpu)")
+    resolved = resolve_backend(backend)
+    if resolved == "onnx" and onnx_dir is not None and weights is None and Path(onnx_dir, "model.json").is_file():
+        from .onnx_runtime import load_onnx
+
+        return load_onnx(onnx_dir, threads=threads)
+    # the onnx and cuda-graph runtimes place the model themselves
+    home = device if resolved == "torch" else "cpu"
+    model = load_weights(weights, device=home) if weights is not None else load_default(device=home)
+    return build_runtime(resolved, model, onnx_dir, device, threads)

@@ -11,13 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Collection, Mapping
 
-import torch
 from torch import Tensor
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
-from livetok.engine.sender import SenderState, decode_streams, encode_streams
+from livetok.engine.sender import SenderState, decode_streams, encode_named
 from livetok.engine.state import FrameTokens, StreamState
 
 
@@ -46,18 +45,10 @@ class MultiStreamEncoder:
 
         A stream seen for the first time, or whose frame size changed, starts with a keyframe.
         """
-        groups: dict[tuple[int, int], list[str]] = {}
         batch1 = {name: _as_batch1(name, f) for name, f in frames.items()}
-        for name, f in batch1.items():
-            groups.setdefault((int(f.shape[-2]), int(f.shape[-1])), []).append(name)
-        out: dict[str, FrameTokens] = {}
-        for names in groups.values():
-            x = torch.cat([batch1[n] for n in names])
-            tokens, states = encode_streams(self.model, x, [self.states.get(n, SenderState()) for n in names],
-                                            self.sender, [n in force_keyframe for n in names])
-            self.batches += 1
-            for name, t, st in zip(names, tokens, states, strict=True):
-                out[name], self.states[name] = t, st
+        out, states = encode_named(self.model, batch1, self.states, self.sender, force_keyframe)
+        self.states.update(states)
+        self.batches += len({tuple(f.shape[-2:]) for f in batch1.values()})
         return out
 
     def drop(self, name: str) -> None:

@@ -43,14 +43,19 @@ def cupy_usable() -> bool:
 
 @dataclass(frozen=True)
 class PreprocessConfig:
-    """size: (width, height) to resize to, or None to keep the capture size; backend: where it runs."""
+    """size: (width, height) to resize to, or None to keep the capture size; backend: where it runs;
+    order: the colour order of the frames handed in ("bgr" as OpenCV captures them, or "rgb" as the
+    stream library's sources already deliver them)."""
 
     size: tuple[int, int] | None = None
     backend: str = "auto"  # auto = cupy when usable, else numpy
+    order: str = "bgr"
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
             raise ValueError(f"unknown pre-processing backend {self.backend!r}; choose one of {', '.join(BACKENDS)}")
+        if self.order not in ("bgr", "rgb"):
+            raise ValueError(f"unknown colour order {self.order!r}; choose bgr or rgb")
         if self.size is not None and (len(self.size) != 2 or min(self.size) < 1):
             raise ValueError(f"size must be (width, height) with both >= 1, got {self.size}")
 
@@ -101,8 +106,9 @@ def resize_weights(src_hw: tuple[int, int], dst_wh: tuple[int, int]) -> tuple[np
     return (area_weights(h0, h, shrink).astype(np.float32), area_weights(w0, w, shrink).astype(np.float32))
 
 
-def _to_rgb_xp(xp: Any, frame: Any) -> Any:
-    """bgr_to_rgb on any array module: uint8 RGB [H, W, 3] (a view where possible)."""
+def _to_rgb_xp(xp: Any, frame: Any, order: str = "bgr") -> Any:
+    """bgr_to_rgb (or, for order "rgb", the same without the swap) on any array module: uint8 RGB
+    [H, W, 3] (a view where possible)."""
     if frame.dtype == xp.uint16:
         frame = (frame >> 8).astype(xp.uint8)
     elif frame.dtype != xp.uint8:
@@ -110,16 +116,18 @@ def _to_rgb_xp(xp: Any, frame: Any) -> Any:
     if frame.ndim == 2 or frame.shape[-1] == 1:
         g = frame.reshape(frame.shape[:2])
         return xp.stack([g, g, g], axis=-1)
+    if order == "rgb":
+        return frame[..., :3]  # RGB or RGBA -> RGB (alpha dropped)
     return frame[..., 2::-1]  # BGR or BGRA -> RGB (alpha dropped)
 
 
 def preprocess_xp(xp: Any, frame: Any, size: tuple[int, int] | None,
-                  weights: tuple[Any, Any] | None = None) -> Any:
+                  weights: tuple[Any, Any] | None = None, order: str = "bgr") -> Any:
     """The cupy path's maths on array module `xp`: -> float32 [1, 3, h, w] in [-1, 1] (an xp array).
 
     `weights`: (rows [h, H], cols [w, W]) from `resize_weights`, already on the device (cached by the caller).
     """
-    rgb = _to_rgb_xp(xp, frame)
+    rgb = _to_rgb_xp(xp, frame, order)
     h0, w0 = rgb.shape[:2]
     if size is not None and (size[0], size[1]) != (w0, h0):
         w, h = size
@@ -158,7 +166,7 @@ class Preprocessor:
 
     def rgb(self, frame: np.ndarray) -> np.ndarray:
         """The CPU path's uint8 RGB frame at the configured size (what the numpy backend normalises)."""
-        rgb = bgr_to_rgb(frame)
+        rgb = bgr_to_rgb(frame) if self.cfg.order == "bgr" else np.asarray(_to_rgb_xp(np, frame, "rgb"))
         size = self.cfg.size
         if size is not None and (rgb.shape[1], rgb.shape[0]) != size:
             rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA)
@@ -184,6 +192,6 @@ class Preprocessor:
                 wy, wx = resize_weights((key[0], key[1]), size)
                 weights = (cp.asarray(wy), cp.asarray(wx))
                 self._weights[key] = weights
-        y = cp.ascontiguousarray(preprocess_xp(cp, x, size, weights))
+        y = cp.ascontiguousarray(preprocess_xp(cp, x, size, weights, self.cfg.order))
         out: Tensor = from_dlpack(y)  # zero-copy: torch reads cupy's buffer
         return out

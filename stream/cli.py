@@ -75,30 +75,12 @@ def _sender(a: argparse.Namespace) -> Any:
 def _model(a: argparse.Namespace) -> Any:
     import torch
 
-    from livetok.engine.checkpoint import load_default, load_weights
+    from livetok.export.backends import open_runtime
 
     if a.threads:
         torch.set_num_threads(a.threads)
-    device = a.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ValueError(f"--device {device}: no CUDA device is available (use --device cpu)")
-    from livetok.export.backends import resolve_backend
-
-    backend = resolve_backend(getattr(a, "backend", "torch"))  # a one-line error when it cannot run here
-    if backend == "cuda-graph":
-        from livetok.export.backends import cuda_device
-        from livetok.export.cuda_graphs import cuda_graph_tokenizer
-
-        return cuda_graph_tokenizer(load_weights(a.weights) if a.weights else load_default(), cuda_device(device))
-    if backend == "onnx":
-        from livetok.export.onnx_runtime import ensure_onnx, load_onnx
-
-        if a.onnx_dir and not a.weights and Path(a.onnx_dir, "model.json").is_file():
-            return load_onnx(a.onnx_dir)  # an existing export needs no torch weights
-        return ensure_onnx(load_weights(a.weights) if a.weights else load_default(), a.onnx_dir)
-    return load_weights(a.weights, device=device) if a.weights else load_default(device=device)
+    return open_runtime(getattr(a, "backend", "torch"), a.weights, getattr(a, "onnx_dir", None), a.device,
+                        a.threads or None)
 
 
 def _print_json(obj: Any) -> None:
@@ -252,25 +234,34 @@ class _LiveTable:
             self.live.stop()
 
 
+def _stream_names(sources: list[str], streams: list[str]) -> list[str]:
+    if len(streams) == len(sources):
+        return streams
+    if len(streams) == 1:
+        return [f"{streams[0]}-{i}" for i in range(len(sources))]
+    raise ValueError(f"{len(sources)} --source for {len(streams)} --stream: give one --stream, or one per --source")
+
+
 def cmd_publish(a: argparse.Namespace) -> int:
     import asyncio
 
-    from livetok.stream.live import publish_source
+    from livetok.stream.live import publish_sources
 
+    streams = _stream_names(a.source, a.stream)
     sender, broker, size = _sender(a), _broker(a), _size(a.size)
     model = _model(a)
     table = _LiveTable()
     try:
-        res = asyncio.run(publish_source(
-            model, a.source, broker, a.stream, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
+        res = asyncio.run(publish_sources(
+            model, a.source, broker, streams, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
             max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update,
             qos=a.qos))
     finally:
         table.stop()
-    _console().print(f"published {res['frames_published']} frames to {broker.url} stream {a.stream!r}: "
-                     f"{res['fps']} fps, {res['frames_dropped']} dropped, latency p50 {res['latency_ms_p50']} ms "
-                     f"p99 {res['latency_ms_p99']} ms, {res['tokens_per_frame']} tokens/frame, "
-                     f"{res['bits_per_s'] / 1000:.1f} kbit/s")
+    _console().print(f"published {res['frames_published']} frames to {broker.url} stream(s) "
+                     f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
+                     f"latency p50 {res['latency_ms_p50']} ms p99 {res['latency_ms_p99']} ms, "
+                     f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
     if a.json:
         _print_json(res)
     return 0
@@ -547,9 +538,12 @@ def cmd_webrtc_serve(a: argparse.Namespace) -> int:
     return 0
 
 
-def _add_broker_args(p: argparse.ArgumentParser) -> None:
+def _add_broker_args(p: argparse.ArgumentParser, many_streams: bool = False) -> None:
     p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
-    p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
+    if many_streams:
+        p.add_argument("--stream", required=True, action="append", help="stream name (one, or one per --source)")
+    else:
+        p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
     p.add_argument("--ca-file", default=None, help="CA certificate for mqtts://")
     p.add_argument("--password-file", default=None, help="read the broker password from this file")
 
@@ -630,8 +624,11 @@ def get_parser() -> argparse.ArgumentParser:
     ev.set_defaults(func=cmd_eval)
 
     pb = sub.add_parser("publish", help="tokenize a live source and publish it to an MQTT broker")
-    pb.add_argument("--source", required=True, help="PATH, rtsp://..., webcam:N or synthetic[:PRESET]")
-    _add_broker_args(pb)
+    pb.add_argument("--source", required=True, action="append",
+                    help="PATH, rtsp://..., webcam:N or synthetic[:PRESET]; repeat it for several cameras in one "
+                         "process (frames of one size are encoded as one batched step; with one --stream NAME "
+                         "they are published as NAME-0, NAME-1, ...; or give one --stream per --source)")
+    _add_broker_args(pb, many_streams=True)
     pb.add_argument("--size", default=None, help="resize frames to WIDTHxHEIGHT (e.g. 256x192)")
     pb.add_argument("--as-fast-as-possible", action="store_true", help="do not pace a file at its frame rate")
     pb.add_argument("--loop", action="store_true", help="start a file again when it ends")

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +19,11 @@ from livetok.engine.runtime import Runtime
 from .broker_url import BrokerConfig
 from .capture import Captured, capture
 from .packet_receiver import PacketReceiver, ReceivedFrame
-from .pipeline import PipelineConfig, run_pipeline
+from .pipeline import PipelineConfig, StreamInput, run_streams
 from .publisher import TokenPublisher
 from .receiver import Receiver
 from .session import SenderSession
+from .sources import open_source
 from .video_io import Mp4Writer
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,19 @@ async def publish_source(
     broker: BrokerConfig,
     stream: str,
     sender: SenderConfig,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Capture `source`, tokenize it live and publish it as `stream` until the source ends; returns
+    the stats (see `publish_sources`)."""
+    return await publish_sources(model, [source], broker, [stream], sender, **kwargs)
+
+
+async def publish_sources(
+    model: Runtime,
+    sources: Sequence[str],
+    broker: BrokerConfig,
+    streams: Sequence[str],
+    sender: SenderConfig,
     *,
     realtime: bool = True,
     loop: bool = False,
@@ -43,45 +57,60 @@ async def publish_source(
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
     qos: int = 1,
 ) -> dict[str, Any]:
-    """Capture `source`, tokenize it live and publish it until the source ends (token packets at
-    MQTT QoS `qos`); returns the stats."""
-    session = SenderSession(model, sender)
-    info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
-                            "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
-                            "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
-                            "qos": qos}
-    frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
-    async with TokenPublisher(broker, stream, info, first_connect_timeout_s, qos=qos) as pub:
-
-        async def described(it: AsyncIterator[Captured]) -> AsyncIterator[Captured]:
-            # the retained info gains the frame size and rate once the first frame is known
-            first = True
-            async for c in it:
-                if first:
-                    h, w = (size[1], size[0]) if size else c.frame.shape[:2]
-                    await pub.update_info({**info, "width": int(w), "height": int(h), "fps": source_fps(source)})
-                    first = False
-                yield c
+    """Capture every source, tokenize them live — the frames of one size as one batched step per
+    tick (stream/pipeline.py) — and publish source i as stream `streams[i]` (token packets at MQTT
+    QoS `qos`) until every source ends; returns the stats summed over the streams."""
+    if len(sources) != len(streams) or not sources:
+        raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
+    if len(set(streams)) != len(streams):
+        raise ValueError(f"stream names must differ, got {list(streams)}")
+    async with contextlib.AsyncExitStack() as stack:
+        inputs: list[StreamInput] = []
+        pubs: list[TokenPublisher] = []
+        for source, stream in zip(sources, streams, strict=True):
+            session = SenderSession(model, sender)
+            info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
+                                    "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
+                                    "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
+                                    "qos": qos}
+            pub = await stack.enter_async_context(TokenPublisher(broker, stream, info, first_connect_timeout_s,
+                                                                 qos=qos))
+            frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
+            inputs.append(StreamInput(stream, _described(frames, pub, info, source, size), session, pub))
+            pubs.append(pub)
 
         async def stats(d: dict[str, Any]) -> None:
             if on_stats is not None:
                 on_stats(d)
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(pub.send_stats(d), 1.0)
+            for pub in pubs:
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(pub.send_stats(d), 1.0)
 
         # live sources drop what the encoder cannot take; a file read as fast as possible loses nothing
-        live = realtime or source.startswith("webcam:") or "://" in source
+        live = realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
         cfg = PipelineConfig(size=size, drop=live)
-        result = await run_pipeline(described(frames), session, pub, cfg, on_stats=stats)
-        result["keyframe_requests"] = pub.keyframe_requests
-        result["reconnects"] = max(0, pub.link.connects - 1)
-        result["broker_downtime_s"] = round(pub.link.downtime_s, 3)
+        result = await run_streams(inputs, cfg, on_stats=stats)
+        result["streams"] = list(streams)
+        result["keyframe_requests"] = sum(p.keyframe_requests for p in pubs)
+        result["reconnects"] = sum(max(0, p.link.connects - 1) for p in pubs)
+        result["broker_downtime_s"] = round(max(p.link.downtime_s for p in pubs), 3)
         return result
+    raise AssertionError("unreachable")  # the exit stack never swallows an exception
+
+
+async def _described(it: AsyncIterator[Captured], pub: TokenPublisher, info: dict[str, Any], source: str,
+                     size: tuple[int, int] | None) -> AsyncIterator[Captured]:
+    # the retained info gains the frame size and rate once the first frame is known
+    first = True
+    async for c in it:
+        if first:
+            h, w = (size[1], size[0]) if size else c.frame.shape[:2]
+            await pub.update_info({**info, "width": int(w), "height": int(h), "fps": source_fps(source)})
+            first = False
+        yield c
 
 
 def source_fps(source: str) -> float:
-    from .sources import open_source
-
     if source.startswith(("webcam:", "synthetic")) or "://" in source:
         return 30.0
     return open_source(source, 0).fps

@@ -2,6 +2,9 @@
 
     capture -> preprocess -> encode+route (worker thread) -> packetize -> publish
 
+With several streams (cameras), each has its own capture and preprocess stages; the encoder takes
+the newest frame of every stream that has one and runs them as one batched step per frame size.
+
 Capture never waits on a slow encoder: the queues in front of the encoder drop their oldest frame
 (counted), so the encoder always takes the newest one and a frame never waits behind more than one
 other (live latency stays bounded). After the encoder, queues apply backpressure: a packet, once
@@ -14,18 +17,18 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import cv2
-import numpy as np
+from torch import Tensor
 
 from livetok.engine.state import FrameTokens
+from livetok.export.preprocess import PreprocessConfig, Preprocessor, cupy_usable
 
 from .capture import Captured
-from .session import SenderSession
-from .stages import LATENCY_SAMPLES, DropOldestQueue, StageStats, percentile
+from .session import SenderSession, step_sessions
+from .stages import LATENCY_SAMPLES, DropOldestQueue, LatestSlots, StageStats, percentile
 
 STAGES = ("capture", "preprocess", "encode", "packetize", "publish")
 
@@ -43,16 +46,39 @@ class PipelineConfig:
     size: tuple[int, int] | None = None  # (width, height) to resize to, or None
     drop: bool = True  # live sources drop the oldest frame; a file read as fast as possible waits
     stats_interval_s: float = 1.0
+    # where frames are resized and normalised: "auto" = on the GPU (cupy) when the model runs on a
+    # CUDA device and cupy can use it, else numpy/OpenCV (export/preprocess.py); or force one
+    preprocess: str = "auto"
+
+
+@dataclass(frozen=True)
+class StreamInput:
+    """One stream of a pipeline: its frames, its sender session (state, packets, rate control) and
+    where its packets go."""
+
+    name: str
+    frames: AsyncIterator[Captured]
+    session: SenderSession
+    sink: PacketSink
 
 
 @dataclass
 class _Item:
+    stream: str
     cap: Captured
     t_capture: float  # monotonic time of capture
-    frame: np.ndarray | None = None
+    x: Tensor | None = None  # the pre-processed frame [1, 3, h, w] in [-1, 1]
     tokens: FrameTokens | None = None
     data: bytes | None = None
     k: int = 0
+
+
+def _preprocessor(cfg: PipelineConfig, session: SenderSession) -> Preprocessor:
+    backend = cfg.preprocess
+    if backend == "auto":
+        gpu = session.model.device.type == "cuda" and cupy_usable()
+        backend = "cupy" if gpu else "numpy"
+    return Preprocessor(PreprocessConfig(cfg.size, backend, order="rgb"))
 
 
 class PipelineStats:
@@ -65,6 +91,10 @@ class PipelineStats:
         self.bits = 0
         self.tokens = 0
         self.keyframes = 0
+        self.encode_steps = 0  # batched encoder steps (fewer than frames when cameras share a step)
+        # per stream of a several-camera pipeline: frames captured and published (the rest were dropped)
+        self.captured: dict[str, int] = {}
+        self.published: dict[str, int] = {}
         self.t_start = time.monotonic()
         self.t_last = self.t_start
 
@@ -83,6 +113,9 @@ class PipelineStats:
             "tokens_per_frame": round(self.tokens / pub, 2) if pub else 0.0,
             "bits_per_s": round(self.bits / span, 1) if pub > 1 else 0.0,
             "stages": [s.snapshot(now) for s in self.stages.values()],
+            "encode_steps": self.encode_steps,
+            "per_stream": {n: {"frames_captured": c, "frames_published": self.published.get(n, 0)}
+                           for n, c in self.captured.items()},
         }
 
 
@@ -94,80 +127,108 @@ async def run_pipeline(
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
     send_eos: bool = True,
 ) -> dict[str, Any]:
-    """Run until the source ends (then an end-of-stream packet is sent); returns the final stats."""
+    """One stream: run until the source ends (then an end-of-stream packet is sent); returns the
+    final stats."""
+    return await run_streams([StreamInput("", frames, session, sink)], cfg, on_stats, send_eos)
+
+
+async def run_streams(
+    streams: Sequence[StreamInput],
+    cfg: PipelineConfig | None = None,
+    on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    send_eos: bool = True,
+) -> dict[str, Any]:
+    """Several streams (cameras) through one encoder: the frames that are ready when the encoder is
+    free — the newest of each stream — run as one batched step per frame size; each stream keeps
+    its own session, keyframe requests and sink. Runs until every source ends (then each stream's
+    end-of-stream packet is sent); returns the final stats, summed over the streams."""
     cfg = cfg or PipelineConfig()
+    if not streams or len({s.name for s in streams}) != len(streams):
+        raise ValueError(f"a pipeline needs streams with distinct names, got {[s.name for s in streams]}")
+    by_name = {s.name: s for s in streams}
+    sessions = {s.name: s.session for s in streams}
     st = PipelineStats()
-    q_cap: DropOldestQueue[_Item] = DropOldestQueue(cfg.capture_queue)
-    q_enc: DropOldestQueue[_Item] = DropOldestQueue(1)
-    q_pack: asyncio.Queue[_Item | None] = asyncio.Queue(2)
+    q_cap: dict[str, DropOldestQueue[_Item]] = {s.name: DropOldestQueue(cfg.capture_queue) for s in streams}
+    q_enc: LatestSlots[_Item] = LatestSlots(list(by_name))
+    q_pack: asyncio.Queue[list[_Item] | None] = asyncio.Queue(2)
     q_pub: asyncio.Queue[_Item | None] = asyncio.Queue(cfg.packet_queue)
+    pre = _preprocessor(cfg, streams[0].session)
     S = st.stages
 
-    async def capture_stage() -> None:
-        async for c in frames:
-            now = time.monotonic()
-            item = _Item(c, now)
-            if cfg.drop:
-                q_cap.put_nowait(item)
-            else:
-                await q_cap.put(item)
-            S["capture"].record(0.0, now)
-            S["capture"].dropped = q_cap.dropped + q_enc.dropped
-            S["preprocess"].queue_depth = q_cap.qsize()
-        q_cap.close()
+    def dropped() -> int:
+        return sum(q.dropped for q in q_cap.values()) + q_enc.dropped
 
-    async def preprocess_stage() -> None:
-        while (item := await q_cap.get()) is not None:
+    async def capture_stage(s: StreamInput) -> None:
+        q = q_cap[s.name]
+        async for c in s.frames:
+            now = time.monotonic()
+            item = _Item(s.name, c, now)
+            if cfg.drop:
+                q.put_nowait(item)
+            else:
+                await q.put(item)
+            S["capture"].record(0.0, now)
+            st.captured[s.name] = st.captured.get(s.name, 0) + 1
+            S["capture"].dropped = dropped()
+            S["preprocess"].queue_depth = sum(q.qsize() for q in q_cap.values())
+        q.close()
+
+    async def preprocess_stage(s: StreamInput) -> None:
+        while (item := await q_cap[s.name].get()) is not None:
             t0 = time.monotonic()
-            f = item.cap.frame
-            if cfg.size is not None and (f.shape[1], f.shape[0]) != cfg.size:
-                f = cv2.resize(f, cfg.size, interpolation=cv2.INTER_AREA)
-            item.frame = np.ascontiguousarray(f)
+            item.x = pre(item.cap.frame)
             S["preprocess"].record((time.monotonic() - t0) * 1e3, time.monotonic())
             if cfg.drop:
-                q_enc.put_nowait(item)
+                q_enc.put_nowait(s.name, item)
             else:
-                await q_enc.put(item)
-            S["capture"].dropped = q_cap.dropped + q_enc.dropped
+                await q_enc.put(s.name, item)
+            S["capture"].dropped = dropped()
             S["encode"].queue_depth = q_enc.qsize()
-        q_enc.close()
+        q_enc.close(s.name)
 
     async def encode_stage() -> None:
-        while (item := await q_enc.get()) is not None:
+        while (items := await q_enc.take()) is not None:
             t0 = time.monotonic()
-            force = sink.take_keyframe_request()
-            assert item.frame is not None
+            force = {n for n in items if by_name[n].sink.take_keyframe_request()}
+            frames = {n: it.x for n, it in items.items() if it.x is not None}
             # the model runs in a worker thread: the event loop keeps capturing and publishing
-            item.tokens = await asyncio.to_thread(session.step, item.frame, force)
-            S["encode"].record((time.monotonic() - t0) * 1e3, time.monotonic())
-            await q_pack.put(item)
+            tokens = await asyncio.to_thread(step_sessions, sessions, frames, force)
+            st.encode_steps += len({tuple(x.shape[-2:]) for x in frames.values()})
+            now = time.monotonic()
+            for n, it in items.items():
+                it.tokens = tokens[n]
+                S["encode"].record((now - t0) * 1e3, now)
+            await q_pack.put(list(items.values()))
         await q_pack.put(None)
 
     async def packetize_stage() -> None:
-        while (item := await q_pack.get()) is not None:
-            t0 = time.monotonic()
-            assert item.tokens is not None
-            packet, item.data = session.packetize(item.tokens, item.cap.timestamp_us)
-            item.k = packet.k
-            st.keyframes += int(packet.keyframe)
-            S["packetize"].record((time.monotonic() - t0) * 1e3, time.monotonic())
-            await q_pub.put(item)
-            S["publish"].queue_depth = q_pub.qsize()
+        while (batch := await q_pack.get()) is not None:
+            for item in batch:
+                t0 = time.monotonic()
+                assert item.tokens is not None
+                packet, item.data = sessions[item.stream].packetize(item.tokens, item.cap.timestamp_us)
+                item.k = packet.k
+                st.keyframes += int(packet.keyframe)
+                S["packetize"].record((time.monotonic() - t0) * 1e3, time.monotonic())
+                await q_pub.put(item)
+                S["publish"].queue_depth = q_pub.qsize()
         await q_pub.put(None)
 
     async def publish_stage() -> None:
         while (item := await q_pub.get()) is not None:
             t0 = time.monotonic()
             assert item.data is not None
-            await sink.send(item.data)
+            await by_name[item.stream].sink.send(item.data)
             now = time.monotonic()
             S["publish"].record((now - t0) * 1e3, now)
             st.e2e_ms.append((now - item.t_capture) * 1e3)
             st.bits += 8 * len(item.data)
             st.tokens += item.k
+            st.published[item.stream] = st.published.get(item.stream, 0) + 1
             st.t_last = now
         if send_eos:
-            await sink.send(session.end_of_stream(time.time_ns() // 1000))
+            for s in streams:
+                await s.sink.send(s.session.end_of_stream(time.time_ns() // 1000))
 
     async def report() -> None:
         while True:
@@ -180,7 +241,10 @@ async def run_pipeline(
     reporter = asyncio.create_task(report())
     try:
         async with asyncio.TaskGroup() as tg:
-            for stage in (capture_stage, preprocess_stage, encode_stage, packetize_stage, publish_stage):
+            for s in streams:
+                tg.create_task(capture_stage(s), name=f"capture_stage {s.name}")
+                tg.create_task(preprocess_stage(s), name=f"preprocess_stage {s.name}")
+            for stage in (encode_stage, packetize_stage, publish_stage):
                 tg.create_task(stage(), name=stage.__name__)
     finally:
         reporter.cancel()

@@ -5,17 +5,18 @@ into frames. The state lives in one attribute, replaced after every frame."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.frames import to_tensor, to_uint8
 from livetok.engine.runtime import Runtime
-from livetok.engine.sender import SenderState, account, encode_streams
+from livetok.engine.sender import SenderState, account, encode_named, encode_streams
 from livetok.engine.state import FrameTokens, StreamState
 
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
@@ -90,10 +91,11 @@ class SenderSession:
         self.bits = model.cfg.fsq.bits_per_index
         self.state = SenderState()
 
-    def step(self, frame: np.ndarray, force_keyframe: bool = False) -> FrameTokens:
-        """Run the model on one uint8 RGB frame [H, W, 3] (the compute; no bytes yet)."""
+    def step(self, frame: np.ndarray | Tensor, force_keyframe: bool = False) -> FrameTokens:
+        """Run the model on one uint8 RGB frame [H, W, 3], or one already pre-processed float tensor
+        [1, 3, H, W] in [-1, 1] (the compute; no bytes yet)."""
         # gray, RGBA and 16-bit frames (cameras, robot sensors) become uint8 RGB first
-        x = to_tensor(as_rgb8(frame), self.model.device)
+        x = frame if isinstance(frame, Tensor) else to_tensor(as_rgb8(frame), self.model.device)
         (tokens,), (self.state,) = encode_streams(self.model, x, [self.state], self.sender, [force_keyframe])
         return tokens
 
@@ -118,6 +120,21 @@ class SenderSession:
         h, w = tokens.size
         recon = to_uint8(self.state.stream.recon[0, :, :h, :w])  # the receiver's reconstruction (closed loop)
         return EncodedFrame(packet, data, tokens, recon, (time.perf_counter() - t0) * 1e3)
+
+
+def step_sessions(sessions: Mapping[str, SenderSession], frames: Mapping[str, Tensor],
+                  force_keyframe: Collection[str] = ()) -> dict[str, FrameTokens]:
+    """One frame ([1, 3, H, W] in [-1, 1]) of each named session's stream: the sessions of one frame
+    size run as one batched step (what `livetok publish` does with several sources). The sessions
+    share one runtime and sender config; each keeps its own state, packets and rate control."""
+    if not frames:
+        return {}
+    first = sessions[next(iter(frames))]
+    tokens, states = encode_named(first.model, frames, {n: sessions[n].state for n in frames}, first.sender,
+                                  force_keyframe)
+    for name, st in states.items():
+        sessions[name].state = st
+    return tokens
 
 
 def end_of_stream_packet(model_id: bytes, bits: int, frame_index: int, timestamp_us: int) -> bytes:

@@ -69,6 +69,53 @@ class DropOldestQueue(Generic[T]):
         return len(self._items)
 
 
+class LatestSlots(Generic[T]):
+    """One slot per stream in front of a batching consumer (the encoder of several cameras): a new
+    item replaces its stream's pending one (the older is dropped and counted), or with `put` waits
+    for the slot (sources that are not live lose nothing). `take` returns every pending item at
+    once, so the streams that are ready share one batched step. For one stream it is a
+    `DropOldestQueue(1)`."""
+
+    def __init__(self, names: Collection[str]) -> None:
+        self._items: dict[str, T] = {}
+        self._open = set(names)
+        self.dropped = 0
+        self._ready = asyncio.Event()
+        self._space = asyncio.Event()
+
+    def put_nowait(self, name: str, item: T) -> None:
+        if name not in self._open:
+            raise RuntimeError(f"put for a closed or unknown stream {name!r}")
+        if name in self._items:
+            self.dropped += 1
+        self._items[name] = item
+        self._ready.set()
+
+    async def put(self, name: str, item: T) -> None:
+        while name in self._items:
+            self._space.clear()
+            await self._space.wait()
+        self.put_nowait(name, item)
+
+    def close(self, name: str) -> None:
+        """No more items for `name`; once every stream is closed and drained, `take` returns None."""
+        self._open.discard(name)
+        self._ready.set()
+
+    async def take(self) -> dict[str, T] | None:
+        while not self._items:
+            if not self._open:
+                return None
+            self._ready.clear()
+            await self._ready.wait()
+        items, self._items = self._items, {}
+        self._space.set()
+        return items
+
+    def qsize(self) -> int:
+        return len(self._items)
+
+
 def percentile(values: Collection[float], q: float) -> float:
     """Nearest-rank percentile (q in [0, 100]) of a list or deque; NaN for no values. Sorts a
     copy: O(n log n), fine for the bounded (LATENCY_SAMPLES) windows it is called on."""

@@ -265,3 +265,45 @@ def test_bench_stream_reports_every_stream(tiny_weights: Path, mosquitto: Broker
         assert s["frames_captured"] == 30  # 1 s at 30 fps, whatever the encoder managed
         assert s["frames_published"] + s["frames_dropped"] == 30
         assert s["frames_decoded"] == s["frames_published"] and s["frames_lost"] == 0
+
+
+def test_publish_several_sources_batches_them(tiny_weights: Path, tiny_model: Tokenizer, mosquitto: Broker,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    """`livetok publish --source A --source B --stream cam`: two cameras in one process, published as
+    cam-0 and cam-1, every frame decoded by a real receiver, and the encoder ran them as batched
+    steps (fewer steps than frames)."""
+    from livetok.stream.cli import main
+
+    frames = 10
+    broker = parse_broker_url(mosquitto.url)
+
+    async def run() -> tuple[int, list[ReceivedFrame], dict[str, Any]]:
+        async with Receiver(tiny_model, broker, "+") as rx:
+            got: list[ReceivedFrame] = []
+
+            async def take() -> None:  # a wildcard receiver never ends by itself: stop at every frame
+                async for f in rx:
+                    got.append(f)
+                    if len(got) == 2 * frames:
+                        return
+
+            task = asyncio.create_task(asyncio.wait_for(take(), 120.0))
+            code = await asyncio.to_thread(main, [
+                "publish", "--source", str(BUNDLED_CLIP), "--source", "synthetic", "--stream", "cam",
+                "--broker", mosquitto.url, "--size", "64x48", "--as-fast-as-possible", "--max-frames", str(frames),
+                "--keyframe-interval", "0", "--weights", str(tiny_weights), "--json"])
+            await task
+            return code, got, rx.summary()
+
+    code, got, summary = asyncio.run(run())
+    assert code == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["streams"] == ["cam-0", "cam-1"] and res["frames_published"] == 2 * frames
+    assert res["per_stream"] == {n: {"frames_captured": frames, "frames_published": frames} for n in ("cam-0", "cam-1")}
+    # both streams ready at every tick of an as-fast-as-possible run: most steps carry both frames
+    assert frames <= res["encode_steps"] < 2 * frames
+    for name in ("cam-0", "cam-1"):
+        mine = [f for f in got if f.stream == name]
+        assert [f.frame_index for f in mine] == list(range(frames)) and mine[0].keyframe
+        assert all(f.frame.shape == (48, 64, 3) for f in mine)
+    assert summary["frames_lost"] == 0
