@@ -12,7 +12,12 @@ import logging
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # the commands import what they need when they run: `livetok --help` stays fast
+    from livetok.engine.config import SenderConfig
+    from livetok.engine.runtime import Runtime
+    from livetok.stream.broker_url import BrokerConfig
 
 log = logging.getLogger("livetok")
 
@@ -57,7 +62,7 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    help="which positions fill the budget (default: gain; error = InfoTok's)")
 
 
-def _sender(a: argparse.Namespace) -> Any:
+def _sender(a: argparse.Namespace) -> SenderConfig:
     from livetok.engine.config import BudgetConfig, SenderConfig
     from livetok.engine.rate_control import RateControlConfig
 
@@ -72,7 +77,7 @@ def _sender(a: argparse.Namespace) -> Any:
     )
 
 
-def _model(a: argparse.Namespace) -> Any:
+def _model(a: argparse.Namespace) -> Runtime:
     import torch
 
     from livetok.export.backends import open_runtime
@@ -185,7 +190,7 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _broker(a: argparse.Namespace) -> Any:
+def _broker(a: argparse.Namespace) -> BrokerConfig:
     from livetok.stream.broker_url import parse_broker_url
 
     return parse_broker_url(a.broker, ca_file=a.ca_file, password_file=a.password_file)

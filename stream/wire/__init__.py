@@ -1,8 +1,10 @@
-"""The wire format: the one place livetok makes bytes (numpy + stdlib only; spec in docs/PACKET.md)."""
+"""The wire format: the one place livetok makes bytes (numpy + stdlib, and constriction for the entropy-coded
+version 2; spec in docs/PACKET.md)."""
 
 from __future__ import annotations
 
 from .bitpack import MAX_BITS, pack_uints, packed_size, unpack_uints
+from .entropy import CoderState, decode_frame, encode_frame, token_bits
 from .errors import PacketError
 from .ltkfile import (
     FILE_HEADER_SIZE,
@@ -26,12 +28,16 @@ from .maskcode import (
 from .packet import (
     CRC_SIZE,
     HEADER_SIZE,
+    HEADER_V2_SIZE,
     MAGIC,
     MAX_PACKET_BYTES,
     MAX_SIDE,
     MIN_PACKET_BYTES,
+    MIN_PACKET_BYTES_V2,
     MODEL_ID_SIZE,
     VERSION,
+    VERSION_V2,
+    VERSIONS,
     PacketHeader,
     TokenPacket,
     peek_header,
@@ -44,6 +50,7 @@ __all__ = [
     "FILE_MAGIC",
     "FILE_VERSION",
     "HEADER_SIZE",
+    "HEADER_V2_SIZE",
     "MAGIC",
     "MAX_BITS",
     "MAX_META_BYTES",
@@ -51,16 +58,22 @@ __all__ = [
     "MAX_POSITIONS",
     "MAX_SIDE",
     "MIN_PACKET_BYTES",
+    "MIN_PACKET_BYTES_V2",
     "MODEL_ID_SIZE",
     "REQUIRED_META",
     "VERSION",
+    "VERSIONS",
+    "VERSION_V2",
+    "CoderState",
     "LtkReader",
     "LtkWriter",
     "MaskMode",
     "PacketError",
     "PacketHeader",
     "TokenPacket",
+    "decode_frame",
     "decode_mask",
+    "encode_frame",
     "encode_mask",
     "encode_mask_as",
     "encoded_mask_sizes",
@@ -69,6 +82,7 @@ __all__ = [
     "packed_size",
     "peek_header",
     "read_ltk",
+    "token_bits",
     "unpack_uints",
     "verify_packet",
 ]

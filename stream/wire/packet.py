@@ -1,6 +1,8 @@
 """TokenPacket: one frame's kept token indices as versioned, CRC-checked bytes (layout: docs/PACKET.md).
 
-MQTT, WebRTC and ``.ltk`` files all carry exactly these bytes.
+MQTT, WebRTC and ``.ltk`` files all carry exactly these bytes. Version 1 (``pack``/``unpack``) stores the
+mask and fixed-width indices and decodes on its own; version 2 (``pack_v2``/``unpack_v2``) entropy-codes
+them (entropy.py) and decodes only with the stream's :class:`CoderState`, which it returns updated.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from .bitpack import MAX_BITS, pack_uints, packed_size, unpack_uints
+from .entropy import CoderState, decode_frame, encode_frame
 from .errors import PacketError
 from .maskcode import MAX_POSITIONS, MaskMode, decode_mask, encode_mask, index_width
 
@@ -24,12 +27,17 @@ __all__ = [
     "FLAG_KEYFRAME",
     "HEADER",
     "HEADER_SIZE",
+    "HEADER_V2",
+    "HEADER_V2_SIZE",
     "MAGIC",
     "MAX_PACKET_BYTES",
     "MAX_SIDE",
     "MIN_PACKET_BYTES",
+    "MIN_PACKET_BYTES_V2",
     "MODEL_ID_SIZE",
     "VERSION",
+    "VERSIONS",
+    "VERSION_V2",
     "PacketHeader",
     "TokenPacket",
     "peek_header",
@@ -37,13 +45,19 @@ __all__ = [
 ]
 
 MAGIC = b"LTKP"
-VERSION = 1
+VERSION = 1  # the fixed-length layout of pack()/unpack()
+VERSION_V2 = 2  # the entropy-coded layout of pack_v2()/unpack_v2()
+VERSIONS = (VERSION, VERSION_V2)
 # magic, version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w,
 # bits_per_index, mask mode, k, mask byte length, token byte length
 HEADER = struct.Struct("<4sBB8sIQHHHHBBIII")
 HEADER_SIZE = HEADER.size  # 48
+# version 2: the same fields up to bits_per_index (same offsets), then k and the payload byte length
+HEADER_V2 = struct.Struct("<4sBB8sIQHHHHBII")
+HEADER_V2_SIZE = HEADER_V2.size  # 43
 CRC_SIZE = 4
-MIN_PACKET_BYTES = HEADER_SIZE + CRC_SIZE
+MIN_PACKET_BYTES = HEADER_SIZE + CRC_SIZE  # 52: a version 1 end-of-stream packet with an empty grid
+MIN_PACKET_BYTES_V2 = HEADER_V2_SIZE + CRC_SIZE  # 47: the same in version 2
 MAX_PACKET_BYTES = 16 * 1024 * 1024
 MAX_SIDE = 16384
 MODEL_ID_SIZE = 8
@@ -59,10 +73,11 @@ _ScalarT = TypeVar("_ScalarT", bound=np.generic)
 
 @dataclass(frozen=True)
 class PacketHeader:
-    """The fixed 48-byte header of a packet, readable without decoding the tokens.
+    """The fixed header of a packet (48 bytes in version 1, 43 in version 2), readable without decoding.
 
     Attributes mirror the header fields of docs/PACKET.md; ``mask_bytes`` and ``token_bytes`` are the
-    stored section lengths.
+    stored section lengths of version 1. Version 2 has one entropy-coded section of ``payload_bytes``;
+    there ``mask_mode`` is -1 and ``mask_bytes = token_bytes = 0``.
     """
 
     version: int
@@ -79,6 +94,7 @@ class PacketHeader:
     k: int
     mask_bytes: int
     token_bytes: int
+    payload_bytes: int = 0
 
     @property
     def keyframe(self) -> bool:
@@ -94,9 +110,13 @@ class PacketHeader:
         return self.grid_h * self.grid_w
 
     @property
+    def header_size(self) -> int:
+        return HEADER_V2_SIZE if self.version == VERSION_V2 else HEADER_SIZE
+
+    @property
     def packet_size(self) -> int:
         """Total packet length in bytes that this header announces (header + sections + CRC)."""
-        return HEADER_SIZE + self.mask_bytes + self.token_bytes + CRC_SIZE
+        return self.header_size + self.mask_bytes + self.token_bytes + self.payload_bytes + CRC_SIZE
 
 
 def _check_geometry(width: int, height: int, grid_h: int, grid_w: int, bits: int, eos: bool,
@@ -115,6 +135,12 @@ def _check_geometry(width: int, height: int, grid_h: int, grid_w: int, bits: int
         raise exc(f"bits_per_index {bits} out of range 1..{MAX_BITS}")
 
 
+def max_payload_bytes(n: int, k: int, bits_per_index: int) -> int:
+    """Upper bound on a version 2 payload: every coded symbol (N mask bits, at most ``bits_per_index``
+    digits per kept token) costs at most 24 bits, plus 8 bytes of coder flush."""
+    return 3 * (n + bits_per_index * k) + 8
+
+
 def _validate_header(h: PacketHeader) -> None:
     if h.flags & ~_KNOWN_FLAGS:
         raise PacketError(f"reserved flag bits set: flags=0x{h.flags:02x} "
@@ -123,6 +149,12 @@ def _validate_header(h: PacketHeader) -> None:
     n = h.n
     if h.k > n:
         raise PacketError(f"k={h.k} exceeds the {n} positions of the {h.grid_h}x{h.grid_w} grid")
+    if h.version == VERSION_V2:
+        limit = max_payload_bytes(n, h.k, h.bits_per_index) if n else 0
+        if h.payload_bytes > limit:
+            raise PacketError(f"payload byte length {h.payload_bytes} is too large for N={n}, k={h.k} at "
+                              f"{h.bits_per_index} bits per index (at most {limit})")
+        return
     try:
         mode = MaskMode(h.mask_mode)
     except ValueError:
@@ -150,6 +182,13 @@ def _as_bytes(data: Any) -> bytes:
 
 def _parse_header(data: bytes) -> PacketHeader:
     """Unpack the header after checking size, magic and version; no semantic checks."""
+    if len(data) > 4 and data[:4] == MAGIC and data[4] == VERSION_V2:
+        if len(data) < HEADER_V2_SIZE:
+            raise PacketError(f"truncated: need {HEADER_V2_SIZE} bytes for a version 2 header, got {len(data)}")
+        (_, version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w, bits, k,
+         payload) = HEADER_V2.unpack_from(data)
+        return PacketHeader(version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w,
+                            bits, -1, k, 0, 0, payload)
     if len(data) < HEADER_SIZE:
         raise PacketError(f"truncated: need {HEADER_SIZE} bytes for the header, got {len(data)}")
     (magic, version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w, bits,
@@ -157,7 +196,8 @@ def _parse_header(data: bytes) -> PacketHeader:
     if magic != MAGIC:
         raise PacketError(f"bad magic {magic!r}, expected {MAGIC!r}")
     if version != VERSION:
-        raise PacketError(f"unsupported packet version {version} (this build supports version {VERSION})")
+        raise PacketError(f"unsupported packet version {version} (this build supports versions "
+                          f"{VERSION} and {VERSION_V2})")
     return PacketHeader(version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w,
                         bits, mode, k, mask_bytes, token_bytes)
 
@@ -166,7 +206,8 @@ def peek_header(data: bytes) -> PacketHeader:
     """Read and validate a packet header without the CRC check or decoding tokens.
 
     Enough for routers and receivers that only need the frame index, flags or model id; ``data`` may
-    be just the first :data:`HEADER_SIZE` bytes.
+    be just the first :data:`HEADER_SIZE` bytes (:data:`HEADER_V2_SIZE` for version 2). Both versions
+    are read; ``version`` tells which.
 
     Args:
         data: a packet, or at least its header.
@@ -190,8 +231,10 @@ def _verify(data: bytes) -> PacketHeader:
     if size > MAX_PACKET_BYTES:
         raise PacketError(f"header announces a packet of {size} bytes, over the limit of {MAX_PACKET_BYTES}")
     if len(data) < size:
-        raise PacketError(f"truncated: header announces {size} bytes ({HEADER_SIZE} header + {h.mask_bytes} "
-                          f"mask + {h.token_bytes} token + {CRC_SIZE} CRC), got {len(data)}")
+        parts = (f"{h.payload_bytes} payload" if h.version == VERSION_V2
+                 else f"{h.mask_bytes} mask + {h.token_bytes} token")
+        raise PacketError(f"truncated: header announces {size} bytes ({h.header_size} header + {parts} + "
+                          f"{CRC_SIZE} CRC), got {len(data)}")
     if len(data) > size:
         raise PacketError(f"{len(data) - size} trailing bytes after the CRC (header announces {size} bytes)")
     stored = int.from_bytes(data[-CRC_SIZE:], "little")
@@ -388,9 +431,10 @@ class TokenPacket:
     @classmethod
     def _unpack(cls, raw: bytes, expect_model_id: bytes | None) -> TokenPacket:
         h = _verify(raw)
-        if expect_model_id is not None and h.model_id != expect_model_id:
-            raise PacketError(f"packet is for model {h.model_id.hex()}, this receiver runs model "
-                              f"{expect_model_id.hex()}")
+        _check_model(h, expect_model_id)
+        if h.version == VERSION_V2:
+            raise PacketError("packet version 2 is entropy-coded and decodes only with its stream's coder state: "
+                              "use TokenPacket.unpack_v2(data, state) (TokenPacket.unpack reads version 1)")
         mask_end = HEADER_SIZE + h.mask_bytes
         mask = decode_mask(h.mask_mode, raw[HEADER_SIZE:mask_end], h.n)
         kept = int(mask.sum())
@@ -399,3 +443,115 @@ class TokenPacket:
         indices = unpack_uints(raw[mask_end:mask_end + h.token_bytes], h.k, h.bits_per_index)
         return cls(h.model_id, h.frame_index, h.timestamp_us, h.keyframe, h.end_of_stream, h.width,
                    h.height, h.grid_h, h.grid_w, h.bits_per_index, mask, indices)
+
+    # --- version 2: entropy-coded -------------------------------------------------------------------------
+
+    def pack_v2(self, state: CoderState) -> tuple[bytes, CoderState]:
+        """Serialise as a version 2 packet: header, entropy-coded mask and tokens, CRC32.
+
+        Args:
+            state: the stream's coder state before this packet (``CoderState.empty(levels)`` at start;
+                a keyframe resets it). Its FSQ levels must fit ``bits_per_index``.
+
+        Returns:
+            ``(bytes, new_state)``. An end-of-stream packet with an empty grid codes nothing and returns
+            ``state`` unchanged.
+
+        Raises:
+            ValueError: the state cannot code this packet (non-keyframe before the first keyframe or after
+                a grid change; levels that do not fit ``bits_per_index``; an index outside the codebook),
+                or the packet would exceed :data:`MAX_PACKET_BYTES`.
+        """
+        _check_levels_fit(state, self.bits_per_index, ValueError)
+        if self.n == 0:
+            payload, new_state = b"", state
+        else:
+            payload, new_state = encode_frame(state, self.mask, self.indices, (self.grid_h, self.grid_w),
+                                              self.keyframe)
+        size = HEADER_V2_SIZE + len(payload) + CRC_SIZE
+        if size > MAX_PACKET_BYTES:
+            raise ValueError(f"packet would be {size} bytes, over the limit of {MAX_PACKET_BYTES}")
+        flags = (FLAG_KEYFRAME if self.keyframe else 0) | (FLAG_END_OF_STREAM if self.end_of_stream else 0)
+        head = HEADER_V2.pack(MAGIC, VERSION_V2, flags, self.model_id, self.frame_index, self.timestamp_us,
+                              self.width, self.height, self.grid_h, self.grid_w, self.bits_per_index, self.k,
+                              len(payload))
+        body = head + payload
+        return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(CRC_SIZE, "little"), new_state
+
+    @classmethod
+    def unpack_v2(cls, data: bytes, state: CoderState,
+                  expect_model_id: bytes | None = None) -> tuple[TokenPacket, CoderState]:
+        """Parse, validate and decode a version 2 packet with the stream's coder state.
+
+        Args:
+            data: exactly one version 2 packet.
+            state: the stream's coder state before this packet.
+            expect_model_id: when given (8 bytes), packets for any other model are refused.
+
+        Returns:
+            ``(packet, new_state)``; on any error the caller's ``state`` is untouched (it is immutable).
+
+        Raises:
+            PacketError: every defect of ``data`` (as :meth:`unpack`, plus a payload that is not exactly
+                what the encoder makes), a version 1 packet, or a packet this state cannot decode (a
+                non-keyframe before the first keyframe or after a grid change: request a keyframe).
+            ValueError: ``expect_model_id`` is not 8 bytes, or ``state`` is not a CoderState.
+        """
+        if expect_model_id is not None and (not isinstance(expect_model_id, bytes)
+                                            or len(expect_model_id) != MODEL_ID_SIZE):
+            raise ValueError(f"expect_model_id must be {MODEL_ID_SIZE} bytes, got {expect_model_id!r}")
+        if not isinstance(state, CoderState):
+            raise ValueError(f"state must be a CoderState, got {type(state).__name__}")
+        raw = _as_bytes(data)
+        try:
+            return cls._unpack_v2(raw, state, expect_model_id)
+        except PacketError:
+            raise
+        except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, struct.error) as e:
+            raise PacketError(f"malformed packet: {type(e).__name__}: {e}") from e
+
+    @classmethod
+    def _unpack_v2(cls, raw: bytes, state: CoderState,
+                   expect_model_id: bytes | None) -> tuple[TokenPacket, CoderState]:
+        h = _verify(raw)
+        _check_model(h, expect_model_id)
+        if h.version != VERSION_V2:
+            raise PacketError(f"packet version {h.version} is not entropy-coded: use TokenPacket.unpack")
+        _check_levels_fit(state, h.bits_per_index, PacketError)
+        if h.n == 0:
+            mask, indices, new_state = np.zeros(0, bool), np.zeros(0, np.uint32), state
+        else:
+            payload = raw[HEADER_V2_SIZE:HEADER_V2_SIZE + h.payload_bytes]
+            mask, indices, new_state = decode_frame(state, payload, (h.grid_h, h.grid_w), h.k, h.keyframe)
+        packet = cls(h.model_id, h.frame_index, h.timestamp_us, h.keyframe, h.end_of_stream, h.width,
+                     h.height, h.grid_h, h.grid_w, h.bits_per_index, mask, indices)
+        return packet, new_state
+
+    @classmethod
+    def unpack_any(cls, data: bytes, state: CoderState,
+                   expect_model_id: bytes | None = None) -> tuple[TokenPacket, CoderState]:
+        """Either version: version 2 through :meth:`unpack_v2`; version 1 through :meth:`unpack`, returning
+        ``state`` unchanged (a stream must not switch versions between keyframes)."""
+        if not isinstance(state, CoderState):
+            raise ValueError(f"state must be a CoderState, got {type(state).__name__}")
+        raw = _as_bytes(data)
+        if len(raw) > 4 and raw[:4] == MAGIC and raw[4] == VERSION_V2:
+            return cls.unpack_v2(raw, state, expect_model_id)
+        return cls.unpack(raw, expect_model_id), state
+
+
+def _check_model(h: PacketHeader, expect_model_id: bytes | None) -> None:
+    if expect_model_id is not None and h.model_id != expect_model_id:
+        raise PacketError(f"packet is for model {h.model_id.hex()}, this receiver runs model "
+                          f"{expect_model_id.hex()}")
+
+
+def _check_levels_fit(state: CoderState, bits: int, exc: type[ValueError]) -> None:
+    if not isinstance(state, CoderState):
+        raise ValueError(f"state must be a CoderState, got {type(state).__name__}")
+    size = 1
+    for lv in state.levels:
+        size *= lv
+    if size > 1 << bits:
+        raise exc(f"the coder state's FSQ levels {state.levels} ({size} codes) do not fit the packet's "
+                  f"{bits} bits per index")
