@@ -1,6 +1,8 @@
 """The ``.ltk`` recording: a small JSON-carrying header, then length-prefixed packets (the wire bytes).
 
 Damage is local: a reader yields every packet before a truncation or corruption, then says where it stopped.
+Version 2 (entropy-coded) packets are decoded in file order with one coder state, built from the metadata's
+``fsq_levels``.
 """
 
 from __future__ import annotations
@@ -13,8 +15,17 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
+from .entropy import CoderState
 from .errors import PacketError
-from .packet import MAX_PACKET_BYTES, MIN_PACKET_BYTES, MODEL_ID_SIZE, TokenPacket, verify_packet
+from .packet import (
+    MAX_PACKET_BYTES,
+    MIN_PACKET_BYTES,
+    MIN_PACKET_BYTES_V2,
+    MODEL_ID_SIZE,
+    VERSION_V2,
+    TokenPacket,
+    verify_packet,
+)
 
 __all__ = [
     "FILE_HEADER",
@@ -35,6 +46,8 @@ FILE_HEADER_SIZE = FILE_HEADER.size  # 9
 RECORD_PREFIX = struct.Struct("<I")  # length of the packet that follows
 MAX_META_BYTES = 1024 * 1024
 REQUIRED_META = ("model_id", "fps", "width", "height", "preset")
+LEVELS_META = "fsq_levels"  # the model's FSQ levels: required to read version 2 (entropy-coded) packets
+MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2)  # 47
 
 
 def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -61,7 +74,17 @@ def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:
             raise ValueError(f"meta {key} must be a non-negative int, got {meta[key]!r}")
     if not isinstance(meta["preset"], str):
         raise ValueError(f"meta preset must be a str, got {meta['preset']!r}")
+    if LEVELS_META in meta:
+        levels = meta[LEVELS_META]
+        if (not isinstance(levels, (list, tuple)) or not levels
+                or any(isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 255 for v in levels)):
+            raise ValueError(f"meta {LEVELS_META} must be a non-empty list of ints in 2..255, got {levels!r}")
+        out[LEVELS_META] = [int(v) for v in levels]
     return out
+
+
+def _is_v2(data: bytes) -> bool:
+    return len(data) > 4 and data[4] == VERSION_V2
 
 
 def _is_model_hex(text: str) -> bool:
@@ -83,7 +106,8 @@ class LtkWriter:
     Args:
         path: file to create (overwritten if it exists).
         meta: JSON-serialisable metadata with at least ``model_id`` (8 bytes or 16 hex digits),
-            ``fps``, ``width``, ``height`` and ``preset``; other keys are kept as given.
+            ``fps``, ``width``, ``height`` and ``preset``; ``fsq_levels`` (the model's FSQ levels) is
+            required before version 2 packets can be written; other keys are kept as given.
 
     Raises:
         ValueError: missing or ill-typed metadata, or metadata over :data:`MAX_META_BYTES`.
@@ -117,6 +141,9 @@ class LtkWriter:
         if header.model_id != self.model_id:
             raise ValueError(f"packet is for model {header.model_id.hex()}, this file records model "
                              f"{self.model_id.hex()}")
+        if header.version == VERSION_V2 and LEVELS_META not in self.meta:
+            raise ValueError(f"a version 2 packet needs the FSQ levels to be read back: put {LEVELS_META!r} "
+                             f"in the file's metadata")
         self._file.write(RECORD_PREFIX.pack(len(data)) + data)
         self.packets_written += 1
 
@@ -205,9 +232,9 @@ class LtkReader:
                 raise PacketError(f"truncated .ltk file {where}: length prefix needs {RECORD_PREFIX.size} "
                                   f"bytes, got {len(prefix)}")
             (size,) = RECORD_PREFIX.unpack(prefix)
-            if not MIN_PACKET_BYTES <= size <= MAX_PACKET_BYTES:  # checked before allocating `size` bytes
+            if not MIN_RECORD_BYTES <= size <= MAX_PACKET_BYTES:  # checked before allocating `size` bytes
                 raise PacketError(f"corrupt .ltk file {where}: length prefix {size} out of range "
-                                  f"{MIN_PACKET_BYTES}..{MAX_PACKET_BYTES}")
+                                  f"{MIN_RECORD_BYTES}..{MAX_PACKET_BYTES}")
             data = self._file.read(size)
             if len(data) < size:
                 raise PacketError(f"truncated .ltk file {where}: packet needs {size} bytes, got {len(data)}")
@@ -237,9 +264,17 @@ class LtkReader:
             yield data
 
     def __iter__(self) -> Iterator[TokenPacket]:
+        levels = self.meta.get(LEVELS_META)
+        state = CoderState.empty(levels) if levels else None  # version 2: the stream's coder state
         for number, offset, data in self._records():
             try:
-                packet = TokenPacket.unpack(data, expect_model_id=self.model_id)
+                if _is_v2(data):
+                    if state is None:
+                        raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "
+                                          f"to decode it with")
+                    packet, state = TokenPacket.unpack_v2(data, state, expect_model_id=self.model_id)
+                else:
+                    packet = TokenPacket.unpack(data, expect_model_id=self.model_id)
             except PacketError as e:
                 raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
                                   f"offset {offset}: {e}") from e

@@ -10,7 +10,7 @@ from __future__ import annotations
 import operator
 import struct
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import numpy as np
@@ -40,6 +40,7 @@ __all__ = [
     "VERSION_V2",
     "PacketHeader",
     "TokenPacket",
+    "max_payload_bytes",
     "peek_header",
     "verify_packet",
 ]
@@ -466,8 +467,10 @@ class TokenPacket:
         if self.n == 0:
             payload, new_state = b"", state
         else:
+            _check_follows(state, self.frame_index, self.keyframe, ValueError)
             payload, new_state = encode_frame(state, self.mask, self.indices, (self.grid_h, self.grid_w),
                                               self.keyframe)
+            new_state = replace(new_state, frame_index=self.frame_index)
         size = HEADER_V2_SIZE + len(payload) + CRC_SIZE
         if size > MAX_PACKET_BYTES:
             raise ValueError(f"packet would be {size} bytes, over the limit of {MAX_PACKET_BYTES}")
@@ -521,8 +524,10 @@ class TokenPacket:
         if h.n == 0:
             mask, indices, new_state = np.zeros(0, bool), np.zeros(0, np.uint32), state
         else:
+            _check_follows(state, h.frame_index, h.keyframe, PacketError)
             payload = raw[HEADER_V2_SIZE:HEADER_V2_SIZE + h.payload_bytes]
             mask, indices, new_state = decode_frame(state, payload, (h.grid_h, h.grid_w), h.k, h.keyframe)
+            new_state = replace(new_state, frame_index=h.frame_index)
         packet = cls(h.model_id, h.frame_index, h.timestamp_us, h.keyframe, h.end_of_stream, h.width,
                      h.height, h.grid_h, h.grid_w, h.bits_per_index, mask, indices)
         return packet, new_state
@@ -544,6 +549,15 @@ def _check_model(h: PacketHeader, expect_model_id: bytes | None) -> None:
     if expect_model_id is not None and h.model_id != expect_model_id:
         raise PacketError(f"packet is for model {h.model_id.hex()}, this receiver runs model "
                           f"{expect_model_id.hex()}")
+
+
+def _check_follows(state: CoderState, frame_index: int, keyframe: bool, exc: type[ValueError]) -> None:
+    """A non-keyframe must be the frame right after the state's last one: the coder state needs every
+    packet since the keyframe, and a gap would otherwise decode to wrong tokens, or fail, at random."""
+    last = state.frame_index
+    if not keyframe and last is not None and frame_index != (last + 1) & 0xFFFFFFFF:
+        raise exc(f"frame {frame_index} does not follow frame {last}, the last one this coder state decoded: "
+                  f"a packet is missing or out of order; decode in order, and after a loss request a keyframe")
 
 
 def _check_levels_fit(state: CoderState, bits: int, exc: type[ValueError]) -> None:

@@ -1,0 +1,325 @@
+"""Packet version 2 (entropy-coded; docs/PACKET.md §6): the golden fixture, the header, round trips with
+the coder state, every rejection, a seeded mutation fuzz, `.ltk` recordings of v2 streams, and version 1
+unchanged beside it."""
+
+from __future__ import annotations
+
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livetok.stream.wire import (
+    CRC_SIZE,
+    HEADER_SIZE,
+    HEADER_V2_SIZE,
+    MIN_PACKET_BYTES_V2,
+    VERSION,
+    VERSION_V2,
+    CoderState,
+    LtkReader,
+    LtkWriter,
+    PacketError,
+    TokenPacket,
+    decode_frame,
+    peek_header,
+    read_ltk,
+    verify_packet,
+)
+from livetok.stream.wire.packet import HEADER, HEADER_V2, max_payload_bytes
+
+from .data.make_packet_v2_fixture import LEVELS, MODEL, fixture_packets
+
+FIXTURE = Path(__file__).parent / "data" / "packet_v2.bin"
+V2_FIELDS = ("magic", "version", "flags", "model_id", "frame_index", "timestamp_us", "width", "height", "grid_h",
+             "grid_w", "bits", "k", "payload_bytes")
+
+
+def records(blob: bytes) -> list[bytes]:
+    out, i = [], 0
+    while i < len(blob):
+        (size,) = struct.unpack_from("<I", blob, i)
+        out.append(blob[i + 4:i + 4 + size])
+        i += 4 + size
+    return out
+
+
+GOLDEN = records(FIXTURE.read_bytes())
+G0 = GOLDEN[0]
+
+
+def reseal(data: bytes) -> bytes:
+    body = data[:-CRC_SIZE]
+    return body + struct.pack("<I", zlib.crc32(body))
+
+
+def with_fields(data: bytes, **changes: int | bytes) -> bytes:
+    values = dict(zip(V2_FIELDS, HEADER_V2.unpack_from(data), strict=True))
+    values.update(changes)
+    return reseal(HEADER_V2.pack(*values.values()) + data[HEADER_V2_SIZE:])
+
+
+def decode_all(packets: list[bytes], state: CoderState | None = None) -> tuple[list[TokenPacket], CoderState]:
+    st = state or CoderState.empty(LEVELS)
+    out = []
+    for data in packets:
+        p, st = TokenPacket.unpack_v2(data, st, expect_model_id=MODEL)
+        out.append(p)
+    return out, st
+
+
+# --- layout and the golden fixture ----------------------------------------------------------------------------
+
+
+def test_layout_constants() -> None:
+    assert (VERSION, VERSION_V2) == (1, 2)
+    assert HEADER_V2_SIZE == 43 == 4 + 1 + 1 + 8 + 4 + 8 + 2 * 4 + 1 + 4 + 4
+    assert MIN_PACKET_BYTES_V2 == 47
+    # the fields up to bits_per_index sit at the same offsets in both versions
+    assert HEADER.format[:14] == HEADER_V2.format[:14] == "<4sBB8sIQHHHHB"
+    assert max_payload_bytes(768, 768, 10) == 3 * (768 + 7680) + 8
+
+
+def test_golden_fixture() -> None:
+    assert [len(d) for d in GOLDEN] == [59, 63, 75, 47]
+    want = fixture_packets()
+    got, st = decode_all(GOLDEN)
+    assert got == want
+    assert st.grid == (4, 6) and st.prev_mask is not None and st.prev_mask.all()
+    # the same stream packs to the identical bytes
+    st = CoderState.empty(LEVELS)
+    for p, data in zip(want, GOLDEN, strict=True):
+        again, st = p.pack_v2(st)
+        assert again == data
+    # the first packet, field by field (docs/PACKET.md §6.1)
+    h = dict(zip(V2_FIELDS, HEADER_V2.unpack_from(GOLDEN[0]), strict=True))
+    assert h == {"magic": b"LTKP", "version": 2, "flags": 1, "model_id": MODEL, "frame_index": 7,
+                 "timestamp_us": 1234567, "width": 96, "height": 64, "grid_h": 4, "grid_w": 6, "bits": 10, "k": 7,
+                 "payload_bytes": 12}
+    assert GOLDEN[0][HEADER_V2_SIZE:-CRC_SIZE].hex(" ") == "07 f0 02 09 58 ed 05 eb 1c 97 9e 61"
+    assert GOLDEN[0][-CRC_SIZE:] == struct.pack("<I", zlib.crc32(GOLDEN[0][:-CRC_SIZE]))
+    # the end-of-stream packet: empty grid, nothing coded, 47 bytes
+    eos = peek_header(GOLDEN[3])
+    assert eos.end_of_stream and eos.n == 0 and eos.payload_bytes == 0 and eos.packet_size == 47
+
+
+def test_peek_checks_the_payload_bound() -> None:
+    with pytest.raises(PacketError, match=r"^payload byte length 291 is too large for N=24, k=7"):
+        peek_header(with_fields(G0, payload_bytes=291)[:HEADER_V2_SIZE])
+    assert peek_header(with_fields(G0, payload_bytes=290)[:HEADER_V2_SIZE]).payload_bytes == 290
+
+
+def test_peek_and_verify_read_both_versions() -> None:
+    h = peek_header(GOLDEN[1][:HEADER_V2_SIZE])  # the 43-byte header alone is enough to route
+    assert (h.version, h.frame_index, h.keyframe, h.k, h.n, h.model_id) == (2, 8, False, 9, 24, MODEL)
+    assert (h.mask_mode, h.mask_bytes, h.token_bytes, h.payload_bytes, h.header_size) == (-1, 0, 0, 16, 43)
+    assert h.packet_size == len(GOLDEN[1])
+    assert verify_packet(GOLDEN[1]) == h
+    v1 = fixture_packets()[0].pack()
+    assert peek_header(v1).version == 1 and peek_header(v1).payload_bytes == 0
+    with pytest.raises(PacketError, match=r"^truncated: need 43 bytes for a version 2 header, got 42$"):
+        peek_header(GOLDEN[1][:42])
+
+
+def test_version_1_is_unchanged_and_versions_do_not_mix() -> None:
+    for p in fixture_packets():
+        data = p.pack()
+        assert data[4] == VERSION and TokenPacket.unpack(data) == p
+        q, st = TokenPacket.unpack_any(data, CoderState.empty(LEVELS))
+        assert q == p and not st.started  # version 1 leaves the coder state alone
+    with pytest.raises(PacketError, match=r"^packet version 2 is entropy-coded .* use TokenPacket.unpack_v2"):
+        TokenPacket.unpack(GOLDEN[0])
+    with pytest.raises(PacketError, match=r"^packet version 1 is not entropy-coded: use TokenPacket.unpack$"):
+        TokenPacket.unpack_v2(fixture_packets()[0].pack(), CoderState.empty(LEVELS))
+    p, st = TokenPacket.unpack_any(GOLDEN[0], CoderState.empty(LEVELS))
+    assert p == fixture_packets()[0] and st.started
+    other = bytearray(fixture_packets()[0].pack())
+    other[4] = 3
+    with pytest.raises(PacketError, match=r"^unsupported packet version 3 \(this build supports versions 1 and 2\)$"):
+        TokenPacket.unpack(bytes(other))
+
+
+def test_v2_is_smaller_than_v1_on_the_fixture() -> None:
+    v1 = sum(len(p.pack()) for p in fixture_packets())
+    assert sum(map(len, GOLDEN)) == 244 and v1 == 263  # a tiny grid: the 47-byte header dominates both
+
+
+# --- the state through packets ---------------------------------------------------------------------------------
+
+
+def test_join_at_a_keyframe_and_loss() -> None:
+    # joining mid-stream: the non-keyframe needs the state only the previous packets built
+    with pytest.raises(PacketError, match=r"join at a keyframe"):
+        TokenPacket.unpack_v2(GOLDEN[1], CoderState.empty(LEVELS))
+    # losing packet 1: packet 2 is refused (the state last decoded frame 7; this is frame 9)
+    _, st = decode_all(GOLDEN[:1])
+    assert st.frame_index == 7
+    with pytest.raises(PacketError, match=r"^frame 9 does not follow frame 7, the last one this coder state "
+                                          r"decoded: a packet is missing or out of order"):
+        TokenPacket.unpack_v2(GOLDEN[2], st)
+    # and with the chain check out of the way (frame-level API), the wrong state decodes it to something
+    # else or fails: never silently the right thing
+    h = peek_header(GOLDEN[2])
+    payload = GOLDEN[2][HEADER_V2_SIZE:-CRC_SIZE]
+    try:
+        mask, idx, _ = decode_frame(st, payload, (4, 6), h.k, False)
+    except PacketError:
+        pass
+    else:
+        want = fixture_packets()[2]
+        assert not (np.array_equal(mask, want.mask) and np.array_equal(idx, want.indices))
+    # the sender side refuses to skip a frame index too
+    with pytest.raises(ValueError, match=r"frame 9 does not follow frame 7"):
+        fixture_packets()[2].pack_v2(st)
+    # a failed decode leaves the caller's state usable: the right packet still decodes after it
+    _, st = decode_all(GOLDEN[:1])
+    with pytest.raises(PacketError):
+        TokenPacket.unpack_v2(GOLDEN[0][:-1] + bytes([GOLDEN[0][-1] ^ 1]), st)
+    got, _ = decode_all(GOLDEN[1:3], st)
+    assert got == fixture_packets()[1:3]
+
+
+def test_pack_v2_rejects_what_the_state_cannot_code() -> None:
+    p0, p1 = fixture_packets()[:2]
+    with pytest.raises(ValueError, match=r"before the stream's first keyframe"):
+        p1.pack_v2(CoderState.empty(LEVELS))
+    with pytest.raises(ValueError, match=r"FSQ levels \(8, 8, 8, 5, 5, 5\) \(64000 codes\) do not fit .* 10 bits"):
+        p0.pack_v2(CoderState.empty((8, 8, 8, 5, 5, 5)))
+    with pytest.raises(ValueError, match=r"state must be a CoderState"):
+        p0.pack_v2(None)  # type: ignore[arg-type]
+    with pytest.raises(PacketError, match=r"do not fit the packet's 10 bits per index"):
+        TokenPacket.unpack_v2(GOLDEN[0], CoderState.empty((8, 8, 8, 5, 5, 5)))
+    big = TokenPacket(MODEL, 1, 0, True, False, 96, 64, 4, 6, 10, np.ones(24, bool), np.full(24, 1000, np.uint32))
+    with pytest.raises(ValueError, match=r"token index out of range 0..999"):
+        big.pack_v2(CoderState.empty(LEVELS))
+
+
+# --- rejection of bad bytes --------------------------------------------------------------------------------------
+
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (G0[:42], r"^truncated: need 43 bytes for a version 2 header, got 42$"),
+        (G0[:-1], r"^truncated: header announces 59 bytes \(43 header \+ 12 payload \+ 4 CRC\), got 58$"),
+        (G0 + b"\x00", r"^1 trailing bytes after the CRC \(header announces 59 bytes\)$"),
+        (G0[:50] + bytes([G0[50] ^ 4]) + G0[51:], r"^CRC mismatch"),
+        (with_fields(G0, flags=0x10), r"^reserved flag bits set: flags=0x10"),
+        (with_fields(G0, k=25), r"^k=25 exceeds the 24 positions of the 4x6 grid$"),
+        (with_fields(G0, payload_bytes=2**32 - 1), r"^header announces a packet of 4294967342 bytes, over the limit"),
+        (with_fields(G0[:HEADER_V2_SIZE] + bytes(291 + CRC_SIZE), payload_bytes=291),
+         r"^payload byte length 291 is too large for N=24, k=7 at 10 bits per index \(at most 290\)$"),
+        (with_fields(G0, grid_h=0), r"^grid 0x6 is empty; only an end-of-stream packet may have no positions$"),
+        (with_fields(G0, bits=0), r"^bits_per_index 0 out of range 1..32$"),
+        (with_fields(G0, k=6), r"^entropy-coded mask keeps \d+ positions but the header says k=6$|not what"),
+        (with_fields(GOLDEN[3][:HEADER_V2_SIZE] + b"\x01" + bytes(CRC_SIZE), payload_bytes=1),
+         r"^payload byte length 1 is too large for N=0, k=0"),
+        (reseal(G0[:-CRC_SIZE - 1] + b"\x00" + G0[-CRC_SIZE:]), r"ends with a zero byte"),
+        (with_fields(reseal(G0[:-CRC_SIZE] + b"\x77" + G0[-CRC_SIZE:]), payload_bytes=13),
+         r"not what the encoder makes"),
+        (with_fields(G0, flags=0), r"join at a keyframe"),
+    ],
+    ids=lambda v: v if isinstance(v, str) else None,
+)
+def test_unpack_v2_rejects(data: bytes, message: str) -> None:
+    with pytest.raises(PacketError, match=message):
+        TokenPacket.unpack_v2(data, CoderState.empty(LEVELS))
+
+
+def test_model_mismatch_names_both_ids() -> None:
+    with pytest.raises(PacketError, match=r"^packet is for model 0123456789abcdef, this receiver runs model "
+                                          r"fedcba9876543210$"):
+        TokenPacket.unpack_v2(G0, CoderState.empty(LEVELS), expect_model_id=bytes.fromhex("fedcba9876543210"))
+    with pytest.raises(ValueError, match=r"expect_model_id must be 8 bytes"):
+        TokenPacket.unpack_v2(G0, CoderState.empty(LEVELS), expect_model_id=b"short")
+
+
+def mutate(rng: np.random.Generator, data: bytes) -> bytes:
+    b = bytearray(data)
+    kind = int(rng.integers(5))
+    if kind == 0:
+        i = int(rng.integers(len(b)))
+        b[i] ^= 1 << int(rng.integers(8))
+    elif kind == 1:
+        b[int(rng.integers(len(b)))] = int(rng.integers(256))
+    elif kind == 2:
+        del b[int(rng.integers(len(b) + 1)):]
+    elif kind == 3:
+        i = int(rng.integers(HEADER_V2_SIZE, len(b) + 1))
+        b[i:i] = rng.integers(0, 256, int(rng.integers(1, 5)), dtype=np.uint8).tobytes()
+    else:  # a header field set to a boundary value
+        field = int(rng.integers(6, 13))
+        vals = list(HEADER_V2.unpack_from(bytes(b)))
+        width = {6: 16, 7: 16, 8: 16, 9: 16, 10: 8, 11: 32, 12: 32}[field]
+        vals[field] = int(rng.choice([0, 1, 2, 23, 24, 25, (1 << width) - 1, int(rng.integers(1 << width))]))
+        b[:HEADER_V2_SIZE] = HEADER_V2.pack(*vals)
+    out = bytes(b)
+    if len(out) > CRC_SIZE and rng.random() < 0.6:
+        out = reseal(out)  # most mutations get a valid CRC so that they reach the checks behind it
+    return out
+
+
+def test_mutated_packets_raise_packet_error_only() -> None:
+    """2400 seeded mutations of the golden stream, each decoded with the state its original was decoded
+    with: PacketError, or a packet that re-packs to exactly the mutated bytes."""
+    rng = np.random.default_rng(2024)
+    states = [CoderState.empty(LEVELS)]
+    for data in GOLDEN:
+        states.append(TokenPacket.unpack_v2(data, states[-1])[1])
+    refused = 0
+    for i in range(2400):
+        j = i % len(GOLDEN)
+        bad = mutate(rng, GOLDEN[j])
+        try:
+            p, _ = TokenPacket.unpack_v2(bad, states[j])
+        except PacketError:
+            refused += 1
+        else:
+            assert p.pack_v2(states[j])[0] == bad
+    assert refused > 2000
+
+
+# --- .ltk recordings of version 2 ------------------------------------------------------------------------------
+
+META = {"model_id": MODEL.hex(), "fps": 30.0, "width": 96, "height": 64, "preset": "default"}
+
+
+def test_ltk_records_and_replays_v2(tmp_path: Path) -> None:
+    path = tmp_path / "v2.ltk"
+    with LtkWriter(path, {**META, "fsq_levels": list(LEVELS)}) as w:
+        for data in GOLDEN:
+            w.write(data)
+    with LtkReader(path) as r:
+        assert list(r) == fixture_packets()
+        assert list(r.iter_raw()) == GOLDEN
+    meta, packets, err = read_ltk(path)
+    assert err is None and packets == fixture_packets() and meta["fsq_levels"] == [8, 5, 5, 5]
+    # damage in the middle: the packets before it survive
+    blob = path.read_bytes()
+    path.write_bytes(blob[:-40])  # into the last record
+    _, packets, err = read_ltk(path)
+    assert packets == fixture_packets()[:3] and err is not None and "truncated" in str(err)
+
+
+def test_ltk_v2_needs_the_levels(tmp_path: Path) -> None:
+    path = tmp_path / "v2.ltk"
+    with LtkWriter(path, META) as w, pytest.raises(ValueError, match=r"put 'fsq_levels' in the file's metadata"):
+        w.write(GOLDEN[0])
+    with LtkWriter(path, META) as w:
+        w.write(fixture_packets()[0].pack())  # version 1 needs nothing more
+    # a file whose writer skipped the check (or an older tool) fails at the v2 packet, clearly
+    raw = path.read_bytes()
+    path.write_bytes(raw + struct.pack("<I", len(GOLDEN[0])) + GOLDEN[0])
+    _, packets, err = read_ltk(path)
+    assert len(packets) == 1 and err is not None and "has no 'fsq_levels'" in str(err)
+    with pytest.raises(ValueError, match=r"fsq_levels must be a non-empty list of ints in 2..255"):
+        LtkWriter(tmp_path / "x.ltk", {**META, "fsq_levels": [1, 5]})
+
+
+def test_v2_header_stays_within_v1_offsets() -> None:
+    """Tools that read frame_index/flags/model_id at their v1 offsets read v2 headers the same way."""
+    v1, v2 = fixture_packets()[1].pack(), GOLDEN[1]
+    assert v1[5:HEADER_SIZE - 13] == v2[5:HEADER_SIZE - 13]  # flags .. bits_per_index
