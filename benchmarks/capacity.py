@@ -114,7 +114,9 @@ def _replay_main(conn: Any, url: str, names: list[str], payloads: list[bytes], f
 def encode_clip(model: Runtime, source: str, size: tuple[int, int], sender: SenderConfig, frames: int
                 ) -> list[bytes]:
     """`frames` frames of `source` encoded as one stream (frame 0 a keyframe): the replayed packets."""
-    session = SenderSession(model, sender)
+    # fixed-length v1 packets: the replay re-stamps frame indices and loops the clip, which an
+    # entropy-coded stream (whose coder state needs every packet in order) would not survive
+    session = SenderSession(model, dataclasses.replace(sender, wire=1))
     src = open_source(source, max_frames=frames, size=size)
     return [session.encode(f, timestamp_us=0).data for f in src.frames]
 

@@ -37,10 +37,13 @@ from typing import Any
 
 import numpy as np
 
-from livetok.stream.wire import CRC_SIZE, HEADER_SIZE, PacketError, TokenPacket
-from livetok.stream.wire.packet import HEADER
+from livetok.stream.wire import CRC_SIZE, HEADER_SIZE, CoderState, PacketError, TokenPacket
+from livetok.stream.wire.packet import HEADER, HEADER_V2
 
 MODEL = bytes.fromhex("0123456789abcdef")
+LEVELS = (8, 5, 5, 5)  # the shipped FSQ levels: v2 packets decode with a coder state of these
+SIZE_FIELDS_V2 = (6, 7, 8, 9, 10, 11, 12)  # width .. payload length in HEADER_V2
+FIELD_BITS_V2 = (16, 16, 16, 16, 8, 32, 32)
 SIZE_FIELDS = (6, 7, 8, 9, 10, 11, 12, 13, 14)  # width .. token_bytes in HEADER
 FIELD_BITS = (16, 16, 16, 16, 8, 8, 32, 32, 32)
 INTERESTING = (0, 1, 7, 8, 255, 256, 2047, 2048, 2049, 16384, 16385, 65535, 1 << 22, (1 << 22) + 1, 1 << 24,
@@ -67,6 +70,13 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[bytes]:
         out.append(TokenPacket(MODEL, i, i * 33_333, i % 3 == 0, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
                                idx).pack())
     out.append(TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool), np.zeros(0)).pack())
+    # version 2 (entropy-coded): keyframes, which a fresh coder state decodes, of the shipped levels
+    for i in range(count // 2):
+        gh, gw = int(rng.integers(1, 49)), int(rng.integers(1, 49))
+        mask = rng.random(gh * gw) < (0.0, 0.05, 0.5, 1.0, 0.97)[i % 5]
+        idx = rng.integers(0, 1000, size=int(mask.sum()), dtype=np.uint64)
+        p = TokenPacket(MODEL, i, i * 33_333, True, i % 17 == 0, gw * 8, gh * 8, gh, gw, 10, mask, idx)
+        out.append(p.pack_v2(CoderState.empty(LEVELS))[0])
     return out
 
 
@@ -94,11 +104,13 @@ def mutate(rng: np.random.Generator, data: bytes) -> bytes:
         elif op == 5:
             del buf[i:i + int(rng.integers(1, 9))]
         elif len(buf) >= HEADER_SIZE:  # size-field inflation: a header field set to a boundary or random value
-            vals = list(HEADER.unpack_from(buf))
-            f = int(rng.integers(0, len(SIZE_FIELDS)))
+            v2 = buf[4] == 2
+            head, fields, bits = (HEADER_V2, SIZE_FIELDS_V2, FIELD_BITS_V2) if v2 else (HEADER, SIZE_FIELDS, FIELD_BITS)
+            vals = list(head.unpack_from(buf))
+            f = int(rng.integers(0, len(fields)))
             v = INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6 else int(rng.integers(0, MAX32))
-            vals[SIZE_FIELDS[f]] = v % (1 << FIELD_BITS[f])
-            buf[:HEADER_SIZE] = HEADER.pack(*vals)
+            vals[fields[f]] = v % (1 << bits[f])
+            buf[:head.size] = head.pack(*vals)
     return bytes(buf)
 
 
@@ -124,10 +136,15 @@ class Tally:
         self.total += 1
         t0 = time.thread_time()
         try:
-            p = TokenPacket.unpack(data)
+            if len(data) > 4 and data[4] == 2:  # version 2: decoded with a fresh stream's coder state
+                p, _ = TokenPacket.unpack_v2(data, CoderState.empty(LEVELS))
+                again, _ = TokenPacket.unpack_v2(p.pack_v2(CoderState.empty(LEVELS))[0], CoderState.empty(LEVELS))
+            else:
+                p = TokenPacket.unpack(data)
+                again = TokenPacket.unpack(p.pack())
             # accepted bytes need not be canonical (a sender may pick any mask mode that fits, see
             # encode_mask_as) but they must mean exactly what they re-pack to
-            if TokenPacket.unpack(p.pack()) != p:
+            if again != p:
                 self.crashes.append(f"accepted bytes do not round-trip: {data.hex()}")
             self.accepted += 1
         except PacketError as e:

@@ -15,6 +15,7 @@ time still measures the model's own cost (an estimate of its uncontended speed, 
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import platform
@@ -38,7 +39,9 @@ from livetok.export.batching import MultiStreamDecoder, MultiStreamEncoder
 from livetok.export.flops import GraphCost, encode_cost, frame_costs
 from livetok.export.peak import DevicePeak, measure_peak
 from livetok.export.preprocess import PreprocessConfig, Preprocessor
+from livetok.stream.session import SenderSession
 from livetok.stream.video_io import read_video
+from livetok.stream.wire import CoderState, TokenPacket
 
 log = logging.getLogger(__name__)
 
@@ -165,6 +168,28 @@ def _preprocess_ms(frames: np.ndarray, size: tuple[int, int], backend: str) -> t
     return pre.backend, round(float(np.median(ms)), 3)
 
 
+def _coder_ms(model: Tokenizer, frames: list[np.ndarray], sender: SenderConfig) -> dict[str, float]:
+    """The entropy coder's cost apart from the model (packet v2, docs/PACKET.md §6): the clip's
+    packets are made once, then coded and decoded in stream order; medians per frame, in ms."""
+    tx = SenderSession(model, dataclasses.replace(sender, wire=1))
+    packets = [tx.encode(f, timestamp_us=i).packet for i, f in enumerate(frames)]
+    levels = model.cfg.fsq.levels
+    enc, dec = CoderState.empty(levels), CoderState.empty(levels)
+    enc_ms, dec_ms = [], []
+    for p in packets:
+        t0 = time.perf_counter()
+        data, enc = p.pack_v2(enc)
+        t1 = time.perf_counter()
+        _, dec = TokenPacket.unpack_v2(data, dec)
+        t2 = time.perf_counter()
+        enc_ms.append((t1 - t0) * 1e3)
+        dec_ms.append((t2 - t1) * 1e3)
+    return {"coder_encode_ms_p50": round(float(np.median(enc_ms[1:])), 3),
+            "coder_decode_ms_p50": round(float(np.median(dec_ms[1:])), 3),
+            "coder_encode_ms_p99": round(float(np.percentile(enc_ms[1:], 99)), 3),
+            "coder_decode_ms_p99": round(float(np.percentile(dec_ms[1:], 99)), 3)}
+
+
 def machine_info(threads: int) -> dict[str, Any]:
     import os
 
@@ -202,8 +227,12 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
     frames = _clip_frames(cfg.source, cfg.warmup + cfg.frames + cfg.streams * 7)
     graphs: dict[str, dict[str, GraphCost]] = {}
     pre: dict[str, dict[str, Any]] = {}
+    coder: dict[str, dict[str, float]] = {}
     for w, h in cfg.sizes:
         graphs[f"{w}x{h}"] = frame_costs(model, h, w)
+        say(f"entropy coder at {w}x{h}")
+        coder[f"{w}x{h}"] = _coder_ms(model, [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
+                                              for f in frames[:24]], cfg.sender)
         backend, ms = _preprocess_ms(frames[:12], (w, h), "auto")
         pre[f"{w}x{h}"] = {"backend": backend, "ms_p50": ms}
     peak: DevicePeak | None = None
@@ -215,7 +244,7 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
         dev = cfg.device if backend == "torch" and cfg.device else "cpu"
         rt = build_runtime(backend, model.to(dev) if backend == "torch" else model.to("cpu"), cfg.onnx_dir,
                            cfg.device, cfg.threads)
-        rt_dev = torch.device(getattr(rt, "device", dev))
+        rt_dev = rt.device
         for w, h in cfg.sizes:
             key = f"{w}x{h}"
             rgb = [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA) for f in frames]
@@ -235,6 +264,7 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
             res["decode_gflops_per_frame"] = round(graphs[key]["decoder"].gflops, 4)
             res["preprocess_ms_p50"] = pre[key]["ms_p50"]
             res["preprocess_backend"] = pre[key]["backend"]
+            res.update(coder[key])  # packet v2's coder, on the CPU whatever the backend
             on_gpu = peak is not None and rt_dev.type == "cuda"
             res["encode_tflops"] = round(flops * res["encode_fps_total"] / 1e12, 4)
             res["fraction_of_peak_flops"] = (round(res["encode_tflops"] / peak.matmul_tflops, 4)
@@ -248,6 +278,7 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
         "results": results,
         "graphs": {k: {g: _cost_dict(c) for g, c in v.items()} for k, v in graphs.items()},
         "preprocess": pre,
+        "coder": coder,
         "peak": peak.to_dict() if peak is not None else None,
         "machine": machine_info(threads),
         "config": {"backends": backends, "sizes": [f"{w}x{h}" for w, h in cfg.sizes], "streams": cfg.streams,

@@ -14,6 +14,7 @@ from typing import Any
 
 from .rate_control import RateControlConfig
 
+ARCHS = ("v1", "rt")
 POLICIES = ("fixed", "infotok", "oracle", "search", "learned", "rdo", "prior")
 NORMALISERS = ("population", "ema")
 SIGNALS = ("error", "gain")
@@ -84,7 +85,14 @@ class DecoderConfig:
 
 @dataclass(frozen=True)
 class TokenizerConfig:
-    """Everything that defines the weights. Its JSON is part of the model identity."""
+    """Everything that defines the weights. Its JSON is part of the model identity.
+
+    `arch` picks the networks: "v1" (engine/encoder.py, engine/decoder.py: a strided conv stem, a
+    pixel-shuffle upsampler) or "rt" (engine/rt_encoder.py, engine/rt_decoder.py: DCVC-RT's shape,
+    everything at stride 8; it reads `width`, `blocks`, `kernel`, `mlp_ratio` and `state_channels`
+    and ignores `stem_channels` and `up_channels`). "v1" is left out of the JSON, so configs written
+    before the key existed, and their model identities, stay as they were.
+    """
 
     name: str = "default"
     stride: int = 8  # pixels per latent position along each axis (three stride-2 stages)
@@ -92,15 +100,21 @@ class TokenizerConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head_width: int = 32  # channels of the budget head (engine/budget_head.py)
+    arch: str = "v1"  # which encoder/decoder: "v1" or "rt" (see above)
 
     def __post_init__(self) -> None:
+        if self.arch not in ARCHS:
+            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.head_width < 1:
             raise ValueError(f"TokenizerConfig.head_width must be >= 1, got {self.head_width}")
         if self.stride != 8:
             raise ValueError(f"TokenizerConfig.stride must be 8 (three stride-2 stages), got {self.stride}")
 
     def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+        d = dataclasses.asdict(self)
+        if d["arch"] == "v1":
+            del d["arch"]  # the JSON (and so the identity) of every v1 model predates the key
+        return d
 
     def to_json(self) -> str:
         # sort_keys: the identity hash must not depend on field order
@@ -116,6 +130,7 @@ class TokenizerConfig:
                 encoder=EncoderConfig(**{**d["encoder"], "stem_channels": tuple(d["encoder"]["stem_channels"])}),
                 decoder=DecoderConfig(**{**d["decoder"], "up_channels": tuple(d["decoder"]["up_channels"])}),
                 head_width=int(d.get("head_width", 32)),
+                arch=str(d.get("arch", "v1")),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a valid TokenizerConfig dict: {e}") from e
@@ -174,8 +189,13 @@ class SenderConfig:
     # which positions fill the budget: highest full-rate error (InfoTok), highest gain, highest
     # zero-token error (surprise), or the first k in raster order (ElasticTok's prefix)
     ranking: str = "gain"
+    # packet format version: 2 entropy-codes the mask and tokens (docs/PACKET.md §6), 1 is the fixed-length
+    # format. The engine never makes bytes: the stream layer's packetizer reads this
+    wire: int = 2
 
     def __post_init__(self) -> None:
+        if self.wire not in (1, 2):
+            raise ValueError(f"unknown packet version {self.wire!r}; choose 1 or 2")
         if self.keyframe_interval < 0:
             raise ValueError(f"keyframe_interval must be >= 0, got {self.keyframe_interval}")
         if self.ranking not in RANKINGS:
@@ -203,6 +223,31 @@ PRESETS: dict[str, TokenizerConfig] = {
         fsq=FSQConfig(levels=(5, 5, 5)),
         encoder=EncoderConfig(stem_channels=(8, 16, 24), width=24, blocks=1, kernel=3, mlp_ratio=2),
         decoder=DecoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=2, state_channels=8, up_channels=(16, 8)),
+        head_width=8,
+    ),
+    # DCVC-RT's shape (issue 13): pixel-unshuffle straight to stride 8, 1x1 -> depthwise 3x3 -> 1x1
+    # blocks with a gated feed-forward, the decoder's stride-8 feature as the temporal context
+    "rt": TokenizerConfig(
+        name="rt",
+        arch="rt",
+        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
+        decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64),
+    ),
+    # the same with 6 FSQ dimensions (64000 codes, 16 bits per token)
+    "rt-fsq6": TokenizerConfig(
+        name="rt-fsq6",
+        arch="rt",
+        fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
+        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
+        decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64),
+    ),
+    # tiny rt: for unit tests
+    "rt-tiny": TokenizerConfig(
+        name="rt-tiny",
+        arch="rt",
+        fsq=FSQConfig(levels=(5, 5, 5)),
+        encoder=EncoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=1),
+        decoder=DecoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=1, state_channels=16),
         head_width=8,
     ),
 }

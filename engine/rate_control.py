@@ -72,3 +72,10 @@ def rate_update(cfg: RateControlConfig, state: RateState, used: float, now_s: fl
     log_base = min(hi, max(lo, state.log_base - (debt / budget) * (dt / cfg.window_s)))
     scale = min(cfg.max_scale, max(cfg.min_scale, math.exp(log_base - debt / budget)))
     return replace(state, scale=scale, debt=debt, log_base=log_base, last_s=now_s)
+
+
+def retarget(state: RateState) -> RateState:
+    """The state to carry into a new target: the credit or debt run up under the old one is
+    dropped (it was measured against another budget: a stream that sat far under a generous target
+    must not spend that credit at a tight one), the scale and its slow part are kept."""
+    return replace(state, debt=0.0)

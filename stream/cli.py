@@ -60,6 +60,9 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    help="infotok's information signal: full-rate error (the paper) or the gain of the tokens")
     p.add_argument("--ranking", default="gain", choices=["error", "gain", "surprise", "prefix"],
                    help="which positions fill the budget (default: gain; error = InfoTok's)")
+    p.add_argument("--wire", default="v2", choices=["v1", "v2"],
+                   help="packet format: v2 entropy-codes the mask and tokens (default), v1 is fixed-length "
+                        "(docs/PACKET.md); receivers read both")
 
 
 def _sender(a: argparse.Namespace) -> SenderConfig:
@@ -74,6 +77,7 @@ def _sender(a: argparse.Namespace) -> SenderConfig:
         keyframe_interval=a.keyframe_interval,
         ranking=a.ranking,
         rate_control=rc,
+        wire=int(a.wire[1]),
     )
 
 

@@ -46,7 +46,8 @@ def run_demo(
         if ltk is None:
             h, w = frame.shape[:2]
             ltk = LtkWriter(ltk_path, {"model_id": model.identity.hex(), "fps": src.fps, "width": w,
-                                       "height": h, "preset": model.cfg.name, "source": src.name})
+                                       "height": h, "preset": model.cfg.name, "source": src.name,
+                                       "wire": sender.wire, "fsq_levels": list(model.cfg.fsq.levels)})
             ltk.__enter__()
         ltk.write(enc.data)
         err = enc.tokens.error[0].cpu().numpy() if enc.tokens.error is not None else None

@@ -32,7 +32,8 @@ class FrameRecord:
     keyframe: bool
     k: int
     n: int
-    bits: int
+    bits: int  # the packet as sent (SenderConfig.wire: v2 entropy-coded by default)
+    bits_v1: int  # the same tokens as a fixed-length v1 packet: what the entropy coder saves
     psnr: float
     ssim: float
     encode_ms: float
@@ -73,6 +74,7 @@ def run_frames(
             out, dec_ms = enc.recon, math.nan
         rec = FrameRecord(
             index=i, keyframe=enc.packet.keyframe, k=enc.packet.k, n=enc.packet.n, bits=len(enc.data) * 8,
+            bits_v1=len(enc.packet.pack()) * 8,
             psnr=psnr(frame, out), ssim=ssim(frame, out), encode_ms=enc.encode_ms, decode_ms=dec_ms,
             decodes=enc.tokens.decodes,
         )
@@ -95,6 +97,7 @@ def summarize(records: list[FrameRecord]) -> dict[str, Any]:
         "ssim": mean("ssim"),
         "tokens_per_frame": mean("k"),
         "bits_per_frame": mean("bits"),
+        "bits_per_frame_v1": mean("bits_v1"),
         "encode_ms": float(statistics.median(r.encode_ms for r in records)),
         "decode_ms": float(statistics.median(r.decode_ms for r in records)),
         "decodes_per_frame": mean("decodes"),

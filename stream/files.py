@@ -58,7 +58,8 @@ def encode_file(
                 h, w = frame.shape[:2]
                 meta = {"model_id": tx.model_id.hex(), "fps": src.fps, "width": w, "height": h,
                         "preset": model.cfg.name, "source": src.name, "policy": sender.budget.policy,
-                        "rate": sender.budget.rate, **(meta_extra or {})}
+                        "rate": sender.budget.rate, "wire": sender.wire,
+                        "fsq_levels": list(model.cfg.fsq.levels), **(meta_extra or {})}
                 writer = LtkWriter(out, meta)
             enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
             writer.write(enc.data)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import PacketError, TokenPacket
+from .wire import PacketError, PacketHeader, TokenPacket
 
 __all__ = ["DEFAULT_LIMITS", "ReceiverLimits", "check_packet_fits"]
 
@@ -38,12 +38,13 @@ class ReceiverLimits:
 DEFAULT_LIMITS = ReceiverLimits()
 
 
-def check_packet_fits(packet: TokenPacket, *, bits_per_index: int, codebook_size: int, stride: int,
-                      limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
+def check_packet_fits(packet: TokenPacket | PacketHeader, *, bits_per_index: int, codebook_size: int,
+                      stride: int, limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
     """Refuse a packet this decoder cannot (or should not) decode.
 
     Args:
-        packet: a packet that passed `TokenPacket.unpack`.
+        packet: a packet that passed `TokenPacket.unpack`, or a verified header alone (checked before a
+            v2 payload is decoded: its decoding cost follows the grid the header announces).
         bits_per_index: the model's index width; a packet with another width came from another model.
         codebook_size: the model's number of codes; larger indices are not codes of this model.
         stride: pixels per latent position; the grid must be ceil(size / stride) on each axis.
@@ -64,6 +65,6 @@ def check_packet_fits(packet: TokenPacket, *, bits_per_index: int, codebook_size
                           f"(expected {grid[0]}x{grid[1]})")
     if packet.bits_per_index != bits_per_index:
         raise PacketError(f"{packet.bits_per_index} bits per index, this model uses {bits_per_index}")
-    if packet.k and int(packet.indices.max()) >= codebook_size:
+    if isinstance(packet, TokenPacket) and packet.k and int(packet.indices.max()) >= codebook_size:
         raise PacketError(f"token index {int(packet.indices.max())} is not a code of this model "
                           f"(codebook of {codebook_size})")

@@ -24,7 +24,7 @@ from .errors import StreamError
 from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
 from .stages import LATENCY_SAMPLES, percentile
-from .wire import PacketError, TokenPacket
+from .wire import PacketError, PacketHeader, verify_packet
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,35 @@ class ReceivedFrame:
     frame: np.ndarray  # uint8 RGB [H, W, 3], the decoded frame
     latency_ms: float  # capture -> decoded
     bits: int  # size of the packet
+
+
+@dataclass(frozen=True)
+class _Arrived:
+    """A received packet: its verified header (what ordering reads) and its bytes, decoded in stream
+    order (a v2 payload needs the coder state of every packet before it)."""
+
+    header: PacketHeader
+    data: bytes
+
+    @property
+    def frame_index(self) -> int:
+        return self.header.frame_index
+
+    @property
+    def keyframe(self) -> bool:
+        return self.header.keyframe
+
+    @property
+    def end_of_stream(self) -> bool:
+        return self.header.end_of_stream
+
+    @property
+    def n(self) -> int:
+        return self.header.n
+
+    @property
+    def timestamp_us(self) -> int:
+        return self.header.timestamp_us
 
 
 @dataclass
@@ -86,11 +115,10 @@ class _Stream:
     def __init__(self, name: str, model: Runtime, gap_timeout_s: float) -> None:
         self.name = name
         self.session = ReceiverSession(model)
-        self.order = StreamOrderer(gap_timeout_s=gap_timeout_s)
+        self.order: StreamOrderer[_Arrived] = StreamOrderer(gap_timeout_s=gap_timeout_s)
         self.counters = StreamCounters()
         self.last_request = -1e9
         self.info: dict[str, Any] = {}
-        self.sizes: dict[int, int] = {}  # bytes of each packet waiting to be decoded, by frame index
         self.best_latency_ms = float("inf")  # the stream's lowest capture-to-decode-start latency
         self.shedding = False  # fell behind: dropping packets until the requested keyframe
 
@@ -220,20 +248,20 @@ class PacketReceiver:
         """One packet's bytes as they came off the transport (bad ones are logged and dropped)."""
         s = self.stream(name)
         try:
-            packet = TokenPacket.unpack(payload, expect_model_id=self.model_id)
-            s.session.check(packet)  # one our model could have made, within our size limit
+            header = verify_packet(payload)  # framing and CRC; the payload is decoded in order, later
+            if header.model_id != self.model_id:
+                raise PacketError(f"packet is for model {header.model_id.hex()}, this receiver runs model "
+                                  f"{self.model_id.hex()}")
+            s.session.check(header)  # one our model could have made, within our size limit
         except PacketError as e:
             if "this receiver runs model" in str(e):
                 raise StreamError(f"stream {name!r}: {e}") from e
             log.warning("stream %s: dropping a bad packet: %s", name, e)
             s.counters.packets_rejected += 1
             return
+        packet = _Arrived(header, bytes(payload))
         if not (packet.end_of_stream and packet.n == 0):
             s.counters.frames_received += 1
-            s.sizes[packet.frame_index] = len(payload)
-            if len(s.sizes) > 4 * s.order.max_buffer:  # forget sizes of frames that were skipped
-                for i in sorted(s.sizes)[: len(s.sizes) - 2 * s.order.max_buffer]:
-                    del s.sizes[i]
         waiting = s.order.waiting_for_keyframe
         await self._handle(s, s.order.push(packet, self.clock()))
         if s.shedding and waiting and not packet.keyframe and not packet.end_of_stream:
@@ -241,7 +269,7 @@ class PacketReceiver:
 
     # -- internals -----------------------------------------------------------------------------
 
-    async def _handle(self, s: _Stream, res: OrderResult) -> None:
+    async def _handle(self, s: _Stream, res: OrderResult[_Arrived]) -> None:
         c = s.counters
         c.duplicates += int(res.duplicate)
         c.frames_lost += res.lost
@@ -274,7 +302,7 @@ class PacketReceiver:
                 if self.end_on_eos:
                     await self._out.put(None)
 
-    def _too_late(self, s: _Stream, packet: TokenPacket) -> bool:
+    def _too_late(self, s: _Stream, packet: _Arrived) -> bool:
         if self.max_lag_s is None or (packet.end_of_stream and packet.n == 0):
             return False
         lat = (self._now_us() - packet.timestamp_us) / 1e3
@@ -285,10 +313,12 @@ class PacketReceiver:
         """The wall clock in µs, the unit of the packets' capture timestamps."""
         return round(self.wall_clock() * 1e6)
 
-    async def _decode(self, s: _Stream, packet: TokenPacket) -> None:
+    async def _decode(self, s: _Stream, arrived: _Arrived) -> None:
         try:
-            frame = await asyncio.to_thread(s.session.decode, packet)
-        except TokenizerError as e:  # e.g. a frame size we have no state for: resync at a keyframe
+            packet, frame = await asyncio.to_thread(s.session.decode_packet, arrived.data)
+        except (TokenizerError, PacketError) as e:
+            # a frame size we have no state for, or a payload the coder state cannot decode (it does
+            # not follow the last packet): resync at a keyframe
             log.warning("stream %s: %s", s.name, e)
             s.order = StreamOrderer(gap_timeout_s=self.gap_timeout_s)
             self._request_keyframe(s, "resync")
@@ -296,7 +326,7 @@ class PacketReceiver:
         now_us = self._now_us()
         grid = np.full(packet.n, -1, np.int32)
         grid[packet.mask] = packet.indices.astype(np.int32)
-        bits = 8 * s.sizes.pop(packet.frame_index, 0)
+        bits = 8 * len(arrived.data)
         c = s.counters
         c.frames_decoded += 1
         c.keyframes += int(packet.keyframe)

@@ -5,20 +5,39 @@ state needs every frame since the last one). Pure logic: time is passed in."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Generic, Protocol, TypeVar
 
-from .wire import TokenPacket
+
+class Sequenced(Protocol):
+    """What ordering reads of a packet: a parsed `TokenPacket`, or a received packet whose header
+    alone was read (a v2 payload can only be decoded in order, so it waits here undecoded)."""
+
+    @property
+    def frame_index(self) -> int: ...
+
+    @property
+    def keyframe(self) -> bool: ...
+
+    @property
+    def end_of_stream(self) -> bool: ...
+
+    @property
+    def n(self) -> int: ...
+
+
+P = TypeVar("P", bound=Sequenced)
 
 
 @dataclass
-class OrderResult:
-    ready: list[TokenPacket] = field(default_factory=list)  # decode these, in this order
+class OrderResult(Generic[P]):
+    ready: list[P] = field(default_factory=list)  # decode these, in this order
     lost: int = 0  # frame indices that will never be decoded (missing, or received but unusable)
     need_keyframe: bool = False  # ask the sender for a keyframe
     duplicate: bool = False
     skipped: int = 0  # received packets dropped because they cannot be decoded (part of `lost`)
 
 
-class StreamOrderer:
+class StreamOrderer(Generic[P]):
     """Ordering state of one stream.
 
     Args:
@@ -30,7 +49,7 @@ class StreamOrderer:
         self.max_buffer = max_buffer
         self.gap_timeout_s = gap_timeout_s
         self.expected: int | None = None  # next frame index to decode; None until a keyframe
-        self.buffer: dict[int, TokenPacket] = {}
+        self.buffer: dict[int, P] = {}
         self.gap_since: float | None = None
         self.ended = False
         # after a loss: the first frame index not yet counted as lost (None before the first
@@ -41,8 +60,8 @@ class StreamOrderer:
     def waiting_for_keyframe(self) -> bool:
         return self.expected is None
 
-    def push(self, packet: TokenPacket, now: float) -> OrderResult:
-        res = OrderResult()
+    def push(self, packet: P, now: float) -> OrderResult[P]:
+        res: OrderResult[P] = OrderResult()
         idx = packet.frame_index
         if self.ended:
             res.duplicate = True
@@ -85,9 +104,9 @@ class StreamOrderer:
                 self._give_up(res)
         return res
 
-    def poll(self, now: float) -> OrderResult:
+    def poll(self, now: float) -> OrderResult[P]:
         """Call periodically: a gap open longer than the timeout becomes a loss."""
-        res = OrderResult()
+        res: OrderResult[P] = OrderResult()
         if self.expected is not None and self.gap_since is not None and now - self.gap_since > self.gap_timeout_s:
             self._give_up(res)
         return res
@@ -104,18 +123,18 @@ class StreamOrderer:
 
     # -- internals -----------------------------------------------------------------------------
 
-    def _deliver(self, packet: TokenPacket, res: OrderResult) -> None:
+    def _deliver(self, packet: P, res: OrderResult[P]) -> None:
         res.ready.append(packet)
         self.expected = packet.frame_index + 1
         if packet.end_of_stream:
             self.ended = True
 
-    def _flush(self, res: OrderResult) -> None:
+    def _flush(self, res: OrderResult[P]) -> None:
         while self.expected is not None and not self.ended and self.expected in self.buffer:
             self._deliver(self.buffer.pop(self.expected), res)
         self.gap_since = None if not self.buffer else self.gap_since
 
-    def _give_up(self, res: OrderResult) -> None:
+    def _give_up(self, res: OrderResult[P]) -> None:
         """The missing frame is not coming: resume at the first buffered keyframe, if any."""
         assert self.expected is not None
         keys = sorted(i for i, p in self.buffer.items() if p.keyframe)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,7 +21,7 @@ from livetok.engine.state import FrameTokens, StreamState
 
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
 from .video_io import as_rgb8
-from .wire import PacketError, TokenPacket
+from .wire import CoderState, PacketError, PacketHeader, TokenPacket, verify_packet
 
 
 def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_us: int, row: int = 0) -> TokenPacket:
@@ -90,19 +90,25 @@ class SenderSession:
         self.model_id = model.identity
         self.bits = model.cfg.fsq.bits_per_index
         self.state = SenderState()
+        # the entropy coder's adaptive models (packet v2): the receiver's twin evolves identically
+        self.coder = CoderState.empty(model.cfg.fsq.levels)
 
     def step(self, frame: np.ndarray | Tensor, force_keyframe: bool = False) -> FrameTokens:
         """Run the model on one uint8 RGB frame [H, W, 3], or one already pre-processed float tensor
         [1, 3, H, W] in [-1, 1] (the compute; no bytes yet)."""
         # gray, RGBA and 16-bit frames (cameras, robot sensors) become uint8 RGB first
         x = frame if isinstance(frame, Tensor) else to_tensor(as_rgb8(frame), self.model.device)
-        (tokens,), (self.state,) = encode_streams(self.model, x, [self.state], self.sender, [force_keyframe])
+        (tokens,), (new,) = encode_streams(self.model, x, [self.state], self.sender, [force_keyframe])
+        self.state = replace(self.state, stream=new.stream)  # see step_sessions: the rate part is packetize's
         return tokens
 
     def packetize(self, tokens: FrameTokens, timestamp_us: int) -> tuple[TokenPacket, bytes]:
         """The packet and its bytes; with rate control, its cost (bits or tokens) is accounted."""
         packet = tokens_to_packet(tokens, self.model_id, self.bits, timestamp_us)
-        data = packet.pack()
+        if self.sender.wire == 2:
+            data, self.coder = packet.pack_v2(self.coder)
+        else:
+            data = packet.pack()
         self.state = account(self.sender, self.state, 8 * len(data), packet.k, timestamp_us / 1e6)
         return packet, data
 
@@ -133,7 +139,9 @@ def step_sessions(sessions: Mapping[str, SenderSession], frames: Mapping[str, Te
     tokens, states = encode_named(first.model, frames, {n: sessions[n].state for n in frames}, first.sender,
                                   force_keyframe)
     for name, st in states.items():
-        sessions[name].state = st
+        # only the stream part: in a pipeline this runs in a worker thread while the event loop
+        # packetizes the previous frame, and packetize's rate accounting must not be overwritten
+        sessions[name].state = replace(sessions[name].state, stream=st.stream)
     return tokens
 
 
@@ -152,23 +160,33 @@ class ReceiverSession:
         self.model_id = model.identity
         self.limits = limits
         self.state: StreamState | None = None
+        self.coder = CoderState.empty(model.cfg.fsq.levels)  # packet v2's models, twin of the sender's
 
-    def check(self, packet: TokenPacket) -> None:
-        """Refuse (PacketError) a packet this model could not have made, or one over the size limit."""
+    def check(self, packet: TokenPacket | PacketHeader) -> None:
+        """Refuse (PacketError) a packet this model could not have made, or one over the size limit;
+        a header alone is checked before anything is decoded (a v2 payload's cost follows its grid)."""
         fsq = self.model.cfg.fsq
         check_packet_fits(packet, bits_per_index=fsq.bits_per_index, codebook_size=fsq.codebook_size,
                           stride=self.model.cfg.stride, limits=self.limits)
 
     def decode(self, packet: TokenPacket | bytes) -> np.ndarray:
-        """Decode one packet to a uint8 RGB frame [H, W, 3].
+        """Decode one packet to a uint8 RGB frame [H, W, 3] (see `decode_packet`)."""
+        return self.decode_packet(packet)[1]
+
+    def decode_packet(self, packet: TokenPacket | bytes) -> tuple[TokenPacket, np.ndarray]:
+        """Decode one packet (bytes of either version, in stream order; or an already parsed packet)
+        to (the packet, a uint8 RGB frame [H, W, 3]).
 
         Raises:
-            PacketError: bad bytes, a packet of another model (the message names both identities), or
-                one this model could not have made or over the receiver's size limit (`packet_guard`).
+            PacketError: bad bytes, a packet of another model (the message names both identities), one
+                this model could not have made or over the receiver's size limit (`packet_guard`), or a
+                v2 packet that does not follow the last one decoded (a loss: request a keyframe).
             TokenizerError: a non-keyframe arrives with no usable state (join at a keyframe).
         """
         if isinstance(packet, bytes | bytearray | memoryview):
-            packet = TokenPacket.unpack(bytes(packet), expect_model_id=self.model_id)
+            data = bytes(packet)
+            self.check(verify_packet(data))  # the header's promises, before the payload is decoded
+            packet, self.coder = TokenPacket.unpack_any(data, self.coder, expect_model_id=self.model_id)
         elif packet.model_id != self.model_id:
             raise PacketError(
                 f"packet is for model {packet.model_id.hex()}, this receiver runs model {self.model_id.hex()}"
@@ -178,4 +196,4 @@ class ReceiverSession:
         self.check(packet)
         tokens = packet_to_tokens(packet, self.model.device)
         frame, self.state = self.model.decode_step(tokens, self.state)
-        return to_uint8(frame[0])
+        return packet, to_uint8(frame[0])

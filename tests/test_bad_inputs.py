@@ -160,6 +160,7 @@ def test_frame_size_change_mid_stream(tmp_path: Path, tiny_model: Tokenizer, tin
     tx, rx = SenderSession(tiny_model), ReceiverSession(tiny_model)
     ltk = tmp_path / "resize.ltk"
     with LtkWriter(ltk, {"model_id": model_identity(tiny_model), "fps": 30, "width": 64, "height": 48,
+                              "fsq_levels": list(tiny_model.cfg.fsq.levels),
                          "preset": "tiny"}) as w:
         for i, frame in enumerate(_size_change_frames(real_frames)):
             enc = tx.encode(frame, timestamp_us=i)

@@ -10,7 +10,7 @@ import pytest
 
 from livetok.stream.cli import main
 from livetok.stream.video_io import read_video
-from livetok.stream.wire import read_ltk
+from livetok.stream.wire import LtkReader, read_ltk
 
 from .conftest import eval_clips
 
@@ -34,8 +34,13 @@ def test_encode_decode_round_trip(tmp_path: Path, tiny_weights: Path, capsys: py
     meta, packets, err = read_ltk(ltk)
     assert err is None and len(packets) == 6 and meta["width"] == 256 and meta["height"] == 192
     assert [p.k for p in packets] == [192] * 6 and packets[0].keyframe and not packets[1].keyframe
-    # bits per frame in the summary are the real packet bytes
-    assert summary["bits_per_frame"] == pytest.approx(np.mean([8 * len(p.pack()) for p in packets]))
+    # bits per frame in the summary are the real packet bytes: v2 (entropy-coded) by default, below
+    # the same tokens as fixed-length v1 packets
+    with LtkReader(ltk) as r:
+        raw = list(r.iter_raw())
+    assert len(raw) == 6 and all(d[4] == 2 for d in raw)  # version byte 2
+    assert summary["bits_per_frame"] == pytest.approx(np.mean([8 * len(d) for d in raw]))
+    assert summary["bits_per_frame"] < 0.8 * np.mean([8 * len(p.pack()) for p in packets])
     mp4 = tmp_path / "x.mp4"
     code, _, _ = run(capsys, "decode", str(ltk), "-o", str(mp4), "--weights", str(tiny_weights), "--heatmap")
     assert code == 0

@@ -162,6 +162,7 @@ def recording(tmp_path_factory: pytest.TempPathFactory, tiny_model: Tokenizer,
     tx = SenderSession(tiny_model)
     offsets = []
     with LtkWriter(path, {"model_id": model_identity(tiny_model), "fps": 30, "width": 64, "height": 48,
+                              "fsq_levels": list(tiny_model.cfg.fsq.levels),
                           "preset": "tiny"}) as w:
         for i in range(8):
             offsets.append(w._file.tell())  # type: ignore[union-attr]

@@ -26,7 +26,7 @@ from livetok.stream.pipeline import PipelineConfig, run_pipeline
 from livetok.stream.publisher import TokenPublisher
 from livetok.stream.receiver import ReceivedFrame, Receiver
 from livetok.stream.session import ReceiverSession, SenderSession
-from livetok.stream.wire import TokenPacket
+from livetok.stream.wire import CoderState, TokenPacket
 
 from .broker import Broker
 from .conftest import BUNDLED_CLIP
@@ -91,11 +91,13 @@ def test_published_file_arrives_whole_and_identical(mosquitto: Broker, tiny_mode
     assert got[0].keyframe and not any(f.keyframe for f in got[1:])
     ref = local_decode(tiny_model, sent)
     assert len(ref) == 12
+    coder = CoderState.empty(tiny_model.cfg.fsq.levels)
     for f, r, data in zip(got, ref, sent[:-1], strict=True):
         assert np.array_equal(f.frame, r)  # the receiver's pixels are exactly a local decode of the packets
         assert f.frame.shape == (96, 128, 3) and f.token_grid.shape == (12, 16)
         # the token grid holds exactly the transmitted tokens, -1 where none was sent
-        p = TokenPacket.unpack(data)
+        assert data[4] == 2  # entropy-coded (packet v2), decoded in order with the stream's coder state
+        p, coder = TokenPacket.unpack_v2(data, coder)
         grid = f.token_grid.reshape(-1)
         assert np.array_equal(grid[p.mask], p.indices.astype(np.int32)) and (grid[~p.mask] == -1).all()
         assert f.bits == 8 * len(data)

@@ -5,7 +5,7 @@ import math
 import numpy as np
 import pytest
 
-from livetok.engine.rate_control import RateControlConfig, RateState, rate_update
+from livetok.engine.rate_control import RateControlConfig, RateState, rate_update, retarget
 
 
 def test_first_frames_exact() -> None:
@@ -72,3 +72,26 @@ def test_bad_configs() -> None:
         RateControlConfig(target_bps=0)
     with pytest.raises(ValueError, match="cannot cost"):
         rate_update(RateControlConfig(target_bps=1), RateState(), -1, 0)
+
+
+def test_retarget_drops_the_old_targets_credit() -> None:
+    """A stream far under a generous target banks credit (debt at its negative bound, scale at its
+    maximum); at a tight new target that credit would keep it overspending. `retarget` drops it: the
+    scale falls below 1 within a few frames."""
+    loose = RateControlConfig(target_bps=40_000, fps=10)
+    st = RateState()
+    for i in range(50):  # 700 bits a frame at 10 fps: 7 kbit/s under a 40 kbit/s target
+        st = rate_update(loose, st, 700, i / 10)
+    assert st.scale == loose.max_scale and st.debt < 0
+    tight = RateControlConfig(target_bps=2_000, fps=10)
+
+    def frames_to_fall(s: RateState) -> int:
+        for j in range(1, 100):
+            s = rate_update(tight, s, 700, 5.0 + j / 10)
+            if s.scale < 1.0:
+                return j
+        return 100
+
+    kept, reset = frames_to_fall(st), frames_to_fall(retarget(st))
+    assert retarget(st).debt == 0.0 and retarget(st).scale == st.scale
+    assert reset <= 6 and reset < kept, (reset, kept)

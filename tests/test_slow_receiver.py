@@ -17,7 +17,7 @@ from livetok.engine.synthetic import SyntheticConfig, synthetic_frames
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.mqtt import MqttLink
 from livetok.stream.packet_receiver import PacketReceiver, ReceivedFrame
-from livetok.stream.session import SenderSession
+from livetok.stream.session import SenderSession, tokens_to_packet
 
 from .broker import Broker
 
@@ -106,7 +106,7 @@ def test_max_lag_and_latency_read_the_injected_wall_clock(tiny_model: Tokenizer)
     s = rx.stream("cam")
 
     def late(ts_us: int) -> bool:
-        return rx._too_late(s, tx.packetize(tokens[1], ts_us)[0])
+        return rx._too_late(s, tokens_to_packet(tokens[1], tx.model_id, tx.bits, ts_us))
 
     assert not late(999_900_000) and s.best_latency_ms == 100.0
     assert not late(999_950_000) and s.best_latency_ms == 50.0  # the best latency so far

@@ -22,7 +22,7 @@ from aiortc import MediaStreamTrack, RTCDataChannel
 from aiortc.mediastreams import MediaStreamError
 
 from livetok.engine.config import SenderConfig
-from livetok.engine.rate_control import RateControlConfig
+from livetok.engine.rate_control import RateControlConfig, retarget
 from livetok.engine.runtime import Runtime
 
 from ..capture import Captured
@@ -30,7 +30,6 @@ from ..heatmap import token_heatmap
 from ..pipeline import PipelineConfig, run_pipeline
 from ..session import ReceiverSession, SenderSession
 from ..stages import percentile
-from ..wire import TokenPacket
 from .tracks import LatestFrameTrack
 
 log = logging.getLogger(__name__)
@@ -83,8 +82,10 @@ class DemoPeer:
         lo, hi = self.kbps_range
         self.target_kbps = min(hi, max(lo, float(kbps)))
         rc = RateControlConfig(target_bps=self.target_kbps * 1000.0)
-        # the encoder thread reads `sender` once per frame: replacing it is safe between frames
+        # the encoder thread reads `sender` once per frame: replacing it is safe between frames; the
+        # rate state (written only here and by packetize, both on the event loop) starts a new account
         self.session.sender = replace(self.session.sender, rate_control=rc)
+        self.session.state = replace(self.session.state, rate=retarget(self.session.state.rate))
 
     def attach_channel(self, channel: RTCDataChannel) -> None:
         self.channel = channel
@@ -154,8 +155,7 @@ class DemoPeer:
         return False
 
     async def send(self, data: bytes) -> None:
-        packet = TokenPacket.unpack(data)
-        frame = await asyncio.to_thread(self.decoder.decode, packet)
+        packet, frame = await asyncio.to_thread(self.decoder.decode_packet, data)
         heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
         shown = self._inputs.pop(packet.timestamp_us, None) if self.probe else None
         self.recon.put(frame if shown is None else shown)
