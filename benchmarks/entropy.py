@@ -32,7 +32,7 @@ import torch
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.stream.session import SenderSession
 from livetok.stream.video_io import read_video
-from livetok.stream.wire import CoderState, TokenPacket
+from livetok.stream.wire import CoderState, TokenPacket, token_bits
 from livetok.stream.wire import entropy as ent
 
 from .model_args import add_model_args, model_from_args
@@ -133,18 +133,45 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(s), 3), "p99": round(s[min(len(s) - 1, int(0.99 * len(s)))], 3)}
 
 
+def population_bits(model: Any, clips: list[Path], max_frames: int) -> dict[str, Any]:
+    """The `bits` router signal's population mean (BudgetConfig.population_bits): each non-key frame's
+    mean code length per position (tokens under the sender's coder state before the frame, as the
+    router sees them), over every frame of `clips` streamed with the default sender."""
+    means: list[float] = []
+    per_clip: dict[str, float] = {}
+    for path in clips:
+        frames, _ = read_video(path, max_frames=max_frames)
+        tx = SenderSession(model, SenderConfig())
+        mine: list[float] = []
+        for i, f in enumerate(frames):
+            coder = tx.coder
+            enc = tx.encode(f, timestamp_us=i)
+            if not enc.packet.keyframe and coder.n == enc.packet.n:
+                mine.append(float(np.mean(token_bits(coder, enc.tokens.indices[0].cpu().numpy()))))
+        per_clip[path.stem] = round(float(np.mean(mine)), 4) if mine else float("nan")
+        means += mine
+    return {"population_bits": round(float(np.mean(means)), 4), "frames": len(means), "clips": per_clip}
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("clips", nargs="+", type=Path)
     ap.add_argument("--frames", type=int, default=48, help="frames per clip")
     ap.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated, of {', '.join(SETTINGS)}")
     ap.add_argument("--no-ablation", action="store_true")
+    ap.add_argument("--population", action="store_true",
+                    help="only measure the bits signal's population mean over the clips (use the training clips)")
     ap.add_argument("--json", action="store_true")
     add_model_args(ap)
     a = ap.parse_args(argv)
     torch.set_num_threads(1)
     model = model_from_args(a)
     levels = tuple(model.cfg.fsq.levels)
+    if a.population:
+        pop = population_bits(model, a.clips, a.frames)
+        print(json.dumps(pop, indent=2) if a.json else f"population_bits {pop['population_bits']} over "
+              f"{pop['frames']} frames")
+        return 0
     report: dict[str, Any] = {"levels": list(levels), "frames_per_clip": a.frames, "settings": {}}
     enc_all: list[float] = []
     dec_all: list[float] = []

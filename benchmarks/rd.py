@@ -54,6 +54,8 @@ def policy_settings(model: Runtime, fixed_mse: dict[float, float] | None = None)
         "infotok": beta("infotok", "error", "error"),  # the paper: full-rate error, error-ranked
         "infotok-gain": beta("infotok", "gain", "gain", GAIN_RATES),  # livetok's conditional signal
         "learned": beta("learned", "gain", "gain", GAIN_RATES),
+        # the coder's code length as the signal (InfoTok's rate term, measured): no router decode
+        "infotok-bits": beta("infotok", "bits", "gain", GAIN_RATES),
         "prior": beta("prior", "gain", "gain", GAIN_RATES),
         "rdo": [SenderConfig(budget=BudgetConfig(policy="rdo", threshold=pg * c), ranking="gain", keyframe_interval=0)
                 for c in (0.5, 0.2, 0.08)],
@@ -73,6 +75,11 @@ def _interp(xs: list[float], ys: list[float], x: float) -> float:
         if x0 <= x <= x1:
             return y0 if x1 == x0 else y0 + (y1 - y0) * (x - x0) / (x1 - x0)
     return pts[-1][1]
+
+
+def psnr_at_log_bits(points: list[dict[str, Any]], bits: float) -> float:
+    """PSNR at `bits` per frame, interpolated linearly in log(bits); nan outside the curve."""
+    return _interp([math.log(p["bits_per_frame"]) for p in points], [p["psnr"] for p in points], math.log(bits))
 
 
 def _tokens_at_psnr(points: list[dict[str, Any]], psnr: float) -> float:
@@ -112,6 +119,13 @@ def summarize_rd(policies: dict[str, list[dict[str, Any]]], codecs: dict[str, li
         best = max(deployable, key=lambda k: deployable[k])
         s["best_policy"], s["best_tokens_saved_vs_fixed"] = best, deployable[best]
     s["oracle_tokens_saved_vs_fixed"] = saved("oracle")
+    # the same in real packet bits (v2, entropy-coded: what the wire carries)
+    ref_bits = ref["bits_per_frame"]
+    s["reference"]["bits_per_frame"] = ref_bits
+    s["bits_saved_vs_fixed_by_policy"] = {
+        k: 1.0 - _bits_at_psnr(v, target_psnr) / ref_bits for k, v in policies.items() if k != "fixed"}
+    # PSNR at 2 kbit/frame of real bytes, log-interpolated between operating points (issue 13's mark)
+    s["psnr_at_2kbit_by_policy"] = {k: psnr_at_log_bits(v, 2000.0) for k, v in policies.items()}
     # search vs infotok: bits at equal PSNR (infotok's 50% point), and PSNR at equal mean tokens;
     # the paper's error signal is the headline key, the shipped gain signal is reported beside it
     if "search" in policies:

@@ -17,7 +17,7 @@ from .rate_control import RateControlConfig
 ARCHS = ("v1", "rt")
 POLICIES = ("fixed", "infotok", "oracle", "search", "learned", "rdo", "prior")
 NORMALISERS = ("population", "ema")
-SIGNALS = ("error", "gain")
+SIGNALS = ("error", "gain", "bits")
 RANKINGS = ("error", "gain", "surprise", "prefix")
 
 
@@ -142,9 +142,11 @@ class BudgetConfig:
 
     `rate` sets beta = rate * N: the mean budget of an average frame. `signal` is the frame's
     information proxy: `error`, the full-rate reconstruction error (InfoTok's -ELBO without its KL
-    term, as in the paper), or `gain`, the error with no tokens minus the full-rate error (what
+    term, as in the paper), `gain`, the error with no tokens minus the full-rate error (what
     the tokens buy given the receiver's state: a conditional stand-in for the KL term, which
-    vanishes on a static scene while the error does not). `normaliser` picks what "average"
+    vanishes on a static scene while the error does not), or `bits`, the code length of the frame's
+    tokens under the entropy coder's models (the rate term of the ELBO, measured: no decoder pass
+    at all; positions are then ranked by it). `normaliser` picks what "average"
     means: the population mean of the signal stored with the weights (InfoTok's E[ELBO]: a quiet
     stream spends less than a busy one) or the stream's own EMA over past frames (every stream
     then averages about rate * N: rate control in disguise).
@@ -159,6 +161,10 @@ class BudgetConfig:
     lam: float = 20.0  # oracle: MSE (0-255 units) one frame's worth of all N tokens is worth
     tau: float = 40.0  # search: the frame MSE (0-255 units) a frame must reach; 40 = 32.1 dB
     threshold: float = 0.01  # rdo: keep a position when its predicted gain (0-1 L1) exceeds this
+    # the `bits` signal's population mean: code length per position (bits) of a frame's tokens under
+    # the packet-v2 coder's models, over the training clips (shipped v5 weights, infotok 0.5; measured
+    # by `python -m livetok.bench.entropy --population ../shared/data/train/*`, docs/BENCHMARKS.md)
+    population_bits: float = 2.0
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:

@@ -80,6 +80,8 @@ class RouteContext:
         key: [B] bool keyframes.
         population: signal name -> its population mean stored with the weights.
         predicted: the budget head's (error, gain) maps, [B, N] each (needed by learned/rdo/prior).
+        code_bits: [B, N] code length (bits) of each position's token under the entropy coder's
+            models, were it kept (needed by the `bits` signal).
     """
 
     x: Tensor
@@ -90,6 +92,7 @@ class RouteContext:
     key: Tensor
     population: Callable[[str], float]
     predicted: tuple[Tensor, Tensor] | None = None
+    code_bits: Tensor | None = None
 
     @property
     def batch(self) -> int:
@@ -127,6 +130,14 @@ def route(ctx: RouteContext, decode: DecodeFn) -> Routing:
                                        population_error=ctx.population(bud.signal), keyframe=bool(key[i]))
                for i in range(b)]
         return [k for k, _ in out], tuple(s for _, s in out)
+
+    if bud.signal == "bits" and bud.policy in ("infotok", "learned", "prior"):
+        # InfoTok's rule on the code length itself: no router decode, positions ranked by their bits
+        if ctx.code_bits is None:
+            raise ValueError("the bits signal needs the frame's code lengths (a sender with a coder state)")
+        policy = "learned" if bud.policy == "infotok" else bud.policy
+        bits_ctx = replace(ctx, sender=replace(sender, budget=replace(bud, policy=policy)))
+        return _predicted(bits_ctx, (ctx.code_bits, ctx.code_bits), dec)
 
     if bud.policy in ("learned", "rdo", "prior"):
         if ctx.predicted is None:
@@ -228,7 +239,7 @@ def _predicted(ctx: RouteContext, predicted: tuple[Tensor, Tensor], dec: _Decode
     sender, states, key, n = ctx.sender, ctx.states, ctx.key, ctx.n
     bud = sender.budget
     pop = ctx.population(bud.signal)
-    sig = predicted[1] if bud.signal == "gain" else predicted[0]
+    sig = predicted[1] if bud.signal in ("gain", "bits") else predicted[0]
     b = sig.shape[0]
     mean = sig.mean(dim=1).tolist()
     ks: list[int] = []

@@ -12,6 +12,7 @@ bookkeeping — so their streams are frame-for-frame identical by construction.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -27,6 +28,10 @@ from .step import begin_decode, begin_encode
 
 # policies that read the budget head's predicted maps (the others never run it)
 PREDICTED_POLICIES = ("learned", "rdo", "prior")
+
+# indices [B, N] -> code length [B, N] (bits) of each position's token were it kept: the sender's
+# entropy coder's view (stream layer), for the `bits` router signal
+CodeLength = Callable[[Tensor], Tensor]
 
 
 @runtime_checkable
@@ -59,7 +64,8 @@ class Runtime(Protocol):
     def init_state(self, batch: int, height: int, width: int, sender: SenderConfig | None = None) -> StreamState: ...
 
     def encode_step(self, frame: Tensor, state: StreamState | None, sender: SenderConfig | None = None,
-                    force_keyframe: Tensor | bool = False) -> tuple[FrameTokens, StreamState]: ...
+                    force_keyframe: Tensor | bool = False,
+                    code_length: CodeLength | None = None) -> tuple[FrameTokens, StreamState]: ...
 
     def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]: ...
 
@@ -133,6 +139,7 @@ class StepRuntime(ABC):
         state: StreamState | None,
         sender: SenderConfig | None = None,
         force_keyframe: Tensor | bool = False,
+        code_length: CodeLength | None = None,
     ) -> tuple[FrameTokens, StreamState]:
         """Tokenize frame t of B streams given the state after frame t-1.
 
@@ -141,6 +148,7 @@ class StepRuntime(ABC):
             state: the previous state, or None to start a stream (frame 0 is a keyframe).
             sender: budget policy, rate, keyframe interval and ranking.
             force_keyframe: bool or [B] bool; e.g. a receiver asked for one.
+            code_length: the sender's coder view (indices -> bits per position), for the `bits` signal.
         Returns:
             (tokens, new state); the new state's `recon` is the receiver's reconstruction (closed loop).
         """
@@ -156,7 +164,12 @@ class StepRuntime(ABC):
         def decode(mask: Tensor) -> tuple[Tensor, Tensor]:
             return self.run_decoder(indices, mask, prev_recon, prev_hidden)
 
-        ctx = RouteContext(x, (height, width), self.stride, sender, state.budget, key, self.population, predicted)
+        bits = code_length(indices).to(indices.device) if sender.budget.signal == "bits" and code_length else None
+
+        def population(signal: str) -> float:
+            return sender.budget.population_bits if signal == "bits" else self.population(signal)
+
+        ctx = RouteContext(x, (height, width), self.stride, sender, state.budget, key, population, predicted, bits)
         r = route(ctx, decode)
         t = state.frame_indices
         tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)

@@ -18,7 +18,7 @@ from torch import Tensor
 from .config import SenderConfig
 from .errors import TokenizerError
 from .rate_control import RateState, rate_update
-from .runtime import Runtime
+from .runtime import CodeLength, Runtime
 from .state import FrameTokens, StreamState
 
 
@@ -57,7 +57,8 @@ def _row_state(runtime: Runtime, state: SenderState, sender: SenderConfig, heigh
 
 
 def encode_streams(runtime: Runtime, frames: Tensor, states: Sequence[SenderState], sender: SenderConfig,
-                   force_keyframe: Sequence[bool] | None = None) -> tuple[list[FrameTokens], list[SenderState]]:
+                   force_keyframe: Sequence[bool] | None = None, code_length: CodeLength | None = None
+                   ) -> tuple[list[FrameTokens], list[SenderState]]:
     """One frame of each of B independent streams of one size, as one batched encoder step.
 
     Args:
@@ -65,6 +66,7 @@ def encode_streams(runtime: Runtime, frames: Tensor, states: Sequence[SenderStat
         states: B sender states (each stream keeps its own frame count, keyframe schedule, router and
             rate memory; the batch is only how they run).
         force_keyframe: per stream, whether a keyframe was asked for.
+        code_length: the streams' coders' view (indices [B, N] -> bits [B, N]), for the `bits` signal.
     Returns:
         (each stream's tokens, each stream's new state); equal to B one-stream steps (tested).
     """
@@ -75,7 +77,7 @@ def encode_streams(runtime: Runtime, frames: Tensor, states: Sequence[SenderStat
     rows = [_row_state(runtime, st, sender, int(frames.shape[-2]), int(frames.shape[-1])) for st in states]
     keys = torch.tensor([f or fresh for f, (_, fresh) in zip(forced, rows, strict=True)])
     batched = rows[0][0] if b == 1 else StreamState.stack([r for r, _ in rows])
-    tokens, new = runtime.encode_step(frames, batched, sender, keys)
+    tokens, new = runtime.encode_step(frames, batched, sender, keys, code_length)
     if b == 1:
         return [tokens], [replace(states[0], stream=new)]
     return ([tokens.row(i) for i in range(b)],
@@ -83,11 +85,13 @@ def encode_streams(runtime: Runtime, frames: Tensor, states: Sequence[SenderStat
 
 
 def encode_named(runtime: Runtime, frames: Mapping[str, Tensor], states: Mapping[str, SenderState],
-                 sender: SenderConfig, force_keyframe: Collection[str] = ()
+                 sender: SenderConfig, force_keyframe: Collection[str] = (),
+                 code_length: Mapping[str, CodeLength] | None = None
                  ) -> tuple[dict[str, FrameTokens], dict[str, SenderState]]:
     """One frame of each named stream ([1, 3, H, W] in [-1, 1]); the streams of one frame size run as
     one batched step (`encode_streams`). A name without a state starts a stream.
 
+    `code_length`: per stream, its coder's view (indices [1, N] -> bits [1, N]), for the `bits` signal.
     Returns (tokens by name, new states by name), in the order of `frames`.
     """
     groups: dict[tuple[int, int], list[str]] = {}
@@ -99,11 +103,20 @@ def encode_named(runtime: Runtime, frames: Mapping[str, Tensor], states: Mapping
     new: dict[str, SenderState] = {}
     for names in groups.values():
         x = frames[names[0]] if len(names) == 1 else torch.cat([frames[n].to(frames[names[0]].device) for n in names])
+        rows = _rows(code_length, names) if code_length is not None else None
         out, sts = encode_streams(runtime, x, [states.get(n, SenderState()) for n in names], sender,
-                                  [n in force_keyframe for n in names])
+                                  [n in force_keyframe for n in names], rows)
         for name, t, st in zip(names, out, sts, strict=True):
             tokens[name], new[name] = t, st
     return {n: tokens[n] for n in frames}, {n: new[n] for n in frames}
+
+
+def _rows(code_length: Mapping[str, CodeLength], names: list[str]) -> CodeLength:
+    """Per-stream code lengths as one batched one (row i = stream names[i])."""
+    def batched(indices: Tensor) -> Tensor:
+        return torch.cat([code_length[n](indices[i:i + 1]) for i, n in enumerate(names)])
+
+    return batched
 
 
 def account(sender: SenderConfig, state: SenderState, bits: int, tokens: int, now_s: float) -> SenderState:

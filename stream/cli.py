@@ -56,8 +56,9 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
     p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
     # `webrtc send` takes --signal for the signalling URL; its information signal is --router-signal
-    p.add_argument(signal_flag, dest="signal", default="gain", choices=["error", "gain"],
-                   help="infotok's information signal: full-rate error (the paper) or the gain of the tokens")
+    p.add_argument(signal_flag, dest="signal", default="gain", choices=["error", "gain", "bits"],
+                   help="infotok's information signal: full-rate error (the paper), the gain of the tokens, or "
+                        "bits: their code length under the entropy coder (no router decode; positions ranked by it)")
     p.add_argument("--ranking", default="gain", choices=["error", "gain", "surprise", "prefix"],
                    help="which positions fill the budget (default: gain; error = InfoTok's)")
     p.add_argument("--wire", default="v2", choices=["v1", "v2"],

@@ -15,13 +15,13 @@ from torch import Tensor
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.frames import to_tensor, to_uint8
-from livetok.engine.runtime import Runtime
+from livetok.engine.runtime import CodeLength, Runtime
 from livetok.engine.sender import SenderState, account, encode_named, encode_streams
 from livetok.engine.state import FrameTokens, StreamState
 
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
 from .video_io import as_rgb8
-from .wire import CoderState, PacketError, PacketHeader, TokenPacket, verify_packet
+from .wire import CoderState, PacketError, PacketHeader, TokenPacket, token_bits, verify_packet
 
 
 def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_us: int, row: int = 0) -> TokenPacket:
@@ -98,9 +98,28 @@ class SenderSession:
         [1, 3, H, W] in [-1, 1] (the compute; no bytes yet)."""
         # gray, RGBA and 16-bit frames (cameras, robot sensors) become uint8 RGB first
         x = frame if isinstance(frame, Tensor) else to_tensor(as_rgb8(frame), self.model.device)
-        (tokens,), (new,) = encode_streams(self.model, x, [self.state], self.sender, [force_keyframe])
+        (tokens,), (new,) = encode_streams(self.model, x, [self.state], self.sender, [force_keyframe],
+                                           self.code_length())
         self.state = replace(self.state, stream=new.stream)  # see step_sessions: the rate part is packetize's
         return tokens
+
+    def code_length(self) -> CodeLength | None:
+        """The `bits` router signal's view of this stream (None for the other signals): each
+        position's code length were its token kept, under the coder state as it stands (before a
+        stream's first frame, or when the frame will be a keyframe, a flat log2 of the codebook). In
+        a pipeline, packetize of the previous frame may not have run yet: the state can be a frame
+        old there, which changes which tokens are sent, never whether they decode."""
+        if self.sender.budget.signal != "bits":
+            return None
+        coder, flat = self.coder, float(np.log2(self.model.cfg.fsq.codebook_size))
+
+        def bits(indices: Tensor) -> Tensor:
+            idx = indices[0].detach().cpu().numpy()
+            if coder.n is None or coder.n != idx.shape[0]:
+                return torch.full(tuple(indices.shape), flat)
+            return torch.from_numpy(token_bits(coder, idx)).float()[None]
+
+        return bits
 
     def packetize(self, tokens: FrameTokens, timestamp_us: int) -> tuple[TokenPacket, bytes]:
         """The packet and its bytes; with rate control, its cost (bits or tokens) is accounted."""
@@ -136,8 +155,10 @@ def step_sessions(sessions: Mapping[str, SenderSession], frames: Mapping[str, Te
     if not frames:
         return {}
     first = sessions[next(iter(frames))]
+    views = {n: sessions[n].code_length() for n in frames}
+    code_length = {n: v for n, v in views.items() if v is not None} if first.sender.budget.signal == "bits" else None
     tokens, states = encode_named(first.model, frames, {n: sessions[n].state for n in frames}, first.sender,
-                                  force_keyframe)
+                                  force_keyframe, code_length)
     for name, st in states.items():
         # only the stream part: in a pipeline this runs in a worker thread while the event loop
         # packetizes the previous frame, and packetize's rate accounting must not be overwritten
