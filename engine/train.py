@@ -116,6 +116,7 @@ def run_clip(
     mse_weight: float = 0.0,
     collect: list[tuple[Tensor, Tensor]] | None = None,
     signal: str = "error",
+    router: bool = True,
 ) -> tuple[Tensor, dict[str, float], tuple[Tensor, Tensor]]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
@@ -127,6 +128,8 @@ def run_clip(
         grad_from: frames before this index run without gradient.
         collect: if given, (reconstruction, keep-mask) of every frame is appended to it.
         signal: the router map that sets budgets and ranks positions: full-rate `error` or `gain`.
+        router: False skips the router's no-grad passes and keeps every token (the full-rate `fixed`
+            arm needs no ranking); budget_fn is not called and stats["err"] stays 0.
     Returns:
         (loss averaged over the gradient frames, stats, (recon, hidden) after the last frame).
     """
@@ -146,15 +149,19 @@ def run_clip(
         with torch.set_grad_enabled(t >= grad_from and torch.is_grad_enabled()):
             z, _ = model.encoder(x, recon, hidden)
             codes, _ = model.fsq(z)
-            with torch.no_grad():
-                # the router's pass, under no-grad with the current weights (as InfoTok does each step)
-                recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
-                err = position_error(x, recon_full, s)
-                if signal == "gain":
-                    recon_zero, _ = model.decoder(codes.detach(), ~full, recon.detach(), hidden.detach())
-                    err = (position_error(x, recon_zero, s) - err).clamp_min(0.0)
-            k = budget_fn(err, t).to(err.device)
-            mask = full if bool((k >= n).all()) else keep_mask(err, k)
+            if router:
+                with torch.no_grad():
+                    # the router's pass, under no-grad with the current weights (as InfoTok does each step)
+                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
+                    err = position_error(x, recon_full, s)
+                    if signal == "gain":
+                        recon_zero, _ = model.decoder(codes.detach(), ~full, recon.detach(), hidden.detach())
+                        err = (position_error(x, recon_zero, s) - err).clamp_min(0.0)
+                k = budget_fn(err, t).to(err.device)
+                mask = full if bool((k >= n).all()) else keep_mask(err, k)
+            else:
+                k = torch.full((b,), n, dtype=torch.long, device=frames.device)
+                mask = full
             recon, hidden = model.decoder(codes, mask, recon, hidden)
             if collect is not None:
                 collect.append((recon.detach(), mask))
@@ -164,7 +171,7 @@ def run_clip(
                 loss = loss + l1 + mse_weight * mse
                 mse_sum += float(mse.detach())
                 k_sum += float(k.float().mean()) / n
-            if t > 0 or state is not None:
+            if router and (t > 0 or state is not None):
                 err_sum += float(err.mean())
                 err_count += 1
     frames_g = t_total - grad_from
@@ -244,6 +251,8 @@ def train(
     recon = torch.zeros(cfg.batch, 3, crop, crop, device=device)
     hidden = torch.zeros(cfg.batch, n_state, crop // model.stride, crop // model.stride, device=device)
     betas = torch.zeros(cfg.batch)
+    # the full-rate fixed arm keeps every token: no router passes (they would only feed the EMA)
+    full_rate = cfg.arm == "fixed" and cfg.fixed_rate >= 1.0
     model.train()
     logf = (out / "log.jsonl").open("a")
     t_start, frames_seen = time.perf_counter(), 0
@@ -267,7 +276,8 @@ def train(
             for g in opt.param_groups:
                 g["lr"] = _lr(cfg, step)
             loss, stats, (recon, hidden) = run_clip(model, frames, budget_fn, state=(recon, hidden),
-                                                    mse_weight=cfg.mse_weight, signal=cfg.router_signal)
+                                                    mse_weight=cfg.mse_weight, signal=cfg.router_signal,
+                                                    router=not full_rate)
             recon, hidden = recon.detach(), hidden.detach()  # truncated BPTT: carry the state, not the graph
             opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated

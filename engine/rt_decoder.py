@@ -1,0 +1,60 @@
+"""The "rt" decoder D(tokens_t, mask_t, S_{t-1}) -> (x_hat_t, S_t), DCVC-RT's shape: everything at
+stride 8, pixel-shuffle out.
+
+The token embedding (a learned "masked" embedding where the mask is False, never a zero code, which
+would be a valid FSQ code) is fused with the hidden state (the previous frame's stride-8 feature: the
+temporal context) and the pixel-unshuffled previous reconstruction by one 1x1 convolution, then
+depthwise-separable blocks. The new hidden state is read off the last feature; the reconstruction is
+a 1x1 to 3 x 64 channels pixel-shuffled to full size and added to the previous reconstruction (a
+cheap P-frame accumulation: a static scene is held by predicting zero). Same signature and shapes
+as the v1 `Decoder`; the sender runs this same module (closed loop).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .config import TokenizerConfig
+from .rt_layers import SLOPE, RTBlock
+
+
+class RTDecoder(nn.Module):
+    def __init__(self, cfg: TokenizerConfig) -> None:
+        super().__init__()
+        d, s = cfg.decoder, cfg.stride
+        self.stride = s
+        self.embed = nn.Conv2d(cfg.fsq.dim, d.width, 1)
+        self.mask_embedding = nn.Parameter(torch.randn(d.width) * 0.02)
+        self.fuse = nn.Conv2d(d.width + d.state_channels + 3 * s * s, d.width, 1)
+        self.blocks = nn.Sequential(*[RTBlock(d.width, d.kernel, d.mlp_ratio) for _ in range(d.blocks)])
+        self.to_hidden = nn.Conv2d(d.width, d.state_channels, 1)
+        self.to_rgb = nn.Conv2d(d.width, 3 * s * s, 1)
+        with torch.no_grad():  # start as "hold the previous frame": small corrections
+            self.to_rgb.weight.mul_(0.1)
+            if self.to_rgb.bias is not None:
+                self.to_rgb.bias.zero_()
+
+    def forward(
+        self, codes: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor
+    ) -> tuple[Tensor, Tensor]:
+        """Decode one frame.
+
+        Args:
+            codes: [B, fsq_dim, h, w] FSQ codes in [-1, 1] (values at dropped positions are ignored).
+            mask: [B, h*w] bool keep-mask (True = token sent).
+            prev_recon: [B, 3, 8h, 8w] previous reconstruction in [-1, 1] (zeros after a reset).
+            prev_hidden: [B, Cs, h, w] previous hidden state (zeros after a reset).
+        Returns:
+            recon: [B, 3, 8h, 8w] in [-1, 1].
+            hidden: [B, Cs, h, w] in [-1, 1].
+        """
+        b, _, h, w = codes.shape
+        keep = mask.view(b, 1, h, w).to(codes.dtype)
+        e = self.embed(codes) * keep + self.mask_embedding.view(1, -1, 1, 1) * (1 - keep)
+        ctx = F.pixel_unshuffle(prev_recon, self.stride)
+        f = self.blocks(F.leaky_relu(self.fuse(torch.cat([e, prev_hidden, ctx], dim=1)), SLOPE))
+        hidden = torch.tanh(self.to_hidden(f))
+        recon = (prev_recon + F.pixel_shuffle(self.to_rgb(f), self.stride)).clamp(-1.0, 1.0)
+        return recon, hidden
