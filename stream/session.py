@@ -21,7 +21,7 @@ from livetok.engine.state import FrameTokens, StreamState
 
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
 from .video_io import as_rgb8
-from .wire import CoderState, PacketError, PacketHeader, TokenPacket, token_bits, verify_packet
+from .wire import CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
 
 
 def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_us: int, row: int = 0) -> TokenPacket:
@@ -155,8 +155,8 @@ def step_sessions(sessions: Mapping[str, SenderSession], frames: Mapping[str, Te
     if not frames:
         return {}
     first = sessions[next(iter(frames))]
-    views = {n: sessions[n].code_length() for n in frames}
-    code_length = {n: v for n, v in views.items() if v is not None} if first.sender.budget.signal == "bits" else None
+    views = {n: v for n in frames if (v := sessions[n].code_length()) is not None}  # `bits` signal only
+    code_length = views or None
     tokens, states = encode_named(first.model, frames, {n: sessions[n].state for n in frames}, first.sender,
                                   force_keyframe, code_length)
     for name, st in states.items():
@@ -206,7 +206,8 @@ class ReceiverSession:
         """
         if isinstance(packet, bytes | bytearray | memoryview):
             data = bytes(packet)
-            self.check(verify_packet(data))  # the header's promises, before the payload is decoded
+            # the header's promises, before the payload is decoded (unpack verifies the CRC itself)
+            self.check(peek_header(data))
             packet, self.coder = TokenPacket.unpack_any(data, self.coder, expect_model_id=self.model_id)
         elif packet.model_id != self.model_id:
             raise PacketError(
