@@ -21,15 +21,20 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
+from typing import NamedTuple
 
+import numpy as np
 import torch
+from numpy.typing import NDArray
 from torch import Tensor
 
 from .checkpoint import save_weights
 from .config import get_preset
 from .data import ClipSampler, DataConfig, StreamSampler, default_cache_dir, find_videos, load_clips
+from .device_data import DeviceStreamSampler
 from .frames import to_tensor
 from .model import Tokenizer
+from .rate_prior import DigitPrior, empty_last
 from .selection import keep_mask, position_error
 
 log = logging.getLogger(__name__)
@@ -53,6 +58,10 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     mse_weight: float = 0.0  # loss = L1 + mse_weight * MSE (pixels in [-1, 1])
+    # + rate_weight * bits per pixel of the kept tokens under a learned stand-in of the wire's
+    # entropy model (engine/rate_prior.py); 0 = no rate term
+    rate_weight: float = 0.0
+    prior_lr: float = 1e-2  # the stand-in's learning rate (a table of logits: it can move fast)
     k_min_fraction: float = 1.0 / 16.0
     zero_k_prob: float = 0.1  # share of frames (not in the fixed arm) sent with no tokens
     router_signal: str = "gain"  # the elbo arm's signal, and the ranking of positions: error | gain
@@ -64,6 +73,13 @@ class TrainConfig:
     checkpoint_every: int = 500
     head_steps: int = 1500  # then the budget head alone, on the frozen tokenizer (0 = skip)
     head_lr: float = 2e-3
+    # stop after this much wall time (0 = only `steps`); the learning-rate schedule then follows
+    # whichever of steps and time runs out first, so a fixed GPU window ends annealed
+    max_minutes: float = 0.0
+    # where streams are cut: "host" (numpy, engine/data.py), "device" (clips as uint8 tensors on the
+    # training device, engine/device_data.py) or "auto" (device on CUDA)
+    sampler: str = "auto"
+    amp: str = "auto"  # bf16 autocast: "on", "off" or "auto" (on CUDA)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
@@ -80,6 +96,13 @@ class TrainConfig:
             raise ValueError(f"zero_k_prob must be in [0, 1), got {self.zero_k_prob}")
         if not 0.0 < self.fixed_rate <= 1.0:
             raise ValueError(f"fixed_rate must be in (0, 1], got {self.fixed_rate}")
+        if self.sampler not in ("auto", "host", "device") or self.amp not in ("auto", "on", "off"):
+            raise ValueError(f"sampler must be auto|host|device and amp auto|on|off, got {self.sampler!r}, "
+                             f"{self.amp!r}")
+        if self.max_minutes < 0:
+            raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
+        if self.rate_weight < 0:
+            raise ValueError(f"rate_weight must be >= 0, got {self.rate_weight}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -106,18 +129,32 @@ def draw_budgets(
 # one clip through the stream
 
 
+BITS_FRAME_PIXELS = 256 * 192  # stats["bits"] is per frame of this size (bits per pixel x this)
+
+
+class ClipState(NamedTuple):
+    """What a window hands the next one (detached by the caller): the receiver's state, and the
+    rate term's last-sent digits (None when training without it)."""
+
+    recon: Tensor
+    hidden: Tensor
+    last: Tensor | None = None
+
+
 def run_clip(
     model: Tokenizer,
     frames: Tensor,
     budget_fn: Callable[[Tensor, int], Tensor],
     *,
-    state: tuple[Tensor, Tensor] | None = None,
+    state: ClipState | tuple[Tensor, Tensor] | None = None,
     grad_from: int = 0,
     mse_weight: float = 0.0,
     collect: list[tuple[Tensor, Tensor]] | None = None,
     signal: str = "error",
     router: bool = True,
-) -> tuple[Tensor, dict[str, float], tuple[Tensor, Tensor]]:
+    prior: DigitPrior | None = None,
+    rate_weight: float = 0.0,
+) -> tuple[Tensor, dict[str, float], ClipState]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
     Args:
@@ -130,20 +167,26 @@ def run_clip(
         signal: the router map that sets budgets and ranks positions: full-rate `error` or `gain`.
         router: False skips the router's no-grad passes and keeps every token (the full-rate `fixed`
             arm needs no ranking); budget_fn is not called and stats["err"] stays 0.
+        prior: the rate term's entropy model; its code length (stats["bits"], per 256x192 frame) is
+            measured whenever it is given and weighted into the loss by rate_weight.
     Returns:
-        (loss averaged over the gradient frames, stats, (recon, hidden) after the last frame).
+        (loss averaged over the gradient frames, stats, the state after the last frame).
     """
     b, t_total, _, h, w = frames.shape
     s = model.stride
     n = (h // s) * (w // s)
+    last: Tensor | None = None
     if state is None:
         recon = frames.new_zeros(b, 3, h, w)
         hidden = frames.new_zeros(b, model.cfg.decoder.state_channels, h // s, w // s)
     else:
-        recon, hidden = state
+        recon, hidden = state[0], state[1]
+        last = state[2] if len(state) > 2 else None
+    if prior is not None and last is None:
+        last = empty_last(b, model.cfg.fsq.levels, n, frames.device)
     full = torch.ones(b, n, dtype=torch.bool, device=frames.device)
     loss = frames.new_zeros(())
-    mse_sum, k_sum, err_sum, err_count = 0.0, 0.0, 0.0, 0
+    mse_sum, k_sum, err_sum, err_count, bits_sum = 0.0, 0.0, 0.0, 0, 0.0
     for t in range(t_total):
         x = frames[:, t]
         with torch.set_grad_enabled(t >= grad_from and torch.is_grad_enabled()):
@@ -165,10 +208,17 @@ def run_clip(
             recon, hidden = model.decoder(codes, mask, recon, hidden)
             if collect is not None:
                 collect.append((recon.detach(), mask))
+            bpp = None
+            if prior is not None and last is not None:
+                bits, last = prior(model.fsq.bound(z.float()), mask, last)
+                bpp = bits.mean() / (h * w)
             if t >= grad_from:
                 l1 = (recon - x).abs().mean()
                 mse = (recon - x).pow(2).mean()
                 loss = loss + l1 + mse_weight * mse
+                if bpp is not None:
+                    loss = loss + rate_weight * bpp
+                    bits_sum += float(bpp.detach()) * BITS_FRAME_PIXELS
                 mse_sum += float(mse.detach())
                 k_sum += float(k.float().mean()) / n
             if router and (t > 0 or state is not None):
@@ -180,18 +230,21 @@ def run_clip(
         "psnr": 10 * math.log10(4.0 / max(mse_sum / frames_g, 1e-12)),
         "rate": k_sum / frames_g,
         "err": err_sum / max(err_count, 1),
+        "bits": bits_sum / frames_g,
     }
-    return loss / frames_g, stats, (recon, hidden)
+    return loss / frames_g, stats, ClipState(recon, hidden, last)
 
 
 # ---------------------------------------------------------------------------------------------
 # the loop
 
 
-def _lr(cfg: TrainConfig, step: int) -> float:
+def _lr(cfg: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
+    if cfg.max_minutes > 0:
+        p = max(p, elapsed_s / (60.0 * cfg.max_minutes))
     return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, p)))
 
 
@@ -228,6 +281,9 @@ def train(
         _load_tolerating_head(model, load_weights(init_weights, allow_missing_head=True).state_dict())
     model.to(device)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    prior = DigitPrior(model.cfg.fsq.levels).to(device) if cfg.rate_weight > 0 else None
+    # Adam is invariant to the loss's scale, so the prior learns at its own pace whatever rate_weight
+    prior_opt = torch.optim.Adam(prior.parameters(), lr=cfg.prior_lr) if prior is not None else None
     step, pop_ema = 0, model.population(cfg.router_signal)
     head_step = 0
     state_path = out / "train_state.pt"
@@ -237,6 +293,9 @@ def train(
         st = torch.load(state_path, weights_only=True, map_location=device)
         _load_tolerating_head(model, st["model"])
         opt.load_state_dict(st["opt"])
+        if prior is not None and prior_opt is not None and "prior" in st:
+            prior.load_state_dict(st["prior"])
+            prior_opt.load_state_dict(st["prior_opt"])
         step, pop_ema = int(st["step"]), float(st["pop_ema"])
         head_step = int(st.get("head_step", 0))
         # new seeds derived from the step: a resumed run does not replay the same batches
@@ -247,9 +306,21 @@ def train(
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     streams = StreamSampler(ClipSampler(clips, cfg.data, seed=seed), cfg.batch, cfg.stream_frames, seed=seed)
+    on_device = cfg.sampler == "device" or (cfg.sampler == "auto" and device.type == "cuda")
+    dstreams = (DeviceStreamSampler(clips, cfg.data, cfg.batch, cfg.stream_frames, device, seed=seed)
+                if on_device else None)
+    amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+
+    def sample(t: int) -> tuple[Tensor, NDArray[np.bool_]]:
+        if dstreams is not None:
+            return dstreams.next(t)
+        raw, new = streams.next(t)
+        return to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, t, 3, crop, crop), new
     crop, n_state = cfg.data.crop, model.cfg.decoder.state_channels
     recon = torch.zeros(cfg.batch, 3, crop, crop, device=device)
     hidden = torch.zeros(cfg.batch, n_state, crop // model.stride, crop // model.stride, device=device)
+    n_pos = (crop // model.stride) ** 2
+    last = empty_last(cfg.batch, model.cfg.fsq.levels, n_pos, device) if prior is not None else None
     betas = torch.zeros(cfg.batch)
     # the full-rate fixed arm keeps every token: no router passes (they would only feed the EMA)
     full_rate = cfg.arm == "fixed" and cfg.fixed_rate >= 1.0
@@ -258,14 +329,16 @@ def train(
     t_start, frames_seen = time.perf_counter(), 0
     bar = _progress(progress, cfg.steps, step)
     try:
-        while step < cfg.steps:
+        while step < cfg.steps and not (cfg.max_minutes > 0
+                                        and time.perf_counter() - t_start > 60.0 * cfg.max_minutes):
             t_total = cfg.clip_frames
-            raw, new = streams.next(t_total)
-            frames = to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, t_total, 3, crop, crop)
+            frames, new = sample(t_total)
             new_t = torch.from_numpy(new)
             # a new stream starts with a keyframe (zero state) and draws its own beta (InfoTok-Flex)
             keep = (~new_t).to(device).view(-1, 1, 1, 1).float()
             recon, hidden = recon * keep, hidden * keep
+            if last is not None:
+                last = torch.where(new_t.to(device).view(-1, 1, 1), -1, last)
             draw = torch.tensor(FLEX_BETAS)[torch.randint(0, len(FLEX_BETAS), (cfg.batch,), generator=gen)]
             betas = torch.where(new_t, draw, betas)
             pe = pop_ema
@@ -274,15 +347,23 @@ def train(
                 return draw_budgets(cfg.arm, err, betas, pe, cfg, gen)
 
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step)
-            loss, stats, (recon, hidden) = run_clip(model, frames, budget_fn, state=(recon, hidden),
-                                                    mse_weight=cfg.mse_weight, signal=cfg.router_signal,
-                                                    router=not full_rate)
-            recon, hidden = recon.detach(), hidden.detach()  # truncated BPTT: carry the state, not the graph
+                g["lr"] = _lr(cfg, step, time.perf_counter() - t_start)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+                loss, stats, (recon, hidden, last) = run_clip(
+                    model, frames, budget_fn, state=ClipState(recon, hidden, last), mse_weight=cfg.mse_weight,
+                    signal=cfg.router_signal, router=not full_rate, prior=prior, rate_weight=cfg.rate_weight)
+            # truncated BPTT: carry the state, not the graph; in fp32 whatever the autocast dtype
+            recon, hidden = recon.detach().float(), hidden.detach().float()
             opt.zero_grad(set_to_none=True)
+            if prior_opt is not None:
+                prior_opt.zero_grad(set_to_none=True)
             loss.backward()  # type: ignore[no-untyped-call]  # torch leaves Tensor.backward unannotated
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
+            if prior_opt is not None:
+                for g in prior_opt.param_groups:
+                    g["lr"] = cfg.prior_lr
+                prior_opt.step()
             if stats["err"] > 0:
                 pop_ema = cfg.ema_decay * pop_ema + (1 - cfg.ema_decay) * stats["err"]
             step += 1
@@ -290,7 +371,9 @@ def train(
             fps = frames_seen / (time.perf_counter() - t_start)
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rec = {"step": step, "loss": float(loss.detach()), "psnr": stats["psnr"], "rate": stats["rate"],
-                       "err": stats["err"], "pop_ema": pop_ema, "lr": _lr(cfg, step - 1), "gnorm": gnorm,
+                       "bits": stats["bits"],
+                       "err": stats["err"], "pop_ema": pop_ema, "gnorm": gnorm,
+                       "lr": _lr(cfg, step - 1, time.perf_counter() - t_start),
                        "frames_per_s": fps, "time": time.time()}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
@@ -299,18 +382,21 @@ def train(
                                "frames_per_s": fps})
             if bar is not None:
                 desc = f"loss {float(loss.detach()):.4f} psnr {stats['psnr']:.2f} {fps:.0f} frames/s"
+                if prior is not None:
+                    desc += f" {stats['bits']:.0f} bits"
                 bar[0].update(bar[1], completed=step, description=desc)
-            if step % cfg.checkpoint_every == 0 or step == cfg.steps:
+            out_of_time = cfg.max_minutes > 0 and time.perf_counter() - t_start > 60.0 * cfg.max_minutes
+            if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 # the population mean first: the resume state and the weights file must agree
                 (model.population_gain if cfg.router_signal == "gain" else model.population_error).fill_(pop_ema)
-                _save_state(state_path, model, opt, step, pop_ema)
+                _save_state(state_path, model, opt, step, pop_ema, prior=prior, prior_opt=prior_opt)
                 save_weights(model, out / "model.safetensors", {"step": step, "train": asdict(cfg)})
         if cfg.head_steps > 0 and head_step < cfg.head_steps:
             if bar is not None:
                 bar[0].stop()
             bar = _progress(progress, cfg.head_steps, head_step, label="head")
-            head_step = _train_head(model, cfg, streams, gen, pop_ema, head_step, bar, logf,
-                                    lambda hs: _save_state(state_path, model, opt, step, pop_ema, hs))
+            head_step = _train_head(model, cfg, sample, gen, pop_ema, head_step, bar, logf,
+                                    lambda hs: _save_state(state_path, model, opt, step, pop_ema, hs, prior, prior_opt))
             save_weights(model, out / "model.safetensors", {"step": step, "head_step": head_step,
                                                             "train": asdict(cfg)})
     finally:
@@ -329,7 +415,8 @@ def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
         raise RuntimeError(f"checkpoint does not fit the model: {bad[:5]}")
 
 
-def _train_head(model: Tokenizer, cfg: TrainConfig, streams: StreamSampler, gen: torch.Generator, pop: float,
+def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tuple[Tensor, NDArray[np.bool_]]],
+                gen: torch.Generator, pop: float,
                 head_step: int, bar: object, logf: object, checkpoint: Callable[[int], None]) -> int:
     """Fit the budget head to the router's measured maps on the frozen tokenizer; returns the step."""
     for p in model.parameters():
@@ -347,8 +434,7 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, streams: StreamSampler, gen:
     full = torch.ones(cfg.batch, n, dtype=torch.bool, device=device)
     model.eval()
     while head_step < cfg.head_steps:
-        raw, new = streams.next(cfg.clip_frames)
-        frames = to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, cfg.clip_frames, 3, crop, crop)
+        frames, new = sample(cfg.clip_frames)
         new_t = torch.from_numpy(new)
         keep = (~new_t).to(device).view(-1, 1, 1, 1).float()
         recon, hidden = recon * keep, hidden * keep
@@ -390,10 +476,14 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, streams: StreamSampler, gen:
 
 
 def _save_state(path: Path, model: Tokenizer, opt: torch.optim.Optimizer, step: int, pop_ema: float,
-                head_step: int = 0) -> None:
+                head_step: int = 0, prior: DigitPrior | None = None,
+                prior_opt: torch.optim.Optimizer | None = None) -> None:
     tmp = path.with_suffix(".tmp")
-    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pop_ema": pop_ema,
-                "head_step": head_step}, tmp)
+    st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pop_ema": pop_ema,
+          "head_step": head_step}
+    if prior is not None and prior_opt is not None:
+        st.update(prior=prior.state_dict(), prior_opt=prior_opt.state_dict())
+    torch.save(st, tmp)
     tmp.replace(path)
 
 

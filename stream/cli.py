@@ -566,7 +566,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         preset=a.preset, arm=a.arm, fixed_rate=a.fixed_rate, steps=a.steps, batch=a.batch,
         clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
         warmup_steps=a.lr_warmup,
-        mse_weight=a.mse_weight, seed=a.seed, threads=a.threads, device=a.device,
+        mse_weight=a.mse_weight, rate_weight=a.rate_weight, max_minutes=a.max_minutes, sampler=a.sampler,
+        amp=a.amp, seed=a.seed, threads=a.threads, device=a.device,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob),
     )
@@ -813,6 +814,9 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lr-warmup", type=int, default=200)
     t.add_argument("--mse-weight", type=float, default=0.0)
+    t.add_argument("--rate-weight", type=float, default=0.0,
+                   help="weight of bits/pixel (under a learned stand-in of packet v2's entropy model) in "
+                        "the loss; 0 = no rate term")
     t.add_argument("--router-signal", default="gain", choices=["error", "gain"],
                    help="signal of the elbo arm's router and of the ranking (default: gain)")
     t.add_argument("--zero-k-prob", type=float, default=0.1, help="share of frames trained with no tokens")
@@ -824,6 +828,12 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     t.add_argument("--init", default=None, help="start from these weights (fine-tuning)")
+    t.add_argument("--max-minutes", type=float, default=0.0,
+                   help="stop after this much wall time; the learning rate anneals to it (0 = steps only)")
+    t.add_argument("--sampler", default="auto", choices=["auto", "host", "device"],
+                   help="where training streams are cut: host (numpy), device (clips as uint8 tensors on the "
+                        "training device), auto (device on CUDA)")
+    t.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA)")
     t.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT has a checkpoint")
     t.add_argument("--calibrate", action="store_true",
                    help="after training, measure the population error on the training clips and store it")

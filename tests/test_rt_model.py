@@ -164,8 +164,8 @@ def test_full_rate_training_pass_skips_the_router(rt_tiny: Tokenizer, real_frame
     x = to_tensor(real_frames[:3, :64, :64])[None]
     n = 64
     with torch.no_grad():
-        a, _, (ra, ha) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
-        b, stats, (rb, hb) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0, router=False)
+        a, _, (ra, ha, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
+        b, stats, (rb, hb, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0, router=False)
     assert torch.equal(a, b) and torch.equal(ra, rb) and torch.equal(ha, hb)
     assert stats["rate"] == 1.0
 

@@ -52,3 +52,45 @@ def test_bad_train_config() -> None:
         TrainConfig(arm="magic")
     with pytest.raises(ValueError, match="preset"):
         TrainConfig(preset="nope")
+
+
+def test_device_sampler_streams() -> None:
+    """The device sampler's contract: float frames in [-1, 1] of the crop size, new streams flagged,
+    a stream continues where it left off (a synthetic stream of one clip: consecutive windows differ
+    but both come from the pool), real clips cropped and resized on the device."""
+    import numpy as np
+
+    from livetok.engine.device_data import DeviceStreamSampler
+
+    rng = np.random.default_rng(0)
+    real = [rng.integers(0, 256, (30, 48, 64, 3), dtype=np.uint8) for _ in range(2)]
+    cfg = DataConfig(crop=32, synthetic_fraction=0.5, freeze_prob=0.5)
+    s = DeviceStreamSampler(real, cfg, batch=4, lengths=(6, 6), device=torch.device("cpu"), seed=1, synthetic_pool=2)
+    f1, new1 = s.next(3)
+    assert f1.shape == (4, 3, 3, 32, 32) and f1.dtype == torch.float32
+    assert float(f1.min()) >= -1.0 and float(f1.max()) <= 1.0
+    assert new1.tolist() == [True] * 4
+    f2, new2 = s.next(3)  # streams are 6 frames: the second window continues every stream
+    assert new2.tolist() == [False] * 4
+    def window(a: int, b: int) -> torch.Tensor:
+        return s.buf[:, a:b].permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
+
+    # the two windows are frames 0..2 and 3..5 of the same streams
+    assert torch.equal(window(0, 3), f1) and torch.equal(window(3, 6), f2)
+    _, new3 = s.next(3)  # and the third starts new ones
+    assert new3.tolist() == [True] * 4
+    with pytest.raises(ValueError, match="longer than the longest stream"):
+        s.next(7)
+
+
+def test_train_stops_at_max_minutes_with_rate_term(tmp_path: Path) -> None:
+    """A wall-time limit ends the run (annealed) before `steps`; the rate term logs its bits."""
+    cfg = TrainConfig(preset="rt-tiny", arm="uniform", steps=10_000, batch=2, clip_frames=2, stream_frames=(3, 5),
+                      log_every=1, head_steps=0, max_minutes=0.05, rate_weight=0.1, sampler="device",
+                      data=DataConfig(crop=32, synthetic_fraction=1.0))
+    train(cfg, tmp_path, [], resume=False, progress=False)
+    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert 1 <= len(log) < 10_000
+    assert all(r["bits"] > 0 for r in log)
+    assert log[-1]["lr"] < 0.5 * cfg.lr  # the schedule followed the clock
+    assert (tmp_path / "model.safetensors").exists()
