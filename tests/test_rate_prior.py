@@ -7,8 +7,8 @@ import math
 import numpy as np
 import torch
 
-from livetok.engine.fsq import FSQ
 from livetok.engine.config import FSQConfig
+from livetok.engine.fsq import FSQ
 from livetok.engine.rate_prior import DigitPrior, context_sizes, digit_context, empty_last
 from livetok.stream.wire.entropy import CoderState, _digit_contexts, _table_shapes
 
