@@ -59,7 +59,7 @@ for spec in "fixed 1.0" "infotok 0.5"; do
   $PY - "$OUT/eval_$1_$2.json" <<'PY' | tee -a "$OUT/session.log"
 import json, sys
 r = json.load(open(sys.argv[1]))
-m = r.get("mean", r)
+m = r.get("overall", r)
 print(sys.argv[1].rsplit("/", 1)[-1], {k: m[k] for k in ("psnr", "bits_per_frame", "bits_per_frame_v1") if k in m})
 PY
 done

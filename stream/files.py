@@ -100,8 +100,9 @@ def decode_file(
     with LtkReader(input) as reader:
         meta = reader.meta
         if meta.get("model_id") != rx.model_id.hex():
-            raise PacketError(f"{input} was made by model {meta.get('model_id')}, "
-                              f"this receiver runs model {rx.model_id.hex()}")
+            raise PacketError(f"{input} was made by model {meta.get('model_id')} (preset "
+                              f"{meta.get('preset', '?')!r}); this receiver runs model {rx.model_id.hex()} "
+                              f"(preset {model.cfg.name!r}): decode it with --weights <that model's weights>")
         name = Path(input).name
         if progress is not None:
             progress(name, 0)

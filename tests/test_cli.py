@@ -111,6 +111,7 @@ def test_decode_refuses_another_models_file(
     code, _, err = run(capsys, "decode", str(ltk), "-o", str(tmp_path / "y.mp4"), "--weights", str(other_path))
     assert code == 2
     assert model_identity(load_weights(tiny_weights)).hex() in err and model_identity(other).hex() in err
+    assert "preset 'tiny'" in err and "--weights" in err and len(err.strip().splitlines()) == 1
 
 
 def test_bench_rd_json_contract(tiny_weights: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
