@@ -65,7 +65,7 @@ PY
 done
 
 log "speed: $BACKENDS"
-$LT bench speed --weights "$OUT/run/model.safetensors" --backend $BACKENDS --device "$DEVICE" \
+$LT bench speed --weights "$OUT/run/model.safetensors" --backend $BACKENDS --device "$DEVICE" --size 256x192 \
   --frames "$FRAMES" --repeats 3 --json > "$OUT/speed.json" 2>>"$OUT/session.log" || log "bench speed failed"
 cp "$OUT/run/model.safetensors" "$OUT/model.safetensors"
 log "done: $OUT"
