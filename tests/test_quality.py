@@ -50,7 +50,9 @@ def test_static_clip_uses_far_fewer_tokens_than_busy(shipped_model: Tokenizer) -
 
 @pytest.mark.slow
 def test_eval_floors_with_shipped_weights(shipped_model: Tokenizer) -> None:
-    """The issue's floors on ../shared/data/eval: full rate >= 26 dB, infotok at rate 0.5 >= 25 dB."""
+    """Floors a margin below what the shipped weights reach on ../shared/data/eval (v6, rt-fsq6 with the
+    rate term: 27.78 dB / 3,891 bits at full rate, 27.79 dB / 2,778 bits at infotok 0.5; MODEL_CARD.md),
+    in real packet-v2 bits."""
     clips = sorted(EVAL_DIR.glob("*.mkv"))
     if not clips:
         pytest.fail(f"the evaluation clips are missing from {EVAL_DIR} (set LIVETOK_DATA)")
@@ -58,6 +60,8 @@ def test_eval_floors_with_shipped_weights(shipped_model: Tokenizer) -> None:
     full = evaluate_files(shipped_model, clips, SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0)))
     half = evaluate_files(shipped_model, clips, SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5)))
     assert full["overall"]["frames"] == 276  # 5 clips x 48 + realshort's 36
-    assert full["overall"]["psnr"] >= 26.0, full["overall"]
-    assert half["overall"]["psnr"] >= 25.0, half["overall"]
+    assert full["overall"]["psnr"] >= 27.5, full["overall"]
+    assert half["overall"]["psnr"] >= 27.4, half["overall"]
+    assert full["overall"]["bits_per_frame"] <= 4200, full["overall"]
+    assert half["overall"]["bits_per_frame"] <= 3000, half["overall"]
     assert half["overall"]["tokens_per_frame"] < full["overall"]["tokens_per_frame"]

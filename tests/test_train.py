@@ -86,7 +86,7 @@ def test_device_sampler_streams() -> None:
 def test_train_stops_at_max_minutes_with_rate_term(tmp_path: Path) -> None:
     """A wall-time limit ends the run (annealed) before `steps`; the rate term logs its bits."""
     cfg = TrainConfig(preset="rt-tiny", arm="uniform", steps=10_000, batch=2, clip_frames=2, stream_frames=(3, 5),
-                      log_every=1, head_steps=0, max_minutes=0.05, rate_weight=0.1, sampler="device",
+                      log_every=1, head_steps=0, max_minutes=0.05, rate_weight=0.1, sampler="device", warmup_steps=1,
                       data=DataConfig(crop=32, synthetic_fraction=1.0))
     train(cfg, tmp_path, [], resume=False, progress=False)
     log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
