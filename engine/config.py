@@ -162,10 +162,10 @@ class BudgetConfig:
     tau: float = 40.0  # search: the frame MSE (0-255 units) a frame must reach; 40 = 32.1 dB
     threshold: float = 0.01  # rdo: keep a position when its predicted gain (0-1 L1) exceeds this
     # the `bits` signal's population mean: code length per position (bits) of a frame's tokens under
-    # the packet-v2 coder's models, over the training clips (shipped v5 weights streamed with the
-    # default sender: 4.66 over 805 frames of 35 clips; `python -m livetok.bench.entropy --population
-    # --frames 24 $(find ../shared/data/train -type f)`, docs/BENCHMARKS.md)
-    population_bits: float = 4.66
+    # the packet-v2 coder's models, over the training clips (shipped v6 weights streamed with the
+    # default sender: 5.25 over 805 frames of 35 clips; v5 gave 4.66; `python -m livetok.bench.entropy
+    # --population --frames 24 $(find ../shared/data/train -type f)`, docs/BENCHMARKS.md)
+    population_bits: float = 5.25
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
