@@ -54,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("clips", nargs="+")
     add_model_args(ap)
     ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--policy", default="infotok")
+    ap.add_argument("--policy", default="learned")
     ap.add_argument("--rate", type=float, default=0.5)
     ap.add_argument("--signal", default="gain")
     ap.add_argument("--threads", type=int, default=None)

@@ -152,7 +152,7 @@ class BudgetConfig:
     then averages about rate * N: rate control in disguise).
     """
 
-    policy: str = "infotok"
+    policy: str = "learned"  # the budget head: no router decode (bench rd: 5 points below the oracle)
     rate: float = 0.5
     k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
     normaliser: str = "population"

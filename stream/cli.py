@@ -44,9 +44,10 @@ def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
 
 
 def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") -> None:
-    p.add_argument("--policy", default="infotok",
+    p.add_argument("--policy", default="learned",
                    choices=["fixed", "infotok", "learned", "rdo", "prior", "oracle", "search"],
-                   help="budget policy (default: infotok); oracle and search are benchmark arms")
+                   help="budget policy (default: learned, InfoTok's rule on the budget head's predicted gain: "
+                        "no router decode); oracle and search are benchmark arms")
     p.add_argument("--rate", type=float, default=0.5, help="beta = rate * N tokens for an average frame (default 0.5)")
     p.add_argument("--target-bps", type=float, default=None,
                    help="rate control: scale beta to meet this many bits/s (headers and masks included)")

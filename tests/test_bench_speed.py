@@ -39,7 +39,7 @@ def _check_result(r: dict[str, Any], streams: int) -> None:
         assert 1e3 / r[f"{phase}_ms_p99"] <= r[f"{phase}_fps"] * 1.0001
         assert r[f"{phase}_fps_total"] == pytest.approx(streams * r[f"{phase}_fps"], rel=1e-3)
         assert r[f"{phase}_cpu_ms_p50"] > 0 and r[f"{phase}_cpu_fps"] > 0
-    assert r["decodes_per_frame"] == 3.0  # infotok on the gain signal: full, zero-token and the real decode
+    assert r["decodes_per_frame"] == 1.0  # the default `learned` policy: only the real decode
     assert r["gflops_per_frame"] > r["decode_gflops_per_frame"] > 0
     assert r["fraction_of_peak_flops"] is None and r["fraction_of_peak_bandwidth"] is None  # no GPU
     assert r["preprocess_backend"] == "numpy" and r["preprocess_ms_p50"] > 0
@@ -57,7 +57,7 @@ def test_cli_reports_every_size(tiny_weights: Path) -> None:
         assert r["repeats"] == 2
     g = res["graphs"]
     assert set(g) == {"64x48", "96x64"} and set(g["64x48"]) == {"encoder", "decoder", "router"}
-    assert res["peak"] is None and res["machine"]["threads"] == 1 and res["config"]["policy"] == "infotok"
+    assert res["peak"] is None and res["machine"]["threads"] == 1 and res["config"]["policy"] == "learned"
 
 
 @pytest.mark.slow
