@@ -57,7 +57,7 @@ def run_clip(model: Any, path: Path, budget: BudgetConfig, max_frames: int) -> C
     for i, frame in enumerate(frames):
         enc = tx.encode(frame, timestamp_us=round(i * 1e6 / fps))
         packets.append(enc.packet)
-        sizes.append(len(enc.data))
+        sizes.append(len(enc.packet.pack()))  # the v1 packet of the same tokens (the sender may send v2)
     return Clip(path.stem, packets, sizes)
 
 
