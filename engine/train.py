@@ -146,7 +146,7 @@ def run_clip(
     frames: Tensor,
     budget_fn: Callable[[Tensor, int], Tensor],
     *,
-    state: ClipState | tuple[Tensor, Tensor] | None = None,
+    state: ClipState | None = None,
     grad_from: int = 0,
     mse_weight: float = 0.0,
     collect: list[tuple[Tensor, Tensor]] | None = None,
@@ -160,8 +160,8 @@ def run_clip(
     Args:
         frames: [B, T, 3, H, W] in [-1, 1].
         budget_fn: (full-rate error [B, N], t) -> [B] budgets.
-        state: (recon [B, 3, H, W], hidden [B, Cs, H/8, W/8]) after the previous window; None (or
-            zero rows) = the window starts a stream with a keyframe.
+        state: (recon [B, 3, H, W], hidden [B, Cs, H/8, W/8], last-sent digits or None) after the
+            previous window; None (or zero rows) = the window starts a stream with a keyframe.
         grad_from: frames before this index run without gradient.
         collect: if given, (reconstruction, keep-mask) of every frame is appended to it.
         signal: the router map that sets budgets and ranks positions: full-rate `error` or `gain`.
@@ -175,13 +175,12 @@ def run_clip(
     b, t_total, _, h, w = frames.shape
     s = model.stride
     n = (h // s) * (w // s)
-    last: Tensor | None = None
     if state is None:
         recon = frames.new_zeros(b, 3, h, w)
         hidden = frames.new_zeros(b, model.cfg.decoder.state_channels, h // s, w // s)
+        last: Tensor | None = None
     else:
-        recon, hidden = state[0], state[1]
-        last = state[2] if len(state) > 2 else None
+        recon, hidden, last = state
     if prior is not None and last is None:
         last = empty_last(b, model.cfg.fsq.levels, n, frames.device)
     full = torch.ones(b, n, dtype=torch.bool, device=frames.device)
@@ -305,32 +304,31 @@ def train(
     log.info("training %s (%s arm) on %s", cfg.preset, cfg.arm, device)
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
-    streams = StreamSampler(ClipSampler(clips, cfg.data, seed=seed), cfg.batch, cfg.stream_frames, seed=seed)
-    on_device = cfg.sampler == "device" or (cfg.sampler == "auto" and device.type == "cuda")
-    dstreams = (DeviceStreamSampler(clips, cfg.data, cfg.batch, cfg.stream_frames, device, seed=seed)
-                if on_device else None)
-    amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
-
-    def sample(t: int) -> tuple[Tensor, NDArray[np.bool_]]:
-        if dstreams is not None:
-            return dstreams.next(t)
-        raw, new = streams.next(t)
-        return to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, t, 3, crop, crop), new
     crop, n_state = cfg.data.crop, model.cfg.decoder.state_channels
+    amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    if cfg.sampler == "device" or (cfg.sampler == "auto" and device.type == "cuda"):
+        sample = DeviceStreamSampler(clips, cfg.data, cfg.batch, cfg.stream_frames, device, seed=seed).next
+    else:
+        streams = StreamSampler(ClipSampler(clips, cfg.data, seed=seed), cfg.batch, cfg.stream_frames, seed=seed)
+
+        def sample(t: int) -> tuple[Tensor, NDArray[np.bool_]]:
+            raw, new = streams.next(t)
+            return to_tensor(raw.reshape(-1, crop, crop, 3), device).view(cfg.batch, t, 3, crop, crop), new
+
     recon = torch.zeros(cfg.batch, 3, crop, crop, device=device)
     hidden = torch.zeros(cfg.batch, n_state, crop // model.stride, crop // model.stride, device=device)
-    n_pos = (crop // model.stride) ** 2
-    last = empty_last(cfg.batch, model.cfg.fsq.levels, n_pos, device) if prior is not None else None
+    last: Tensor | None = None  # the rate term's last-sent digits: run_clip starts them at the first window
     betas = torch.zeros(cfg.batch)
     # the full-rate fixed arm keeps every token: no router passes (they would only feed the EMA)
     full_rate = cfg.arm == "fixed" and cfg.fixed_rate >= 1.0
     model.train()
     logf = (out / "log.jsonl").open("a")
     t_start, frames_seen = time.perf_counter(), 0
+
     bar = _progress(progress, cfg.steps, step)
+    out_of_time = False  # read once per step, so the step that ends the run also writes its checkpoint
     try:
-        while step < cfg.steps and not (cfg.max_minutes > 0
-                                        and time.perf_counter() - t_start > 60.0 * cfg.max_minutes):
+        while step < cfg.steps and not out_of_time:
             t_total = cfg.clip_frames
             frames, new = sample(t_total)
             new_t = torch.from_numpy(new)
@@ -361,8 +359,6 @@ def train(
             gnorm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip))
             opt.step()
             if prior_opt is not None:
-                for g in prior_opt.param_groups:
-                    g["lr"] = cfg.prior_lr
                 prior_opt.step()
             if stats["err"] > 0:
                 pop_ema = cfg.ema_decay * pop_ema + (1 - cfg.ema_decay) * stats["err"]

@@ -165,7 +165,8 @@ def test_full_rate_training_pass_skips_the_router(rt_tiny: Tokenizer, real_frame
     n = 64
     with torch.no_grad():
         a, _, (ra, ha, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
-        b, stats, (rb, hb, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0, router=False)
+        b, stats, (rb, hb, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0,
+                                         router=False)
     assert torch.equal(a, b) and torch.equal(ra, rb) and torch.equal(ha, hb)
     assert stats["rate"] == 1.0
 
