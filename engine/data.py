@@ -123,6 +123,50 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("LIVETOK_CACHE", Path.home() / ".cache" / "livetok")) / "clips"
 
 
+@dataclass(frozen=True)
+class Segment:
+    """Where one training stream is cut from a clip: frame indices, a square crop, the augmentations."""
+
+    idx: NDArray[np.int64]  # frame indices into the clip (a short clip repeats its end)
+    y0: int
+    x0: int
+    side: int  # crop side in cached pixels, resized to `DataConfig.crop` when different
+    flip: bool  # horizontal flip
+    reverse: bool  # time reversal
+
+
+def draw_segment(rng: np.random.Generator, cfg: DataConfig, shape: tuple[int, ...], t: int,
+                 min_t: int | None = None) -> Segment:
+    """The sampling rules for a clip of `shape` [T, H, W, ...]: a temporal stride, t frames (with
+    `min_t`, fewer for a clip too short, at least min_t), a random square crop at a random scale,
+    flips and time reversal. Shared by the host and the device samplers, so both draw alike."""
+    n, h, w = shape[0], shape[1], shape[2]
+    stride = int(rng.choice(cfg.strides))
+    while stride > 1 and (t - 1) * stride + 1 > n:
+        stride -= 1
+    if min_t is not None:
+        t = max(min_t, min(t, (n - 1) // stride + 1))
+    span = (t - 1) * stride + 1
+    start = int(rng.integers(0, max(1, n - span + 1)))
+    idx = np.arange(start, start + span, stride).clip(0, n - 1)
+    scale = rng.uniform(*cfg.scale_range)
+    side = min(h, w, round(cfg.crop / scale))
+    y0 = int(rng.integers(0, h - side + 1))
+    x0 = int(rng.integers(0, w - side + 1))
+    flip = bool(rng.random() < 0.5)
+    reverse = bool(rng.random() < 0.1)  # still plausible motion, more variety
+    return Segment(idx, y0, x0, side, flip, reverse)
+
+
+def freeze_index(rng: np.random.Generator, cfg: DataConfig, n: int) -> NDArray[np.int64]:
+    """Frame order of an n-frame stream with one frame held still for a stretch, then carrying on
+    (same length as before)."""
+    at = int(rng.integers(0, n))
+    hold = int(rng.integers(cfg.freeze_frames[0], cfg.freeze_frames[1] + 1))
+    idx: NDArray[np.int64] = np.concatenate([np.arange(at + 1), np.full(hold, at), np.arange(at + 1, n)])[:n]
+    return idx
+
+
 class ClipSampler:
     """Draws batches of T-frame training clips, uint8 RGB [B, T, crop, crop, 3]."""
 
@@ -138,28 +182,16 @@ class ClipSampler:
 
     def _real(self, t: int, min_t: int | None = None) -> NDArray[np.uint8]:
         """t frames of a random clip; with `min_t`, a clip too short for t gives fewer (>= min_t)."""
-        rng, cfg = self.rng, self.cfg
-        clip = self.clips[rng.choice(len(self.clips), p=self.weights)]
-        stride = int(rng.choice(cfg.strides))
-        while stride > 1 and (t - 1) * stride + 1 > len(clip):
-            stride -= 1
-        if min_t is not None:
-            t = max(min_t, min(t, (len(clip) - 1) // stride + 1))
-        span = (t - 1) * stride + 1
-        start = int(rng.integers(0, max(1, len(clip) - span + 1)))
-        idx = np.arange(start, start + span, stride).clip(0, len(clip) - 1)  # a short clip repeats its end
-        h, w = clip.shape[1:3]
-        scale = rng.uniform(*cfg.scale_range)
-        side = min(h, w, round(cfg.crop / scale))
-        y0 = int(rng.integers(0, h - side + 1))
-        x0 = int(rng.integers(0, w - side + 1))
-        seg = clip[idx, y0 : y0 + side, x0 : x0 + side]
-        if side != cfg.crop:
+        cfg = self.cfg
+        clip = self.clips[self.rng.choice(len(self.clips), p=self.weights)]
+        g = draw_segment(self.rng, cfg, clip.shape, t, min_t)
+        seg = clip[g.idx, g.y0 : g.y0 + g.side, g.x0 : g.x0 + g.side]
+        if g.side != cfg.crop:
             seg = np.stack([cv2.resize(f, (cfg.crop, cfg.crop), interpolation=cv2.INTER_AREA) for f in seg])
-        if rng.random() < 0.5:
+        if g.flip:
             seg = seg[:, :, ::-1]
-        if rng.random() < 0.1:
-            seg = seg[::-1]  # time reversal: still plausible motion, more variety
+        if g.reverse:
+            seg = seg[::-1]
         return np.ascontiguousarray(seg)
 
     def _synthetic(self, t: int) -> NDArray[np.uint8]:
@@ -180,10 +212,7 @@ class ClipSampler:
 
     def _freeze(self, s: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Hold one frame still for a stretch, then carry on (same length as before)."""
-        at = int(self.rng.integers(0, len(s)))
-        hold = int(self.rng.integers(self.cfg.freeze_frames[0], self.cfg.freeze_frames[1] + 1))
-        idx = np.concatenate([np.arange(at + 1), np.full(hold, at), np.arange(at + 1, len(s))])[: len(s)]
-        frozen: NDArray[np.uint8] = s[idx]  # numpy's stubs type fancy indexing as Any
+        frozen: NDArray[np.uint8] = s[freeze_index(self.rng, self.cfg, len(s))]  # stubs type fancy indexing as Any
         return frozen
 
     def batch(self, batch: int, t: int) -> NDArray[np.uint8]:

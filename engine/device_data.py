@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from numpy.typing import NDArray
 from torch import Tensor
 
-from .data import ClipSampler, DataConfig
+from .data import ClipSampler, DataConfig, draw_segment, freeze_index
 
 
 class DeviceStreamSampler:
@@ -46,27 +46,17 @@ class DeviceStreamSampler:
         self.pos = [0] * batch
 
     def _real(self, length: int, min_t: int) -> Tensor:
-        rng, cfg = self.rng, self.cfg
-        clip = self.clips[int(rng.choice(len(self.clips), p=self.weights))]
-        n = clip.shape[0]
-        stride = int(rng.choice(cfg.strides))
-        while stride > 1 and (length - 1) * stride + 1 > n:
-            stride -= 1
-        t = max(min_t, min(length, (n - 1) // stride + 1))
-        span = (t - 1) * stride + 1
-        start = int(rng.integers(0, max(1, n - span + 1)))
-        idx = torch.arange(start, start + span, stride, device=self.device).clamp(0, n - 1)
-        h, w = clip.shape[1:3]
-        side = min(h, w, round(cfg.crop / rng.uniform(*cfg.scale_range)))
-        y0, x0 = int(rng.integers(0, h - side + 1)), int(rng.integers(0, w - side + 1))
-        seg = clip[idx, y0:y0 + side, x0:x0 + side]
-        if side != cfg.crop:
+        cfg = self.cfg
+        clip = self.clips[int(self.rng.choice(len(self.clips), p=self.weights))]
+        g = draw_segment(self.rng, cfg, tuple(clip.shape), length, min_t)
+        seg = clip[torch.from_numpy(g.idx).to(self.device), g.y0:g.y0 + g.side, g.x0:g.x0 + g.side]
+        if g.side != cfg.crop:
             x = F.interpolate(seg.permute(0, 3, 1, 2).float(), size=(cfg.crop, cfg.crop), mode="area")
             seg = x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1)
-        if rng.random() < 0.5:
+        if g.flip:
             seg = seg.flip(2)
-        if rng.random() < 0.1:
-            seg = seg.flip(0)  # time reversal: still plausible motion, more variety
+        if g.reverse:
+            seg = seg.flip(0)
         return seg
 
     def _stream(self, length: int, min_t: int) -> Tensor:
@@ -77,11 +67,8 @@ class DeviceStreamSampler:
             s = s.flip(2) if self.rng.random() < 0.5 else s
         else:
             s = self._real(length, min_t)
-        if self.rng.random() < self.cfg.freeze_prob:  # hold one frame still for a stretch, then carry on
-            at = int(self.rng.integers(0, s.shape[0]))
-            hold = int(self.rng.integers(self.cfg.freeze_frames[0], self.cfg.freeze_frames[1] + 1))
-            idx = np.concatenate([np.arange(at + 1), np.full(hold, at), np.arange(at + 1, s.shape[0])])[: s.shape[0]]
-            s = s[torch.from_numpy(idx).to(self.device)]
+        if self.rng.random() < self.cfg.freeze_prob:
+            s = s[torch.from_numpy(freeze_index(self.rng, self.cfg, s.shape[0])).to(self.device)]
         return s
 
     def next(self, t: int) -> tuple[Tensor, NDArray[np.bool_]]:
@@ -96,7 +83,6 @@ class DeviceStreamSampler:
                 self.length[i], self.pos[i], new[i] = s.shape[0], 0, True
         idx = torch.tensor(self.pos, device=self.device)[:, None] + torch.arange(t, device=self.device)
         raw = self.buf[torch.arange(self.batch, device=self.device)[:, None], idx]  # [B, t, crop, crop, 3]
-        for i in range(self.batch):
-            self.pos[i] += t
+        self.pos = [p + t for p in self.pos]
         frames = raw.permute(0, 1, 4, 2, 3).float() / 127.5 - 1.0
         return frames, new
