@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TokenizerConfig
-from .layers import ConvNeXtBlock, UpStage
+from .layers import ConvNeXtBlock, UpStage, masked_embedding
 
 
 class Decoder(nn.Module):
@@ -49,9 +49,7 @@ class Decoder(nn.Module):
             recon: [B, 3, 8h, 8w] in [-1, 1].
             hidden: [B, Cs, h, w] in [-1, 1].
         """
-        b, _, h, w = codes.shape
-        keep = mask.view(b, 1, h, w).to(codes.dtype)
-        e = self.embed(codes) * keep + self.mask_embedding.view(1, -1, 1, 1) * (1 - keep)
+        e = masked_embedding(self.embed(codes), self.mask_embedding, mask)
         ctx = F.pixel_unshuffle(prev_recon, self.stride)
         f = self.blocks(self.fuse(torch.cat([e, prev_hidden, ctx], dim=1)))
         hidden = torch.tanh(self.to_hidden(f))

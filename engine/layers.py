@@ -8,6 +8,15 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 
+def masked_embedding(embedded: Tensor, mask_embedding: Tensor, mask: Tensor) -> Tensor:
+    """The decoder's token input: the embedded codes [B, C, h, w] where the keep-mask [B, h*w] is True, a
+    learned "masked" embedding [C] elsewhere (never a zero code, which is a valid FSQ code). Both
+    decoder architectures use it."""
+    b, _, h, w = embedded.shape
+    keep = mask.view(b, 1, h, w).to(embedded.dtype)
+    return embedded * keep + mask_embedding.view(1, -1, 1, 1) * (1 - keep)
+
+
 class LayerNorm2d(nn.Module):
     """LayerNorm over channels at every position of a [B, C, H, W] map.
 

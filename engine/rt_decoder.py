@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .config import TokenizerConfig
+from .layers import masked_embedding
 from .rt_layers import SLOPE, RTBlock
 
 
@@ -39,20 +40,8 @@ class RTDecoder(nn.Module):
     def forward(
         self, codes: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor
     ) -> tuple[Tensor, Tensor]:
-        """Decode one frame.
-
-        Args:
-            codes: [B, fsq_dim, h, w] FSQ codes in [-1, 1] (values at dropped positions are ignored).
-            mask: [B, h*w] bool keep-mask (True = token sent).
-            prev_recon: [B, 3, 8h, 8w] previous reconstruction in [-1, 1] (zeros after a reset).
-            prev_hidden: [B, Cs, h, w] previous hidden state (zeros after a reset).
-        Returns:
-            recon: [B, 3, 8h, 8w] in [-1, 1].
-            hidden: [B, Cs, h, w] in [-1, 1].
-        """
-        b, _, h, w = codes.shape
-        keep = mask.view(b, 1, h, w).to(codes.dtype)
-        e = self.embed(codes) * keep + self.mask_embedding.view(1, -1, 1, 1) * (1 - keep)
+        """Decode one frame: the contract (shapes, ranges, resets) of `Decoder.forward` (engine/decoder.py)."""
+        e = masked_embedding(self.embed(codes), self.mask_embedding, mask)
         ctx = F.pixel_unshuffle(prev_recon, self.stride)
         f = self.blocks(F.leaky_relu(self.fuse(torch.cat([e, prev_hidden, ctx], dim=1)), SLOPE))
         hidden = torch.tanh(self.to_hidden(f))

@@ -28,16 +28,7 @@ class RTEncoder(nn.Module):
         self.head = nn.Conv2d(e.width, cfg.fsq.dim, 1)
 
     def forward(self, x: Tensor, prev_recon: Tensor, prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
-        """Encode one frame.
-
-        Args:
-            x: [B, 3, H, W] frame in [-1, 1], H and W multiples of 8.
-            prev_recon: [B, 3, H, W] the receiver's previous reconstruction (zeros after a keyframe reset).
-            prev_hidden: [B, Cs, H/8, W/8] the receiver's hidden state.
-        Returns:
-            z: [B, fsq_dim, H/8, W/8] pre-quantization latent.
-            features: [B, width, H/8, W/8] (for heads that predict budgets from the encoder side).
-        """
+        """Encode one frame: the contract (shapes, ranges, resets) of `Encoder.forward` (engine/encoder.py)."""
         y = torch.cat([F.pixel_unshuffle(x, self.stride), F.pixel_unshuffle(prev_recon, self.stride), prev_hidden],
                       dim=1)
         f = self.blocks(F.leaky_relu(self.fuse(y), SLOPE))
