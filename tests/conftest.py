@@ -58,15 +58,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-@pytest.fixture(scope="session")
-def tiny_model() -> Tokenizer:
-    torch.manual_seed(1234)
-    m = Tokenizer(PRESETS["tiny"]).eval()
+def untrained(preset: str, seed: int) -> Tokenizer:
+    """A seeded untrained model of a preset. At init the head's outputs sit near 0: every position
+    would get the centre code. They are spread so the untrained model's tokens depend on its input
+    (what the contract tests need)."""
+    torch.manual_seed(seed)
+    m = Tokenizer(PRESETS[preset]).eval()
     with torch.no_grad():
-        # at init the head's outputs sit near 0: every position would get the centre code. Spread
-        # them so the untrained model's tokens depend on its input (what the contract tests need).
         m.encoder.head.weight.mul_(40.0)
     return m
+
+
+@pytest.fixture(scope="session")
+def tiny_model() -> Tokenizer:
+    return untrained("tiny", 1234)
+
+
+@pytest.fixture(scope="session")
+def rt_model() -> Tokenizer:
+    """An untrained model of the "rt" architecture (issue 13)."""
+    return untrained("rt", 7)
 
 
 @pytest.fixture(scope="session")

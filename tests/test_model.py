@@ -40,33 +40,44 @@ def test_shapes_any_frame_size(tiny_model: Tokenizer) -> None:
     assert frame.shape == (1, 3, 187, 250)
 
 
-def test_causality_future_frames_change_nothing(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
-    x = to_tensor(real_frames[:8])
-    toks_a, rec_a = stream(tiny_model, x, INFOTOK)
+# both architectures (v1 "tiny" and the "rt" of issue 13), each with its own frame counts
+ARCHS = pytest.mark.parametrize("model_name,frames", [("tiny_model", 8), ("rt_model", 7)])
+
+
+@ARCHS
+def test_causality_future_frames_change_nothing(request: pytest.FixtureRequest, model_name: str, frames: int,
+                                                real_frames: np.ndarray) -> None:
+    model: Tokenizer = request.getfixturevalue(model_name)
+    x = to_tensor(real_frames[:frames])
+    future = frames - 3
+    toks_a, rec_a = stream(model, x, INFOTOK)
     y = x.clone()
-    y[5:] = torch.rand_like(y[5:]) * 2 - 1  # rewrite the future from frame 5 on
-    toks_b, rec_b = stream(tiny_model, y, INFOTOK)
-    for t in range(5):
+    y[future:] = torch.rand_like(y[future:]) * 2 - 1  # rewrite the future from that frame on
+    toks_b, rec_b = stream(model, y, INFOTOK)
+    for t in range(future):
         assert torch.equal(toks_a[t].indices, toks_b[t].indices)
         assert torch.equal(toks_a[t].mask, toks_b[t].mask)
         assert torch.equal(rec_a[t], rec_b[t])
-    assert not torch.equal(toks_a[5].indices, toks_b[5].indices)  # the test would see a change
+    assert not torch.equal(toks_a[future].indices, toks_b[future].indices)  # the test would see a change
 
 
+@ARCHS
 @pytest.mark.parametrize("rate,ranking", [(0.5, "error"), (0.5, "gain"), (1.0, "gain")])
-def test_streaming_equals_offline_pass(tiny_model: Tokenizer, real_frames: np.ndarray, rate: float,
-                                       ranking: str) -> None:
+def test_streaming_equals_offline_pass(request: pytest.FixtureRequest, model_name: str, frames: int,
+                                       real_frames: np.ndarray, rate: float, ranking: str) -> None:
     """The step API equals the batched training pass (a different code path: straight-through
     codes, batched masks, no packets)."""
-    x = to_tensor(real_frames[:6, :96, :128])
+    model: Tokenizer = request.getfixturevalue(model_name)
+    clip = frames - 2
+    x = to_tensor(real_frames[:clip, :96, :128])
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=rate), keyframe_interval=0, ranking=ranking)
-    toks, recons = stream(tiny_model, x, sender)
+    toks, recons = stream(model, x, sender)
     collected: list[tuple[torch.Tensor, torch.Tensor]] = []
     n = toks[0].n
     with torch.no_grad():
-        run_clip(tiny_model, x[None], lambda err, t: torch.tensor([round(rate * n)]), collect=collected,
+        run_clip(model, x[None], lambda err, t: torch.tensor([round(rate * n)]), collect=collected,
                  signal=ranking)
-    assert len(collected) == 6
+    assert len(collected) == clip
     for t, (rec, mask) in enumerate(collected):
         assert torch.equal(mask, toks[t].mask), f"frame {t}: keep-masks differ"
         torch.testing.assert_close(rec, recons[t], atol=1e-5, rtol=0)
