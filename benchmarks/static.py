@@ -5,7 +5,7 @@ of frames (static: a parked camera), both streamed through one sender and receiv
 and beta. Reports per clip and overall: bits per non-key frame of each, their ratio, and the static
 stream's PSNR at frames 0, 1, 5, 15 and the last (does quality accumulate, like a codec's P-frames?).
 
-usage: python -m livetok.bench.static CLIP... [--weights W] [--frames 48] [--policy infotok] [--rate 0.5]
+usage: python -m livetok.bench.static CLIP... [--weights W] [--frames 48] [--policy learned] [--rate 0.5]
        [--signal gain] [--threads N] [--json]
 """
 
@@ -54,9 +54,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("clips", nargs="+")
     add_model_args(ap)
     ap.add_argument("--frames", type=int, default=48)
-    ap.add_argument("--policy", default="learned")
-    ap.add_argument("--rate", type=float, default=0.5)
-    ap.add_argument("--signal", default="gain")
+    ap.add_argument("--policy", default=BudgetConfig.policy)
+    ap.add_argument("--rate", type=float, default=BudgetConfig.rate)
+    ap.add_argument("--signal", default=BudgetConfig.signal)
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
