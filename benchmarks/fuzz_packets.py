@@ -38,12 +38,12 @@ from typing import Any
 import numpy as np
 
 from livetok.stream.wire import CRC_SIZE, HEADER_SIZE, CoderState, PacketError, TokenPacket
-from livetok.stream.wire.packet import HEADER, HEADER_V2
+from livetok.stream.wire.packet import HEADER, HEADER_V2_FIELDS, PacketHeader, _parse_header, pack_header_v2
 
 MODEL = bytes.fromhex("0123456789abcdef")
 LEVELS = (8, 5, 5, 5)  # the shipped FSQ levels: v2 packets decode with a coder state of these
-SIZE_FIELDS_V2 = (6, 7, 8, 9, 10, 11, 12)  # width .. payload length in HEADER_V2
-FIELD_BITS_V2 = (16, 16, 16, 16, 8, 32, 32)
+SIZE_FIELDS_V2 = tuple(name for name, _ in HEADER_V2_FIELDS[2:])  # width .. payload_bytes: varints in v2
+FIELD_BITS_V2 = tuple(bits for _, bits in HEADER_V2_FIELDS[2:])
 SIZE_FIELDS = (6, 7, 8, 9, 10, 11, 12, 13, 14)  # width .. token_bytes in HEADER
 FIELD_BITS = (16, 16, 16, 16, 8, 8, 32, 32, 32)
 INTERESTING = (0, 1, 7, 8, 255, 256, 2047, 2048, 2049, 16384, 16385, 65535, 1 << 22, (1 << 22) + 1, 1 << 24,
@@ -103,15 +103,28 @@ def mutate(rng: np.random.Generator, data: bytes) -> bytes:
             buf[i:i] = rng.integers(0, 256, size=int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
         elif op == 5:
             del buf[i:i + int(rng.integers(1, 9))]
-        elif len(buf) >= HEADER_SIZE:  # size-field inflation: a header field set to a boundary or random value
-            v2 = buf[4] == 2
-            head, fields, bits = (HEADER_V2, SIZE_FIELDS_V2, FIELD_BITS_V2) if v2 else (HEADER, SIZE_FIELDS, FIELD_BITS)
-            vals = list(head.unpack_from(buf))
-            f = int(rng.integers(0, len(fields)))
+        elif len(buf) > 4 and buf[4] == 2:  # v2 size-field inflation: a varint set to a boundary or random value
+            try:
+                h = _parse_header(bytes(buf))
+            except PacketError:
+                continue
+            f = int(rng.integers(0, len(SIZE_FIELDS_V2)))
             v = INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6 else int(rng.integers(0, MAX32))
-            vals[fields[f]] = v % (1 << bits[f])
-            buf[:head.size] = head.pack(*vals)
+            buf[:h.header_size] = _repack_v2(h, SIZE_FIELDS_V2[f], v % (1 << FIELD_BITS_V2[f]))
+        elif len(buf) >= HEADER_SIZE:  # v1 size-field inflation: a header field set to a boundary or random value
+            vals = list(HEADER.unpack_from(buf))
+            f = int(rng.integers(0, len(SIZE_FIELDS)))
+            v = INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6 else int(rng.integers(0, MAX32))
+            vals[SIZE_FIELDS[f]] = v % (1 << FIELD_BITS[f])
+            buf[:HEADER_SIZE] = HEADER.pack(*vals)
     return bytes(buf)
+
+
+def _repack_v2(h: PacketHeader, field: str, value: int) -> bytes:
+    """``h``'s version 2 header bytes with one varint field replaced (the header may change length)."""
+    v = {**h.__dict__, field: value}
+    return pack_header_v2(v["flags"], v["model_id"], v["frame_index"], v["timestamp_us"], v["width"], v["height"],
+                          v["grid_h"], v["grid_w"], v["bits_per_index"], v["k"], v["payload_bytes"])
 
 
 _CUT = re.compile(r"[0-9'\"(:]")

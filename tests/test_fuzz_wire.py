@@ -29,6 +29,7 @@ from livetok.stream.wire import (
     LtkWriter,
     PacketError,
     TokenPacket,
+    peek_header,
     read_ltk,
 )
 from livetok.stream.wire.packet import HEADER
@@ -185,7 +186,8 @@ def test_decode_cli_keeps_every_frame_before_the_damage(
 ) -> None:
     src, offsets = recording
     data = bytearray(src.read_bytes())
-    at = offsets[packet] + 4 + HEADER_SIZE + 1  # inside packet #`packet`'s sections
+    start = offsets[packet] + 4
+    at = start + peek_header(bytes(data[start:])).header_size  # inside packet #`packet`'s sections
     if damage == "truncate":
         del data[at:]
     else:

@@ -14,7 +14,8 @@ import pytest
 from livetok.stream.wire import (
     CRC_SIZE,
     HEADER_SIZE,
-    HEADER_V2_SIZE,
+    HEADER_V2_MAX_SIZE,
+    HEADER_V2_MIN_SIZE,
     MIN_PACKET_BYTES_V2,
     VERSION,
     VERSION_V2,
@@ -28,13 +29,12 @@ from livetok.stream.wire import (
     read_ltk,
     verify_packet,
 )
-from livetok.stream.wire.packet import HEADER, HEADER_V2, max_payload_bytes
+from livetok.stream.wire.packet import HEADER, HEADER_V2_FIELDS, HEADER_V2_PREFIX, max_payload_bytes, pack_header_v2
 
 from .data.make_packet_v2_fixture import LEVELS, MODEL, fixture_packets
 
 FIXTURE = Path(__file__).parent / "data" / "packet_v2.bin"
-V2_FIELDS = ("magic", "version", "flags", "model_id", "frame_index", "timestamp_us", "width", "height", "grid_h",
-             "grid_w", "bits", "k", "payload_bytes")
+VARINTS = ("frame_index", "timestamp_us", "width", "height", "grid_h", "grid_w", "bits", "k", "payload_bytes")
 
 
 def records(blob: bytes) -> list[bytes]:
@@ -46,8 +46,28 @@ def records(blob: bytes) -> list[bytes]:
     return out
 
 
+def parse_v2_header(data: bytes) -> tuple[dict[str, int | bytes], int]:
+    """The header as docs/PACKET.md §6.1 describes it, read independently of livetok: the 14-byte prefix,
+    then nine LEB128 varints. Returns (fields, header length); no checks."""
+    fields: dict[str, int | bytes] = {"magic": data[:4], "version": data[4], "flags": data[5],
+                                      "model_id": data[6:14]}
+    pos = 14
+    for name in VARINTS:
+        value = shift = 0
+        while True:
+            byte = data[pos]
+            pos += 1
+            value |= (byte & 0x7F) << shift
+            shift += 7
+            if byte < 0x80:
+                break
+        fields[name] = value
+    return fields, pos
+
+
 GOLDEN = records(FIXTURE.read_bytes())
 G0 = GOLDEN[0]
+HEAD = parse_v2_header(G0)[1]  # 25 bytes: every golden packet's header is this long
 
 
 def reseal(data: bytes) -> bytes:
@@ -56,9 +76,10 @@ def reseal(data: bytes) -> bytes:
 
 
 def with_fields(data: bytes, **changes: int | bytes) -> bytes:
-    values = dict(zip(V2_FIELDS, HEADER_V2.unpack_from(data), strict=True))
+    values, size = parse_v2_header(data)
     values.update(changes)
-    return reseal(HEADER_V2.pack(*values.values()) + data[HEADER_V2_SIZE:])
+    head = pack_header_v2(values["flags"], values["model_id"], *(values[name] for name in VARINTS))  # type: ignore[arg-type]
+    return reseal(head + data[size:])
 
 
 def decode_all(packets: list[bytes], state: CoderState | None = None) -> tuple[list[TokenPacket], CoderState]:
@@ -75,15 +96,18 @@ def decode_all(packets: list[bytes], state: CoderState | None = None) -> tuple[l
 
 def test_layout_constants() -> None:
     assert (VERSION, VERSION_V2) == (1, 2)
-    assert HEADER_V2_SIZE == 43 == 4 + 1 + 1 + 8 + 4 + 8 + 2 * 4 + 1 + 4 + 4
-    assert MIN_PACKET_BYTES_V2 == 47
-    # the fields up to bits_per_index sit at the same offsets in both versions
-    assert HEADER.format[:14] == HEADER_V2.format[:14] == "<4sBB8sIQHHHHB"
+    assert [name for name, _ in HEADER_V2_FIELDS] == [*VARINTS[:6], "bits_per_index", *VARINTS[7:]]
+    assert [bits for _, bits in HEADER_V2_FIELDS] == [32, 64, 16, 16, 16, 16, 8, 32, 32]
+    assert HEADER_V2_MIN_SIZE == 14 + 9 == 23
+    assert HEADER_V2_MAX_SIZE == 14 + 5 + 10 + 4 * 3 + 2 + 5 + 5 == 53
+    assert MIN_PACKET_BYTES_V2 == 27
+    # magic, version, flags and model_id sit at the same offsets in both versions
+    assert HEADER.format[:7] == HEADER_V2_PREFIX.format == "<4sBB8s"
     assert max_payload_bytes(768, 768, 10) == 3 * (768 + 7680) + 8
 
 
 def test_golden_fixture() -> None:
-    assert [len(d) for d in GOLDEN] == [59, 63, 75, 47]
+    assert [len(d) for d in GOLDEN] == [41, 45, 57, 29]
     want = fixture_packets()
     got, st = decode_all(GOLDEN)
     assert got == want
@@ -94,33 +118,39 @@ def test_golden_fixture() -> None:
         again, st = p.pack_v2(st)
         assert again == data
     # the first packet, field by field (docs/PACKET.md §6.1)
-    h = dict(zip(V2_FIELDS, HEADER_V2.unpack_from(GOLDEN[0]), strict=True))
+    h, size = parse_v2_header(GOLDEN[0])
     assert h == {"magic": b"LTKP", "version": 2, "flags": 1, "model_id": MODEL, "frame_index": 7,
                  "timestamp_us": 1234567, "width": 96, "height": 64, "grid_h": 4, "grid_w": 6, "bits": 10, "k": 7,
                  "payload_bytes": 12}
-    assert GOLDEN[0][HEADER_V2_SIZE:-CRC_SIZE].hex(" ") == "07 f0 02 09 58 ed 05 eb 1c 97 9e 61"
+    # timestamp 1234567 = 0x12d687: groups 0x07, 0x2d, 0x4b, least significant first -> 87 ad 4b
+    assert GOLDEN[0][:size].hex(" ") == "4c 54 4b 50 02 01 01 23 45 67 89 ab cd ef 07 87 ad 4b 60 40 04 06 0a 07 0c"
+    assert GOLDEN[0][size:-CRC_SIZE].hex(" ") == "07 f0 02 09 58 ed 05 eb 1c 97 9e 61"
     assert GOLDEN[0][-CRC_SIZE:] == struct.pack("<I", zlib.crc32(GOLDEN[0][:-CRC_SIZE]))
-    # the end-of-stream packet: empty grid, nothing coded, 47 bytes
+    assert peek_header(GOLDEN[0]).header_size == size == 25
+    # the end-of-stream packet: empty grid, nothing coded, 29 bytes
     eos = peek_header(GOLDEN[3])
-    assert eos.end_of_stream and eos.n == 0 and eos.payload_bytes == 0 and eos.packet_size == 47
+    assert eos.end_of_stream and eos.n == 0 and eos.payload_bytes == 0 and eos.packet_size == 29
 
 
 def test_peek_checks_the_payload_bound() -> None:
     with pytest.raises(PacketError, match=r"^payload byte length 291 is too large for N=24, k=7"):
-        peek_header(with_fields(G0, payload_bytes=291)[:HEADER_V2_SIZE])
-    assert peek_header(with_fields(G0, payload_bytes=290)[:HEADER_V2_SIZE]).payload_bytes == 290
+        peek_header(with_fields(G0, payload_bytes=291)[:HEAD + 1])
+    assert peek_header(with_fields(G0, payload_bytes=290)[:HEAD + 1]).payload_bytes == 290
 
 
 def test_peek_and_verify_read_both_versions() -> None:
-    h = peek_header(GOLDEN[1][:HEADER_V2_SIZE])  # the 43-byte header alone is enough to route
+    h = peek_header(GOLDEN[1][:HEAD])  # the 25-byte header alone is enough to route
     assert (h.version, h.frame_index, h.keyframe, h.k, h.n, h.model_id) == (2, 8, False, 9, 24, MODEL)
-    assert (h.mask_mode, h.mask_bytes, h.token_bytes, h.payload_bytes, h.header_size) == (-1, 0, 0, 16, 43)
+    assert (h.mask_mode, h.mask_bytes, h.token_bytes, h.payload_bytes, h.header_size) == (-1, 0, 0, 16, 25)
     assert h.packet_size == len(GOLDEN[1])
     assert verify_packet(GOLDEN[1]) == h
     v1 = fixture_packets()[0].pack()
     assert peek_header(v1).version == 1 and peek_header(v1).payload_bytes == 0
-    with pytest.raises(PacketError, match=r"^truncated: need 43 bytes for a version 2 header, got 42$"):
-        peek_header(GOLDEN[1][:42])
+    with pytest.raises(PacketError, match=r"^truncated: need at least 23 bytes for a version 2 header, got 22$"):
+        peek_header(GOLDEN[1][:22])
+    with pytest.raises(PacketError, match=r"^truncated: the version 2 header ends inside its payload_bytes field "
+                                          r"\(got 24 bytes\)$"):
+        peek_header(GOLDEN[1][:24])
 
 
 def test_version_1_is_unchanged_and_versions_do_not_mix() -> None:
@@ -143,7 +173,7 @@ def test_version_1_is_unchanged_and_versions_do_not_mix() -> None:
 
 def test_v2_is_smaller_than_v1_on_the_fixture() -> None:
     v1 = sum(len(p.pack()) for p in fixture_packets())
-    assert sum(map(len, GOLDEN)) == 244 and v1 == 263  # a tiny grid: the 47-byte header dominates both
+    assert sum(map(len, GOLDEN)) == 172 and v1 == 263  # a tiny grid: the headers dominate both
 
 
 # --- the state through packets ---------------------------------------------------------------------------------
@@ -162,7 +192,7 @@ def test_join_at_a_keyframe_and_loss() -> None:
     # and with the chain check out of the way (frame-level API), the wrong state decodes it to something
     # else or fails: never silently the right thing
     h = peek_header(GOLDEN[2])
-    payload = GOLDEN[2][HEADER_V2_SIZE:-CRC_SIZE]
+    payload = GOLDEN[2][HEAD:-CRC_SIZE]
     try:
         mask, idx, _ = decode_frame(st, payload, (4, 6), h.k, False)
     except PacketError:
@@ -203,19 +233,24 @@ def test_pack_v2_rejects_what_the_state_cannot_code() -> None:
 @pytest.mark.parametrize(
     ("data", "message"),
     [
-        (G0[:42], r"^truncated: need 43 bytes for a version 2 header, got 42$"),
-        (G0[:-1], r"^truncated: header announces 59 bytes \(43 header \+ 12 payload \+ 4 CRC\), got 58$"),
-        (G0 + b"\x00", r"^1 trailing bytes after the CRC \(header announces 59 bytes\)$"),
-        (G0[:50] + bytes([G0[50] ^ 4]) + G0[51:], r"^CRC mismatch"),
+        (G0[:22], r"^truncated: need at least 23 bytes for a version 2 header, got 22$"),
+        (G0[:-1], r"^truncated: header announces 41 bytes \(25 header \+ 12 payload \+ 4 CRC\), got 40$"),
+        (G0 + b"\x00", r"^1 trailing bytes after the CRC \(header announces 41 bytes\)$"),
+        (G0[:30] + bytes([G0[30] ^ 4]) + G0[31:], r"^CRC mismatch"),
+        (reseal(G0[:14] + b"\x87\x00" + G0[15:]), r"^header field frame_index is not minimally encoded"),
+        (reseal(G0[:14] + b"\xff" * 5 + b"\x01" + G0[15:]), r"^header field frame_index is a varint longer than 5"),
+        (reseal(G0[:14] + b"\xff\xff\xff\xff\x1f" + G0[15:]), r"^header field frame_index = 8589934591 does not "
+                                                               r"fit 32 bits$"),
+        (reseal(G0[:18] + b"\xf0\xa2\x04" + G0[19:]), r"^header field width = 70000 does not fit 16 bits$"),
         (with_fields(G0, flags=0x10), r"^reserved flag bits set: flags=0x10"),
         (with_fields(G0, k=25), r"^k=25 exceeds the 24 positions of the 4x6 grid$"),
-        (with_fields(G0, payload_bytes=2**32 - 1), r"^header announces a packet of 4294967342 bytes, over the limit"),
-        (with_fields(G0[:HEADER_V2_SIZE] + bytes(291 + CRC_SIZE), payload_bytes=291),
+        (with_fields(G0, payload_bytes=2**32 - 1), r"^header announces a packet of 4294967328 bytes, over the limit"),
+        (with_fields(G0[:HEAD] + bytes(291 + CRC_SIZE), payload_bytes=291),
          r"^payload byte length 291 is too large for N=24, k=7 at 10 bits per index \(at most 290\)$"),
         (with_fields(G0, grid_h=0), r"^grid 0x6 is empty; only an end-of-stream packet may have no positions$"),
         (with_fields(G0, bits=0), r"^bits_per_index 0 out of range 1..32$"),
         (with_fields(G0, k=6), r"^entropy-coded mask keeps \d+ positions but the header says k=6$|not what"),
-        (with_fields(GOLDEN[3][:HEADER_V2_SIZE] + b"\x01" + bytes(CRC_SIZE), payload_bytes=1),
+        (with_fields(GOLDEN[3][:HEAD] + b"\x01" + bytes(CRC_SIZE), payload_bytes=1),
          r"^payload byte length 1 is too large for N=0, k=0"),
         (reseal(G0[:-CRC_SIZE - 1] + b"\x00" + G0[-CRC_SIZE:]), r"ends with a zero byte"),
         (with_fields(reseal(G0[:-CRC_SIZE] + b"\x77" + G0[-CRC_SIZE:]), payload_bytes=13),
@@ -248,14 +283,14 @@ def mutate(rng: np.random.Generator, data: bytes) -> bytes:
     elif kind == 2:
         del b[int(rng.integers(len(b) + 1)):]
     elif kind == 3:
-        i = int(rng.integers(HEADER_V2_SIZE, len(b) + 1))
+        i = int(rng.integers(HEAD, len(b) + 1))
         b[i:i] = rng.integers(0, 256, int(rng.integers(1, 5)), dtype=np.uint8).tobytes()
-    else:  # a header field set to a boundary value
-        field = int(rng.integers(6, 13))
-        vals = list(HEADER_V2.unpack_from(bytes(b)))
-        width = {6: 16, 7: 16, 8: 16, 9: 16, 10: 8, 11: 32, 12: 32}[field]
-        vals[field] = int(rng.choice([0, 1, 2, 23, 24, 25, (1 << width) - 1, int(rng.integers(1 << width))]))
-        b[:HEADER_V2_SIZE] = HEADER_V2.pack(*vals)
+    else:  # a header field set to a boundary value (the header may change length)
+        field = int(rng.integers(2, 9))  # width .. payload_bytes
+        width = HEADER_V2_FIELDS[field][1]
+        value = int(rng.choice([0, 1, 2, 23, 24, 25, (1 << width) - 1, int(rng.integers(1 << width))]))
+        changed = with_fields(data, **{VARINTS[field]: value})  # resealed
+        return changed if rng.random() < 0.6 else changed[:-CRC_SIZE] + data[-CRC_SIZE:]
     out = bytes(b)
     if len(out) > CRC_SIZE and rng.random() < 0.6:
         out = reseal(out)  # most mutations get a valid CRC so that they reach the checks behind it
@@ -299,7 +334,7 @@ def test_ltk_records_and_replays_v2(tmp_path: Path) -> None:
     assert err is None and packets == fixture_packets() and meta["fsq_levels"] == [8, 5, 5, 5]
     # damage in the middle: the packets before it survive
     blob = path.read_bytes()
-    path.write_bytes(blob[:-40])  # into the last record
+    path.write_bytes(blob[:-20])  # into the last record
     _, packets, err = read_ltk(path)
     assert packets == fixture_packets()[:3] and err is not None and "truncated" in str(err)
 
@@ -322,4 +357,5 @@ def test_ltk_v2_needs_the_levels(tmp_path: Path) -> None:
 def test_v2_header_stays_within_v1_offsets() -> None:
     """Tools that read frame_index/flags/model_id at their v1 offsets read v2 headers the same way."""
     v1, v2 = fixture_packets()[1].pack(), GOLDEN[1]
-    assert v1[5:HEADER_SIZE - 13] == v2[5:HEADER_SIZE - 13]  # flags .. bits_per_index
+    assert v1[5:14] == v2[5:14]  # flags, model_id
+    assert HEADER_SIZE == 48
