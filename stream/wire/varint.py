@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from .errors import PacketError
 
-__all__ = ["uvarint", "read_uvarint", "uvarint_size"]
+__all__ = ["read_uvarint", "uvarint", "uvarint_size"]
 
 
 def uvarint(value: int) -> bytes:
