@@ -38,6 +38,13 @@ def k_min(cfg: BudgetConfig, n: int) -> int:
     return max(1, min(n, math.ceil(cfg.k_min_fraction * n)))
 
 
+def k_max(cfg: BudgetConfig, n: int) -> int:
+    """The hard ceiling `max_rate` sets: floor(max_rate * N), so k <= max_rate * N always (at least 1)."""
+    if cfg.max_rate is None:
+        return n
+    return max(1, min(n, math.floor(cfg.max_rate * n)))
+
+
 def needs_error(cfg: BudgetConfig) -> bool:
     """Whether the policy needs frame t's full-rate error (one extra decode) to set its budget."""
     return cfg.policy == "infotok"
@@ -68,13 +75,14 @@ def frame_budget(
         raise ValueError(f"a frame needs at least one position, got n={n}")
     beta = cfg.rate * n * state.scale
     if cfg.policy == "fixed":
-        k = max(1, min(n, round(beta)))
+        k = max(1, min(k_max(cfg, n), round(beta)))
         return k, replace(state, frames=state.frames + 1)
     if mean_error is None or not math.isfinite(mean_error) or mean_error < 0:
         raise ValueError(f"policy 'infotok' needs the frame's mean full-rate error >= 0, got {mean_error}")
     norm = population_error if cfg.normaliser == "population" else state.ema_error
     norm = max(norm, 1e-8)
-    k = max(k_min(cfg, n), min(n, round(beta * mean_error / norm)))
+    # the ceiling is applied last: it beats the floor N/16 when max_rate is set below it
+    k = min(k_max(cfg, n), max(k_min(cfg, n), min(n, round(beta * mean_error / norm))))
     ema = state.ema_error
     if not keyframe:
         ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
@@ -86,9 +94,10 @@ def prior_budget(cfg: BudgetConfig, n: int, state: BudgetState, *, population_er
     signals), decided before the frame is seen, so a sender can reserve bandwidth ahead of capture.
     A keyframe (known in advance: scheduled or requested) gets all N."""
     if keyframe:
-        return n
+        return k_max(cfg, n)
     beta = cfg.rate * n * state.scale
-    return max(k_min(cfg, n), min(n, round(beta * state.ema_error / max(population_error, 1e-8))))
+    k = max(k_min(cfg, n), min(n, round(beta * state.ema_error / max(population_error, 1e-8))))
+    return min(k_max(cfg, n), k)
 
 
 def observe(cfg: BudgetConfig, state: BudgetState, *, mean_error: float, keyframe: bool) -> BudgetState:

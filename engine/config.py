@@ -150,10 +150,16 @@ class BudgetConfig:
     means: the population mean of the signal stored with the weights (InfoTok's E[ELBO]: a quiet
     stream spends less than a busy one) or the stream's own EMA over past frames (every stream
     then averages about rate * N: rate control in disguise).
+
+    `rate` is therefore a population average, not a cap: with the population normaliser a busy
+    clip keeps more than rate * N tokens per frame and a quiet one fewer. `max_rate` is the cap:
+    no frame (keyframes included) keeps more than floor(max_rate * N) tokens, applied after the
+    policy and after rate control's scale.
     """
 
     policy: str = "learned"  # the budget head: no router decode (bench rd: 5 points below the oracle)
     rate: float = 0.5
+    max_rate: float | None = None  # hard per-frame ceiling on the kept fraction; None = no ceiling
     k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
     normaliser: str = "population"
     ema_decay: float = 0.9  # EMA normaliser: weight of the past
@@ -176,6 +182,13 @@ class BudgetConfig:
             raise ValueError(f"unknown normaliser {self.normaliser!r}; choose one of {', '.join(NORMALISERS)}")
         if not 0.0 < self.rate <= 1.0:
             raise ValueError(f"rate must be in (0, 1], got {self.rate}")
+        if self.max_rate is not None:
+            if not 0.0 < self.max_rate <= 1.0:
+                raise ValueError(f"max_rate must be in (0, 1], got {self.max_rate}")
+            if self.policy in ("oracle", "search"):
+                # their decode grids pick k themselves; a cap would silently change what they measure
+                raise ValueError(f"max_rate caps the fixed, infotok, learned, rdo and prior policies, "
+                                 f"not the benchmark arm {self.policy!r}")
         if not 0.0 <= self.k_min_fraction <= 1.0:
             raise ValueError(f"k_min_fraction must be in [0, 1], got {self.k_min_fraction}")
         if self.lam < 0 or self.tau <= 0 or self.threshold < 0:

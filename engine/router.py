@@ -254,6 +254,7 @@ def _predicted(ctx: RouteContext, predicted: tuple[Tensor, Tensor], dec: _Decode
         else:  # rdo: every position worth its cost, at least the floor
             thr = bud.threshold / max(states[i].scale, 1e-9)
             k = n if bool(key[i]) else max(budget_lib.k_min(bud, n), int((sig[i] > thr).sum()))
+            k = min(k, budget_lib.k_max(bud, n))
             st = replace(states[i], frames=states[i].frames + 1)
         ks.append(k)
         new.append(st)

@@ -48,7 +48,15 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    choices=["fixed", "infotok", "learned", "rdo", "prior", "oracle", "search"],
                    help="budget policy (default: learned, InfoTok's rule on the budget head's predicted gain: "
                         "no router decode); oracle and search are benchmark arms")
-    p.add_argument("--rate", type=float, default=0.5, help="beta = rate * N tokens for an average frame (default 0.5)")
+    p.add_argument("--rate", type=float, default=0.5,
+                   help="InfoTok's beta as a fraction of the N positions (default 0.5): a frame whose information "
+                        "equals the population mean stored with the weights keeps rate * N tokens; busier "
+                        "frames keep more, quieter ones fewer, so a clip's kept fraction can be far from RATE "
+                        "(an average, not a cap: exact only for --policy fixed). For a ceiling use --max-rate; "
+                        "for a bit rate, --target-bps")
+    p.add_argument("--max-rate", type=float, default=None,
+                   help="hard ceiling: no frame, keyframes included, keeps more than floor(MAX_RATE * N) tokens "
+                        "(applied after the policy and rate control; default: none)")
     p.add_argument("--target-bps", type=float, default=None,
                    help="rate control: scale beta to meet this many bits/s (headers and masks included)")
     p.add_argument("--target-tokens", type=float, default=None,
@@ -75,7 +83,8 @@ def _sender(a: argparse.Namespace) -> SenderConfig:
     if a.target_bps is not None or a.target_tokens is not None:
         rc = RateControlConfig(target_bps=a.target_bps, target_tokens=a.target_tokens)
     return SenderConfig(
-        budget=BudgetConfig(policy=a.policy, rate=a.rate, normaliser=a.normaliser, signal=a.signal),
+        budget=BudgetConfig(policy=a.policy, rate=a.rate, max_rate=a.max_rate, normaliser=a.normaliser,
+                            signal=a.signal),
         keyframe_interval=a.keyframe_interval,
         ranking=a.ranking,
         rate_control=rc,
@@ -139,7 +148,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     for name, m in res["clips"].items():
         con.print(f"[bold]{name}[/]: {_metrics_line(m)}")
     con.print(f"[bold]overall[/]: {_metrics_line(res['overall'])}")
-    res["policy"], res["rate"] = a.policy, a.rate
+    # what was asked for, named apart from what each clip reached (`kept_fraction`)
+    res["policy"], res["rate_target"], res["max_rate"] = a.policy, a.rate, a.max_rate
     if a.json:
         _print_json(res)
     return 0

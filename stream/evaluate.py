@@ -103,7 +103,8 @@ def summarize(records: list[FrameRecord]) -> dict[str, Any]:
         "decodes_per_frame": mean("decodes"),
         "frames": len(records),
         "positions": n,
-        "rate": mean("k") / n if n else 0.0,
+        # achieved, not requested: the requested rate is the sender's (`rate_target` in `eval --json`)
+        "kept_fraction": mean("k") / n if n else 0.0,
         "keyframes": sum(r.keyframe for r in records),
     }
 

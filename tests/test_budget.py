@@ -69,3 +69,26 @@ def test_bad_arguments() -> None:
         BudgetConfig(policy="magic")
     with pytest.raises(ValueError, match="rate"):
         BudgetConfig(rate=1.5)
+
+
+def test_max_rate_is_a_hard_ceiling_after_the_policy() -> None:
+    """`rate` is beta (an average over the population); `max_rate` caps every frame, keyframes too."""
+    from livetok.engine.budget import k_max, prior_budget
+
+    st = initial_budget_state(0.02)
+    cap = BudgetConfig(policy="infotok", rate=0.5, max_rate=0.3)
+    assert k_max(cap, N) == 230 and k_max(BudgetConfig(), N) == N  # floor(0.3 * 768); no cap by default
+    # twice the population's information would get 768 tokens; the cap holds it at 230
+    assert frame_budget(cap, N, st, mean_error=0.04, population_error=0.02, keyframe=False)[0] == 230
+    assert frame_budget(cap, N, st, mean_error=0.01, population_error=0.02, keyframe=False)[0] == 192  # below it
+    fixed = BudgetConfig(policy="fixed", rate=0.5, max_rate=0.25)
+    assert frame_budget(fixed, N, st, mean_error=None, population_error=0.02, keyframe=False)[0] == 192
+    prior = BudgetConfig(policy="prior", rate=0.5, max_rate=0.3)
+    assert prior_budget(prior, N, st, population_error=0.02, keyframe=True) == 230  # a keyframe is capped too
+    # the ceiling beats InfoTok's floor N/16 = 48
+    low = BudgetConfig(policy="infotok", rate=0.5, max_rate=0.05)
+    assert frame_budget(low, N, st, mean_error=0.0, population_error=0.02, keyframe=False)[0] == 38
+    with pytest.raises(ValueError, match=r"max_rate must be in \(0, 1\], got 1.5"):
+        BudgetConfig(max_rate=1.5)
+    with pytest.raises(ValueError, match="not the benchmark arm 'oracle'"):
+        BudgetConfig(policy="oracle", max_rate=0.5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -133,3 +134,28 @@ def test_bench_rd_json_contract(tiny_weights: Path, tmp_path: Path, capsys: pyte
                 "psnr_gap_vs_x264_db"):
         assert key in s
     assert plot.stat().st_size > 10_000
+
+
+def test_max_rate_caps_every_frame_of_a_real_clip(capsys: pytest.CaptureFixture[str]) -> None:
+    """`--rate` is InfoTok's beta (a population average: a clip may keep more); `--max-rate` is a hard
+    per-frame ceiling. The shipped model on a real clip; `eval --json` names the requested rate
+    `rate_target` and the achieved one `kept_fraction`."""
+    clip = str(eval_clips()[0])
+    common = ["eval", clip, "--max-frames", "6", "--rate", "0.5", "--per-frame", "--json", "--threads", "1"]
+
+    def kept(*extra: str) -> tuple[dict[str, Any], list[int]]:
+        code, out, _ = run(capsys, *common, *extra)
+        assert code == 0
+        res = json.loads(out)
+        return res, [r["k"] for r in res["clips"][Path(clip).stem]["per_frame"]]
+
+    free, k_free = kept()
+    capped, k_cap = kept("--max-rate", "0.3")
+    n = capped["overall"]["positions"]
+    assert n == 768 and max(k_free) > 0.3 * n  # without the cap some frame keeps more than 30%
+    assert all(k <= 0.3 * n for k in k_cap) and max(k_cap) == 230  # floor(0.3 * 768)
+    # the JSON keys: requested vs achieved, never one name for both
+    assert (free["rate_target"], free["max_rate"], capped["rate_target"], capped["max_rate"]) == (0.5, None, 0.5, 0.3)
+    for m in [capped["overall"], *capped["clips"].values()]:
+        assert "rate" not in m and m["kept_fraction"] == pytest.approx(np.mean(k_cap) / n)
+    assert "rate" not in capped
