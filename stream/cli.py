@@ -134,14 +134,16 @@ def _metrics_line(m: dict[str, Any]) -> str:
 
 def cmd_eval(a: argparse.Namespace) -> int:
     from livetok.stream.evaluate import evaluate_files
+    from livetok.stream.sources import frame_total
 
     sender = _sender(a)
     for p in a.inputs:
         if not Path(p).is_file():
             raise ValueError(f"no such file: {p}")
+    totals = [frame_total(p, a.max_frames) for p in a.inputs]
     model = _model(a)
     with _progress() as prog:
-        task = prog.add_task("eval", total=None)
+        task = prog.add_task("eval", total=None if None in totals else sum(t or 0 for t in totals))
         res = evaluate_files(model, a.inputs, sender, max_frames=a.max_frames, per_frame=a.per_frame,
                              progress=lambda name, n: prog.update(task, advance=n, description=f"eval {name}"))
     con = _console()
@@ -157,11 +159,13 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 def cmd_encode(a: argparse.Namespace) -> int:
     from livetok.stream.files import encode_file
+    from livetok.stream.sources import frame_total
 
     sender = _sender(a)
+    total = frame_total(a.input, a.max_frames)
     model = _model(a)
     with _progress() as prog:
-        task = prog.add_task("encode", total=None)
+        task = prog.add_task("encode", total=total)
         summary = encode_file(model, a.input, a.output, sender, max_frames=a.max_frames,
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
     _console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
@@ -173,11 +177,11 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
-    from livetok.stream.files import decode_file
+    from livetok.stream.files import decode_file, ltk_records
 
     model = _model(a)
     with _progress() as prog:
-        task = prog.add_task("decode", total=None)
+        task = prog.add_task("decode", total=ltk_records(a.input))
         res = decode_file(model, a.input, a.output, heatmap=a.heatmap,
                           progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
     con = _console()
@@ -190,12 +194,14 @@ def cmd_decode(a: argparse.Namespace) -> int:
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
-    from livetok.stream.demo import run_demo
+    from livetok.stream.demo import demo_source, run_demo
+    from livetok.stream.sources import frame_total
 
     sender = _sender(a)
+    total = frame_total(*demo_source(a.source, a.frames))
     model = _model(a)
     with _progress() as prog:
-        task = prog.add_task("demo", total=None)
+        task = prog.add_task("demo", total=total)
         res = run_demo(model, a.source, a.out, sender, a.frames, progress=lambda rec: prog.update(task, advance=1))
     con = _console()
     con.print(f"[bold]{res['source']}[/]: {_metrics_line(res)}")
@@ -224,6 +230,29 @@ def _size(s: str | None) -> tuple[int, int] | None:
     return w, h
 
 
+# the live table's columns: (header, stats key). Headers short enough that the table fits an
+# 80-column terminal whole; the full names are the JSON keys
+_STAGE_COLUMNS = (("stage", "stage"), ("frames", "count"), ("fps", "fps"), ("p50 ms", "latency_ms_p50"),
+                  ("p99 ms", "latency_ms_p99"), ("queue", "queue_depth"), ("dropped", "dropped"))
+
+
+def _ms(v: float | None) -> str:
+    """A latency for people: "–" when no frame has been timed yet (never "None")."""
+    return "–" if v is None else f"{v:g}"
+
+
+def _stats_table(d: dict[str, Any]) -> Any:
+    from rich.table import Table
+
+    t = Table(title=f"{d['frames_published']} published, {d['frames_dropped']} dropped, "
+                    f"p50 {_ms(d['latency_ms_p50'])} ms, {d['bits_per_s'] / 1000:.1f} kbit/s")
+    for header, _ in _STAGE_COLUMNS:
+        t.add_column(header, justify="left" if header == "stage" else "right", no_wrap=True)
+    for s in d["stages"]:
+        t.add_row(*(_ms(s[k]) if k.startswith("latency") else str(s[k]) for _, k in _STAGE_COLUMNS))
+    return t
+
+
 class _LiveTable:
     """The live per-stage table on stderr (only when stderr is a terminal)."""
 
@@ -239,16 +268,7 @@ class _LiveTable:
     def update(self, d: dict[str, Any]) -> None:
         if self.live is None:
             return
-        from rich.table import Table
-
-        t = Table(title=f"{d['frames_published']} published, {d['frames_dropped']} dropped, "
-                        f"p50 {d['latency_ms_p50']} ms, {d['bits_per_s'] / 1000:.1f} kbit/s")
-        for col in ("stage", "count", "fps", "latency_ms_p50", "latency_ms_p99", "queue_depth", "dropped"):
-            t.add_column(col)
-        for s in d["stages"]:
-            t.add_row(*(str(s[c]) for c in ("stage", "count", "fps", "latency_ms_p50", "latency_ms_p99",
-                                            "queue_depth", "dropped")))
-        self.live.update(t)
+        self.live.update(_stats_table(d))
 
     def stop(self) -> None:
         if self.live is not None:

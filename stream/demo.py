@@ -21,6 +21,14 @@ from .wire import LtkWriter
 
 ASSETS = Path(__file__).parent / "assets"
 DEMO_CLIP = ASSETS / "demo.mp4"
+LIVE_FRAMES = 150  # frames of a source other than the bundled clip, unless told
+
+
+def demo_source(source: str | None, max_frames: int | None) -> tuple[str, int | None]:
+    """The source the demo opens and its frame limit: the bundled clip whole by default, 150
+    frames of any other source unless `max_frames` says otherwise."""
+    limit = max_frames if max_frames is not None else (None if source is None else LIVE_FRAMES)
+    return source or str(DEMO_CLIP), limit
 
 
 def run_demo(
@@ -34,8 +42,8 @@ def run_demo(
     """Run the demo; returns the metric set M plus `outputs` (paths written) and `source`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    spec = source or str(DEMO_CLIP)
-    src = open_source(spec, max_frames if max_frames is not None else (None if source is None else 150))
+    spec, limit = demo_source(source, max_frames)
+    src = open_source(spec, limit)
     video_path, plot_path, ltk_path = out / "demo.mp4", out / "demo.png", out / "demo.ltk"
 
     writer = Mp4Writer(video_path, src.fps)
@@ -62,7 +70,8 @@ def run_demo(
         writer.close()
         if ltk is not None:
             ltk.__exit__(None, None, None)
-    title = f"livetok demo: {src.name} ({sender.budget.policy}, rate {sender.budget.rate})"
+    b = sender.budget
+    title = f"livetok demo: {src.name} ({b.policy}, rate {b.rate}{'' if b.max_rate is None else f', max {b.max_rate}'})"
     plot_records(records, plot_path, title=title)
     summary = summarize(records)
     summary["source"] = src.name
@@ -72,13 +81,24 @@ def run_demo(
 
 def plot_records(records: list[FrameRecord], path: Path, title: str) -> None:
     """Tokens per frame (with the keyframes marked) and PSNR per frame, one PNG."""
+    import matplotlib.pyplot as plt
+
+    fig = records_figure(records, title)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def records_figure(records: list[FrameRecord], title: str) -> Any:
+    """The demo plot as a matplotlib Figure; its legend sits in a row above the plot area, so it
+    covers no frame's bar, and names every line (the dashed ones are keyframes)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     idx = [r.index for r in records]
-    fig, ax1 = plt.subplots(figsize=(9, 3.6), dpi=110)
+    # constrained layout keeps the title, the legend row above the axes and the labels in the figure
+    fig, ax1 = plt.subplots(figsize=(9, 3.8), dpi=110, layout="constrained")
     ax1.bar(idx, [r.k for r in records], color="#e8743b", width=0.85, label="tokens/frame")
     ax1.axhline(records[0].n, color="#e8743b", lw=0.8, ls=":", label=f"N = {records[0].n}")
     ax1.set_xlabel("frame")
@@ -86,13 +106,11 @@ def plot_records(records: list[FrameRecord], path: Path, title: str) -> None:
     ax2 = ax1.twinx()
     ax2.plot(idx, [r.psnr for r in records], color="#1f5fa8", lw=1.6, label="PSNR")
     ax2.set_ylabel("PSNR (dB)", color="#1f5fa8")
-    for r in records:
-        if r.keyframe:
-            ax1.axvline(r.index, color="gray", lw=0.8, ls="--")
+    keyframes = [r.index for r in records if r.keyframe]
+    for i, k in enumerate(keyframes):
+        ax1.axvline(k, color="gray", lw=0.8, ls="--", label="keyframe" if i == 0 else None)
     ax1.set_title(title, fontsize=10)
     h1, l1 = ax1.get_legend_handles_labels()
     h2, l2 = ax2.get_legend_handles_labels()
-    ax1.legend(h1 + h2, l1 + l2, loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
+    fig.legend(h1 + h2, l1 + l2, loc="outside upper center", ncols=len(l1 + l2), fontsize=8, frameon=False)
+    return fig

@@ -75,6 +75,22 @@ def encode_file(
             "bits_per_frame": bits / frames, "bytes": out.stat().st_size}
 
 
+def ltk_records(path: str | Path) -> int | None:
+    """Packet records in a `.ltk` file up to any damage (a progress bar's total: an end-of-stream
+    record, when a file has one, is counted too); None when the file cannot be read."""
+    try:
+        with LtkReader(path) as reader:
+            count = 0
+            try:
+                for _ in reader.iter_raw(verify=False):  # framing only: cheap
+                    count += 1
+            except PacketError:
+                pass  # decode_file stops there too
+            return count
+    except (OSError, PacketError):
+        return None  # decode_file says why, in its own words
+
+
 def decode_file(
     model: Runtime,
     input: str | Path,

@@ -51,6 +51,20 @@ def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] 
     return Source(_limit(iter(reader), max_frames), reader.fps, str(reader.path.name), False)
 
 
+def frame_total(spec: str, max_frames: int | None = None) -> int | None:
+    """How many frames `open_source(spec, max_frames)` will give, when that is known before reading
+    (for progress bars): a file's frame count from its container (capped at `max_frames`), or
+    `max_frames` for a live source; None when unknown. A file that cannot be opened raises the
+    same one-line VideoError `open_source` would. Cameras are not opened here."""
+    if spec.startswith(("webcam:", "synthetic")) or "://" in spec:
+        return max_frames
+    with VideoReader(spec) as reader:
+        count = reader.frame_count or None  # some containers do not say
+    if count is None or max_frames is None:
+        return max_frames if count is None else count
+    return min(count, max_frames)
+
+
 def _url(url: str) -> Iterator[np.ndarray]:
     """An RTSP/HTTP(S) stream through OpenCV's FFmpeg backend (a live source: no pacing)."""
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
