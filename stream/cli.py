@@ -7,8 +7,10 @@ one line (`livetok: error: ...`) and exit code 2, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import logging
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -117,8 +119,10 @@ def _console() -> Any:
 def _progress() -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    con = _console()
+    # off when nobody watches (a pipe, a log file): a stopped bar would leave a blank line there
     return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                    console=_console(), transient=True)
+                    console=con, transient=True, disable=not con.is_interactive)
 
 
 def _metrics_line(m: dict[str, Any]) -> str:
@@ -179,6 +183,9 @@ def cmd_encode(a: argparse.Namespace) -> int:
 def cmd_decode(a: argparse.Namespace) -> int:
     from livetok.stream.files import decode_file, ltk_records
 
+    src = Path(a.input)
+    if not src.is_file():  # said before the model loads
+        raise ValueError(f"{src} is a folder, not a .ltk file" if src.is_dir() else f"no such file: {src}")
     model = _model(a)
     with _progress() as prog:
         task = prog.add_task("decode", total=ltk_records(a.input))
@@ -301,7 +308,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
         table.stop()
     _console().print(f"published {res['frames_published']} frames to {broker.url} stream(s) "
                      f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
-                     f"latency p50 {res['latency_ms_p50']} ms p99 {res['latency_ms_p99']} ms, "
+                     f"latency p50 {_ms(res['latency_ms_p50'])} ms p99 {_ms(res['latency_ms_p99'])} ms, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
     if a.json:
         _print_json(res)
@@ -318,14 +325,21 @@ def cmd_receive(a: argparse.Namespace) -> int:
     res = asyncio.run(receive_stream(
         model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
         identifier=a.client_id, first_connect_timeout_s=a.connect_timeout, max_lag_s=a.max_lag))
-    _console().print(f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, "
-                     f"lost {res['frames_lost']}, keyframes {res['keyframes']}, latency p50 {res['latency_ms_p50']} "
-                     f"ms p99 {res['latency_ms_p99']} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    _console().print(_received_line(res))
     for p in res["outputs"]:
         _console().print(f"  wrote {p}")
     if a.json:
         _print_json(res)
     return 0
+
+
+def _received_line(res: dict[str, Any]) -> str:
+    """The receiver's summary for people (receive, webrtc recv)."""
+    if not res["frames_received"]:
+        return "no frames received"  # latencies and rates of nothing would read "None"
+    return (f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, lost {res['frames_lost']}, "
+            f"keyframes {res['keyframes']}, latency p50 {_ms(res['latency_ms_p50'])} ms p99 "
+            f"{_ms(res['latency_ms_p99'])} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
 
 
 def cmd_bench_stream(a: argparse.Namespace) -> int:
@@ -552,9 +566,7 @@ def cmd_webrtc_recv(a: argparse.Namespace) -> int:
     res = asyncio.run(webrtc_recv(
         model, sig, cfg, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
         on_listening=lambda url: _console().print(f"listening for a sender: livetok webrtc send --signal {url}")))
-    _console().print(f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, "
-                     f"lost {res['frames_lost']}, keyframes {res['keyframes']}, latency p50 {res['latency_ms_p50']} "
-                     f"ms p99 {res['latency_ms_p99']} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    _console().print(_received_line(res))
     for p in res["outputs"]:
         _console().print(f"  wrote {p}")
     if a.json:
@@ -870,28 +882,84 @@ def get_parser() -> argparse.ArgumentParser:
                    help="after training, measure the population error on the training clips and store it")
     t.add_argument("-o", "--output", required=True, help="output folder (model.safetensors, log, checkpoint)")
     t.set_defaults(func=cmd_train)
+    _mark_subparsers(p)
     return p
+
+
+def _mark_subparsers(p: argparse.ArgumentParser) -> None:
+    """Set `_subparser` on every (nested) subcommand's parser to itself: the deepest one parsed wins."""
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sp in action.choices.values():
+                sp.set_defaults(_subparser=sp)
+                _mark_subparsers(sp)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = get_parser()
-    a = parser.parse_args(argv)
+    a, extra = parser.parse_known_args(argv)
+    if extra:
+        # argparse would blame the top-level parser and print its usage; the subcommand's is the useful one
+        getattr(a, "_subparser", parser).error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.INFO if a.verbose else logging.WARNING, format="%(name)s: %(message)s")
     if not getattr(a, "func", None):
         parser.print_help(sys.stderr)
         return EXIT_ERROR
+    if not a.verbose:
+        _quiet_native_logs()
     from livetok.engine.errors import TokenizerError
     from livetok.stream.errors import StreamError
     from livetok.stream.wire import PacketError
 
     try:
+        if hasattr(a, "rate"):
+            _sender(a)  # bad sender values are refused here, before a command imports torch and loads a model
         return int(a.func(a))
     except KeyboardInterrupt:
         print("livetok: interrupted", file=sys.stderr)
         return 130
-    except (TokenizerError, PacketError, StreamError, ValueError, OSError) as e:
+    except (TokenizerError, PacketError, StreamError, ValueError) as e:
         print(f"livetok: error: {e}", file=sys.stderr)
         return EXIT_ERROR
+    except OSError as e:
+        print(f"livetok: error: {_os_error(e)}", file=sys.stderr)
+        return EXIT_ERROR
+
+
+def _os_error(e: OSError) -> str:
+    """An OSError in words, naming the file: "no such file: x.ltk", not "[Errno 2] No such file or ..."."""
+    if e.errno is None:
+        return str(e)
+    cause = _OS_CAUSES.get(e.errno) or (e.strerror or str(e)).lower()
+    if e.filename is None:
+        return cause
+    path = Path(os.fsdecode(e.filename))
+    if e.errno == errno.ENOENT and not path.parent.exists():
+        return f"no such folder: {path.parent}"  # writing into a folder that is not there
+    return f"{cause}: {path}" + (f" -> {os.fsdecode(e.filename2)}" if e.filename2 is not None else "")
+
+
+_OS_CAUSES = {
+    errno.ENOENT: "no such file", errno.EACCES: "permission denied", errno.EPERM: "not permitted",
+    errno.EISDIR: "is a folder, not a file", errno.ENOTDIR: "not a folder", errno.ENOSPC: "no space left on the disk",
+    errno.EROFS: "read-only file system", errno.EEXIST: "already exists",
+}
+
+
+def _quiet_native_logs() -> None:
+    """Silence OpenCV's and FFmpeg's own log lines ("moov atom not found", "[ WARN:0@0.264] global
+    cap_v4l.cpp ..."): they go to the C stderr beside our one-line errors, which already say what went
+    wrong. `-v` keeps them; variables the user set win."""
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")  # read when cv2 is imported
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET: read when OpenCV's FFmpeg backend starts
+    if "cv2" in sys.modules:  # imported already (a program that embeds the CLI, the tests)
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+    if "av" in sys.modules:  # PyAV (the MP4 writer) logs nothing unless asked; keep it so
+        import av.logging
+
+        av.logging.set_level(None)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,9 @@ fails mid-stream, odd sizes, gray and 16-bit video, and a frame-size change mid-
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -22,6 +25,9 @@ from livetok.stream.errors import VideoError
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.video_io import Mp4Writer, as_rgb8, read_video
 from livetok.stream.wire import LtkWriter, read_ltk
+from tests.broker import Broker
+
+from .conftest import BUNDLED_CLIP
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -180,3 +186,78 @@ def test_mp4_writer_scales_after_a_size_change(tmp_path: Path) -> None:
     assert w.frames == 2 and w.frames_resized == 1
     back = read_video(tmp_path / "x.mp4")[0]
     assert back.shape == (2, 48, 64, 3) and back[1].mean() > 240
+
+
+# issue 14, item 6: noise in errors ----------------------------------------------------------------
+
+
+def cli(*argv: str, code: str | None = None) -> subprocess.CompletedProcess[str]:
+    """The CLI in a fresh process (what a user's terminal shows, C-level stderr included), with no
+    OpenCV logging variables of the caller's."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV")}
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "livetok.stream.cli", *argv]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
+
+
+@pytest.mark.parametrize("make", ["truncated-mp4", "absent-camera"])
+def test_no_opencv_or_ffmpeg_log_lines(tmp_path: Path, tiny_weights: Path, make: str) -> None:
+    """OpenCV prints "[ WARN:0@0.264] global cap_v4l.cpp ..." and its FFmpeg "moov atom not found" on
+    the C stderr; the user sees only our line."""
+    if make == "truncated-mp4":
+        src = tmp_path / "cut.mp4"
+        src.write_bytes(BUNDLED_CLIP.read_bytes()[:3000])  # the header, no moov atom
+        want = f"livetok: error: cannot open {src} as a video (not a video file, or an unsupported codec)"
+    else:
+        src, want = Path("webcam:57"), "livetok: error: no camera at index 57 (is one connected, and is it free?)"
+    r = cli("encode", str(src), "-o", str(tmp_path / "x.ltk"), "--weights", str(tiny_weights))
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.strip() == want, r.stderr
+
+
+@pytest.mark.parametrize("case", ["missing-ltk", "missing-folder", "folder"])
+def test_os_errors_are_one_line_in_words(tmp_path: Path, tiny_weights: Path, capsys: pytest.CaptureFixture[str],
+                                         case: str) -> None:
+    """No "[Errno 2] No such file or directory: '...'": the cause in words, then the path."""
+    w = ["--weights", str(tiny_weights)]
+    if case == "missing-ltk":
+        argv, want = ["decode", str(tmp_path / "gone.ltk"), "-o", str(tmp_path / "x.mp4")], \
+            f"no such file: {tmp_path / 'gone.ltk'}"
+    elif case == "missing-folder":
+        argv, want = ["encode", str(BUNDLED_CLIP), "-o", str(tmp_path / "nowhere" / "x.ltk"), "--max-frames", "1"], \
+            f"no such folder: {tmp_path / 'nowhere'}"
+    else:
+        argv = ["decode", str(tmp_path), "-o", str(tmp_path / "x.mp4")]
+        want = f"{tmp_path} is a folder, not a .ltk file"
+    code, out, err = run(capsys, *argv, *w)
+    assert code == 2 and out == "" and err.strip() == f"livetok: error: {want}"
+
+
+@pytest.mark.parametrize("argv", [["eval", "--bogus", "x.mkv"], ["bench", "rd", "x.mkv", "--bogus"]])
+def test_unknown_flag_prints_the_subcommands_usage(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    err = capsys.readouterr().err.strip().splitlines()
+    name = " ".join(a for a in argv if not a.startswith("-") and not a.endswith(".mkv"))
+    assert e.value.code == 2
+    assert err[0].startswith(f"usage: livetok {name} [-h]") and err[-1] == f"livetok {name}: error: " \
+        "unrecognized arguments: --bogus"
+
+
+def test_bad_rate_is_refused_before_torch_is_imported() -> None:
+    """`--rate 7` used to be refused only after the command had imported torch and loaded the model."""
+    r = cli(code=f"import sys; from livetok.stream.cli import main; "
+                 f"c = main(['eval', {str(BUNDLED_CLIP)!r}, '--rate', '7']); print(c, 'torch' in sys.modules)")
+    assert r.stdout.split() == ["2", "False"] and r.stderr.strip() == "livetok: error: rate must be in (0, 1], got 7.0"
+
+
+def test_receiving_an_ended_stream_says_no_frames(mosquitto: Broker, tiny_weights: Path,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Its latencies are unknown: not "latency p50 None ms"."""
+    w = ["--weights", str(tiny_weights)]
+    assert main(["publish", "--source", str(BUNDLED_CLIP), "--broker", mosquitto.url, "--stream", "over",
+                 "--max-frames", "3", "--as-fast-as-possible", "--size", "64x48", *w]) == 0
+    capsys.readouterr()
+    code, out, err = run(capsys, "receive", "--broker", mosquitto.url, "--stream", "over", "--timeout", "1", "--json",
+                         *w)
+    assert code == 0 and json.loads(out)["frames_received"] == 0
+    assert err.strip() == "no frames received"
