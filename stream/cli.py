@@ -222,6 +222,8 @@ def cmd_demo(a: argparse.Namespace) -> int:
 def _broker(a: argparse.Namespace) -> BrokerConfig:
     from livetok.stream.broker_url import parse_broker_url
 
+    if a.connect_timeout <= 0:
+        raise ValueError(f"--connect-timeout must be > 0 seconds, got {a.connect_timeout:g}")
     return parse_broker_url(a.broker, ca_file=a.ca_file, password_file=a.password_file)
 
 
@@ -599,6 +601,10 @@ def _add_broker_args(p: argparse.ArgumentParser, many_streams: bool = False) -> 
         p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
     p.add_argument("--ca-file", default=None, help="CA certificate for mqtts://")
     p.add_argument("--password-file", default=None, help="read the broker password from this file")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SEC",
+                   help="give up (exit 2, one line naming the broker and the cause) if the first connection "
+                        "has not succeeded in SEC (default: 10); once connected, a lost broker is retried "
+                        "without end")
 
 
 def cmd_train(a: argparse.Namespace) -> int:
@@ -687,8 +693,6 @@ def get_parser() -> argparse.ArgumentParser:
     pb.add_argument("--as-fast-as-possible", action="store_true", help="do not pace a file at its frame rate")
     pb.add_argument("--loop", action="store_true", help="start a file again when it ends")
     pb.add_argument("--max-frames", type=int, default=None)
-    pb.add_argument("--connect-timeout", type=float, default=None,
-                    help="give up if the broker is not reachable in SEC (default: keep retrying)")
     pb.add_argument("--qos", type=int, choices=(0, 1), default=1,
                     help="MQTT QoS of the token packets: 1 loses nothing (default); 0 sends each once, a lost "
                          "one is repaired by the receiver's keyframe request (keyframes always go at QoS 1)")
@@ -699,12 +703,13 @@ def get_parser() -> argparse.ArgumentParser:
 
     rc = sub.add_parser("receive", help="receive, decode and record live streams from an MQTT broker")
     _add_broker_args(rc)
-    rc.add_argument("--out", default=None, help="write MP4 (with '+': one file per stream, OUT-<stream>.mp4)")
+    rc.add_argument("--out", default=None, help="write MP4 (with '+': one file per stream, OUT-<stream>.mp4); each "
+                    "frame at its capture time, so the file lasts as long as the stream even when the "
+                    "publisher dropped frames")
     rc.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
     rc.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
     rc.add_argument("--max-frames", type=int, default=None)
     rc.add_argument("--client-id", default=None, help="MQTT client id: a fixed id keeps a persistent session")
-    rc.add_argument("--connect-timeout", type=float, default=10.0, help="give up if the broker is unreachable")
     rc.add_argument("--max-lag", type=float, default=None, metavar="SEC",
                     help="live viewing: when decoding falls SEC behind, skip to a fresh keyframe "
                          "(default: decode every frame, however late)")
@@ -807,7 +812,8 @@ def get_parser() -> argparse.ArgumentParser:
     wv = wr.add_parser("recv", help="listen for a `webrtc send` peer; decode, record and report its stream")
     wv.add_argument("--listen", default="127.0.0.1:8765",
                     help="HOST:PORT of the signalling endpoint (default 127.0.0.1:8765: this host only)")
-    wv.add_argument("--out", default=None, help="write the decoded video to this MP4")
+    wv.add_argument("--out", default=None, help="write the decoded video to this MP4, each frame at its capture "
+                                                 "time (the file lasts as long as the stream)")
     wv.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
     wv.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
     wv.add_argument("--max-frames", type=int, default=None)

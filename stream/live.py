@@ -152,8 +152,9 @@ async def drain_frames(
     on_frame: Callable[[ReceivedFrame], Any] | None = None,
 ) -> list[str]:
     """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `idle_timeout_s` passes
-    without a frame, or `max_frames`; write MP4 (one file per stream with `per_stream_files`), show
-    a window, call `on_frame`. Returns the written file paths."""
+    without a frame, or `max_frames`; write MP4 (one file per stream with `per_stream_files`; each
+    frame at its capture time, so a recording lasts as long as its stream), show a window, call
+    `on_frame`. Returns the written file paths."""
     writers: dict[str, Mp4Writer] = {}
     window = _Window() if show else None
     n = 0
@@ -171,7 +172,9 @@ async def drain_frames(
                 if f.stream not in writers:
                     fps = float(rx.streams[f.stream].info.get("fps", 30.0) or 30.0)
                     writers[f.stream] = Mp4Writer(_out_path(out, f.stream, per_stream_files), fps)
-                writers[f.stream].write(f.frame)
+                # at its capture time: frames the sender dropped (or the network lost) leave the
+                # previous one on screen, and the file lasts as long as the stream did
+                writers[f.stream].write(f.frame, f.timestamp_us)
             if window is not None:
                 window.show(f.stream, f.frame)
             if on_frame is not None:

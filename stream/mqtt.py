@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
+import socket
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -20,6 +22,29 @@ from .errors import StreamError
 log = logging.getLogger(__name__)
 
 OnConnect = Callable[[aiomqtt.Client], Awaitable[None]]
+
+# getaddrinfo's "no such name" codes (EAI_AGAIN, a resolver that did not answer, keeps its own words)
+_NAME_ERRORS = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
+_ERRNO = re.compile(r"^\[Errno (-?\d+)\] (.+)$")
+
+
+def never_resolves(host: str) -> bool:
+    """RFC 6761 §6.4: names under .invalid never resolve, and resolvers should say so at once: we
+    do, without asking a DNS server (offline, instantly)."""
+    name = host.rstrip(".").lower()
+    return name == "invalid" or name.endswith(".invalid")
+
+
+def plain_reason(message: str, host: str) -> str:
+    """aiomqtt's text of a failed connect ("[Errno 111] Connection refused") as words for people:
+    "connection refused", "host name X does not resolve"; other reasons pass unchanged."""
+    m = _ERRNO.match(message.strip())
+    if m is None:
+        return message
+    code, text = int(m.group(1)), m.group(2).strip()
+    if code in _NAME_ERRORS:
+        return f"host name {host} does not resolve"
+    return text[:1].lower() + text[1:]
 
 
 class MqttLink:
@@ -63,10 +88,14 @@ class MqttLink:
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
+        self._quiet_until_connected = False
 
     async def start(self, first_connect_timeout_s: float | None = None) -> None:
         """Start connecting; with a timeout, wait that long for the first connection and raise
-        StreamError (with the broker's own reason) if it does not come."""
+        StreamError (one line: the broker and the last reason, e.g. "connection refused") if it
+        does not come. Until then failed attempts are retried quietly (logged at INFO): the error
+        says what happened. Without a timeout every failed attempt is a warning."""
+        self._quiet_until_connected = first_connect_timeout_s is not None
         self._task = asyncio.create_task(self._run(), name=f"mqtt-{self.identifier}")
         if first_connect_timeout_s is not None:
             try:
@@ -74,8 +103,8 @@ class MqttLink:
             except TimeoutError:
                 await self.close()
                 raise StreamError(
-                    f"cannot connect to broker {self.broker.url} within {first_connect_timeout_s:g} s: "
-                    f"{self.last_error or self._no_answer_reason()}"
+                    f"cannot connect to broker {self.broker.url}: {self.last_error or self._no_answer_reason()} "
+                    f"(gave up after {first_connect_timeout_s:g} s)"
                 ) from None
 
     def _enqueue(self, message: aiomqtt.Message) -> None:
@@ -100,6 +129,8 @@ class MqttLink:
         backoff = 0.1
         while not self._closing:
             try:
+                if never_resolves(self.broker.host):
+                    raise aiomqtt.MqttError(f"[Errno {socket.EAI_NONAME}] Name or service not known")
                 async with aiomqtt.Client(
                     **self.broker.client_kwargs(), identifier=self.identifier, clean_session=self.clean_session
                 ) as client:
@@ -119,16 +150,17 @@ class MqttLink:
                     async for message in client.messages:
                         self._enqueue(message)
             except aiomqtt.MqttError as e:
-                self.last_error = str(e)
+                self.last_error = plain_reason(str(e), self.broker.host)
             finally:
                 self._client = None
                 self.connected.clear()
             if self._closing:
                 break
-            if self.down_since is None:
+            if self.down_since is None and self.connects > 0:  # downtime counts after the first connect
                 self.down_since = time.monotonic()
-            log.warning("broker %s unreachable (%s); retrying in %.1f s", self.broker.url,
-                        self.last_error, backoff)
+            quiet = self._quiet_until_connected and self.connects == 0
+            log.log(logging.INFO if quiet else logging.WARNING, "broker %s unreachable (%s); retrying in %.1f s",
+                    self.broker.url, self.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 

@@ -100,15 +100,32 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
         return np.stack(frames), r.fps
 
 
+# The MPEG clock. Frames are stamped in it, so a frame written with its capture time (a live stream's
+# timestamp_us) keeps that time to 11 µs, and the usual rates are whole ticks (30 fps: 3000; 29.97: 3003).
+TIME_BASE = Fraction(1, 90_000)
+
+
 class Mp4Writer:
     """H.264 (libx264, yuv420p) MP4 writer for uint8 RGB frames; odd sizes are padded to even, and
-    frames after a size change are scaled to the first frame's size."""
+    frames after a size change are scaled to the first frame's size.
+
+    A frame written without a timestamp follows the previous one by 1/fps (constant frame rate).
+    A frame written with `timestamp_us` (its capture time, any origin) is placed at that time
+    relative to the first timestamped frame: variable frame rate, where a frame lasts until the
+    next one. A live stream whose sender dropped frames (an encoder slower than the camera), lost
+    them, or skipped them therefore records as long as it ran, with no frame duplicated (nothing
+    to encode on a receiver that is already busy decoding, however long the gap). The last frame
+    lasts 1/fps.
+    """
 
     def __init__(self, path: str | os.PathLike[str], fps: float, crf: int = 18) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf = crf
+        self._ticks = max(1, round(1 / (self.fps * TIME_BASE)))  # one frame at the nominal rate
+        self._pts = -1  # of the last frame written
+        self._origin: int | None = None  # timestamp (in ticks) that maps to pts 0
         self._container: av.container.OutputContainer | None = None
         self._stream: av.video.stream.VideoStream | None = None
         self._size = (0, 0)  # (width, height) of the first frame
@@ -116,23 +133,31 @@ class Mp4Writer:
         self.frames = 0
         self.frames_resized = 0  # frames scaled to the first frame's size
 
-    def _open(self, h: int, w: int) -> None:
+    def _open(self, h: int, w: int, timestamped: bool) -> None:
         try:
             self._container = av.open(str(self.path), mode="w")
         except (OSError, av.error.FFmpegError) as e:
             raise VideoError(f"cannot write {self.path}: {e}") from e
         s = self._container.add_stream("libx264", rate=self.fps)
+        s.codec_context.time_base = TIME_BASE
+        s.time_base = TIME_BASE
         s.width, s.height = w + w % 2, h + h % 2
         s.pix_fmt = "yuv420p"
         s.options = {"crf": str(self.crf), "preset": "veryfast"}
+        if timestamped:
+            # no B-frames: x264 gives reordered frames decode times taken from the uneven capture
+            # times, and the MP4 track then ends at the last decode time, short of the last frame
+            # (measured: 2.2 s instead of 3.0 s); without reordering decode time = capture time
+            s.options["bf"] = "0"
         self._stream = s
 
-    def write(self, frame: np.ndarray) -> None:
+    def write(self, frame: np.ndarray, timestamp_us: int | None = None) -> None:
+        """Append a frame: 1/fps after the previous one, or at `timestamp_us` (see the class)."""
         if frame.dtype != np.uint8 or frame.ndim != 3 or frame.shape[2] != 3:
             raise VideoError(f"Mp4Writer takes uint8 RGB [H, W, 3] frames, got {frame.dtype} {frame.shape}")
         h, w = frame.shape[:2]
         if self._container is None:
-            self._open(h, w)
+            self._open(h, w, timestamped=timestamp_us is not None)
             self._size = (w, h)
         assert self._stream is not None and self._container is not None
         if (w, h) != self._size:
@@ -148,16 +173,35 @@ class Mp4Writer:
         if h % 2 or w % 2:
             frame = np.pad(frame, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")
-        for pkt in self._stream.encode(vf):
-            self._container.mux(pkt)
+        vf.pts, vf.time_base = self._next_pts(timestamp_us), TIME_BASE
+        self._mux(self._stream.encode(vf))
         self.frames += 1
+
+    def _next_pts(self, timestamp_us: int | None) -> int:
+        nominal = self._pts + self._ticks if self._pts >= 0 else 0
+        if timestamp_us is None:
+            pts = nominal
+        else:
+            ticks = timestamp_us * TIME_BASE.denominator // 1_000_000
+            if self._origin is None:
+                self._origin = ticks - nominal
+            # a sender clock stepping back (NTP) must not reorder frames: the MP4 needs rising times
+            pts = max(ticks - self._origin, self._pts + 1)
+        self._pts = pts
+        return pts
+
+    def _mux(self, packets: list[av.Packet]) -> None:
+        assert self._container is not None
+        for pkt in packets:
+            # the muxer ends the track at the last packet's pts + duration: one nominal frame
+            pkt.duration = self._ticks
+            self._container.mux(pkt)
 
     def close(self) -> None:
         if self._container is None:
             return
         assert self._stream is not None
-        for pkt in self._stream.encode():
-            self._container.mux(pkt)
+        self._mux(self._stream.encode())
         self._container.close()
         self._container = None
 

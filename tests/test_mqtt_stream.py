@@ -6,8 +6,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,7 @@ from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.capture import capture
 from livetok.stream.errors import StreamError
+from livetok.stream.live import drain_frames
 from livetok.stream.pipeline import PipelineConfig, run_pipeline
 from livetok.stream.publisher import TokenPublisher
 from livetok.stream.receiver import ReceivedFrame, Receiver
@@ -30,6 +33,7 @@ from livetok.stream.wire import CoderState, TokenPacket
 
 from .broker import Broker
 from .conftest import BUNDLED_CLIP
+from .recording import every_other_dropped, mp4_duration_s
 
 pytestmark = pytest.mark.broker
 
@@ -309,3 +313,93 @@ def test_publish_several_sources_batches_them(tiny_weights: Path, tiny_model: To
         assert [f.frame_index for f in mine] == list(range(frames)) and mine[0].keyframe
         assert all(f.frame.shape == (48, 64, 3) for f in mine)
     assert summary["frames_lost"] == 0
+
+
+def test_recording_lasts_as_long_as_the_stream_while_the_publisher_drops(mosquitto: Broker, tiny_model: Tokenizer,
+                                                                         tmp_path: Path) -> None:
+    """Issue 14 item 1: a 3 s source paced in real time, the publisher dropping every other frame at
+    capture (its drop-oldest queue, as with an encoder slower than the camera): `receive --out`
+    places each frame at its capture time, so the MP4 lasts 3 s, not 45 frames at 30 fps = 1.5 s."""
+    source_frames, fps = 90, 30.0  # the bundled 30 fps clip, looped to 3 s
+    out = tmp_path / "rec.mp4"
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        broker = parse_broker_url(mosquitto.url)
+        async with Receiver(tiny_model, broker, "rec") as rx:
+            recording = asyncio.create_task(drain_frames(rx, out=str(out), idle_timeout_s=30))
+            session = SenderSession(tiny_model, SENDER)
+            info = {"model_id": session.model_id.hex(), "fps": fps}
+            async with TokenPublisher(broker, "rec", info, first_connect_timeout_s=5.0) as pub:
+                src = capture(str(BUNDLED_CLIP), realtime=True, loop=True, max_frames=source_frames, size=SIZE)
+                stats = await run_pipeline(every_other_dropped(src), session, pub, PipelineConfig(size=SIZE, drop=True))
+            outputs = await recording
+            return stats, rx.summary(), outputs
+
+    stats, summary, outputs = asyncio.run(main())
+    assert outputs == [str(out)]
+    assert stats["frames_captured"] == source_frames and stats["frames_dropped"] >= source_frames // 2
+    published = stats["frames_published"]
+    assert summary["frames_decoded"] == published and summary["frames_lost"] == 0
+    duration, written = mp4_duration_s(out)
+    assert written == published
+    assert abs(duration - source_frames / fps) <= 0.1 * source_frames / fps, (duration, written)
+
+
+def _publish_cli(tiny_weights: Path, *args: str, verbose: bool = False) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "livetok.stream.cli", *(["-v"] if verbose else []), "publish", "--source",
+         str(BUNDLED_CLIP), "--stream", "cam0", "--size", "64x48", "--weights", str(tiny_weights), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+
+
+def test_cli_unreachable_broker_is_one_line_within_30_s(tiny_weights: Path) -> None:
+    """Issue 14 item 2: a refused port and a host name that does not resolve (.invalid never does,
+    RFC 6761; answered without asking a DNS server) end `livetok publish` with exit 2 and one line
+    naming the broker and the cause, after the default connect timeout (10 s), instead of retrying
+    for ever (the old behaviour: still running at 30 s)."""
+    started = time.monotonic()
+    procs = {"refused": _publish_cli(tiny_weights, "--broker", "mqtt://127.0.0.1:1"),
+             "unresolvable": _publish_cli(tiny_weights, "--broker", "mqtt://nonexistent.invalid:1883")}
+    ended: dict[str, float] = {}  # seconds from the start to each exit
+    try:
+        while len(ended) < len(procs) and time.monotonic() - started < 30:
+            for name, proc in procs.items():
+                if name not in ended and proc.poll() is not None:
+                    ended[name] = time.monotonic() - started
+            time.sleep(0.05)
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+    errs = {n: p.communicate()[1] for n, p in procs.items()}
+    assert set(ended) == set(procs), f"still running after 30 s: {set(procs) - set(ended)}"
+    for name, proc in procs.items():
+        assert proc.returncode == 2, (name, proc.returncode, errs[name])
+        assert "Traceback" not in errs[name] and len(errs[name].strip().splitlines()) == 1, (name, errs[name])
+    assert errs["refused"].strip() == ("livetok: error: cannot connect to broker mqtt://127.0.0.1:1: "
+                                       "connection refused (gave up after 10 s)")
+    assert errs["unresolvable"].strip() == (
+        "livetok: error: cannot connect to broker mqtt://nonexistent.invalid:1883: host name nonexistent.invalid "
+        "does not resolve (gave up after 10 s)")
+
+
+def test_cli_connect_timeout_counts_from_the_first_attempt(tiny_weights: Path) -> None:
+    """`--connect-timeout 2`: the publisher exits 2 s after its first connection attempt (seen in
+    the -v log, so the model's load time does not blur the measure), with the error as last line."""
+    lines: list[tuple[float, str]] = []
+    with _publish_cli(tiny_weights, "--broker", "mqtt://127.0.0.1:1", "--connect-timeout", "2", verbose=True) as proc:
+        assert proc.stderr is not None
+        killer = threading.Timer(30, proc.kill)  # a publisher that never gives up must not hang the test
+        killer.start()
+        try:
+            for line in proc.stderr:  # `livetok -v` logs every attempt as it happens
+                lines.append((time.monotonic(), line.strip()))
+            proc.wait()
+            t_exit = time.monotonic()
+        finally:
+            killer.cancel()
+    attempts = [t for t, line in lines if "mqtt://127.0.0.1:1 unreachable (connection refused); retrying" in line]
+    assert proc.returncode == 2 and attempts, lines
+    assert lines[-1][1] == ("livetok: error: cannot connect to broker mqtt://127.0.0.1:1: connection refused "
+                            "(gave up after 2 s)")
+    assert 1.8 <= t_exit - attempts[0] <= 4.0, t_exit - attempts[0]

@@ -24,6 +24,7 @@ from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.capture import capture
 from livetok.stream.errors import StreamError
+from livetok.stream.live import drain_frames
 from livetok.stream.packet_receiver import ReceivedFrame
 from livetok.stream.pipeline import PipelineConfig, run_pipeline
 from livetok.stream.session import ReceiverSession, SenderSession
@@ -33,8 +34,9 @@ from livetok.stream.webrtc.ice import offering
 from livetok.stream.webrtc.signaling import make_app, start_site
 from livetok.stream.wire import peek_header
 
-from .conftest import eval_clips
+from .conftest import BUNDLED_CLIP, eval_clips
 from .netns import run_in_loopback_netns
+from .recording import every_other_dropped, mp4_duration_s
 
 SIZE = (128, 96)  # small frames keep the tiny model fast
 SENDER = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
@@ -100,6 +102,32 @@ def test_a_file_arrives_whole_and_identical(tiny_model: Tokenizer) -> None:
     assert summary["frames_received"] == 12 and summary["frames_decoded"] == 12
     assert summary["frames_lost"] == 0 and summary["keyframes"] == 1 and summary["streams"]["cam"]["ended"]
     assert summary["latency_ms_p50"] is not None and summary["bits_per_s"] > 0
+
+
+def test_recording_lasts_as_long_as_the_stream_while_the_sender_drops(tiny_model: Tokenizer,
+                                                                      tmp_path: Path) -> None:
+    """Issue 14 item 1 for `webrtc recv --out`: a 3 s source paced in real time, the sender dropping
+    every other frame at capture; the recording lasts 3 s (capture times cross the data channel in
+    each packet), not 45 frames at 30 fps = 1.5 s."""
+    source_frames, fps = 90, 30.0  # the bundled 30 fps clip, looped to 3 s
+    out = tmp_path / "rec.mp4"
+
+    async def main() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
+        async with ReceiverEndpoint(tiny_model, SignalingConfig(port=0), WebRTCConfig()) as ep:
+            recording = asyncio.create_task(drain_frames(ep.receiver, out=str(out), idle_timeout_s=30))
+            async with SenderPeer(ep.url, info_of(tiny_model), "cam", WebRTCConfig()) as peer:
+                src = capture(str(BUNDLED_CLIP), realtime=True, loop=True, max_frames=source_frames, size=SIZE)
+                stats = await run_pipeline(every_other_dropped(src), SenderSession(tiny_model, SENDER), peer.sink,
+                                           PipelineConfig(size=SIZE, drop=True))
+            outputs = await recording  # ends at the end-of-stream packet
+            return stats, ep.receiver.summary(), outputs
+
+    stats, summary, outputs = run_in_loopback_netns(lambda: asyncio.run(main()))
+    assert outputs == [str(out)] and stats["frames_dropped"] >= source_frames // 2
+    assert summary["frames_decoded"] == stats["frames_published"] and summary["frames_lost"] == 0
+    duration, written = mp4_duration_s(out)
+    assert written == stats["frames_published"]
+    assert abs(duration - source_frames / fps) <= 0.1 * source_frames / fps, (duration, written)
 
 
 @pytest.mark.slow
