@@ -117,7 +117,7 @@ def test_progress_bars_know_their_totals(command: str, tmp_path: Path, tiny_weig
         assert main(["encode", clips[0], "-o", str(ltk), "--max-frames", "4", *w]) == 0
     argv = {
         "encode": ["encode", clips[0], "-o", str(ltk), "--max-frames", "4"],
-        "eval": ["eval", *clips, "--max-frames", "2"],  # 2 clips x 2 frames
+        "eval": ["eval", *clips, "--max-frames", "2"],  # 2 frames of each clip
         "demo": ["demo", "--out", str(tmp_path), "--frames", "4"],
         "decode": ["decode", str(ltk), "-o", str(tmp_path / "x.mp4")],
     }[command]
@@ -126,4 +126,5 @@ def test_progress_bars_know_their_totals(command: str, tmp_path: Path, tiny_weig
     assert main([*argv, *w]) == 0
     err = ANSI.sub("", capsys.readouterr().err)
     counts = re.findall(r"[━╺╸]\s+(\d+)/(\d+|\?)", err)  # the bar, then done/total
-    assert counts and ("4", "4") in counts and all(total == "4" for _, total in counts), counts
+    n = str(2 * len(clips)) if command == "eval" else "4"
+    assert counts and (n, n) in counts and all(total == n for _, total in counts), counts
