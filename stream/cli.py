@@ -219,12 +219,13 @@ def cmd_demo(a: argparse.Namespace) -> int:
     return 0
 
 
-def _broker(a: argparse.Namespace) -> BrokerConfig:
+def _broker(a: argparse.Namespace) -> list[BrokerConfig]:
+    """Every --broker (the nodes of one cluster, tried in order on failure), parsed."""
     from livetok.stream.broker_url import parse_broker_url
 
     if a.connect_timeout <= 0:
         raise ValueError(f"--connect-timeout must be > 0 seconds, got {a.connect_timeout:g}")
-    return parse_broker_url(a.broker, ca_file=a.ca_file, password_file=a.password_file)
+    return [parse_broker_url(url, ca_file=a.ca_file, password_file=a.password_file) for url in a.broker]
 
 
 def _size(s: str | None) -> tuple[int, int] | None:
@@ -308,7 +309,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
             qos=a.qos))
     finally:
         table.stop()
-    _console().print(f"published {res['frames_published']} frames to {broker.url} stream(s) "
+    _console().print(f"published {res['frames_published']} frames to {', '.join(b.url for b in broker)} stream(s) "
                      f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
                      f"latency p50 {_ms(res['latency_ms_p50'])} ms p99 {_ms(res['latency_ms_p99'])} ms, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
@@ -594,7 +595,9 @@ def cmd_webrtc_serve(a: argparse.Namespace) -> int:
 
 
 def _add_broker_args(p: argparse.ArgumentParser, many_streams: bool = False) -> None:
-    p.add_argument("--broker", required=True, help="mqtt://[user[:pass]@]host[:port] or mqtts://...")
+    p.add_argument("--broker", required=True, action="append",
+                   help="mqtt://[user[:pass]@]host[:port] or mqtts://...; repeat it for the nodes of one broker "
+                        "cluster: a lost node fails over to the next and the persistent session resumes there")
     if many_streams:
         p.add_argument("--stream", required=True, action="append", help="stream name (one, or one per --source)")
     else:

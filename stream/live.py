@@ -16,8 +16,8 @@ import numpy as np
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .broker_url import BrokerConfig
 from .capture import Captured, capture
+from .mqtt import Brokers
 from .packet_receiver import PacketReceiver, ReceivedFrame
 from .pipeline import PipelineConfig, StreamInput, run_streams
 from .publisher import TokenPublisher
@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 async def publish_source(
     model: Runtime,
     source: str,
-    broker: BrokerConfig,
+    broker: Brokers,
     stream: str,
     sender: SenderConfig,
     **kwargs: Any,
@@ -45,7 +45,7 @@ async def publish_source(
 async def publish_sources(
     model: Runtime,
     sources: Sequence[str],
-    broker: BrokerConfig,
+    broker: Brokers,
     streams: Sequence[str],
     sender: SenderConfig,
     *,
@@ -94,6 +94,8 @@ async def publish_sources(
         result["keyframe_requests"] = sum(p.keyframe_requests for p in pubs)
         result["reconnects"] = sum(max(0, p.link.connects - 1) for p in pubs)
         result["broker_downtime_s"] = round(max(p.link.downtime_s for p in pubs), 3)
+        result["failovers"] = sum(p.link.failovers for p in pubs)
+        result["outages_s"] = sorted(round(t, 3) for p in pubs for t in p.link.outages_s)
     return result
 
 
@@ -187,7 +189,7 @@ async def drain_frames(
 
 async def receive_stream(
     model: Runtime,
-    broker: BrokerConfig,
+    broker: Brokers,
     stream: str,
     *,
     out: str | None = None,

@@ -1,6 +1,7 @@
-"""One MQTT broker connection kept alive in the background (aiomqtt): reconnects with exponential
-backoff, re-subscribes, and offers a `publish` that waits out a reconnect instead of failing, so a
-broker restart loses nothing at QoS 1 (duplicates are possible; receivers drop them by index)."""
+"""One MQTT connection kept alive in the background (aiomqtt): reconnects with exponential backoff,
+fails over between the nodes of a broker cluster, re-subscribes, and offers a `publish` that waits out
+a reconnect instead of failing, so a broker restart or a dead node loses nothing at QoS 1 (duplicates
+are possible; receivers drop them by index)."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import re
 import socket
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 
 import aiomqtt
@@ -22,6 +23,7 @@ from .errors import StreamError
 log = logging.getLogger(__name__)
 
 OnConnect = Callable[[aiomqtt.Client], Awaitable[None]]
+Brokers = BrokerConfig | Sequence[BrokerConfig]  # one broker, or the nodes of one cluster in order of preference
 
 # getaddrinfo's "no such name" codes (EAI_AGAIN, a resolver that did not answer, keeps its own words)
 _NAME_ERRORS = {socket.EAI_NONAME, getattr(socket, "EAI_NODATA", socket.EAI_NONAME)}
@@ -47,11 +49,31 @@ def plain_reason(message: str, host: str) -> str:
     return text[:1].lower() + text[1:]
 
 
+def broker_list(brokers: Brokers) -> list[BrokerConfig]:
+    """One broker or several as a non-empty list."""
+    out = [brokers] if isinstance(brokers, BrokerConfig) else list(brokers)
+    if not out:
+        raise ValueError("at least one broker is needed")
+    return out
+
+
+def brokers_text(brokers: Brokers) -> str:
+    """'mqtt://a:1883' or 'mqtt://a:1883, mqtt://b:1883' for messages."""
+    return ", ".join(b.url for b in broker_list(brokers))
+
+
 class MqttLink:
-    """A background connection to one broker.
+    """A background connection to one broker, or to one node at a time of a broker cluster.
+
+    With several brokers (the nodes of one cluster, which share sessions: NATS with JetStream, EMQX,
+    HiveMQ), a failed attempt or a lost connection moves on to the next node at once — the usual
+    client-side failover of MQTT clients given a server list — and the backoff applies only after a
+    whole round of nodes has failed. A persistent session (fixed `identifier`, `clean_session=False`)
+    resumes on whichever node answers. `failovers` counts connections made to a node other than the
+    last one connected to; `outages_s` lists each time without a connection, in seconds.
 
     Args:
-        broker: where to connect (and how: credentials, TLS).
+        broker: where to connect (and how: credentials, TLS); a sequence for a cluster's nodes.
         subscriptions: (topic filter, QoS) pairs, (re)subscribed on every connect.
         identifier: MQTT client id; fixed ids plus `clean_session=False` make a persistent session
             (the broker queues QoS-1 messages for us while we are away, even across its restart).
@@ -63,7 +85,7 @@ class MqttLink:
 
     def __init__(
         self,
-        broker: BrokerConfig,
+        broker: Brokers,
         subscriptions: list[tuple[str, int]] | None = None,
         identifier: str | None = None,
         clean_session: bool = True,
@@ -71,7 +93,8 @@ class MqttLink:
         max_backoff_s: float = 5.0,
         messages_max: int = 1024,
     ) -> None:
-        self.broker = broker
+        self.brokers = broker_list(broker)
+        self._node = 0  # index into brokers of the node tried next / connected to
         self.subscriptions = subscriptions or []
         self.identifier = identifier or f"livetok-{uuid.uuid4().hex[:12]}"
         self.clean_session = clean_session
@@ -84,11 +107,19 @@ class MqttLink:
         self.last_error: str | None = None
         self.down_since: float | None = None
         self.downtime_s = 0.0  # total time spent disconnected after the first connect
+        self.failovers = 0  # connections to a node other than the previous one's
+        self.outages_s: list[float] = []  # each time spent disconnected after the first connect
+        self._last_node: int | None = None
         self._client: aiomqtt.Client | None = None
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._closed = asyncio.Event()
         self._quiet_until_connected = False
+
+    @property
+    def broker(self) -> BrokerConfig:
+        """The node connected to, or tried next."""
+        return self.brokers[self._node]
 
     async def start(self, first_connect_timeout_s: float | None = None) -> None:
         """Start connecting; with a timeout, wait that long for the first connection and raise
@@ -102,8 +133,10 @@ class MqttLink:
                 await asyncio.wait_for(self.connected.wait(), first_connect_timeout_s)
             except TimeoutError:
                 await self.close()
+                where = (f"broker {self.broker.url}" if len(self.brokers) == 1
+                         else f"any of the brokers {brokers_text(self.brokers)}")
                 raise StreamError(
-                    f"cannot connect to broker {self.broker.url}: {self.last_error or self._no_answer_reason()} "
+                    f"cannot connect to {where}: {self.last_error or self._no_answer_reason()} "
                     f"(gave up after {first_connect_timeout_s:g} s)"
                 ) from None
 
@@ -127,6 +160,7 @@ class MqttLink:
 
     async def _run(self) -> None:
         backoff = 0.1
+        failed_in_round = 0  # consecutive failed attempts; a whole round of nodes earns a backoff
         while not self._closing:
             try:
                 if never_resolves(self.broker.host):
@@ -138,13 +172,18 @@ class MqttLink:
                         await client.subscribe(topic, qos=qos)
                     self._client = client
                     self.connects += 1
+                    if self._last_node is not None and self._last_node != self._node:
+                        self.failovers += 1
+                    self._last_node = self._node
                     if self.down_since is not None:
-                        self.downtime_s += time.monotonic() - self.down_since
-                        log.warning("reconnected to %s after %.2f s", self.broker.url,
-                                    time.monotonic() - self.down_since)
+                        outage = time.monotonic() - self.down_since
+                        self.downtime_s += outage
+                        self.outages_s.append(outage)
+                        log.warning("reconnected to %s after %.2f s", self.broker.url, outage)
                         self.down_since = None
                     self.connected.set()
                     backoff = 0.1
+                    failed_in_round = 0
                     if self.on_connect is not None:
                         await self.on_connect(client)
                     async for message in client.messages:
@@ -159,8 +198,16 @@ class MqttLink:
             if self.down_since is None and self.connects > 0:  # downtime counts after the first connect
                 self.down_since = time.monotonic()
             quiet = self._quiet_until_connected and self.connects == 0
+            failed = self.broker.url
+            self._node = (self._node + 1) % len(self.brokers)  # a dead node: try the next one at once
+            failed_in_round += 1
+            if failed_in_round < len(self.brokers):
+                log.log(logging.INFO if quiet else logging.WARNING, "broker %s unreachable (%s); trying %s",
+                        failed, self.last_error, self.broker.url)
+                continue
+            failed_in_round = 0
             log.log(logging.INFO if quiet else logging.WARNING, "broker %s unreachable (%s); retrying in %.1f s",
-                    self.broker.url, self.last_error, backoff)
+                    failed if len(self.brokers) == 1 else brokers_text(self.brokers), self.last_error, backoff)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self.max_backoff_s)
 

@@ -16,8 +16,8 @@ import aiomqtt
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .broker_url import BrokerConfig, topics
-from .mqtt import MqttLink
+from .broker_url import topics
+from .mqtt import Brokers, MqttLink
 from .session import SenderSession
 from .wire import peek_header
 
@@ -43,7 +43,7 @@ class TokenPublisher:
             up to 1.45 s at 20 % loss when repair keyframes could be lost).
     """
 
-    def __init__(self, broker: BrokerConfig, stream: str, info: dict[str, Any] | None = None,
+    def __init__(self, broker: Brokers, stream: str, info: dict[str, Any] | None = None,
                  first_connect_timeout_s: float | None = None, identifier: str | None = None, qos: int = 1) -> None:
         if qos not in TOKEN_QOS:
             raise ValueError(f"token QoS must be one of {', '.join(map(str, TOKEN_QOS))}, got {qos!r}")
@@ -119,7 +119,7 @@ class LivePublisher:
     Encoding runs in a worker thread; `publish` returns once the broker has the packet.
     """
 
-    def __init__(self, model: Runtime, broker: BrokerConfig, stream: str, sender: SenderConfig | None = None,
+    def __init__(self, model: Runtime, broker: Brokers, stream: str, sender: SenderConfig | None = None,
                  fps: float = 30.0, first_connect_timeout_s: float | None = 10.0, qos: int = 1) -> None:
         self.session = SenderSession(model, sender)
         self.info = {"model_id": model.identity.hex(), "preset": model.cfg.name, "fps": fps,

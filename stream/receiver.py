@@ -15,8 +15,8 @@ from typing import Any
 
 from livetok.engine.runtime import Runtime
 
-from .broker_url import BrokerConfig, stream_from_topic, topics
-from .mqtt import MqttLink
+from .broker_url import stream_from_topic, topics
+from .mqtt import Brokers, MqttLink
 from .packet_receiver import KEYFRAME_REQUEST_INTERVAL_S, PacketReceiver, ReceivedFrame, StreamCounters
 
 __all__ = ["KEYFRAME_REQUEST_INTERVAL_S", "ReceivedFrame", "Receiver", "StreamCounters"]
@@ -37,7 +37,7 @@ class Receiver(PacketReceiver):
             PacketReceiver); None decodes every frame.
     """
 
-    def __init__(self, model: Runtime, broker: BrokerConfig, stream: str, *, identifier: str | None = None,
+    def __init__(self, model: Runtime, broker: Brokers, stream: str, *, identifier: str | None = None,
                  persistent: bool = True, gap_timeout_s: float = 0.3,
                  first_connect_timeout_s: float | None = 10.0, max_lag_s: float | None = None) -> None:
         self.topics = topics(stream)
@@ -63,6 +63,8 @@ class Receiver(PacketReceiver):
         total = super().summary()
         total["reconnects"] = max(0, self.link.connects - 1)
         total["broker_downtime_s"] = round(self.link.downtime_s, 3)
+        total["failovers"] = self.link.failovers  # reconnections that landed on another cluster node
+        total["outages_s"] = [round(t, 3) for t in self.link.outages_s]
         total["messages_dropped"] = self.link.messages_dropped  # the consumer fell behind
         return total
 

@@ -51,16 +51,19 @@ class TeePublisher(TokenPublisher):
         self.sent.append(data)
 
 
-async def publish(model: Tokenizer, url: str, stream: str, source: str, *, realtime: bool, frames: int,
+async def publish(model: Tokenizer, url: str | list[str], stream: str, source: str, *, realtime: bool, frames: int,
                   sender: SenderConfig = SENDER, connect_timeout: float | None = 5.0,
                   tee: list[bytes] | None = None) -> dict[str, Any]:
+    """Publish `frames` of `source`; `url` may list the nodes of a cluster."""
     session = SenderSession(model, sender)
     info = {"model_id": session.model_id.hex(), "fps": 30.0, "width": SIZE[0], "height": SIZE[1]}
-    async with TeePublisher(parse_broker_url(url), stream, info, first_connect_timeout_s=connect_timeout) as pub:
+    brokers = [parse_broker_url(u) for u in ([url] if isinstance(url, str) else url)]
+    async with TeePublisher(brokers, stream, info, first_connect_timeout_s=connect_timeout) as pub:
         pub.sent = tee if tee is not None else []
         src = capture(source, realtime=realtime, max_frames=frames, size=SIZE)
         stats = await run_pipeline(src, session, pub, PipelineConfig(size=SIZE, drop=realtime))
         stats["reconnects"] = pub.link.connects - 1
+        stats["failovers"] = pub.link.failovers
         return stats
 
 
