@@ -113,7 +113,9 @@ def decode_file(
     """
     rx = ReceiverSession(model)
     frames, damage = 0, None
-    with LtkReader(input) as reader:
+    # the receiver's bounds on every record, before it is read or decoded: a crafted file costs at most
+    # what this model's largest frame costs
+    with LtkReader(input, max_packet_bytes=rx.max_packet_bytes, screen=rx.screen) as reader:
         meta = reader.meta
         if meta.get("model_id") != rx.model_id.hex():
             raise PacketError(f"{input} was made by model {meta.get('model_id')} (preset "

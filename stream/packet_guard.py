@@ -5,16 +5,20 @@ The parser (`wire/`) bounds every size field by what the *format* allows (a 1638
 packet's CRC only protects against noise, not against a sender that lies. So a receiver also checks
 that the packet is one its model could have made (bits per index, codebook, grid = frame size / stride)
 and that the frame fits the receiver's own size limit; anything else is a `PacketError`, dropped like
-any bad packet.
+any bad packet. Before even that, a packet longer than the largest its model sends for a frame within
+the limit (`largest_packet`) is refused unparsed: 180 kB for version 1 at 4K, where the format allows
+16 MB.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .wire import PacketError, PacketHeader, TokenPacket
+from .wire import CRC_SIZE, HEADER_SIZE, MAX_PACKET_BYTES, PacketError, PacketHeader, TokenPacket, packed_size
+from .wire.maskcode import MAX_POSITIONS
+from .wire.packet import HEADER_V2_MAX_SIZE, VERSION_V2, max_payload_bytes
 
-__all__ = ["DEFAULT_LIMITS", "ReceiverLimits", "check_packet_fits"]
+__all__ = ["DEFAULT_LIMITS", "ReceiverLimits", "check_packet_fits", "check_packet_size", "largest_packet"]
 
 
 @dataclass(frozen=True)
@@ -68,3 +72,36 @@ def check_packet_fits(packet: TokenPacket | PacketHeader, *, bits_per_index: int
     if isinstance(packet, TokenPacket) and packet.k and int(packet.indices.max()) >= codebook_size:
         raise PacketError(f"token index {int(packet.indices.max())} is not a code of this model "
                           f"(codebook of {codebook_size})")
+
+
+def largest_packet(version: int, *, bits_per_index: int, stride: int, limits: ReceiverLimits = DEFAULT_LIMITS) -> int:
+    """The most bytes a packet of ``version`` can have when a model of ``bits_per_index`` and ``stride``
+    sends a frame within ``limits`` (at most the format's 16 MiB).
+
+    The grid of a ``w x h`` frame has ``ceil(w/s) * ceil(h/s) <= w*h/s**2 + (w+h)/s + 1`` positions. A
+    version 1 packet holds a mask smaller than its BITMAP (or none) and ``B`` bits per position; a
+    version 2 payload is at most ``max_payload_bytes`` (every position kept).
+    """
+    n = min(MAX_POSITIONS, limits.max_pixels // stride**2 + 2 * -(-limits.max_side // stride) + 1)
+    if version == VERSION_V2:
+        size = HEADER_V2_MAX_SIZE + max_payload_bytes(n, n, bits_per_index) + CRC_SIZE
+    else:
+        size = HEADER_SIZE + (n + 7) // 8 + packed_size(n, bits_per_index) + CRC_SIZE
+    return min(size, MAX_PACKET_BYTES)
+
+
+def check_packet_size(data: bytes, *, bits_per_index: int, stride: int,
+                      limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
+    """Refuse, before parsing anything, bytes longer than the largest packet of their version (byte 4)
+    this model sends (`largest_packet`): no CRC over megabytes, no copy, no decoding.
+
+    Raises:
+        PacketError: one line with the length, the limit and where the limit comes from.
+    """
+    version = data[4] if len(data) > 4 else 1
+    limit = largest_packet(VERSION_V2 if version == VERSION_V2 else 1, bits_per_index=bits_per_index, stride=stride,
+                           limits=limits)
+    if len(data) > limit:
+        raise PacketError(f"packet of {len(data)} bytes is over this receiver's limit of {limit} for version "
+                          f"{2 if version == VERSION_V2 else 1} (the largest its model sends for a frame of at most "
+                          f"{limits.max_side} pixels a side, {limits.max_pixels} in all)")

@@ -248,6 +248,7 @@ class PacketReceiver:
         """One packet's bytes as they came off the transport (bad ones are logged and dropped)."""
         s = self.stream(name)
         try:
+            s.session.check_size(payload)  # a 16 MB packet of a 4K model is refused before its CRC is read
             header = verify_packet(payload)  # framing and CRC; the payload is decoded in order, later
             if header.model_id != self.model_id:
                 raise PacketError(f"packet is for model {header.model_id.hex()}, this receiver runs model "

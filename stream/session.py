@@ -19,9 +19,9 @@ from livetok.engine.runtime import CodeLength, Runtime
 from livetok.engine.sender import SenderState, account, encode_named, encode_streams
 from livetok.engine.state import FrameTokens, StreamState
 
-from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits
+from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits, check_packet_size, largest_packet
 from .video_io import as_rgb8
-from .wire import CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
+from .wire import VERSION, VERSION_V2, CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
 
 
 def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_us: int, row: int = 0) -> TokenPacket:
@@ -182,6 +182,27 @@ class ReceiverSession:
         self.limits = limits
         self.state: StreamState | None = None
         self.coder = CoderState.empty(model.cfg.fsq.levels)  # packet v2's models, twin of the sender's
+        fsq = model.cfg.fsq
+        # the largest packet of either version this model sends within the limits (a .ltk reader's bound)
+        self.max_packet_bytes = max(largest_packet(v, bits_per_index=fsq.bits_per_index, stride=model.cfg.stride,
+                                                   limits=limits) for v in (VERSION, VERSION_V2))
+
+    def check_size(self, data: bytes) -> None:
+        """Refuse (PacketError) bytes longer than the largest packet of their version this model sends
+        for a frame within the size limit, before they are parsed (CRC, header, decoding)."""
+        check_packet_size(data, bits_per_index=self.model.cfg.fsq.bits_per_index, stride=self.model.cfg.stride,
+                          limits=self.limits)
+
+    def screen(self, data: bytes) -> None:
+        """Everything refusable before decoding: the size, the header, the model id and the header's
+        promises (`check`). A v1 mask or a v2 payload then costs at most what this model's largest
+        frame costs (docs/PACKET.md 1.4)."""
+        self.check_size(data)
+        header = peek_header(data)
+        if header.model_id != self.model_id:
+            raise PacketError(f"packet is for model {header.model_id.hex()}, this receiver runs model "
+                              f"{self.model_id.hex()}")
+        self.check(header)
 
     def check(self, packet: TokenPacket | PacketHeader) -> None:
         """Refuse (PacketError) a packet this model could not have made, or one over the size limit;
@@ -206,8 +227,7 @@ class ReceiverSession:
         """
         if isinstance(packet, bytes | bytearray | memoryview):
             data = bytes(packet)
-            # the header's promises, before the payload is decoded (unpack verifies the CRC itself)
-            self.check(peek_header(data))
+            self.screen(data)  # size and header, before the payload is decoded (unpack verifies the CRC)
             packet, self.coder = TokenPacket.unpack_any(data, self.coder, expect_model_id=self.model_id)
         elif packet.model_id != self.model_id:
             raise PacketError(

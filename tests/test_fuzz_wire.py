@@ -4,10 +4,12 @@ made. Only PacketError may come out; the 10^6-packet run is `benchmarks/fuzz_pac
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import time
 import tracemalloc
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -18,23 +20,32 @@ from hypothesis import strategies as st
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.model import Tokenizer
 from livetok.stream.cli import main
-from livetok.stream.packet_guard import ReceiverLimits, check_packet_fits
+from livetok.stream.files import decode_file
+from livetok.stream.packet_guard import ReceiverLimits, check_packet_fits, largest_packet
+from livetok.stream.packet_receiver import PacketReceiver
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.video_io import read_video
 from livetok.stream.wire import (
     CRC_SIZE,
     HEADER_SIZE,
+    MAGIC,
+    MAX_PACKET_BYTES,
     MAX_POSITIONS,
+    VERSION,
+    CoderState,
     LtkReader,
     LtkWriter,
+    MaskMode,
     PacketError,
     TokenPacket,
+    encode_mask_as,
+    packed_size,
     peek_header,
     read_ltk,
 )
-from livetok.stream.wire.packet import HEADER
+from livetok.stream.wire.packet import HEADER, pack_header_v2
 
-from .test_packet import POOL, mutate, reseal, survives
+from .test_packet import MODEL, POOL, mutate, reseal, survives
 
 # header fields by position in HEADER (see stream/wire/packet.py)
 FIELDS = {"width": 6, "height": 7, "grid_h": 8, "grid_w": 9, "bits": 10, "mode": 11, "k": 12, "mask_bytes": 13,
@@ -105,6 +116,180 @@ def test_mutations_are_bounded_in_time_and_memory(start: int, ops: list[tuple[st
     for broken in (mutate(data, ops), reseal(mutate(data, ops)) if len(data) >= CRC_SIZE else data):
         seconds, peak = unpack_bounded(broken)
         assert peak < MEMORY_BOUND + 64 * len(broken) and seconds < 2.0
+
+
+# --- crafted packets: valid CRC, well-formed header (issue 14 item 7) ---------------------------------------
+# Any packet up to 16 MiB is decoded or refused within these, measured as CPU time (other work on the
+# machine does not count) and tracemalloc's peak; each case is built here, at the format's largest grid.
+
+CPU_LIMIT_S = 0.5
+PEAK_LIMIT = 200 * 2**20
+SIDE = 2048  # grid side: N = 2**22, the format's limit
+
+
+def craft_v1(mask: np.ndarray, mode: int, bits: int = 1, grid: tuple[int, int] = (SIDE, SIDE)) -> bytes:
+    """A sealed version 1 packet with `mask` in `mode` (any mode, not only the encoder's) and zero tokens."""
+    gh, gw = grid
+    data = encode_mask_as(mask, mode)
+    k = int(mask.sum())
+    tokens = bytes(packed_size(k, bits))
+    head = HEADER.pack(MAGIC, VERSION, 1, MODEL, 0, 0, min(8 * gw, 16384), min(8 * gh, 16384), gh, gw, bits, mode,
+                       k, len(data), len(tokens))
+    return reseal(head + data + tokens + bytes(CRC_SIZE))
+
+
+def cost(fn: Callable[[], object]) -> tuple[float, int, object]:
+    """(CPU seconds, peak traced bytes, fn's result or its PacketError): timed first without
+    tracemalloc, whose bookkeeping would count in the time, then run again under it."""
+    def run() -> object:
+        try:
+            return fn()
+        except PacketError as e:
+            return e
+    t0 = time.thread_time()
+    out = run()
+    seconds = time.thread_time() - t0
+    tracemalloc.start()
+    try:
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return seconds, peak, out
+
+
+def _alternating() -> np.ndarray:
+    return np.arange(SIDE * SIDE) % 2 == 0
+
+
+def _every(step: int, count: int | None = None) -> np.ndarray:
+    m = np.zeros(SIDE * SIDE, bool)
+    m[::step][:count] = True
+    return m
+
+
+def _most_runs() -> np.ndarray:
+    # runs of 1 (3 bits each) over a third of the grid, then one long run: about 1.4 million runs in
+    # an RLE mask just under the BITMAP's 512 KiB, so RLE is the encoder's choice
+    m = np.zeros(SIDE * SIDE, bool)
+    m[:SIDE * SIDE // 3 - 64] = np.arange(SIDE * SIDE // 3 - 64) % 2 == 1
+    return m
+
+
+CRAFTED: dict[str, tuple[Callable[[], bytes], str | None]] = {
+    # the issue's cases: 12 MB of INDEX for an all-kept grid, 1.8 MB of RLE for an alternating one
+    "index_12mb": (lambda: craft_v1(np.ones(SIDE * SIDE, bool), MaskMode.INDEX),
+                   r"^mask mode INDEX is not used for k=4194304 of N=4194304 \(the encoder sends ALL, 0 bytes\)$"),
+    "rle_1_8mb": (lambda: craft_v1(_alternating(), MaskMode.RLE),
+                  r"^mask byte length 1572864 for mode RLE is not smaller than the 524288-byte BITMAP of N=4194304"),
+    # an INDEX mask exactly as long as the BITMAP (190650 positions of 22 bits): the tie goes to BITMAP
+    "index_bitmap_length": (lambda: craft_v1(_every(22, 190650), MaskMode.INDEX),
+                            r"^mask byte length 524288 for mode INDEX is not smaller than the 524288-byte"),
+    # a BITMAP of an all-kept grid: ALL says it in 0 bytes
+    "bitmap_of_all": (lambda: craft_v1(np.ones(SIDE * SIDE, bool), MaskMode.BITMAP),
+                      r"^mask mode BITMAP is not used for k=4194304 of N=4194304"),
+    # a BITMAP of a sparse mask that INDEX says in 2.8 kB: refused once the mask is known
+    "bitmap_of_index": (lambda: craft_v1(_every(4096), MaskMode.BITMAP),
+                        r"^BITMAP mask is not the smallest encoding of its 1024 kept of 4194304 positions: the "
+                        r"encoder sends INDEX$"),
+    # the costliest masks that are valid: the most RLE runs, a full random BITMAP with 32-bit tokens,
+    # an INDEX mask, and the 16 MiB packet of a full 2047x2048 grid of 32-bit tokens
+    "rle_most_runs": (lambda: craft_v1(_most_runs(), MaskMode.RLE), None),
+    "bitmap_32bit_tokens": (lambda: craft_v1(np.random.default_rng(0).random(SIDE * SIDE) < 0.5, MaskMode.BITMAP,
+                                             bits=32), None),
+    "index_sparse": (lambda: craft_v1(_every(2048), MaskMode.INDEX), None),
+    "all_32bit_tokens_16mb": (lambda: craft_v1(np.ones(SIDE * (SIDE - 1), bool), MaskMode.ALL, bits=32,
+                                               grid=(SIDE - 1, SIDE)), None),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_packets_are_decoded_or_refused_within_limits(case: str) -> None:
+    build, refusal = CRAFTED[case]
+    data = build()
+    assert len(data) <= MAX_PACKET_BYTES
+    seconds, peak, out = cost(lambda: TokenPacket.unpack(data))
+    if refusal is None:
+        assert isinstance(out, TokenPacket) and out.pack() == data, out  # valid, and canonical
+    else:
+        assert isinstance(out, PacketError) and re.search(refusal, str(out)), out
+    assert seconds < CPU_LIMIT_S, f"{case}: {seconds:.3f} s CPU"
+    assert peak < PEAK_LIMIT, f"{case}: {peak / 2**20:.1f} MiB"
+
+
+def test_crafted_sizes_are_the_issues() -> None:
+    # the cases above are as large as the issue's: 12 MB, 1.8 MB, and a packet at the format's limit
+    assert len(CRAFTED["index_12mb"][0]()) == 12_058_676
+    assert len(CRAFTED["rle_1_8mb"][0]()) == 1_835_060
+    assert MAX_PACKET_BYTES - len(CRAFTED["all_32bit_tokens_16mb"][0]()) < 10_000
+
+
+def craft_v2_keyframe(model: Tokenizer, side: tuple[int, int]) -> bytes:
+    """A version 2 keyframe of a `side` frame keeping every position, with an empty payload: every
+    symbol decodes as the first of its alphabet (docs/PACKET.md 6.1), so it is valid and costs a full
+    grid's decoding for 33 bytes."""
+    (w, h), stride = side, model.cfg.stride
+    gh, gw = -(-h // stride), -(-w // stride)
+    body = pack_header_v2(1, model_identity(model), 0, 0, w, h, gh, gw, model.cfg.fsq.bits_per_index, gh * gw, 0)
+    return reseal(body + bytes(CRC_SIZE))
+
+
+def test_receiver_refuses_a_crafted_v2_grid_before_decoding(tiny_model: Tokenizer) -> None:
+    # the format's largest v2 grid decodes in about 2 s and 300 MB at the wire level; a receiver refuses
+    # it from its header, and decodes the largest grid its limits admit (a 4K frame) within the limits
+    rx = ReceiverSession(tiny_model)
+    huge = craft_v2_keyframe(tiny_model, (16384, 16384))
+    seconds, peak, out = cost(lambda: rx.screen(huge))
+    assert isinstance(out, PacketError) and str(out).startswith("frame 16384x16384 is over this receiver's limit")
+    assert seconds < CPU_LIMIT_S and peak < PEAK_LIMIT
+    uhd = craft_v2_keyframe(tiny_model, (3840, 2160))
+    rx.screen(uhd)  # admitted: then decoded
+
+    def decode() -> object:
+        return TokenPacket.unpack_v2(uhd, CoderState.empty(tiny_model.cfg.fsq.levels))[0]
+
+    seconds, peak, out = cost(decode)
+    assert isinstance(out, TokenPacket) and out.k == 480 * 270
+    assert seconds < CPU_LIMIT_S, f"{seconds:.3f} s"
+    assert peak < PEAK_LIMIT, f"{peak / 2**20:.1f} MiB"
+
+
+def test_receiver_refuses_packets_longer_than_its_model_sends(tiny_model: Tokenizer) -> None:
+    bits, stride = tiny_model.cfg.fsq.bits_per_index, tiny_model.cfg.stride
+    # 4K at stride 8: at most 480*270 + 2*480 + 1 = 130561 positions of 7 bits, a mask under 16321 bytes
+    assert largest_packet(1, bits_per_index=bits, stride=stride) == 48 + 16321 + 114241 + 4
+    assert largest_packet(2, bits_per_index=bits, stride=stride) == 53 + 3 * 130561 * 8 + 8 + 4
+    big = CRAFTED["all_32bit_tokens_16mb"][0]()
+    rx = ReceiverSession(tiny_model)
+    seconds, peak, out = cost(lambda: rx.decode(big))
+    assert isinstance(out, PacketError)
+    assert re.fullmatch(r"packet of 16769076 bytes is over this receiver's limit of 130614 for version 1 \(the "
+                        r"largest its model sends for a frame of at most 3840 pixels a side, 8294400 in all\)",
+                        str(out)), out
+    assert seconds < 0.05 and peak < 2**20  # refused from its length: no CRC, no copy
+    # the live receiving path (MQTT and WebRTC feed the same PacketReceiver): dropped and counted
+    live = PacketReceiver(tiny_model)
+    asyncio.run(live.feed("cam", big))
+    assert live.streams["cam"].counters.packets_rejected == 1
+
+
+def test_ltk_reader_screens_records_before_decoding(tmp_path: Path, tiny_model: Tokenizer) -> None:
+    # a recording holding the format's largest v2 keyframe: `livetok decode` refuses it unread
+    path = tmp_path / "crafted.ltk"
+    meta = {"model_id": model_identity(tiny_model), "fps": 30, "width": 16384, "height": 16384, "preset": "tiny",
+            "fsq_levels": list(tiny_model.cfg.fsq.levels)}
+    with LtkWriter(path, meta) as w:
+        w.write(craft_v2_keyframe(tiny_model, (16384, 16384)))
+    seconds, peak, out = cost(lambda: decode_file(tiny_model, path, tmp_path / "out.mp4"))
+    assert isinstance(out, dict) and out["frames"] == 0
+    assert re.search(r"packet #0 at byte offset \d+: frame 16384x16384 is over this receiver's limit", out["error"])
+    assert seconds < CPU_LIMIT_S and peak < PEAK_LIMIT, (seconds, peak)
+    rx = ReceiverSession(tiny_model)
+    reader = LtkReader(path, max_packet_bytes=30)  # a record over the bound is refused before it is read
+    with pytest.raises(PacketError, match=r"packet #0 at byte offset \d+: length prefix 36 out of range 27..30$"):
+        list(reader)
+    reader.close()
+    assert rx.max_packet_bytes == largest_packet(2, bits_per_index=7, stride=8)
 
 
 # --- packets the receiver's model could not have made -------------------------------------------------------

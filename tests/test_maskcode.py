@@ -100,15 +100,22 @@ def masks(draw: st.DrawFn) -> np.ndarray:
 
 @settings(max_examples=250, deadline=None)
 @given(m=masks())
-def test_every_mode_round_trips(m: np.ndarray) -> None:
+def test_only_the_smallest_mode_decodes(m: np.ndarray) -> None:
+    # every mode encodes every mask, but the decoder takes only the encoder's choice: any accepted
+    # mask bytes re-encode to themselves, and no mask is read from more bytes than its smallest form
     sizes = encoded_mask_sizes(m)
     assert MaskMode.BITMAP in sizes and MaskMode.RLE in sizes and MaskMode.INDEX in sizes
+    best, _ = encode_mask(m)
     for mode, size in sizes.items():
         data = encode_mask_as(m, mode)
         assert len(data) == size
-        out = decode_mask(mode, data, m.size)
-        assert out.dtype == np.bool_
-        np.testing.assert_array_equal(out, m)
+        if mode == best:
+            out = decode_mask(mode, data, m.size)
+            assert out.dtype == np.bool_
+            np.testing.assert_array_equal(out, m)
+        else:
+            with pytest.raises(PacketError, match=r"not smaller than the|is not the smallest encoding"):
+                decode_mask(mode, data, m.size)
 
 
 @settings(max_examples=250, deadline=None)
@@ -155,22 +162,34 @@ def test_encode_rejects_bad_input() -> None:
         (2, b"\xff", 9, r"BITMAP mask of 9 positions needs exactly 2 bytes, got 1"),
         (2, b"\xff\x00\x00", 9, r"BITMAP mask of 9 positions needs exactly 2 bytes, got 3"),
         (2, b"\xff\x02", 9, r"BITMAP mask has non-zero padding bits in its last byte \(0x02, 1 bits used\)"),
-        # gamma(9)=0001001 -> a run of 8 dropped covers all 8 positions: nothing left for the implicit run
-        (3, bytes([0b00010010]), 8, r"RLE runs overflow the mask: runs up to #0 cover 8 of 8 positions"),
+        # RLE and INDEX cases use N >= 9, so that their 1 or 2 bytes are shorter than the BITMAP
+        # gamma(10)=0001010 -> a run of 9 dropped covers all 9 positions: nothing left for the implicit run
+        (3, bytes([0b00010100]), 9, r"RLE runs overflow the mask: runs up to #0 cover 9 of 9 positions"),
         # gamma(3)=011 gamma(1)=1: a zero-length kept run
-        (3, bytes([0b01110000]), 8, r"RLE mask has a zero-length run \(run #1\)"),
+        (3, bytes([0b01110000]), 9, r"RLE mask has a zero-length run \(run #1\)"),
         # gamma(4)=00100 (3 dropped), then 11 zero bits: a whole zero byte past the padding
-        (3, b"\x20\x00", 8, r"RLE mask has trailing garbage: 11 zero bits after the last run"),
-        (3, bytes([0b00000001]), 8, r"RLE mask truncated: gamma code at bit 0 needs 15 bits, 8 left"),
+        (3, b"\x20\x00", 24, r"RLE mask has trailing garbage: 11 zero bits after the last run"),
+        (3, bytes([0b00000001]), 9, r"RLE mask truncated: gamma code at bit 0 needs 15 bits, 8 left"),
         # position 0 twice (N=24, 5 bits): reads as one position plus 11 zero bits, more than padding
         (4, b"\x00\x00", 24, r"INDEX mask has trailing garbage: 2 bytes but its 1 positions of 5 bits"),
-        # positions 3 then 2 (3 bits each, N=8): 011 010 -> bits LSB first
-        (4, bytes([0b00_010_011]), 8, r"INDEX mask positions are not strictly increasing \(entry #1: 2"),
+        # positions 3 then 2 (4 bits each, N=9): 0011 0010 -> LSB first
+        (4, bytes([0b0010_0011]), 9, r"INDEX mask positions are not strictly increasing \(entry #1: 2"),
         (4, bytes([0b11111]), 24, r"INDEX mask position 31 out of range for 24 positions"),
-        (4, bytes([0b11_000_001]), 8, r"INDEX mask has non-zero padding bits"),
-        (4, b"\x01\x00", 8, r"INDEX mask has trailing garbage: 2 bytes but its 1 positions of 3 bits need 1"),
-        (4, bytes(5), 8, r"INDEX mask of 5 bytes holds more than the 8 positions"),
-        (3, bytes(4), 8, r"RLE mask of 4 bytes is longer than any RLE mask of 8 positions \(at most 3\)"),
+        (4, bytes([0b111_00001]), 24, r"INDEX mask has non-zero padding bits"),
+        (4, b"\x01\x00", 24, r"INDEX mask has trailing garbage: 2 bytes but its 1 positions of 5 bits need 1"),
+        # not the encoder's choice: as long as the BITMAP (refused unread), or a larger mode than another
+        (4, bytes(5), 8, r"^INDEX mask of 5 bytes is not smaller than the 1-byte BITMAP of 8 positions"),
+        (3, bytes(4), 8, r"^RLE mask of 4 bytes is not smaller than the 1-byte BITMAP of 8 positions"),
+        (4, bytes(1), 8, r"^INDEX mask of 1 bytes is not smaller than the 1-byte BITMAP"),
+        (2, b"\xff", 8, r"^BITMAP mask is not the smallest encoding of its 8 kept of 8 positions: the encoder "
+                        r"sends ALL$"),
+        (2, b"\x00\x00", 9, r"^BITMAP mask is not the smallest encoding of its 0 kept of 9 positions: .* NONE$"),
+        # 3 dropped, 1 kept, 20 dropped: RLE gamma(4) gamma(2) = 8 bits, 1 byte, below BITMAP's 3
+        (2, b"\x08\x00\x00", 24, r"^BITMAP mask is not the smallest encoding .*: the encoder sends RLE$"),
+        # N=1000, kept {3, 999}: INDEX 3 bytes; its RLE (4 bytes) is refused
+        (3, encode_mask_as(mask_of(1000, [3, 999]), MaskMode.RLE), 1000,
+         r"^RLE mask is not the smallest encoding of its 2 kept of 1000 positions: the encoder sends INDEX$"),
+        (1, b"", 0, r"^mask mode NONE is not used for an empty grid \(use ALL\)$"),
         (2, b"", MAX_POSITIONS + 1, r"mask size 4194305 out of range 0..4194304"),
         (2, b"", -1, r"mask size -1 out of range"),
     ],
@@ -181,17 +200,22 @@ def test_decode_rejects(mode: int, data: bytes, n: int, message: str) -> None:
 
 
 def test_rle_boundaries() -> None:
-    # the empty RLE stream is "all dropped" (never chosen: NONE is cheaper), explicit runs stop short of n
-    assert decode_mask(MaskMode.RLE, b"", 4).tolist() == [False] * 4
-    assert decode_mask(MaskMode.RLE, bytes([0b1_0000000]), 4).tolist() == [True] * 4  # gamma(1): 0 dropped
-    # gamma(4)=00100: 3 dropped, then the implicit 1 kept; 3 padding bits
-    assert decode_mask(MaskMode.RLE, bytes([0b00100_000]), 4).tolist() == [False, False, False, True]
+    # a first run of 0 (position 0 kept) and the implicit last run: 0 dropped, 10 kept, 90 dropped ->
+    # gamma(1) gamma(11) = 1 0001011 = 0x8b, one byte (BITMAP 13, INDEX 9)
+    m = mask_of(100, range(10))
+    assert encode_mask(m) == (MaskMode.RLE, b"\x8b")
+    np.testing.assert_array_equal(decode_mask(MaskMode.RLE, b"\x8b", 100), m)
+    # the empty RLE stream reads as "all dropped", which is NONE's: refused
+    with pytest.raises(PacketError, match=r"RLE mask is not the smallest encoding of its 0 kept of 100 positions"):
+        decode_mask(MaskMode.RLE, b"", 100)
 
 
-@pytest.mark.parametrize("n", [1, 2, 3, 8, 9, 1001])
-def test_rle_worst_case_fits_the_bound(n: int) -> None:
-    # alternating runs of 1 after an empty first run: the densest RLE stream there is
+@pytest.mark.parametrize("n", [9, 24, 1001])
+def test_alternating_mask_is_a_bitmap(n: int) -> None:
+    # alternating runs of 1, the densest RLE stream there is (3 bits a position): never smaller than
+    # the BITMAP, so refused from its length alone; the BITMAP decodes
     m = np.arange(n) % 2 == 0
-    data = encode_mask_as(m, MaskMode.RLE)
-    assert len(data) <= (3 * n + 7) // 8
-    np.testing.assert_array_equal(decode_mask(MaskMode.RLE, data, n), m)
+    assert encode_mask(m)[0] == MaskMode.BITMAP
+    with pytest.raises(PacketError, match=r"^RLE mask of \d+ bytes is not smaller than the"):
+        decode_mask(MaskMode.RLE, encode_mask_as(m, MaskMode.RLE), n)
+    np.testing.assert_array_equal(decode_mask(MaskMode.BITMAP, encode_mask_as(m, MaskMode.BITMAP), n), m)

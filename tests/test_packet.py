@@ -314,11 +314,13 @@ def mutate(data: bytes, ops: list[tuple[str, int, int]], keep_length: bool = Fal
 
 
 def survives(data: bytes) -> None:
-    """Only PacketError may come out; anything accepted must re-pack into an equal packet."""
+    """Only PacketError may come out; anything accepted must re-pack into the same bytes (the parser takes
+    only what the encoder makes: one byte string per packet)."""
     try:
         p = TokenPacket.unpack(data)
     except PacketError:
         return
+    assert p.pack() == data
     assert TokenPacket.unpack(p.pack()) == p
 
 

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from .errors import PacketError
 
-__all__ = ["MAX_BITS", "pack_uints", "packed_size", "unpack_uints"]
+__all__ = ["MAX_BITS", "pack_uints", "packed_size", "read_uints", "unpack_uints"]
 
 MAX_BITS = 32
 
@@ -113,10 +113,45 @@ def unpack_uints(data: bytes, count: int, bits: int) -> NDArray[np.uint32]:
     if used % 8 and int(buf[-1]) >> (used % 8):
         raise PacketError(f"bit-packed data has non-zero padding bits in its last byte "
                           f"(0x{int(buf[-1]):02x}, {used % 8} bits used)")
-    bitmat = np.unpackbits(buf, count=used, bitorder="little").reshape(count, bits)
-    nbytes = (bits + 7) // 8
-    if bits != 8 * nbytes:  # widen each row to whole bytes with zero high bits
-        bitmat = np.pad(bitmat, ((0, 0), (0, 8 * nbytes - bits)))
-    le = np.zeros((count, 4), dtype=np.uint8)
-    le[:, :nbytes] = np.packbits(bitmat, axis=1, bitorder="little")
-    return le.reshape(-1).view("<u4").astype(np.uint32)
+    return read_uints(buf, count, bits)
+
+
+def read_uints(buf: NDArray[np.uint8], count: int, bits: int) -> NDArray[np.uint32]:
+    """The first ``count`` values of ``bits`` bits from ``buf``, with no length or padding checks.
+
+    Works on whole bytes: eight values of ``bits`` bits fill exactly ``bits`` bytes, so the stream is
+    read as ``(count / 8, bits)`` groups and each of the eight values of a group is gathered from the
+    at most 5 bytes it spans. Nothing is widened to one byte per bit: the temporaries are about
+    ``count`` bytes each, besides the ``4 * count`` bytes of the result.
+
+    Args:
+        buf: uint8 array of at least ``ceil(count * bits / 8)`` bytes.
+        count: number of values, ``>= 0``.
+        bits: width of each value, 1..32.
+
+    Returns:
+        uint32 array of shape ``(count,)``.
+    """
+    out = np.empty(count, dtype=np.uint32)
+    groups = count // 8
+    _read_groups(buf[:groups * bits].reshape(groups, bits), out[:groups * 8].reshape(groups, 8), bits)
+    rest = count - 8 * groups
+    if rest:  # the last, partial group, zero-extended to a whole one
+        last = np.zeros((1, bits), dtype=np.uint8)
+        tail = buf[groups * bits:(groups + 1) * bits]
+        last[0, :tail.size] = tail
+        vals = np.empty((1, 8), dtype=np.uint32)
+        _read_groups(last, vals, bits)
+        out[8 * groups:] = vals[0, :rest]
+    return out
+
+
+def _read_groups(groups: NDArray[np.uint8], out: NDArray[np.uint32], bits: int) -> None:
+    """Value ``j`` of each group of eight (``groups``: rows of ``bits`` bytes) into ``out[:, j]``."""
+    low = np.uint64((1 << bits) - 1)
+    for j in range(8):
+        start, shift = divmod(j * bits, 8)
+        acc = groups[:, start].astype(np.uint64)
+        for m in range(1, (shift + bits + 7) // 8):  # the further bytes this value spans
+            acc |= groups[:, start + m].astype(np.uint64) << np.uint64(8 * m)
+        out[:, j] = (acc >> np.uint64(shift)) & low

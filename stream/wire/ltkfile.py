@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -176,6 +176,10 @@ class LtkReader:
 
     Args:
         path: the file.
+        max_packet_bytes: the longest record accepted, refused before it is read (a receiver passes
+            the largest packet its model sends; default the format's 16 MiB).
+        screen: called with each packet's bytes before they are decoded (a receiver's size and header
+            checks, `ReceiverSession.screen`): a ``PacketError`` from it stops the iteration like damage.
 
     Attributes:
         meta: the metadata dict (``model_id`` is lowercase hex).
@@ -186,8 +190,11 @@ class LtkReader:
         PacketError: the file is not a livetok ``.ltk`` file, or its header or metadata is damaged.
     """
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], max_packet_bytes: int = MAX_PACKET_BYTES,
+                 screen: Callable[[bytes], None] | None = None) -> None:
         self.path = Path(path)
+        self.max_packet_bytes = min(max_packet_bytes, MAX_PACKET_BYTES)
+        self.screen = screen
         self._file: IO[bytes] = open(self.path, "rb")  # noqa: SIM115  (closed in close())
         try:
             self.meta, self.data_offset = self._read_header()
@@ -232,9 +239,9 @@ class LtkReader:
                 raise PacketError(f"truncated .ltk file {where}: length prefix needs {RECORD_PREFIX.size} "
                                   f"bytes, got {len(prefix)}")
             (size,) = RECORD_PREFIX.unpack(prefix)
-            if not MIN_RECORD_BYTES <= size <= MAX_PACKET_BYTES:  # checked before allocating `size` bytes
+            if not MIN_RECORD_BYTES <= size <= self.max_packet_bytes:  # checked before allocating `size` bytes
                 raise PacketError(f"corrupt .ltk file {where}: length prefix {size} out of range "
-                                  f"{MIN_RECORD_BYTES}..{MAX_PACKET_BYTES}")
+                                  f"{MIN_RECORD_BYTES}..{self.max_packet_bytes}")
             data = self._file.read(size)
             if len(data) < size:
                 raise PacketError(f"truncated .ltk file {where}: packet needs {size} bytes, got {len(data)}")
@@ -268,6 +275,8 @@ class LtkReader:
         state = CoderState.empty(levels) if levels else None  # version 2: the stream's coder state
         for number, offset, data in self._records():
             try:
+                if self.screen is not None:
+                    self.screen(data)
                 if _is_v2(data):
                     if state is None:
                         raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "

@@ -11,7 +11,7 @@ from enum import IntEnum
 import numpy as np
 from numpy.typing import NDArray
 
-from .bitpack import pack_uints, packed_size
+from .bitpack import pack_uints, packed_size, read_uints
 from .errors import PacketError
 
 __all__ = [
@@ -185,6 +185,26 @@ def encode_mask(mask: NDArray[np.bool_]) -> tuple[int, bytes]:
 # --- decoding -----------------------------------------------------------------------------------------------
 
 
+def _best_mode(arr: NDArray[np.bool_]) -> MaskMode:
+    """The mode :func:`encode_mask` picks for ``arr``, in O(N) time and about N bytes of memory.
+
+    As :func:`encoded_mask_sizes` and the same tie rule, except that the RLE size is only worked out
+    when RLE can win: every written run after the first costs at least 3 bits, so a mask with many
+    runs (an alternating 2**22-position one has 4 million) is settled by counting its changes, without
+    building its run arrays.
+    """
+    n, k = arr.size, int(np.count_nonzero(arr))
+    if k == n:
+        return MaskMode.ALL
+    if k == 0:
+        return MaskMode.NONE
+    sizes = {MaskMode.BITMAP: (n + 7) // 8, MaskMode.INDEX: packed_size(k, index_width(n))}
+    changes = int(np.count_nonzero(arr[1:] != arr[:-1]))
+    if 3 * (changes - 1) < 8 * min(sizes.values()):  # else RLE needs more bits than both others
+        sizes[MaskMode.RLE] = _rle_size(_runs(arr))
+    return min(sizes, key=lambda m: (sizes[m], int(m)))
+
+
 def _decode_bitmap(data: bytes, n: int) -> NDArray[np.bool_]:
     need = (n + 7) // 8
     if len(data) != need:
@@ -196,57 +216,105 @@ def _decode_bitmap(data: bytes, n: int) -> NDArray[np.bool_]:
     return np.unpackbits(buf, count=n, bitorder="little").astype(bool)
 
 
+_STRIDE = 64  # chain steps per checkpoint in _gamma_starts
+
+
+def _gamma_starts(bits: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
+    """Where each gamma code of the stream starts, and the position of its first 1 bit.
+
+    A code starting at ``p`` is ``z`` zeros, a 1 at ``o = p + z``, then ``z`` more bits, so the next
+    one starts at ``2 * o - p + 1``: a chain through the stream. Decoding it code by code is one Python
+    step per run (5 s for a crafted 1.8 MB mask). Here the successor of every bit position is one
+    vectorised step; its 64th successor takes 6 more (squaring); a Python loop then walks the chain 64
+    codes at a time, and 63 vectorised steps from those checkpoints fill in every code: about 10 passes
+    over the ``T`` bit positions plus ``runs / 64`` Python steps.
+
+    Returns:
+        ``(starts, ones)``: the chain from bit 0 in order, each node ``< T``, and for each node its
+        first 1 bit (``T`` where none follows: only padding is left). The last node may be a code that
+        runs past the end (truncated); every other node starts a complete code.
+    """
+    total = bits.size
+    end = total + 1  # absorbing: "past the stream"
+    pos = np.arange(total + 2, dtype=np.int32)
+    first_one = np.where(np.append(bits, [1, 1]).astype(bool), pos, end)  # position T reads as a 1
+    first_one = np.minimum.accumulate(first_one[::-1])[::-1]  # the first 1 at or after each position
+    step = np.minimum(2 * first_one - pos + 1, end).astype(np.int32)
+    step[first_one >= total] = end  # no 1 left (or at the end itself): the chain stops here
+    step[end] = end
+    far = step
+    for _ in range(_STRIDE.bit_length() - 1):
+        far = far[far]  # the 2nd, 4th, ... 64th successor of every position
+    checkpoints, p = [0], 0
+    while p != end:
+        p = int(far[p])
+        checkpoints.append(p)
+    rows = [np.array(checkpoints[:-1], dtype=np.int32)]
+    for _ in range(_STRIDE - 1):
+        rows.append(step[rows[-1]])
+    chain = np.stack(rows, axis=1).ravel()  # checkpoint c's s-th successor at c * 64 + s: chain order
+    starts = chain[: int(np.searchsorted(chain, end))].astype(np.int64)  # increasing, then `end`
+    starts = starts[starts < total]
+    return starts, np.minimum(first_one[starts], total).astype(np.int64)
+
+
 def _decode_rle(data: bytes, n: int) -> NDArray[np.bool_]:
-    # Gamma codes are sequential, so decode with str.find over a '0'/'1' string: C-speed scanning,
-    # one Python step per run, and the run count is bounded by n (every run after the first is >= 1).
-    if len(data) > (3 * n + 7) // 8:  # gamma codes of runs summing below n take at most 3n bits
-        raise PacketError(f"RLE mask of {len(data)} bytes is longer than any RLE mask of {n} positions "
-                          f"(at most {(3 * n + 7) // 8})")
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="big")
-    s = (bits + ord("0")).tobytes().decode("ascii")
-    total, pos, acc = len(s), 0, 0
-    runs: list[int] = []
-    while pos < total:
-        one = s.find("1", pos)
-        if one < 0:  # only zeros left: legal padding when it stays inside the last byte
+    buf = np.frombuffer(data, dtype=np.uint8)
+    bits = np.unpackbits(buf, bitorder="big")
+    total = bits.size
+    starts, ones = _gamma_starts(bits)
+    zeros = ones - starts
+    complete = (ones < total) & (2 * ones - starts + 1 <= total)
+    codes = int(np.count_nonzero(complete))  # all nodes but possibly the last
+    # each code's value: the z + 1 bits from its first 1, read from a 40-bit big-endian window (z <= 22
+    # for any run below 2**22 + 1; a longer code is an overflow, settled below without its value)
+    o, z = ones[:codes], np.minimum(zeros[:codes], 23)
+    padded = np.concatenate([buf, np.zeros(5, dtype=np.uint8)]).astype(np.uint64)
+    at = o >> 3
+    window = np.zeros(codes, dtype=np.uint64)
+    for i in range(5):
+        window = (window << np.uint64(8)) | padded[at + i]
+    shift = (40 - (o & 7) - (z + 1)).astype(np.uint64)
+    runs = ((window >> shift) & ((np.uint64(1) << (z + 1).astype(np.uint64)) - np.uint64(1))).astype(np.int64) - 1
+    runs[zeros[:codes] > 22] = n  # longer than any grid: overflows
+    covered = np.cumsum(runs)
+    zero_run = np.flatnonzero(runs[1:] == 0)
+    overflow = np.flatnonzero(covered >= n)
+    first_zero = int(zero_run[0]) + 1 if zero_run.size else codes
+    first_over = int(overflow[0]) if overflow.size else codes
+    if first_zero < codes and first_zero <= first_over:
+        raise PacketError(f"RLE mask has a zero-length run (run #{first_zero}); only the first run may be 0")
+    if first_over < codes:
+        raise PacketError(f"RLE runs overflow the mask: runs up to #{first_over} cover "
+                          f"{int(covered[first_over]) if zeros[first_over] <= 22 else 'more'} of {n} positions "
+                          "(the last run must be implicit and non-empty)")
+    if codes < starts.size:  # the chain ends inside the stream: padding, or a code cut short
+        pos = int(starts[codes])
+        if int(ones[codes]) >= total:
             if total - pos >= 8:
                 raise PacketError(f"RLE mask has trailing garbage: {total - pos} zero bits after the last "
                                   "run (padding must be under 8 bits)")
-            break
-        zeros = one - pos
-        end = one + zeros + 1
-        if end > total:
-            raise PacketError(f"RLE mask truncated: gamma code at bit {pos} needs {end - pos} bits, "
+        else:
+            need = 2 * int(zeros[codes]) + 1
+            raise PacketError(f"RLE mask truncated: gamma code at bit {pos} needs {need} bits, "
                               f"{total - pos} left")
-        run = int(s[one:end], 2) - 1
-        if run == 0 and runs:
-            raise PacketError(f"RLE mask has a zero-length run (run #{len(runs)}); only the first run "
-                              "may be 0")
-        acc += run
-        if acc >= n:
-            raise PacketError(f"RLE runs overflow the mask: runs up to #{len(runs)} cover {acc} of {n} "
-                              "positions (the last run must be implicit and non-empty)")
-        runs.append(run)
-        pos = end
-    runs.append(n - acc)  # the implicit last run
-    kept = np.zeros(len(runs), dtype=bool)
+    runs = np.append(runs, n - (int(covered[-1]) if codes else 0))  # the implicit last run
+    kept = np.zeros(runs.size, dtype=bool)
     kept[1::2] = True  # odd runs are kept, even ones dropped
     return np.repeat(kept, runs)
 
 
 def _decode_index(data: bytes, n: int) -> NDArray[np.bool_]:
     width = index_width(n)
-    if len(data) > packed_size(n, width):  # more than n positions: refuse before unpacking anything
-        raise PacketError(f"INDEX mask of {len(data)} bytes holds more than the {n} positions of the grid")
     # k is not stored here: positions are strictly increasing, so the zero padding (< 8 bits), which may
     # read as trailing 0 entries, is told apart from real positions; see docs/PACKET.md.
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8), bitorder="little")
-    count = bits.size // width
-    if bits[count * width:].any():
+    buf = np.frombuffer(data, dtype=np.uint8)
+    count = 8 * buf.size // width
+    used = count * width
+    if (used % 8 and int(buf[used // 8]) >> (used % 8)) or buf[(used + 7) // 8:].any():
         raise PacketError("INDEX mask has non-zero padding bits after its last position")
-    bitmat = bits[: count * width].reshape(count, width).astype(np.int64)
-    vals = bitmat @ (np.int64(1) << np.arange(width, dtype=np.int64))
-    bad = np.flatnonzero(np.diff(vals) <= 0)
+    vals = read_uints(buf, count, width)  # uint32, never widened to one byte per bit
+    bad = np.flatnonzero(vals[1:] <= vals[:-1])
     k = int(bad[0]) + 1 if bad.size else count
     if vals[k:].any():
         raise PacketError(f"INDEX mask positions are not strictly increasing (entry #{k}: "
@@ -262,7 +330,12 @@ def _decode_index(data: bytes, n: int) -> NDArray[np.bool_]:
 
 
 def decode_mask(mode: int, data: bytes, n: int) -> NDArray[np.bool_]:
-    """Decode a keep-mask, strictly: only the exact bytes :func:`encode_mask` could make for some mask.
+    """Decode a keep-mask, strictly: only the exact bytes :func:`encode_mask` makes for some mask.
+
+    So the mode must be the one the encoder picks for the decoded mask (the smallest, ties to the lower
+    number; ALL for ``n = 0``), and RLE or INDEX data as long as the BITMAP (``ceil(n/8)`` bytes) is
+    refused before anything is decoded. Time and memory are linear in ``n`` and in ``len(data)``, which
+    is then below ``n / 8``.
 
     Args:
         mode: the mode byte (a :class:`MaskMode` value).
@@ -274,7 +347,7 @@ def decode_mask(mode: int, data: bytes, n: int) -> NDArray[np.bool_]:
 
     Raises:
         PacketError: unknown mode, wrong length, runs overflowing ``n``, non-zero padding or trailing
-            garbage, positions out of range.
+            garbage, positions out of range, or a mode the encoder would not have picked.
     """
     n = _check_n(n)
     try:
@@ -285,11 +358,23 @@ def decode_mask(mode: int, data: bytes, n: int) -> NDArray[np.bool_]:
     if m in (MaskMode.ALL, MaskMode.NONE):
         if data:
             raise PacketError(f"mask mode {m.name} carries no bytes, got {len(data)}")
+        if m == MaskMode.NONE and n == 0:
+            raise PacketError("mask mode NONE is not used for an empty grid (use ALL)")
         return np.full(n, m == MaskMode.ALL, dtype=bool)
     if n == 0:
         raise PacketError(f"mask mode {m.name} is not used for an empty grid (use ALL)")
+    bitmap = (n + 7) // 8
+    if m != MaskMode.BITMAP and len(data) >= bitmap:
+        raise PacketError(f"{m.name} mask of {len(data)} bytes is not smaller than the {bitmap}-byte BITMAP "
+                          f"of {n} positions (a mask is sent in its smallest mode)")
     if m == MaskMode.BITMAP:
-        return _decode_bitmap(data, n)
-    if m == MaskMode.RLE:
-        return _decode_rle(data, n)
-    return _decode_index(data, n)
+        out = _decode_bitmap(data, n)
+    elif m == MaskMode.RLE:
+        out = _decode_rle(data, n)
+    else:
+        out = _decode_index(data, n)
+    best = _best_mode(out)
+    if best != m:
+        raise PacketError(f"{m.name} mask is not the smallest encoding of its {int(np.count_nonzero(out))} "
+                          f"kept of {n} positions: the encoder sends {best.name}")
+    return out

@@ -183,8 +183,18 @@ def _validate_header(h: PacketHeader) -> None:
     if mode in fixed and h.mask_bytes != fixed[mode]:
         raise PacketError(f"mask byte length {h.mask_bytes} disagrees with mode {mode.name} for N={n}, "
                           f"k={h.k} (expected {fixed[mode]})")
-    if mode == MaskMode.RLE and h.mask_bytes > (3 * n + 7) // 8:  # gamma codes: <= 3 bits per position
-        raise PacketError(f"mask byte length {h.mask_bytes} is too large for an RLE mask of {n} positions")
+    # the encoder's choice (section 2), as far as the header shows it: refused here, before a byte of
+    # a (possibly 16 MB) mask is read; decode_mask checks the rest once the mask is known
+    if mode == MaskMode.ALL and h.k != n:
+        raise PacketError(f"mask mode ALL needs k = N = {n}, got k={h.k}")
+    if mode == MaskMode.NONE and not (h.k == 0 < n):
+        raise PacketError(f"mask mode NONE needs k = 0 and N > 0, got k={h.k}, N={n}" + (" (use ALL)" if not n else ""))
+    if mode > MaskMode.NONE and not 0 < h.k < n:
+        raise PacketError(f"mask mode {mode.name} is not used for k={h.k} of N={n} "
+                          f"(the encoder sends {'NONE' if h.k == 0 else 'ALL'}, 0 bytes)")
+    if mode in (MaskMode.RLE, MaskMode.INDEX) and h.mask_bytes >= (n + 7) // 8:
+        raise PacketError(f"mask byte length {h.mask_bytes} for mode {mode.name} is not smaller than the "
+                          f"{(n + 7) // 8}-byte BITMAP of N={n} (a mask is sent in its smallest mode)")
 
 
 def _as_bytes(data: Any) -> bytes:
