@@ -324,16 +324,44 @@ def cmd_receive(a: argparse.Namespace) -> int:
     from livetok.stream.live import receive_stream
 
     broker = _broker(a)
+    if (a.workers > 1 or a.worker is not None) and a.stream != "+":
+        raise ValueError(f"--workers/--worker split every stream: use --stream '+', not {a.stream!r}")
+    if a.workers < 1:
+        raise ValueError(f"--workers must be >= 1, got {a.workers}")
+    if a.workers > 1:
+        return _run_workers(a)
     model = _model(a)
     res = asyncio.run(receive_stream(
         model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
-        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout, max_lag_s=a.max_lag))
+        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout, max_lag_s=a.max_lag,
+        worker=a.worker, group=a.group))
     _console().print(_received_line(res))
     for p in res["outputs"]:
         _console().print(f"  wrote {p}")
     if a.json:
         _print_json(res)
     return 0
+
+
+def _run_workers(a: argparse.Namespace) -> int:
+    """`receive --workers W`: W processes of this same command, each `--worker w<i>` of one group;
+    they split the streams among themselves (stream/workers.py). Exits with the worst status."""
+    import subprocess
+
+    argv, rest = [], iter(a.argv)
+    for arg in rest:  # the same command line without --workers W / --workers=W
+        if arg == "--workers":
+            next(rest, None)
+        elif not arg.startswith("--workers="):
+            argv.append(arg)
+    base = [sys.executable, "-m", "livetok.stream.cli", *argv]
+    procs = [subprocess.Popen([*base, "--worker", f"w{k}"]) for k in range(a.workers)]
+    try:
+        return max(p.wait() for p in procs)
+    except KeyboardInterrupt:
+        for p in procs:
+            p.terminate()
+        return max(p.wait() for p in procs)
 
 
 def _received_line(res: dict[str, Any]) -> str:
@@ -716,6 +744,13 @@ def get_parser() -> argparse.ArgumentParser:
     rc.add_argument("--max-lag", type=float, default=None, metavar="SEC",
                     help="live viewing: when decoding falls SEC behind, skip to a fresh keyframe "
                          "(default: decode every frame, however late)")
+    rc.add_argument("--workers", type=int, default=1, metavar="W",
+                    help="with --stream '+': W worker processes split the streams, each stream decoded by "
+                         "one worker at a time; a dead worker's streams move to the others (from a keyframe)")
+    rc.add_argument("--worker", default=None, metavar="NAME",
+                    help="run as this one worker of --group (what --workers starts W of; start them on "
+                         "several machines the same way)")
+    rc.add_argument("--group", default="receivers", help="the worker group (default: receivers)")
     rc.add_argument("--json", action="store_true")
     _add_model_args(rc)
     rc.set_defaults(func=cmd_receive)
@@ -907,6 +942,7 @@ def _mark_subparsers(p: argparse.ArgumentParser) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = get_parser()
     a, extra = parser.parse_known_args(argv)
+    a.argv = list(sys.argv[1:] if argv is None else argv)  # `receive --workers` starts W copies of it
     if extra:
         # argparse would blame the top-level parser and print its usage; the subcommand's is the useful one
         getattr(a, "_subparser", parser).error(f"unrecognized arguments: {' '.join(extra)}")

@@ -25,6 +25,7 @@ from .receiver import Receiver
 from .session import SenderSession
 from .sources import open_source
 from .video_io import Mp4Writer
+from .workers import WorkerReceiver
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +201,25 @@ async def receive_stream(
     on_frame: Callable[[ReceivedFrame], Any] | None = None,
     first_connect_timeout_s: float | None = 10.0,
     max_lag_s: float | None = None,
+    worker: str | None = None,
+    group: str = "receivers",
 ) -> dict[str, Any]:
     """Receive until end of stream (a named stream), `idle_timeout_s` without frames, or
-    `max_frames`; returns the receiver's summary (DESIGN.md §6 keys). `max_lag_s`: see PacketReceiver."""
-    rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s,
-                  max_lag_s=max_lag_s)
+    `max_frames`; returns the receiver's summary (DESIGN.md §6 keys). `max_lag_s`: see PacketReceiver.
+    With `worker` (and `stream` '+'), run as that worker of `group`: decode only the streams it owns
+    among the group's live workers (stream/workers.py); its files are OUT-<worker>-<stream>.mp4."""
+    rx: Receiver
+    if worker is not None:
+        if stream != "+":
+            raise ValueError(f"a receiver worker splits every stream ('+') with its group, not {stream!r}")
+        rx = WorkerReceiver(model, broker, group, worker, first_connect_timeout_s=first_connect_timeout_s,
+                            max_lag_s=max_lag_s)
+        if out is not None:
+            p = Path(out)
+            out = str(p.with_name(f"{p.stem}-{worker}{p.suffix or '.mp4'}"))
+    else:
+        rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s,
+                      max_lag_s=max_lag_s)
     async with rx:
         outputs = await drain_frames(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
                                      idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)

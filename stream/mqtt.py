@@ -79,6 +79,8 @@ class MqttLink:
             (the broker queues QoS-1 messages for us while we are away, even across its restart).
         on_connect: awaited after every (re)connect, e.g. to publish retained info.
         max_backoff_s: the longest wait between connection attempts.
+        will: published by the broker when this connection dies without saying goodbye (a crash, a
+            lost network), e.g. an empty retained message that withdraws a worker's presence.
         messages_max: incoming messages buffered for a slow consumer; beyond it the oldest are dropped
             (counted in `messages_dropped`).
     """
@@ -92,6 +94,7 @@ class MqttLink:
         on_connect: OnConnect | None = None,
         max_backoff_s: float = 5.0,
         messages_max: int = 1024,
+        will: aiomqtt.Will | None = None,
     ) -> None:
         self.brokers = broker_list(broker)
         self._node = 0  # index into brokers of the node tried next / connected to
@@ -100,6 +103,7 @@ class MqttLink:
         self.clean_session = clean_session
         self.on_connect = on_connect
         self.max_backoff_s = max_backoff_s
+        self.will = will
         self.messages: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(messages_max)
         self.connected = asyncio.Event()
         self.connects = 0
@@ -166,7 +170,8 @@ class MqttLink:
                 if never_resolves(self.broker.host):
                     raise aiomqtt.MqttError(f"[Errno {socket.EAI_NONAME}] Name or service not known")
                 async with aiomqtt.Client(
-                    **self.broker.client_kwargs(), identifier=self.identifier, clean_session=self.clean_session
+                    **self.broker.client_kwargs(), identifier=self.identifier, clean_session=self.clean_session,
+                    will=self.will,
                 ) as client:
                     for topic, qos in self.subscriptions:
                         await client.subscribe(topic, qos=qos)

@@ -14,6 +14,8 @@ from livetok.engine.checkpoint import DEFAULT_WEIGHTS, save_weights
 from livetok.engine.config import PRESETS
 from livetok.engine.model import Tokenizer
 from tests.broker import INSTALL_HINT, Broker, find_mosquitto
+from tests.nats_cluster import INSTALL_HINT as NATS_INSTALL_HINT
+from tests.nats_cluster import NatsCluster, find_nats_server
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LIVETOK_DATA", ROOT.parent / "shared" / "data"))
@@ -101,6 +103,21 @@ def real_frames() -> np.ndarray:
 
     frames, _ = read_video(eval_clips()[0], max_frames=12)
     return frames
+
+
+@pytest.fixture
+def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
+    """Three fresh nats-server nodes (JetStream, MQTT on each, replicas 3) on loopback; fails (does not
+    skip) when nats-server is missing: the cluster tests are part of the suite."""
+    binary = find_nats_server()
+    if binary is None:
+        pytest.fail(NATS_INSTALL_HINT)
+    cluster = NatsCluster(binary, tmp_path / "nats")
+    try:
+        cluster.start()
+        yield cluster
+    finally:
+        cluster.stop()
 
 
 @pytest.fixture

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,27 +15,13 @@ from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.receiver import ReceivedFrame, Receiver
 
-from .nats_cluster import INSTALL_HINT, NatsCluster, find_nats_server
+from .nats_cluster import NatsCluster
 from .test_mqtt_stream import publish
 
 pytestmark = pytest.mark.broker
 
 FRAMES = 90  # three seconds at 30 fps
 FAILOVER_BUDGET_S = 90.0  # NATS 2.9 resumes an MQTT session on another node in 0.2-35 s (docs/BENCHMARKS.md)
-
-
-@pytest.fixture
-def nats_cluster(tmp_path: Path) -> Iterator[NatsCluster]:
-    """Three fresh nodes; fails (does not skip) when nats-server is missing: the tests are part of CI."""
-    binary = find_nats_server()
-    if binary is None:
-        pytest.fail(INSTALL_HINT)
-    cluster = NatsCluster(binary, tmp_path / "nats")
-    try:
-        cluster.start()
-        yield cluster
-    finally:
-        cluster.stop()
 
 
 def _rotated(urls: list[str], first: int) -> list[str]:

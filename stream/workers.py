@@ -1,0 +1,149 @@
+"""Receiver workers: W processes that split the streams of `livetok receive --stream '+'`, each
+stream decoded by exactly one worker at a time (decoding is sequential per stream).
+
+How: every worker of a group announces itself with a retained presence message on
+`livetok/_workers/<group>/<worker>` and leaves a *will* — an empty retained message on the same
+topic, which the broker publishes when the worker's connection dies without a goodbye (a crash, a
+kill, a lost machine). Every worker therefore sees the same set of live workers, and rendezvous
+hashing (ownership.py) turns that set into one owner per stream, with no coordinator. A worker
+subscribes to every stream's tokens, decodes the streams it owns and drops the rest unread (a topic
+comparison); when a worker dies its streams move to the others, whose receivers see a stream start
+mid-way and ask its sender for a keyframe (the late-join path). Why not MQTT 5 shared subscriptions:
+they balance message by message, which scatters one stream's packets over workers, and the NATS
+MQTT gateway speaks MQTT 3.1.1 only. The cost of the choice: each worker receives every stream's
+packets (a few kbit/s per stream), which is cheap next to decoding them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from typing import Any
+
+import aiomqtt
+
+from livetok.engine.runtime import Runtime
+
+from .broker_url import PREFIX, stream_from_topic, topics
+from .mqtt import Brokers, MqttLink
+from .ownership import owner
+from .receiver import Receiver
+
+__all__ = ["WORKERS_LEVEL", "WorkerReceiver", "presence_topic"]
+
+log = logging.getLogger(__name__)
+
+WORKERS_LEVEL = "_workers"  # livetok/_workers/<group>/<worker>: four levels, so no stream wildcard matches it
+
+
+def presence_topic(group: str, worker: str) -> str:
+    for name, value in (("group", group), ("worker", worker)):
+        if not value or any(c in value for c in "/#+\x00"):
+            raise ValueError(f"worker {name} {value!r} must be non-empty without '/', '#', '+'")
+    return f"{PREFIX}/{WORKERS_LEVEL}/{group}/{worker}"
+
+
+class WorkerReceiver(Receiver):
+    """One worker of `group`: receives every stream, decodes those it owns among the live workers.
+
+    Args:
+        model, broker: as Receiver.
+        group: the worker group's name (workers of one group split the streams).
+        worker: this worker's name, unique in the group; also its MQTT client id's suffix, so a
+            restarted worker resumes its persistent session.
+        kwargs: passed to Receiver (gap_timeout_s, first_connect_timeout_s, max_lag_s).
+    """
+
+    def __init__(self, model: Runtime, broker: Brokers, group: str, worker: str, **kwargs: Any) -> None:
+        super().__init__(model, broker, "+", identifier=f"livetok-{group}-{worker}", **kwargs)
+        self.group, self.worker = group, worker
+        self.presence = presence_topic(group, worker)
+        self.members: set[str] = {worker}
+        self.handoffs_in = 0  # streams this worker took over from another (or at start)
+        self.handoffs_out = 0  # streams it gave up because a worker joined
+        self.ownership_log: list[tuple[float, str, str]] = []  # (wall time, stream, "in" | "out")
+        t = topics("+")
+        self.link = MqttLink(
+            broker, [(t.tokens, 1), (t.info, 1), (f"{PREFIX}/{WORKERS_LEVEL}/{group}/+", 1)],
+            identifier=f"livetok-{group}-{worker}", clean_session=False, on_connect=self._announce,
+            will=aiomqtt.Will(self.presence, b"", qos=1, retain=True),
+        )
+        self._owned: set[str] = set()
+        self._infos: dict[str, bytes] = {}  # every stream's retained info, fed when we take the stream
+
+    async def _announce(self, client: aiomqtt.Client) -> None:
+        payload = json.dumps({"worker": self.worker, "pid": os.getpid(), "time": time.time()})
+        await client.publish(self.presence, payload, qos=1, retain=True)
+
+    async def __aexit__(self, *exc: Any) -> None:
+        # a clean exit withdraws the presence itself (the will only fires on a dirty one)
+        try:
+            await asyncio.wait_for(self.link.publish(self.presence, b"", qos=1, retain=True), 2.0)
+        except Exception as e:  # the broker may be gone: then the will does it
+            log.info("worker %s: could not withdraw its presence: %s", self.worker, e)
+        await super().__aexit__(*exc)
+
+    def owns(self, stream: str) -> bool:
+        return owner(stream, self.members) == self.worker
+
+    def summary(self) -> dict[str, Any]:
+        total = super().summary()
+        total.update({"worker": self.worker, "group": self.group, "members": sorted(self.members),
+                      "streams_owned": sorted(self._owned), "handoffs_in": self.handoffs_in,
+                      "handoffs_out": self.handoffs_out})
+        return total
+
+    def _membership(self, topic: str, payload: bytes) -> None:
+        name = topic.rsplit("/", 1)[-1]
+        if name == self.worker:
+            return  # always a member of our own group, whatever an old retained message says
+        before = set(self.members)
+        if payload:
+            self.members.add(name)
+        else:
+            self.members.discard(name)
+        if self.members != before:
+            log.info("worker %s: group %s is now %s", self.worker, self.group, sorted(self.members))
+            for stream in list(self._owned):
+                if not self.owns(stream):
+                    self._release(stream)
+
+    def _release(self, stream: str) -> None:
+        # the new owner starts from a keyframe; our state for it would only go stale
+        self._owned.discard(stream)
+        self.streams.pop(stream, None)
+        self.handoffs_out += 1
+        self.ownership_log.append((time.time(), stream, "out"))
+
+    async def _consume(self) -> None:
+        try:
+            while True:
+                msg = await self.link.messages.get()
+                topic = str(msg.topic)
+                payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
+                if topic.startswith(f"{PREFIX}/{WORKERS_LEVEL}/"):
+                    self._membership(topic, payload)
+                    continue
+                name = stream_from_topic(topic)
+                is_info = topic.endswith("/info")
+                if is_info:
+                    self._infos[name] = payload
+                if not self.owns(name):
+                    continue
+                if name not in self._owned:
+                    self._owned.add(name)
+                    self.handoffs_in += 1
+                    self.ownership_log.append((time.time(), name, "in"))
+                    if not is_info and name in self._infos:
+                        self.feed_info(name, self._infos[name])
+                if is_info:
+                    self.feed_info(name, payload)
+                else:
+                    await self.feed(name, payload)
+        except BaseException as e:
+            if not isinstance(e, asyncio.CancelledError):
+                await self.fail(e)
+            raise
