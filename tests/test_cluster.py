@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 
+from livetok.bench.nats_cluster import NatsCluster
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.receiver import ReceivedFrame, Receiver
 
-from .nats_cluster import NatsCluster
 from .test_mqtt_stream import publish
 
 pytestmark = pytest.mark.broker

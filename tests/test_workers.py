@@ -14,15 +14,15 @@ from pathlib import Path
 from typing import Any
 
 import aiomqtt
+import pytest
 
+from livetok.bench.nats_cluster import NatsCluster
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.live import publish_sources
 from livetok.stream.ownership import owned, owner
 from livetok.stream.workers import presence_topic
-
-from .nats_cluster import NatsCluster
 
 STREAMS = [f"cam{i}" for i in range(6)]
 

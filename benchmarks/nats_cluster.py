@@ -1,4 +1,4 @@
-"""A real three-node NATS cluster for tests: JetStream on, an MQTT listener on every node, streams and
+"""A real three-node NATS cluster for tests and benchmarks: JetStream on, an MQTT listener on every node, streams and
 consumers replicated three times, all on loopback ports. `kill(i)` SIGKILLs a node (what a crashed
 machine looks like), `start(i)` brings it back with its store.
 
@@ -19,12 +19,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from tests.broker import free_port
-
 __all__ = ["INSTALL_HINT", "NatsCluster", "find_nats_server"]
 
 INSTALL_HINT = "nats-server is not installed: apt-get install nats-server (the cluster tests need a real cluster)"
 READY_TIMEOUT_S = 30.0  # three nodes must elect a JetStream metadata leader: a few seconds on a loaded machine
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
 
 
 def find_nats_server() -> str | None:
