@@ -16,12 +16,14 @@ Prints counts (accepted, refused by reason, crashes), the slowest packet and the
 
     OMP_NUM_THREADS=1 nice -n 19 python -m livetok.bench.fuzz_packets --packets 1000000 --json
     nice -n 19 python -m livetok.bench.fuzz_packets --engine atheris --packets 1000000
+    python -m livetok.bench.fuzz_packets --crafted --json   # crafted costly packets (issue 14)
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import re
@@ -30,6 +32,7 @@ import struct
 import sys
 import tempfile
 import time
+import tracemalloc
 import zlib
 from collections import Counter
 from collections.abc import Callable
@@ -37,7 +40,18 @@ from typing import Any
 
 import numpy as np
 
-from livetok.stream.wire import CRC_SIZE, HEADER_SIZE, CoderState, PacketError, TokenPacket
+from livetok.stream.wire import (
+    CRC_SIZE,
+    HEADER_SIZE,
+    MAGIC,
+    VERSION,
+    CoderState,
+    MaskMode,
+    PacketError,
+    TokenPacket,
+    encode_mask_as,
+    packed_size,
+)
 from livetok.stream.wire.packet import HEADER, HEADER_V2_FIELDS, PacketHeader, _parse_header, pack_header_v2
 
 MODEL = bytes.fromhex("0123456789abcdef")
@@ -225,13 +239,96 @@ def run_atheris(packets: int, seed: int, done: Callable[[Tally], None]) -> Tally
     return tally
 
 
+# --- crafted packets (issue 14): valid CRC, well-formed header, built to be costly ---------------------------
+
+SIDE = 2048  # grid side: N = 2**22, the format's limit
+
+
+def craft_v1(mask: np.ndarray, mode: int, bits: int = 1, grid: tuple[int, int] = (SIDE, SIDE)) -> bytes:
+    """A sealed version 1 packet with `mask` in `mode` (any mode, not only the encoder's) and zero tokens."""
+    gh, gw = grid
+    data = encode_mask_as(mask, mode)
+    k = int(mask.sum())
+    tokens = bytes(packed_size(k, bits))
+    head = HEADER.pack(MAGIC, VERSION, 1, MODEL, 0, 0, min(8 * gw, 16384), min(8 * gh, 16384), gh, gw, bits, mode,
+                       k, len(data), len(tokens))
+    return reseal(head + data + tokens + bytes(CRC_SIZE))
+
+
+def _every(step: int, count: int | None = None) -> np.ndarray:
+    m = np.zeros(SIDE * SIDE, bool)
+    m[::step][:count] = True
+    return m
+
+
+def _most_runs() -> np.ndarray:
+    # runs of 1 (3 bits each) over a third of the grid, then one long run: about 1.4 million runs in
+    # an RLE mask just under the BITMAP's 512 KiB, so RLE is the encoder's choice
+    m = np.zeros(SIDE * SIDE, bool)
+    m[:SIDE * SIDE // 3 - 64] = np.arange(SIDE * SIDE // 3 - 64) % 2 == 1
+    return m
+
+
+CRAFTED: dict[str, Callable[[], bytes]] = {
+    "index_12mb": lambda: craft_v1(np.ones(SIDE * SIDE, bool), MaskMode.INDEX),  # the issue's 12 MB
+    "rle_1_8mb": lambda: craft_v1(np.arange(SIDE * SIDE) % 2 == 0, MaskMode.RLE),  # the issue's 1.8 MB
+    "index_bitmap_length": lambda: craft_v1(_every(22, 190650), MaskMode.INDEX),  # exactly the BITMAP's length
+    "bitmap_of_all": lambda: craft_v1(np.ones(SIDE * SIDE, bool), MaskMode.BITMAP),
+    "bitmap_of_index": lambda: craft_v1(_every(4096), MaskMode.BITMAP),
+    # the costliest valid ones
+    "rle_most_runs": lambda: craft_v1(_most_runs(), MaskMode.RLE),
+    "bitmap_32bit_tokens": lambda: craft_v1(np.random.default_rng(0).random(SIDE * SIDE) < 0.5, MaskMode.BITMAP,
+                                            bits=32),
+    "index_sparse": lambda: craft_v1(_every(2048), MaskMode.INDEX),
+    "all_32bit_tokens_16mb": lambda: craft_v1(np.ones(SIDE * (SIDE - 1), bool), MaskMode.ALL, bits=32,
+                                              grid=(SIDE - 1, SIDE)),
+}
+
+
+def cost(fn: Callable[[], object]) -> tuple[float, int, object]:
+    """(CPU seconds, peak traced bytes, fn's result or its PacketError): timed first without
+    tracemalloc, whose bookkeeping would count in the time, then run again under it."""
+    def run() -> object:
+        try:
+            return fn()
+        except PacketError as e:
+            return e
+    t0 = time.thread_time()
+    out = run()
+    seconds = time.thread_time() - t0
+    tracemalloc.start()
+    try:
+        run()
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    return seconds, peak, out
+
+
+def run_crafted() -> list[dict[str, Any]]:
+    """`TokenPacket.unpack` of each crafted case: its size, CPU time, peak traced memory and outcome."""
+    rows = []
+    for name, build in CRAFTED.items():
+        data = build()
+        seconds, peak, out = cost(functools.partial(TokenPacket.unpack, data))
+        rows.append({"case": name, "bytes": len(data), "cpu_s": round(seconds, 3), "peak_mib": round(peak / 2**20, 1),
+                     "result": f"refused: {out}" if isinstance(out, PacketError) else "decoded"})
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--packets", type=int, default=1_000_000)
     ap.add_argument("--seed", type=int, default=7)
     ap.add_argument("--engine", choices=["loop", "atheris"], default="loop")
     ap.add_argument("--json", action="store_true")
+    ap.add_argument("--crafted", action="store_true",
+                    help="instead: the cost of each crafted packet (issue 14) at the format's largest grid")
     a = ap.parse_args(argv)
+    if a.crafted:
+        for row in run_crafted():
+            print(json.dumps(row) if a.json else "  ".join(f"{k}={v}" for k, v in row.items()))
+        return 0
     t0, c0 = time.perf_counter(), time.process_time()
     rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 

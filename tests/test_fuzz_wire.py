@@ -9,7 +9,6 @@ import json
 import re
 import time
 import tracemalloc
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -17,6 +16,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from livetok.bench.fuzz_packets import CRAFTED, cost
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.model import Tokenizer
 from livetok.stream.cli import main
@@ -28,24 +28,19 @@ from livetok.stream.video_io import read_video
 from livetok.stream.wire import (
     CRC_SIZE,
     HEADER_SIZE,
-    MAGIC,
     MAX_PACKET_BYTES,
     MAX_POSITIONS,
-    VERSION,
     CoderState,
     LtkReader,
     LtkWriter,
-    MaskMode,
     PacketError,
     TokenPacket,
-    encode_mask_as,
-    packed_size,
     peek_header,
     read_ltk,
 )
 from livetok.stream.wire.packet import HEADER, pack_header_v2
 
-from .test_packet import MODEL, POOL, mutate, reseal, survives
+from .test_packet import POOL, mutate, reseal, survives
 
 # header fields by position in HEADER (see stream/wire/packet.py)
 FIELDS = {"width": 6, "height": 7, "grid_h": 8, "grid_w": 9, "bits": 10, "mode": 11, "k": 12, "mask_bytes": 13,
@@ -124,89 +119,32 @@ def test_mutations_are_bounded_in_time_and_memory(start: int, ops: list[tuple[st
 
 CPU_LIMIT_S = 0.5
 PEAK_LIMIT = 200 * 2**20
-SIDE = 2048  # grid side: N = 2**22, the format's limit
-
-
-def craft_v1(mask: np.ndarray, mode: int, bits: int = 1, grid: tuple[int, int] = (SIDE, SIDE)) -> bytes:
-    """A sealed version 1 packet with `mask` in `mode` (any mode, not only the encoder's) and zero tokens."""
-    gh, gw = grid
-    data = encode_mask_as(mask, mode)
-    k = int(mask.sum())
-    tokens = bytes(packed_size(k, bits))
-    head = HEADER.pack(MAGIC, VERSION, 1, MODEL, 0, 0, min(8 * gw, 16384), min(8 * gh, 16384), gh, gw, bits, mode,
-                       k, len(data), len(tokens))
-    return reseal(head + data + tokens + bytes(CRC_SIZE))
-
-
-def cost(fn: Callable[[], object]) -> tuple[float, int, object]:
-    """(CPU seconds, peak traced bytes, fn's result or its PacketError): timed first without
-    tracemalloc, whose bookkeeping would count in the time, then run again under it."""
-    def run() -> object:
-        try:
-            return fn()
-        except PacketError as e:
-            return e
-    t0 = time.thread_time()
-    out = run()
-    seconds = time.thread_time() - t0
-    tracemalloc.start()
-    try:
-        run()
-        _, peak = tracemalloc.get_traced_memory()
-    finally:
-        tracemalloc.stop()
-    return seconds, peak, out
-
-
-def _alternating() -> np.ndarray:
-    return np.arange(SIDE * SIDE) % 2 == 0
-
-
-def _every(step: int, count: int | None = None) -> np.ndarray:
-    m = np.zeros(SIDE * SIDE, bool)
-    m[::step][:count] = True
-    return m
-
-
-def _most_runs() -> np.ndarray:
-    # runs of 1 (3 bits each) over a third of the grid, then one long run: about 1.4 million runs in
-    # an RLE mask just under the BITMAP's 512 KiB, so RLE is the encoder's choice
-    m = np.zeros(SIDE * SIDE, bool)
-    m[:SIDE * SIDE // 3 - 64] = np.arange(SIDE * SIDE // 3 - 64) % 2 == 1
-    return m
-
-
-CRAFTED: dict[str, tuple[Callable[[], bytes], str | None]] = {
+# each case of livetok.bench.fuzz_packets.CRAFTED (built there, for its --crafted report): the refusal
+# expected, or None where the packet is valid and must decode
+REFUSALS: dict[str, str | None] = {
     # the issue's cases: 12 MB of INDEX for an all-kept grid, 1.8 MB of RLE for an alternating one
-    "index_12mb": (lambda: craft_v1(np.ones(SIDE * SIDE, bool), MaskMode.INDEX),
-                   r"^mask mode INDEX is not used for k=4194304 of N=4194304 \(the encoder sends ALL, 0 bytes\)$"),
-    "rle_1_8mb": (lambda: craft_v1(_alternating(), MaskMode.RLE),
-                  r"^mask byte length 1572864 for mode RLE is not smaller than the 524288-byte BITMAP of N=4194304"),
+    "index_12mb": r"^mask mode INDEX is not used for k=4194304 of N=4194304 \(the encoder sends ALL, 0 bytes\)$",
+    "rle_1_8mb": r"^mask byte length 1572864 for mode RLE is not smaller than the 524288-byte BITMAP of N=4194304",
     # an INDEX mask exactly as long as the BITMAP (190650 positions of 22 bits): the tie goes to BITMAP
-    "index_bitmap_length": (lambda: craft_v1(_every(22, 190650), MaskMode.INDEX),
-                            r"^mask byte length 524288 for mode INDEX is not smaller than the 524288-byte"),
+    "index_bitmap_length": r"^mask byte length 524288 for mode INDEX is not smaller than the 524288-byte",
     # a BITMAP of an all-kept grid: ALL says it in 0 bytes
-    "bitmap_of_all": (lambda: craft_v1(np.ones(SIDE * SIDE, bool), MaskMode.BITMAP),
-                      r"^mask mode BITMAP is not used for k=4194304 of N=4194304"),
+    "bitmap_of_all": r"^mask mode BITMAP is not used for k=4194304 of N=4194304",
     # a BITMAP of a sparse mask that INDEX says in 2.8 kB: refused once the mask is known
-    "bitmap_of_index": (lambda: craft_v1(_every(4096), MaskMode.BITMAP),
-                        r"^BITMAP mask is not the smallest encoding of its 1024 kept of 4194304 positions: the "
-                        r"encoder sends INDEX$"),
-    # the costliest masks that are valid: the most RLE runs, a full random BITMAP with 32-bit tokens,
-    # an INDEX mask, and the 16 MiB packet of a full 2047x2048 grid of 32-bit tokens
-    "rle_most_runs": (lambda: craft_v1(_most_runs(), MaskMode.RLE), None),
-    "bitmap_32bit_tokens": (lambda: craft_v1(np.random.default_rng(0).random(SIDE * SIDE) < 0.5, MaskMode.BITMAP,
-                                             bits=32), None),
-    "index_sparse": (lambda: craft_v1(_every(2048), MaskMode.INDEX), None),
-    "all_32bit_tokens_16mb": (lambda: craft_v1(np.ones(SIDE * (SIDE - 1), bool), MaskMode.ALL, bits=32,
-                                               grid=(SIDE - 1, SIDE)), None),
+    "bitmap_of_index": r"^BITMAP mask is not the smallest encoding of its 1024 kept of 4194304 positions: the "
+                       r"encoder sends INDEX$",
+    # the costliest valid ones: the most RLE runs, a random BITMAP with 32-bit tokens, an INDEX mask,
+    # and the 16 MiB packet of a full 2047x2048 grid of 32-bit tokens
+    "rle_most_runs": None,
+    "bitmap_32bit_tokens": None,
+    "index_sparse": None,
+    "all_32bit_tokens_16mb": None,
 }
 
 
-@pytest.mark.parametrize("case", sorted(CRAFTED))
+@pytest.mark.parametrize("case", sorted(REFUSALS))
 def test_crafted_packets_are_decoded_or_refused_within_limits(case: str) -> None:
-    build, refusal = CRAFTED[case]
-    data = build()
+    assert set(REFUSALS) == set(CRAFTED)
+    data, refusal = CRAFTED[case](), REFUSALS[case]
     assert len(data) <= MAX_PACKET_BYTES
     seconds, peak, out = cost(lambda: TokenPacket.unpack(data))
     if refusal is None:
@@ -219,9 +157,9 @@ def test_crafted_packets_are_decoded_or_refused_within_limits(case: str) -> None
 
 def test_crafted_sizes_are_the_issues() -> None:
     # the cases above are as large as the issue's: 12 MB, 1.8 MB, and a packet at the format's limit
-    assert len(CRAFTED["index_12mb"][0]()) == 12_058_676
-    assert len(CRAFTED["rle_1_8mb"][0]()) == 1_835_060
-    assert MAX_PACKET_BYTES - len(CRAFTED["all_32bit_tokens_16mb"][0]()) < 10_000
+    assert len(CRAFTED["index_12mb"]()) == 12_058_676
+    assert len(CRAFTED["rle_1_8mb"]()) == 1_835_060
+    assert MAX_PACKET_BYTES - len(CRAFTED["all_32bit_tokens_16mb"]()) < 10_000
 
 
 def craft_v2_keyframe(model: Tokenizer, side: tuple[int, int]) -> bytes:
@@ -259,7 +197,7 @@ def test_receiver_refuses_packets_longer_than_its_model_sends(tiny_model: Tokeni
     # 4K at stride 8: at most 480*270 + 2*480 + 1 = 130561 positions of 7 bits, a mask under 16321 bytes
     assert largest_packet(1, bits_per_index=bits, stride=stride) == 48 + 16321 + 114241 + 4
     assert largest_packet(2, bits_per_index=bits, stride=stride) == 53 + 3 * 130561 * 8 + 8 + 4
-    big = CRAFTED["all_32bit_tokens_16mb"][0]()
+    big = CRAFTED["all_32bit_tokens_16mb"]()
     rx = ReceiverSession(tiny_model)
     seconds, peak, out = cost(lambda: rx.decode(big))
     assert isinstance(out, PacketError)

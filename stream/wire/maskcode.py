@@ -239,7 +239,11 @@ def _gamma_starts(bits: NDArray[np.uint8]) -> tuple[NDArray[np.int64], NDArray[n
     pos = np.arange(total + 2, dtype=np.int32)
     first_one = np.where(np.append(bits, [1, 1]).astype(bool), pos, end)  # position T reads as a 1
     first_one = np.minimum.accumulate(first_one[::-1])[::-1]  # the first 1 at or after each position
-    step = np.minimum(2 * first_one - pos + 1, end).astype(np.int32)
+    step = 2 * first_one  # in place from here: each temporary is 4 bytes a bit, at most 16 MiB
+    step -= pos
+    step += 1
+    del pos
+    np.minimum(step, end, out=step)
     step[first_one >= total] = end  # no 1 left (or at the end itself): the chain stops here
     step[end] = end
     far = step
