@@ -55,7 +55,21 @@ def test_mosquitto_service() -> None:
     assert mounts["./docker/mosquitto.conf"] == "/mosquitto/config/mosquitto.conf"
 
 
-@pytest.mark.parametrize("name", ["publisher", "receiver", "publisher-gpu"])
+def test_cluster_profile_matches_the_tested_cluster() -> None:
+    services = _services()
+    nodes = [services[f"nats{i}"] for i in (1, 2, 3)]
+    for i, node in enumerate(nodes, 1):
+        assert node["profiles"] == ["cluster"] and node["environment"]["NATS_NAME"] == f"n{i}"
+        assert node["image"].startswith("nats:2.9")  # the version the tests run (Debian's nats-server)
+    conf = (ROOT / "docker" / "nats.conf").read_text(encoding="utf-8")
+    for setting in ("stream_replicas: 3", "consumer_replicas: 3", "listen: 0.0.0.0:1883", 'store_dir: "/data"',
+                    "nats-route://nats1:6222, nats-route://nats2:6222, nats-route://nats3:6222"):
+        assert setting in conf
+    rx = _command(services["receiver-cluster"])
+    assert rx[rx.index("--stream") + 1] == "+" and rx[rx.index("--workers") + 1] == "2"
+
+
+@pytest.mark.parametrize("name", ["publisher", "receiver", "publisher-gpu", "publisher-cluster", "receiver-cluster"])
 def test_build_context_has_dockerfile(name: str) -> None:
     build = _services()[name]["build"]
     if isinstance(build, str):  # the short form: just the context
@@ -82,25 +96,45 @@ def test_gpu_service_only_in_gpu_profile() -> None:
     devices = gpu["deploy"]["resources"]["reservations"]["devices"]
     assert any(d["driver"] == "nvidia" and d["count"] == 1 and "gpu" in d["capabilities"] for d in devices)
     assert _command(gpu)[-2:] == ["--device", "cuda"]
-    # the default `docker compose up` starts no service that needs a GPU
+    # the default `docker compose up` starts no service that needs a GPU, nor the cluster
     for name, s in services.items():
         if name != "publisher-gpu":
-            assert "profiles" not in s and "deploy" not in s, name
+            assert "deploy" not in s, name
+            assert "profiles" not in s or s["profiles"] == ["cluster"], name
 
 
 def test_commands_are_livetok_lines() -> None:
     commands = _commands()
-    assert set(commands) == {"publisher", "receiver", "publisher-gpu"}
+    commands = {k: v for k, v in commands.items() if not k.startswith("nats")}  # the brokers' own commands
+    assert set(commands) == {"publisher", "receiver", "publisher-gpu", "publisher-cluster", "receiver-cluster"}
     for name, argv in commands.items():
         assert argv[0] == "livetok", name
-        assert "mqtt://mosquitto:1883" in argv, name
+        if name.endswith("-cluster"):
+            brokers = {argv[i + 1] for i, a in enumerate(argv) if a == "--broker"}
+            assert brokers == {f"mqtt://nats{i}:1883" for i in (1, 2, 3)}, name
+        else:
+            assert "mqtt://mosquitto:1883" in argv, name
     assert commands["publisher"][:2] == ["livetok", "publish"]
     assert commands["receiver"][:2] == ["livetok", "receive"]
     assert commands["publisher"][commands["publisher"].index("--stream") + 1] == "cam0"
     assert commands["receiver"][-2:] == ["--out", "/out/cam0.mp4"]
 
 
-@pytest.mark.parametrize("name", ["publisher", "receiver", "publisher-gpu"])
+def test_cluster_profile_matches_the_tested_cluster() -> None:
+    services = _services()
+    nodes = [services[f"nats{i}"] for i in (1, 2, 3)]
+    for i, node in enumerate(nodes, 1):
+        assert node["profiles"] == ["cluster"] and node["environment"]["NATS_NAME"] == f"n{i}"
+        assert node["image"].startswith("nats:2.9")  # the version the tests run (Debian's nats-server)
+    conf = (ROOT / "docker" / "nats.conf").read_text(encoding="utf-8")
+    for setting in ("stream_replicas: 3", "consumer_replicas: 3", "listen: 0.0.0.0:1883", 'store_dir: "/data"',
+                    "nats-route://nats1:6222, nats-route://nats2:6222, nats-route://nats3:6222"):
+        assert setting in conf
+    rx = _command(services["receiver-cluster"])
+    assert rx[rx.index("--stream") + 1] == "+" and rx[rx.index("--workers") + 1] == "2"
+
+
+@pytest.mark.parametrize("name", ["publisher", "receiver", "publisher-gpu", "publisher-cluster", "receiver-cluster"])
 def test_commands_parse_with_the_real_cli(name: str) -> None:
     from livetok.stream.cli import get_parser
 
