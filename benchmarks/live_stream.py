@@ -17,9 +17,9 @@ from livetok.stream.receiver import Receiver
 from .localbroker import LocalBroker
 
 
-async def _bench(model: Runtime, url: str, streams: int, seconds: float, source: str,
+async def _bench(model: Runtime, urls: list[str], streams: int, seconds: float, source: str,
                  size: tuple[int, int], sender: SenderConfig, fps: float, max_lag_s: float | None) -> dict[str, Any]:
-    broker = parse_broker_url(url)
+    broker = [parse_broker_url(u) for u in urls]
     frames = max(2, int(seconds * fps))
     names = [f"bench{i}" for i in range(streams)]
     async with Receiver(model, broker, "+", gap_timeout_s=1.0, max_lag_s=max_lag_s) as rx:
@@ -71,15 +71,18 @@ async def await_ends(rx: Receiver, names: list[str], drainer: asyncio.Task[Any],
 
 def bench_stream(model: Runtime, streams: list[int], seconds: float = 10.0, source: str = "synthetic",
                  size: tuple[int, int] = (256, 192), sender: SenderConfig | None = None,
-                 broker_url: str | None = None, fps: float = 30.0, max_lag_s: float | None = 1.0) -> dict[str, Any]:
-    """Run one measurement per entry of `streams`; a local mosquitto is started unless a broker is given.
+                 broker_url: str | list[str] | None = None, fps: float = 30.0, max_lag_s: float | None = 1.0
+                 ) -> dict[str, Any]:
+    """Run one measurement per entry of `streams`; a local mosquitto is started unless a broker is given
+    (several URLs: the nodes of one cluster, as `--broker` repeated).
     The receiver skips to a fresh keyframe when it falls `max_lag_s` behind (None or <= 0: never),
     so a machine too slow for S streams shows as shed frames, not as a growing latency."""
     max_lag_s = max_lag_s if max_lag_s is not None and max_lag_s > 0 else None
     sender = sender or SenderConfig()
     results = []
     with contextlib.ExitStack() as stack:
-        url = broker_url or stack.enter_context(LocalBroker())
+        urls = ([broker_url] if isinstance(broker_url, str) else list(broker_url)) if broker_url else \
+            [stack.enter_context(LocalBroker())]
         for s in streams:
-            results.append(asyncio.run(_bench(model, url, s, seconds, source, size, sender, fps, max_lag_s)))
+            results.append(asyncio.run(_bench(model, urls, s, seconds, source, size, sender, fps, max_lag_s)))
     return {"results": results}

@@ -788,7 +788,8 @@ def get_parser() -> argparse.ArgumentParser:
     bs.add_argument("--seconds", type=float, default=10.0)
     bs.add_argument("--source", default="synthetic", help="source of every stream (default: synthetic)")
     bs.add_argument("--size", default="256x192")
-    bs.add_argument("--broker", default=None, help="use this broker instead of starting a local mosquitto")
+    bs.add_argument("--broker", default=None, action="append",
+                    help="use this broker instead of starting a local mosquitto (repeat it for a cluster's nodes)")
     bs.add_argument("--max-lag", type=float, default=1.0, metavar="SEC",
                     help="the receiver skips to a fresh keyframe when it falls SEC behind (default 1.0; "
                          "0 or less: decode every frame)")
