@@ -13,6 +13,7 @@ import pytest
 from livetok.stream.wire import (
     FILE_HEADER_SIZE,
     MAX_META_BYTES,
+    REQUIRED_META,
     LtkReader,
     LtkWriter,
     PacketError,
@@ -223,3 +224,25 @@ def test_bad_file_headers(tmp_path: Path, content: bytes, message: str) -> None:
         LtkReader(path)
     with pytest.raises(PacketError, match=message):
         read_ltk(path)  # a damaged file header raises even in tolerant mode
+
+
+def test_required_metadata_is_the_documented(tmp_path: Path) -> None:
+    # docs/PACKET.md section 4: the keys marked required there are the ones the reader and writer require
+    doc = (Path(__file__).parents[1] / "docs" / "PACKET.md").read_text()
+    documented = [key for keys, req in re.findall(r"^\| (`[^|]+`) \| (yes|for version 2) \|", doc, re.M) if req == "yes"
+                  for key in re.findall(r"`(\w+)`", keys)]
+    assert documented == list(REQUIRED_META) == ["model_id", "fps", "width", "height", "preset"]
+    for key in REQUIRED_META:
+        with pytest.raises(ValueError, match=rf"meta lacks required keys \['{key}'\]"):
+            LtkWriter(tmp_path / "x.ltk", {k: v for k, v in META.items() if k != key})
+    for fps in (0, -1, float("inf")):
+        with pytest.raises(ValueError, match=r"^meta fps must be a positive finite number"):
+            LtkWriter(tmp_path / "x.ltk", {**META, "fps": fps})
+    # model_id: written lowercase, read in either case
+    path = tmp_path / "upper.ltk"
+    blob = json.dumps({**META, "model_id": MODEL.hex().upper()}).encode()
+    path.write_bytes(b"LTKF\x01" + struct.pack("<I", len(blob)) + blob)
+    with LtkReader(path) as r:
+        assert r.meta["model_id"] == MODEL.hex() and r.model_id == MODEL
+    with LtkWriter(tmp_path / "w.ltk", {**META, "model_id": MODEL.hex().upper()}) as w:
+        assert w.meta["model_id"] == "0123456789abcdef"

@@ -117,6 +117,29 @@ def test_end_of_stream_without_positions() -> None:
     assert q == p and q.end_of_stream and q.k == q.n == 0
 
 
+def test_documented_header_rules_for_the_mask() -> None:
+    # docs/PACKET.md 1.1: M for INDEX is ceil(k * W / 8) with W = index_width(N), 1 bit at N = 1 (not
+    # ceil(log2 1) = 0); the mode is the encoder's (ALL exactly when k = N, also at N = 0; NONE exactly
+    # when k = 0 < N; RLE and INDEX shorter than the BITMAP), checked from the header
+    one = make(1, 1, kept=[0])
+    assert encoded_mask_sizes(one.mask)[MaskMode.INDEX] == 1 and index_width(1) == 1
+    data = one.pack()
+    with pytest.raises(PacketError, match=r"^mask byte length 0 disagrees with mode INDEX for N=1, k=1 "
+                                          r"\(expected 1\)$"):
+        peek_header(with_fields(data, mode=MaskMode.INDEX))
+    with pytest.raises(PacketError, match=r"^mask mode INDEX is not used for k=1 of N=1 \(the encoder sends ALL"):
+        peek_header(with_fields(data[:HEADER_SIZE] + b"\x80" + data[HEADER_SIZE:], mode=MaskMode.INDEX, mask_bytes=1))
+    eos = TokenPacket(MODEL, 9, 5, False, True, 0, 0, 0, 0, 10, np.zeros(0, dtype=bool), np.zeros(0)).pack()
+    assert peek_header(eos).mask_mode == MaskMode.ALL  # N = 0 is ALL ...
+    with pytest.raises(PacketError, match=r"^mask mode NONE needs k = 0 and N > 0, got k=0, N=0 \(use ALL\)$"):
+        peek_header(with_fields(eos, mode=MaskMode.NONE))  # ... never NONE
+    with pytest.raises(PacketError, match=r"^mask mode ALL needs k = N = 24, got k=7$"):
+        peek_header(with_fields(GOOD, mode=MaskMode.ALL, mask_bytes=0))
+    with pytest.raises(PacketError, match=r"^mask byte length 3 for mode RLE is not smaller than the 3-byte BITMAP "
+                                          r"of N=24 \(a mask is sent in its smallest mode\)$"):
+        peek_header(with_fields(GOOD, mask_bytes=3))
+
+
 def test_equality_and_immutability() -> None:
     a, b = make(), make()
     assert a == b and a != make(kept=[1, 5, 6]) and a != make(frame_index=2) and a != "packet"
