@@ -79,6 +79,10 @@ class MqttLink:
             (the broker queues QoS-1 messages for us while we are away, even across its restart).
         on_connect: awaited after every (re)connect, e.g. to publish retained info.
         max_backoff_s: the longest wait between connection attempts.
+        attempt_timeout_s: how long one connection attempt (and a subscribe) may take before the next
+            node is tried; default 10 s for one broker, 4 s for a cluster, where a node that accepts
+            the connection but cannot yet resume the session (NATS re-electing the leader of the
+            session's stream) should not hold up a node that can.
         will: published by the broker when this connection dies without saying goodbye (a crash, a
             lost network), e.g. an empty retained message that withdraws a worker's presence.
         messages_max: incoming messages buffered for a slow consumer; beyond it the oldest are dropped
@@ -95,6 +99,7 @@ class MqttLink:
         max_backoff_s: float = 5.0,
         messages_max: int = 1024,
         will: aiomqtt.Will | None = None,
+        attempt_timeout_s: float | None = None,
     ) -> None:
         self.brokers = broker_list(broker)
         self._node = 0  # index into brokers of the node tried next / connected to
@@ -104,6 +109,7 @@ class MqttLink:
         self.on_connect = on_connect
         self.max_backoff_s = max_backoff_s
         self.will = will
+        self.attempt_timeout_s = attempt_timeout_s or (10.0 if len(self.brokers) == 1 else 4.0)
         self.messages: asyncio.Queue[aiomqtt.Message] = asyncio.Queue(messages_max)
         self.connected = asyncio.Event()
         self.connects = 0
@@ -171,7 +177,7 @@ class MqttLink:
                     raise aiomqtt.MqttError(f"[Errno {socket.EAI_NONAME}] Name or service not known")
                 async with aiomqtt.Client(
                     **self.broker.client_kwargs(), identifier=self.identifier, clean_session=self.clean_session,
-                    will=self.will,
+                    will=self.will, timeout=self.attempt_timeout_s,
                 ) as client:
                     for topic, qos in self.subscriptions:
                         await client.subscribe(topic, qos=qos)
