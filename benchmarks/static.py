@@ -71,7 +71,7 @@ def main(argv: list[str] | None = None) -> int:
     busy = float(np.mean([c["busy_bits"] for c in clips.values()]))
     static = float(np.mean([c["static_bits"] for c in clips.values()]))
     keys = list(next(iter(clips.values()))["static_psnr_at"])
-    overall = {
+    overall: dict[str, Any] = {
         "busy_bits": busy, "static_bits": static, "static_over_busy_bits": static / busy,
         "static_psnr_at": {k: float(np.mean([c["static_psnr_at"].get(k, np.nan) for c in clips.values()]))
                            for k in keys},
