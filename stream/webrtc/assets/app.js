@@ -8,7 +8,8 @@ const PROBE_CELLS = {cols: 4, rows: 3};  // latency probe: 10-bit frame code + 2
 
 const stats = window.livetok = {
   state: "starting", message: "", reconFrames: 0, heatFrames: 0, serverDecoded: 0, tokens: null,
-  tokensPerFrame: null, kbps: null, fps: null, targetKbps: null, serverMsP50: null, serverMsP99: null,
+  tokensPerFrame: null, kbps: null, kbpsMean: null, fps: null, targetKbps: null, requestedKbps: null,
+  reachable: null, serverMsP50: null, serverMsP99: null,
   positions: null, width: null, height: null, dropped: 0, history: [], probe: {latencies: []},
 };
 
@@ -42,9 +43,32 @@ function kbpsToSlider(kbps) {
   return Math.round(1000 * (Math.log(kbps) - lo) / (hi - lo));
 }
 
+function fmtKbps(kbps) {
+  return kbps < 10 ? kbps.toFixed(1) : String(Math.round(kbps));
+}
+
 function showTarget(kbps) {
   stats.targetKbps = kbps;
-  $("rate-value").textContent = `${kbps < 10 ? kbps.toFixed(1) : Math.round(kbps)} kbit/s`;
+  $("rate-value").textContent = `${fmtKbps(kbps)} kbit/s`;
+}
+
+// what the server measured the stream can reach (its floor and ceiling of tokens per frame, priced
+// on its own frames, times the frame rate it really runs at); a request beyond it runs at the bound
+function showReach() {
+  const el = $("reach"), r = stats.reachable;
+  if (!r) {
+    el.textContent = "reachable: measuring…";
+    el.className = "reach";
+    return;
+  }
+  let text = `lowest reachable: ${fmtKbps(r[0])} kbit/s, highest: ${fmtKbps(r[1])} kbit/s ` +
+             `(at ${fmtKbps(stats.fps || 0)} frames/s: the model keeps at least its floor of tokens per frame, ` +
+             "at most all of them)";
+  const asked = stats.requestedKbps, target = stats.targetKbps;
+  const clipped = asked !== null && target !== null && Math.abs(asked - target) > 0.01 * asked;
+  if (clipped) text += ` — ${fmtKbps(asked)} kbit/s is out of reach: the stream runs at ${fmtKbps(target)} kbit/s`;
+  el.textContent = text;
+  el.className = clipped ? "reach clipped" : "reach";
 }
 
 function onSlider() {
@@ -64,25 +88,38 @@ function onMessage(event) {
     stats.tokens = msg.tokens;
     stats.positions = msg.positions;
     stats.kbps = msg.kbps;
+    stats.kbpsMean = msg.kbps_mean;
+    stats.reachable = msg.reachable_kbps;
+    stats.requestedKbps = msg.requested_kbps;
     stats.fps = msg.fps;
     stats.serverMsP50 = msg.server_ms_p50;
     stats.serverMsP99 = msg.server_ms_p99;
     stats.width = msg.width;
     stats.height = msg.height;
     stats.dropped = msg.dropped;
-    stats.history.push({t: now, frame: msg.frame, tokens: msg.tokens, kbps: msg.kbps, target: msg.target_kbps,
-                        keyframe: msg.keyframe});
+    stats.history.push({t: now, frame: msg.frame, tokens: msg.tokens, kbps: msg.kbps, kbpsMean: msg.kbps_mean,
+                        meanSpan: msg.kbps_mean_s, bits: msg.bits, target: msg.target_kbps,
+                        requested: msg.requested_kbps, reachable: msg.reachable_kbps, keyframe: msg.keyframe});
     if (stats.history.length > 2000) stats.history.splice(0, stats.history.length - 2000);
     const recent = stats.history.filter((p) => now - p.t < 1000);
     stats.tokensPerFrame = recent.reduce((s, p) => s + p.tokens, 0) / recent.length;
     chart.add({t: now, tokens: msg.tokens, kbps: msg.kbps, target: msg.target_kbps});
     $("n-tokens").textContent = `${Math.round(stats.tokensPerFrame)} / ${msg.positions}`;
     $("n-kbps").textContent = msg.kbps.toFixed(1);
+    $("n-kbps-mean").textContent = msg.kbps_mean.toFixed(1);
+    showTarget(msg.target_kbps);
+    showReach();
     $("n-fps").textContent = msg.fps.toFixed(1);
     $("n-latency").textContent = `${Math.round(msg.server_ms_p50)} ms`;
     $("n-decoded").textContent = String(msg.decoded);
   } else if (msg.type === "target") {
+    // the server's target: the request, or the reachable bound it runs into (the slider moves there)
+    stats.requestedKbps = msg.requested_kbps;
     showTarget(msg.kbps);
+    if (Math.abs(sliderToKbps(Number($("rate").value)) - msg.kbps) > 0.01 * msg.kbps) {
+      $("rate").value = String(kbpsToSlider(msg.kbps));
+    }
+    showReach();
   } else if (msg.type === "error") {
     setState("error", `server: ${msg.message}`);
   }
