@@ -125,8 +125,9 @@ def main(argv: list[str] | None = None) -> int:
     add_model_args(p)
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--screenshot", default=None, help="also write a screenshot of the demo page here")
-    p.add_argument("--target-kbps", type=float, default=12.0,
-                   help="the demo page's starting rate target (the screenshot); the probe runs at full rate")
+    p.add_argument("--target-kbps", type=float, default=40.0,
+                   help="the demo page's starting rate target (the screenshot: `webrtc serve`'s default, within "
+                        "reach at 256x192); the probe runs at full rate")
     p.add_argument("--only", choices=["peers", "browser"], default=None)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
