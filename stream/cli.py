@@ -864,7 +864,9 @@ def get_parser() -> argparse.ArgumentParser:
                     "(default 127.0.0.1: this host only; browsers allow cameras only on localhost or HTTPS)")
     wd.add_argument("--port", type=int, default=8080)
     wd.add_argument("--size", default="256x192", help="largest frame the server tokenizes (aspect kept)")
-    wd.add_argument("--target-kbps", type=float, default=40.0, help="initial rate target (the page has a slider)")
+    wd.add_argument("--target-kbps", type=float, default=40.0,
+                    help="initial rate target in kbit/s (the page has a slider and shows the range reachable "
+                         "at the frame rate the server runs at; a target beyond it runs at the bound)")
     _add_sender_args(wd)
     _add_model_args(wd)
     wd.set_defaults(func=cmd_webrtc_serve)
