@@ -77,7 +77,8 @@ async def _wait_members(url: str, names: set[str], timeout_s: float) -> None:
 def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tuple[int, ...] = (1, 2, 4),
                   seconds: float = 10.0, fps: float = 30.0, size: tuple[int, int] = (256, 192),
                   source: str = "synthetic") -> dict[str, Any]:
-    """Aggregate decoded fps of S replayed streams over W worker processes, for each W."""
+    """Aggregate decoded fps of S replayed streams over W worker processes, for each W. Workers stop
+    15 s after their last frame (their idle timeout also covers the sender's start-up)."""
     payloads = encode_clip(model, source, size, SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5)), 60)
     frames = max(2, round(seconds * fps))
     rows = []
@@ -85,7 +86,7 @@ def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tupl
         with tempfile.TemporaryDirectory() as tmp:
             cluster = _cluster(Path(tmp) / "nats")
             names = [f"w{k}" for k in range(w)]
-            procs = [subprocess.Popen(_worker_cmd(cluster.urls, weights, n, 6.0), stdout=subprocess.PIPE,
+            procs = [subprocess.Popen(_worker_cmd(cluster.urls, weights, n, 15.0), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE) for n in names]
             try:
                 asyncio.run(_wait_members(cluster.urls[0], set(names), 120))
