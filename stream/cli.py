@@ -403,7 +403,9 @@ def _bench_find_max(a: argparse.Namespace, model: Any, sender: Any, size: tuple[
                   f"{r['fps_per_stream_min']} fps/stream decoded in time (min), latency p99 {r['latency_ms_p99']} ms")
 
     cfg = CapacityConfig(seconds=a.seconds, max_streams=a.max_streams)
-    res = find_max_streams(model, a.source, size, sender, cfg, a.broker, log=log)
+    if a.broker and len(a.broker) > 1:
+        raise ValueError("--find-max measures one receiver against one broker: give --broker once")
+    res = find_max_streams(model, a.source, size, sender, cfg, a.broker[0] if a.broker else None, log=log)
     con.print(f"max {res['max_streams']}{'+' if res['capped'] else ''} streams at {res['size']} in real time")
     if a.json:
         _print_json(res)
