@@ -39,7 +39,7 @@ from livetok.stream.receiver import Receiver
 from .capacity import _replay_main, encode_clip
 from .nats_cluster import INSTALL_HINT, NatsCluster, find_nats_server
 
-__all__ = ["bench_failover", "bench_workers"]
+__all__ = ["bench_failover", "bench_workers", "wait_for_workers"]
 
 
 def _cluster(workdir: Path) -> NatsCluster:
@@ -57,13 +57,14 @@ def _worker_cmd(urls: list[str], weights: Path, name: str, idle_s: float) -> lis
             str(weights), "--threads", "1", "--connect-timeout", "60", "--json"]
 
 
-async def _wait_members(url: str, names: set[str], timeout_s: float) -> None:
+async def wait_for_workers(url: str, group: str, names: set[str], timeout_s: float) -> None:
+    """Until every worker in `names` has announced itself in `group` (its retained presence message)."""
     import aiomqtt
 
     b = parse_broker_url(url)
     seen: set[str] = set()
     async with aiomqtt.Client(b.host, b.port) as c:
-        await c.subscribe("livetok/_workers/bench/+", qos=1)
+        await c.subscribe(f"livetok/_workers/{group}/+", qos=1)
 
         async def watch() -> None:
             async for m in c.messages:
@@ -89,7 +90,7 @@ def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tupl
             procs = [subprocess.Popen(_worker_cmd(cluster.urls, weights, n, 15.0), stdout=subprocess.PIPE,
                                       stderr=subprocess.PIPE) for n in names]
             try:
-                asyncio.run(_wait_members(cluster.urls[0], set(names), 120))
+                asyncio.run(wait_for_workers(cluster.urls[0], "bench", set(names), 120))
                 ctx = mp.get_context("spawn")
                 parent, child = ctx.Pipe(duplex=False)
                 info = {"model_id": model.identity.hex(), "fps": fps}

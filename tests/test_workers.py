@@ -13,9 +13,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import aiomqtt
 import pytest
 
+from livetok.bench.cluster import wait_for_workers
 from livetok.bench.nats_cluster import NatsCluster
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
@@ -42,21 +42,6 @@ def test_ownership_is_a_stable_partition() -> None:
     assert 70 <= len(moved) <= 130  # about a third of 300 each
 
 
-async def _wait_for_presence(url: str, group: str, names: set[str], timeout_s: float) -> None:
-    b = parse_broker_url(url)
-    seen: set[str] = set()
-    async with aiomqtt.Client(b.host, b.port) as c:
-        await c.subscribe(f"livetok/_workers/{group}/+", qos=1)
-
-        async def watch() -> None:
-            async for m in c.messages:
-                name = str(m.topic).rsplit("/", 1)[-1]
-                (seen.add if m.payload else seen.discard)(name)
-                if names <= seen:
-                    return
-        await asyncio.wait_for(watch(), timeout_s)
-
-
 def _worker(cluster: NatsCluster, weights: Path, name: str, out: Path) -> subprocess.Popen[bytes]:
     cmd = [sys.executable, "-m", "livetok.stream.cli", "receive", *[a for u in cluster.urls for a in ("--broker", u)],
            "--stream", "+", "--worker", name, "--group", "g", "--timeout", "8", "--weights", str(weights),
@@ -69,7 +54,7 @@ def test_a_dead_workers_streams_move_to_the_other(nats_cluster: NatsCluster, tin
     workers = {"wa": _worker(nats_cluster, tiny_weights, "wa", tmp_path),
                "wb": _worker(nats_cluster, tiny_weights, "wb", tmp_path)}
     try:
-        asyncio.run(_wait_for_presence(nats_cluster.urls[0], "g", {"wa", "wb"}, 90))
+        asyncio.run(wait_for_workers(nats_cluster.urls[0], "g", {"wa", "wb"}, 90))
         assert presence_topic("g", "wa") == "livetok/_workers/g/wa"
         sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=0)
         brokers = [parse_broker_url(u) for u in nats_cluster.urls]
