@@ -13,10 +13,12 @@ import asyncio
 from types import TracebackType
 from typing import Any
 
+import aiomqtt
+
 from livetok.engine.runtime import Runtime
 
 from .broker_url import stream_from_topic, topics
-from .mqtt import Brokers, MqttLink
+from .mqtt import Brokers, MqttLink, OnConnect
 from .packet_receiver import KEYFRAME_REQUEST_INTERVAL_S, PacketReceiver, ReceivedFrame, StreamCounters
 
 __all__ = ["KEYFRAME_REQUEST_INTERVAL_S", "ReceivedFrame", "Receiver", "StreamCounters"]
@@ -39,13 +41,16 @@ class Receiver(PacketReceiver):
 
     def __init__(self, model: Runtime, broker: Brokers, stream: str, *, identifier: str | None = None,
                  persistent: bool = True, gap_timeout_s: float = 0.3,
-                 first_connect_timeout_s: float | None = 10.0, max_lag_s: float | None = None) -> None:
+                 first_connect_timeout_s: float | None = 10.0, max_lag_s: float | None = None,
+                 extra_subscriptions: list[tuple[str, int]] | None = None, on_connect: OnConnect | None = None,
+                 will: aiomqtt.Will | None = None) -> None:
         self.topics = topics(stream)
         super().__init__(model, gap_timeout_s=gap_timeout_s, end_on_eos=not self.topics.wildcard,
                          max_lag_s=max_lag_s)
         self.first_connect_timeout_s = first_connect_timeout_s
-        self.link = MqttLink(broker, [(self.topics.tokens, 1), (self.topics.info, 1)], identifier=identifier,
-                             clean_session=not (persistent and identifier is not None))
+        self.link = MqttLink(broker, [(self.topics.tokens, 1), (self.topics.info, 1), *(extra_subscriptions or [])],
+                             identifier=identifier, clean_session=not (persistent and identifier is not None),
+                             on_connect=on_connect, will=will)
 
     async def __aenter__(self) -> Receiver:
         await self.link.start(self.first_connect_timeout_s)
@@ -71,16 +76,20 @@ class Receiver(PacketReceiver):
     async def send_keyframe_request(self, stream: str, payload: str) -> None:
         await self.link.publish(topics(stream).control, payload, qos=1)
 
+    async def on_message(self, topic: str, payload: bytes) -> None:
+        """One message off the broker: a stream's info or one of its packets."""
+        name = stream_from_topic(topic)
+        if topic.endswith("/info"):
+            self.feed_info(name, payload)
+        else:
+            await self.feed(name, payload)
+
     async def _consume(self) -> None:
         try:
             while True:
                 msg = await self.link.messages.get()
-                name = stream_from_topic(str(msg.topic))
                 payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
-                if str(msg.topic).endswith("/info"):
-                    self.feed_info(name, payload)
-                else:
-                    await self.feed(name, payload)
+                await self.on_message(str(msg.topic), payload)
         except BaseException as e:  # hand any failure to the iterating caller, then stop
             if not isinstance(e, asyncio.CancelledError):
                 await self.fail(e)

@@ -27,8 +27,8 @@ import aiomqtt
 
 from livetok.engine.runtime import Runtime
 
-from .broker_url import PREFIX, stream_from_topic, topics
-from .mqtt import Brokers, MqttLink
+from .broker_url import PREFIX, stream_from_topic
+from .mqtt import Brokers
 from .ownership import owner
 from .receiver import Receiver
 
@@ -58,19 +58,15 @@ class WorkerReceiver(Receiver):
     """
 
     def __init__(self, model: Runtime, broker: Brokers, group: str, worker: str, **kwargs: Any) -> None:
-        super().__init__(model, broker, "+", identifier=f"livetok-{group}-{worker}", **kwargs)
         self.group, self.worker = group, worker
         self.presence = presence_topic(group, worker)
+        super().__init__(model, broker, "+", identifier=f"livetok-{group}-{worker}",
+                         extra_subscriptions=[(f"{PREFIX}/{WORKERS_LEVEL}/{group}/+", 1)],
+                         on_connect=self._announce, will=aiomqtt.Will(self.presence, b"", qos=1, retain=True),
+                         **kwargs)
         self.members: set[str] = {worker}
         self.handoffs_in = 0  # streams this worker took over from another (or at start)
         self.handoffs_out = 0  # streams it gave up because a worker joined
-        self.ownership_log: list[tuple[float, str, str]] = []  # (wall time, stream, "in" | "out")
-        t = topics("+")
-        self.link = MqttLink(
-            broker, [(t.tokens, 1), (t.info, 1), (f"{PREFIX}/{WORKERS_LEVEL}/{group}/+", 1)],
-            identifier=f"livetok-{group}-{worker}", clean_session=False, on_connect=self._announce,
-            will=aiomqtt.Will(self.presence, b"", qos=1, retain=True),
-        )
         self._owned: set[str] = set()
         self._infos: dict[str, bytes] = {}  # every stream's retained info, fed when we take the stream
 
@@ -116,34 +112,20 @@ class WorkerReceiver(Receiver):
         self._owned.discard(stream)
         self.streams.pop(stream, None)
         self.handoffs_out += 1
-        self.ownership_log.append((time.time(), stream, "out"))
 
-    async def _consume(self) -> None:
-        try:
-            while True:
-                msg = await self.link.messages.get()
-                topic = str(msg.topic)
-                payload = bytes(msg.payload) if isinstance(msg.payload, bytes | bytearray) else b""
-                if topic.startswith(f"{PREFIX}/{WORKERS_LEVEL}/"):
-                    self._membership(topic, payload)
-                    continue
-                name = stream_from_topic(topic)
-                is_info = topic.endswith("/info")
-                if is_info:
-                    self._infos[name] = payload
-                if not self.owns(name):
-                    continue
-                if name not in self._owned:
-                    self._owned.add(name)
-                    self.handoffs_in += 1
-                    self.ownership_log.append((time.time(), name, "in"))
-                    if not is_info and name in self._infos:
-                        self.feed_info(name, self._infos[name])
-                if is_info:
-                    self.feed_info(name, payload)
-                else:
-                    await self.feed(name, payload)
-        except BaseException as e:
-            if not isinstance(e, asyncio.CancelledError):
-                await self.fail(e)
-            raise
+    async def on_message(self, topic: str, payload: bytes) -> None:
+        if topic.startswith(f"{PREFIX}/{WORKERS_LEVEL}/"):
+            self._membership(topic, payload)
+            return
+        name = stream_from_topic(topic)
+        is_info = topic.endswith("/info")
+        if is_info:
+            self._infos[name] = payload
+        if not self.owns(name):
+            return
+        if name not in self._owned:
+            self._owned.add(name)
+            self.handoffs_in += 1
+            if not is_info and name in self._infos:
+                self.feed_info(name, self._infos[name])
+        await super().on_message(topic, payload)
