@@ -45,6 +45,12 @@ def k_max(cfg: BudgetConfig, n: int) -> int:
     return max(1, min(n, math.floor(cfg.max_rate * n)))
 
 
+def _bounded(cfg: BudgetConfig, n: int, k: float) -> int:
+    """`round(k)` between the policy's floor and its ceiling; the ceiling wins when max_rate is set
+    below the floor N/16."""
+    return min(k_max(cfg, n), max(k_min(cfg, n), round(k)))
+
+
 def needs_error(cfg: BudgetConfig) -> bool:
     """Whether the policy needs frame t's full-rate error (one extra decode) to set its budget."""
     return cfg.policy == "infotok"
@@ -81,8 +87,7 @@ def frame_budget(
         raise ValueError(f"policy 'infotok' needs the frame's mean full-rate error >= 0, got {mean_error}")
     norm = population_error if cfg.normaliser == "population" else state.ema_error
     norm = max(norm, 1e-8)
-    # the ceiling is applied last: it beats the floor N/16 when max_rate is set below it
-    k = min(k_max(cfg, n), max(k_min(cfg, n), min(n, round(beta * mean_error / norm))))
+    k = _bounded(cfg, n, beta * mean_error / norm)
     ema = state.ema_error
     if not keyframe:
         ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
@@ -96,8 +101,7 @@ def prior_budget(cfg: BudgetConfig, n: int, state: BudgetState, *, population_er
     if keyframe:
         return k_max(cfg, n)
     beta = cfg.rate * n * state.scale
-    k = max(k_min(cfg, n), min(n, round(beta * state.ema_error / max(population_error, 1e-8))))
-    return min(k_max(cfg, n), k)
+    return _bounded(cfg, n, beta * state.ema_error / max(population_error, 1e-8))
 
 
 def observe(cfg: BudgetConfig, state: BudgetState, *, mean_error: float, keyframe: bool) -> BudgetState:

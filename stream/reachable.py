@@ -109,28 +109,27 @@ class RateMeter:
         while self._frames and self._frames[0].t_s < t_s - self.window_s:
             self._frames.popleft()
 
-    def _last(self, window_s: float) -> list[_Frame]:
+    def _last(self, window_s: float | None) -> tuple[list[_Frame], float]:
+        """The frames within the last `window_s` (default: the whole window) and their span."""
         if not self._frames:
-            return []
+            return [], 0.0
         end = self._frames[-1].t_s
-        return [f for f in self._frames if f.t_s >= end - window_s]
+        frames = [f for f in self._frames if f.t_s >= end - (self.window_s if window_s is None else window_s)]
+        return frames, frames[-1].t_s - frames[0].t_s
 
     def span_s(self, window_s: float | None = None) -> float:
         """Capture time from the oldest to the newest frame within the last `window_s`."""
-        frames = self._last(self.window_s if window_s is None else window_s)
-        return frames[-1].t_s - frames[0].t_s if len(frames) > 1 else 0.0
+        return self._last(window_s)[1]
 
     def bits_per_s(self, window_s: float | None = None) -> float | None:
         """The rate over the last `window_s` (default: the whole window); None before two frames."""
-        frames = self._last(self.window_s if window_s is None else window_s)
-        span = frames[-1].t_s - frames[0].t_s if len(frames) > 1 else 0.0
+        frames, span = self._last(window_s)
         if span <= 0:
             return None
         return sum(f.bits for f in frames[1:]) / span
 
     def fps(self, window_s: float | None = None) -> float | None:
-        frames = self._last(self.window_s if window_s is None else window_s)
-        span = frames[-1].t_s - frames[0].t_s if len(frames) > 1 else 0.0
+        frames, span = self._last(window_s)
         return (len(frames) - 1) / span if span > 0 else None
 
     def reachable_bps(self) -> tuple[float, float] | None:

@@ -135,10 +135,11 @@ class DemoPeer:
             return None
         return reach[0] / 1000.0, reach[1] / 1000.0
 
-    def _within_reach(self) -> tuple[float, int]:
-        """The target shown: the request, or the bound of the reachable range it is beyond; and
-        which side it is clipped on (-1 the floor, +1 the ceiling, 0 not clipped)."""
-        reach = self.reachable_kbps()
+    def _within_reach(self, reach: tuple[float, float] | None = None) -> tuple[float, int]:
+        """The target shown: the request, or the bound of the reachable range (`reach`, default:
+        measured now) it is beyond; and which side it is clipped on (-1 the floor, +1 the ceiling,
+        0 not clipped)."""
+        reach = self.reachable_kbps() if reach is None else reach
         if reach is not None and self.requested_kbps < reach[0]:
             return reach[0], -1
         if reach is not None and self.requested_kbps > reach[1]:
@@ -156,13 +157,16 @@ class DemoPeer:
             msg = json.loads(message)
             if isinstance(msg, dict) and msg.get("type") == "target":
                 self.set_target(float(msg["kbps"]))
-                self._send({"type": "target", "kbps": self.target_kbps, "requested_kbps": self.requested_kbps})
+                self._send_target()
         except (json.JSONDecodeError, KeyError, TypeError, ValueError):
             log.warning("ignoring a malformed message from the page: %.80s", message)
 
     def _send(self, obj: dict[str, Any]) -> None:
         if self.channel is not None and self.channel.readyState == "open":
             self.channel.send(json.dumps(obj))
+
+    def _send_target(self) -> None:
+        self._send({"type": "target", "kbps": self.target_kbps, "requested_kbps": self.requested_kbps})
 
     # -- the pipeline --------------------------------------------------------------------------
 
@@ -222,14 +226,15 @@ class DemoPeer:
         ms = (time.time_ns() // 1000 - packet.timestamp_us) / 1e3
         self.server_ms.append(ms)
         # the target shown follows the reachable range as the frame rate and the content move it
-        shown_target, _ = self._within_reach()
+        reach = self.reachable_kbps()
+        shown_target, _ = self._within_reach(reach)
         if abs(shown_target - self.target_kbps) > RECLIP * self.target_kbps:
             self.target_kbps = shown_target
-            self._send({"type": "target", "kbps": self.target_kbps, "requested_kbps": self.requested_kbps})
+            self._send_target()
         lat = list(self.server_ms)
         # rates over the packets' capture times, as rate control counts them (stream/reachable.py)
         kbps, mean_kbps = self.meter.bits_per_s(STATS_WINDOW_S), self.meter.bits_per_s()
-        fps, reach = self.meter.fps(STATS_WINDOW_S), self.reachable_kbps()
+        fps = self.meter.fps(STATS_WINDOW_S)
         self._send({
             "type": "frame", "frame": packet.frame_index, "timestamp_us": packet.timestamp_us,
             "keyframe": packet.keyframe, "tokens": packet.k,
