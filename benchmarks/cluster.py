@@ -39,7 +39,7 @@ from livetok.stream.receiver import Receiver
 from .capacity import _replay_main, encode_clip
 from .nats_cluster import INSTALL_HINT, NatsCluster, find_nats_server
 
-__all__ = ["bench_failover", "bench_workers", "wait_for_workers"]
+__all__ = ["bench_failover", "bench_workers", "wait_for_workers", "worker_cmd"]
 
 
 def _cluster(workdir: Path) -> NatsCluster:
@@ -51,10 +51,13 @@ def _cluster(workdir: Path) -> NatsCluster:
     return c
 
 
-def _worker_cmd(urls: list[str], weights: Path, name: str, idle_s: float) -> list[str]:
+def worker_cmd(urls: list[str], weights: Path, name: str, group: str, idle_s: float, connect_timeout_s: float,
+               *extra: str) -> list[str]:
+    """The command line of one receiver worker (`livetok receive --worker`) of `group` over the cluster `urls`;
+    it prints its summary as JSON and stops `idle_s` after its last frame."""
     return [sys.executable, "-m", "livetok.stream.cli", "receive", *[a for u in urls for a in ("--broker", u)],
-            "--stream", "+", "--worker", name, "--group", "bench", "--timeout", str(idle_s), "--weights",
-            str(weights), "--threads", "1", "--connect-timeout", "60", "--json"]
+            "--stream", "+", "--worker", name, "--group", group, "--timeout", f"{idle_s:g}", "--weights",
+            str(weights), "--connect-timeout", f"{connect_timeout_s:g}", "--json", *extra]
 
 
 async def wait_for_workers(url: str, group: str, names: set[str], timeout_s: float) -> None:
@@ -87,8 +90,9 @@ def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tupl
         with tempfile.TemporaryDirectory() as tmp:
             cluster = _cluster(Path(tmp) / "nats")
             names = [f"w{k}" for k in range(w)]
-            procs = [subprocess.Popen(_worker_cmd(cluster.urls, weights, n, 15.0), stdout=subprocess.PIPE,
-                                      stderr=subprocess.PIPE) for n in names]
+            cmd = ["--threads", "1"]  # one core each: W workers on W cores
+            procs = [subprocess.Popen(worker_cmd(cluster.urls, weights, n, "bench", 15.0, 60.0, *cmd),
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE) for n in names]
             try:
                 asyncio.run(wait_for_workers(cluster.urls[0], "bench", set(names), 120))
                 ctx = mp.get_context("spawn")

@@ -9,13 +9,12 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from livetok.bench.cluster import wait_for_workers
+from livetok.bench.cluster import wait_for_workers, worker_cmd
 from livetok.bench.nats_cluster import NatsCluster
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
@@ -43,9 +42,7 @@ def test_ownership_is_a_stable_partition() -> None:
 
 
 def _worker(cluster: NatsCluster, weights: Path, name: str, out: Path) -> subprocess.Popen[bytes]:
-    cmd = [sys.executable, "-m", "livetok.stream.cli", "receive", *[a for u in cluster.urls for a in ("--broker", u)],
-           "--stream", "+", "--worker", name, "--group", "g", "--timeout", "8", "--weights", str(weights),
-           "--connect-timeout", "30", "--json", "--out", str(out / "rx.mp4")]
+    cmd = worker_cmd(cluster.urls, weights, name, "g", 8, 30, "--out", str(out / "rx.mp4"))
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "COLUMNS": "200"})
 
 
