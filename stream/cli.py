@@ -297,6 +297,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
     import asyncio
 
     from livetok.stream.live import publish_sources
+    from livetok.stream.mqtt import brokers_text
 
     streams = _stream_names(a.source, a.stream)
     sender, broker, size = _sender(a), _broker(a), _size(a.size)
@@ -309,7 +310,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
             qos=a.qos))
     finally:
         table.stop()
-    _console().print(f"published {res['frames_published']} frames to {', '.join(b.url for b in broker)} stream(s) "
+    _console().print(f"published {res['frames_published']} frames to {brokers_text(broker)} stream(s) "
                      f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
                      f"latency p50 {_ms(res['latency_ms_p50'])} ms p99 {_ms(res['latency_ms_p99'])} ms, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
