@@ -98,10 +98,9 @@ def check_packet_size(data: bytes, *, bits_per_index: int, stride: int,
     Raises:
         PacketError: one line with the length, the limit and where the limit comes from.
     """
-    version = data[4] if len(data) > 4 else 1
-    limit = largest_packet(VERSION_V2 if version == VERSION_V2 else 1, bits_per_index=bits_per_index, stride=stride,
-                           limits=limits)
+    version = VERSION_V2 if len(data) > 4 and data[4] == VERSION_V2 else 1
+    limit = largest_packet(version, bits_per_index=bits_per_index, stride=stride, limits=limits)
     if len(data) > limit:
         raise PacketError(f"packet of {len(data)} bytes is over this receiver's limit of {limit} for version "
-                          f"{2 if version == VERSION_V2 else 1} (the largest its model sends for a frame of at most "
+                          f"{version} (the largest its model sends for a frame of at most "
                           f"{limits.max_side} pixels a side, {limits.max_pixels} in all)")

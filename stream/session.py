@@ -22,6 +22,7 @@ from livetok.engine.state import FrameTokens, StreamState
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits, check_packet_size, largest_packet
 from .video_io import as_rgb8
 from .wire import VERSION, VERSION_V2, CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
+from .wire.packet import _check_model
 
 
 def tokens_to_packet(tokens: FrameTokens, model_id: bytes, bits: int, timestamp_us: int, row: int = 0) -> TokenPacket:
@@ -199,9 +200,7 @@ class ReceiverSession:
         frame costs (docs/PACKET.md 1.4)."""
         self.check_size(data)
         header = peek_header(data)
-        if header.model_id != self.model_id:
-            raise PacketError(f"packet is for model {header.model_id.hex()}, this receiver runs model "
-                              f"{self.model_id.hex()}")
+        _check_model(header, self.model_id)
         self.check(header)
 
     def check(self, packet: TokenPacket | PacketHeader) -> None:
