@@ -25,6 +25,7 @@ from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
 from .stages import LATENCY_SAMPLES, percentile
 from .wire import PacketError, PacketHeader, verify_packet
+from .wire.packet import _check_model
 
 log = logging.getLogger(__name__)
 
@@ -250,9 +251,7 @@ class PacketReceiver:
         try:
             s.session.check_size(payload)  # a 16 MB packet of a 4K model is refused before its CRC is read
             header = verify_packet(payload)  # framing and CRC; the payload is decoded in order, later
-            if header.model_id != self.model_id:
-                raise PacketError(f"packet is for model {header.model_id.hex()}, this receiver runs model "
-                                  f"{self.model_id.hex()}")
+            _check_model(header, self.model_id)
             s.session.check(header)  # one our model could have made, within our size limit
         except PacketError as e:
             if "this receiver runs model" in str(e):
