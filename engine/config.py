@@ -74,9 +74,19 @@ class DecoderConfig:
     mlp_ratio: int = 2
     state_channels: int = 32  # the recurrent hidden state kept at stride 8
     up_channels: tuple[int, int] = (48, 24)  # at strides 4 and 2 (the last x2 is a pixel shuffle to RGB)
+    # "rt" only: a stride-4 refinement after the stride-8 output (0 = none; engine/rt_decoder.py).
+    # Left out of the JSON when 0, so the identities of models made before it existed stay as they were.
+    refine_width: int = 0
+    refine_blocks: int = 0
 
     def __post_init__(self) -> None:
         _positive(self, "width", "blocks", "kernel", "mlp_ratio", "state_channels")
+        if self.refine_width < 0 or self.refine_blocks < 0 or (self.refine_width == 0) != (self.refine_blocks == 0):
+            raise ValueError(f"DecoderConfig.refine_width and refine_blocks must both be 0 or both positive, "
+                             f"got {self.refine_width} and {self.refine_blocks}")
+        if self.refine_width and self.width % 4:
+            raise ValueError(f"DecoderConfig.width must be a multiple of 4 for the stride-4 refinement, "
+                             f"got {self.width}")
         if len(self.up_channels) != 2 or min(self.up_channels) < 1:
             raise ValueError(f"DecoderConfig.up_channels needs 2 positive ints, got {self.up_channels}")
         if self.kernel % 2 == 0:
@@ -114,6 +124,8 @@ class TokenizerConfig:
         d = dataclasses.asdict(self)
         if d["arch"] == "v1":
             del d["arch"]  # the JSON (and so the identity) of every v1 model predates the key
+        if not d["decoder"]["refine_width"]:  # nor do those of models without the refinement
+            del d["decoder"]["refine_width"], d["decoder"]["refine_blocks"]
         return d
 
     def to_json(self) -> str:
@@ -260,6 +272,25 @@ PRESETS: dict[str, TokenizerConfig] = {
         fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
         encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
         decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64),
+    ),
+    # rt-fsq6 with a stride-4 refinement after the stride-8 output (a cheap nonlinear upsampler: the
+    # stride-8 output alone is a linear function of a 96-channel feature per 8x8 cell); grows from
+    # rt-fsq6 weights with the refinement starting as the identity
+    "rt-fsq6-r": TokenizerConfig(
+        name="rt-fsq6-r",
+        arch="rt",
+        fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
+        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
+        decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64,
+                              refine_width=24, refine_blocks=1),
+    ),
+    # rt-fsq6 with five decoder blocks (grows from rt-fsq6 weights, the two new blocks as the identity)
+    "rt-fsq6-d5": TokenizerConfig(
+        name="rt-fsq6-d5",
+        arch="rt",
+        fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
+        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
+        decoder=DecoderConfig(width=96, blocks=5, kernel=3, mlp_ratio=2, state_channels=64),
     ),
     # tiny rt: for unit tests
     "rt-tiny": TokenizerConfig(

@@ -110,7 +110,8 @@ def load_clips(files: list[Path], cfg: DataConfig, cache_dir: Path | None = None
             arr = read_clip(f, cfg.cache_short_side, cfg.max_frames_per_clip)
             if cached is not None:
                 cached.parent.mkdir(parents=True, exist_ok=True)
-                tmp = cached.with_suffix(".tmp.npy")
+                # a name of this process's own: two trainings filling one cache must not collide
+                tmp = cached.with_suffix(f".{os.getpid()}.tmp.npy")
                 np.save(tmp, arr)
                 tmp.replace(cached)
         if len(arr) >= 2:

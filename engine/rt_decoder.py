@@ -6,7 +6,10 @@ would be a valid FSQ code) is fused with the hidden state (the previous frame's 
 temporal context) and the pixel-unshuffled previous reconstruction by one 1x1 convolution, then
 depthwise-separable blocks. The new hidden state is read off the last feature; the reconstruction is
 a 1x1 to 3 x 64 channels pixel-shuffled to full size and added to the previous reconstruction (a
-cheap P-frame accumulation: a static scene is held by predicting zero). Same signature and shapes
+cheap P-frame accumulation: a static scene is held by predicting zero). With `refine_width` set, a
+stride-4 refinement follows: the stride-8 feature pixel-shuffled to stride 4 and the coarse
+reconstruction pixel-unshuffled to stride 4 go through a 1x1 and a few narrow blocks to a residual
+correction (it starts at zero, so a model grows from one without it). Same signature and shapes
 as the v1 `Decoder`; the sender runs this same module (closed loop).
 """
 
@@ -36,6 +39,21 @@ class RTDecoder(nn.Module):
             self.to_rgb.weight.mul_(0.1)
             if self.to_rgb.bias is not None:
                 self.to_rgb.bias.zero_()
+        self.refine: nn.Sequential | None = None
+        if d.refine_width:
+            r, half = d.refine_width, s // 2
+            self.refine = nn.Sequential(
+                nn.Conv2d(d.width // 4 + 3 * half * half, r, 1),
+                nn.LeakyReLU(SLOPE),
+                *[RTBlock(r, d.kernel, d.mlp_ratio) for _ in range(d.refine_blocks)],
+                nn.Conv2d(r, 3 * half * half, 1),
+            )
+            last = self.refine[-1]
+            assert isinstance(last, nn.Conv2d)
+            with torch.no_grad():  # exactly the identity at init: grown weights decode as before
+                last.weight.zero_()
+                if last.bias is not None:
+                    last.bias.zero_()
 
     def forward(
         self, codes: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor
@@ -45,5 +63,9 @@ class RTDecoder(nn.Module):
         ctx = F.pixel_unshuffle(prev_recon, self.stride)
         f = self.blocks(F.leaky_relu(self.fuse(torch.cat([e, prev_hidden, ctx], dim=1)), SLOPE))
         hidden = torch.tanh(self.to_hidden(f))
-        recon = (prev_recon + F.pixel_shuffle(self.to_rgb(f), self.stride)).clamp(-1.0, 1.0)
-        return recon, hidden
+        recon = prev_recon + F.pixel_shuffle(self.to_rgb(f), self.stride)
+        if self.refine is not None:
+            half = self.stride // 2
+            g = torch.cat([F.pixel_shuffle(f, 2), F.pixel_unshuffle(recon, half)], dim=1)
+            recon = recon + F.pixel_shuffle(self.refine(g), half)
+        return recon.clamp(-1.0, 1.0), hidden

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import Tensor
+from torch import Tensor, nn
 
 from .checkpoint import save_weights
 from .config import get_preset
@@ -35,6 +35,7 @@ from .device_data import DeviceStreamSampler
 from .frames import to_tensor
 from .model import Tokenizer
 from .rate_prior import DigitPrior, empty_last
+from .rt_layers import RTBlock
 from .selection import keep_mask, position_error
 
 log = logging.getLogger(__name__)
@@ -403,12 +404,42 @@ def train(
     return out / "model.safetensors"
 
 
+# modules a model may gain over the checkpoint it starts from (budget head, decoder refinement, more
+# decoder blocks); each grown one starts as the identity, so the grown model decodes as the checkpoint did
+_GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.")
+
+
 def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
-    """Load a checkpoint that may predate the budget head (its head then starts fresh)."""
-    missing, unexpected = model.load_state_dict(sd, strict=False)
-    bad = [k for k in missing if not k.startswith("budget_head.")] + list(unexpected)
+    """Load a checkpoint that may predate the budget head or be a smaller decoder: missing head
+    weights start untrained; a missing refinement or missing trailing decoder blocks start as the
+    identity (their residual outputs zeroed), so training grows the checkpoint's model."""
+    try:
+        missing, unexpected = model.load_state_dict(sd, strict=False)
+    except RuntimeError as e:  # a tensor of another shape: one line, not torch's list of every mismatch
+        raise RuntimeError(f"checkpoint does not fit the model: {str(e).splitlines()[1].strip()}") from None
+    have = {int(k.split(".")[2]) for k in sd if k.startswith("decoder.blocks.")}
+    bad = [k for k in missing if not k.startswith(_GROWABLE)] + list(unexpected)
+    # a block is grown only if it is wholly missing and follows the checkpoint's last block
+    bad += [k for k in missing if k.startswith("decoder.blocks.") and int(k.split(".")[2]) <= max(have, default=-1)]
     if bad:
         raise RuntimeError(f"checkpoint does not fit the model: {bad[:5]}")
+    grown = sorted({".".join(k.split(".")[:3 if k.startswith("decoder.blocks.") else 2])
+                    for k in missing if not k.startswith("budget_head.")})
+    with torch.no_grad():
+        for name in grown:
+            # the last convolution of every residual branch (and of the refinement) to zero
+            mod = model.get_submodule(name)
+            if isinstance(mod, RTBlock):
+                lasts: list[nn.Module] = [mod.conv.pw2, mod.ffn.out]
+            else:
+                assert isinstance(mod, nn.Sequential)
+                lasts = [mod[-1]]
+            for conv in lasts:
+                assert isinstance(conv, nn.Conv2d) and conv.bias is not None
+                conv.weight.zero_()
+                conv.bias.zero_()
+    if grown:
+        log.info("grown from the checkpoint: %s (starting as the identity)", ", ".join(grown))
 
 
 def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tuple[Tensor, NDArray[np.bool_]]],

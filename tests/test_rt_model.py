@@ -4,6 +4,7 @@ architectures in tests/test_model.py) and ONNX parity."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -12,14 +13,14 @@ import pytest
 import torch
 
 from livetok.engine.checkpoint import load_weights, save_weights
-from livetok.engine.config import PRESETS, BudgetConfig, SenderConfig, TokenizerConfig, get_preset
+from livetok.engine.config import PRESETS, BudgetConfig, DecoderConfig, SenderConfig, TokenizerConfig, get_preset
 from livetok.engine.decoder import Decoder
 from livetok.engine.encoder import Encoder
 from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer
 from livetok.engine.rt_decoder import RTDecoder
 from livetok.engine.rt_encoder import RTEncoder
-from livetok.engine.train import run_clip
+from livetok.engine.train import _load_tolerating_head, run_clip
 from livetok.stream.session import ReceiverSession, SenderSession
 
 from .conftest import untrained
@@ -36,7 +37,7 @@ def rt_tiny() -> Tokenizer:
 
 
 def test_arch_key_round_trips_and_old_configs_load_as_v1() -> None:
-    for name in ("default", "tiny", "rt", "rt-fsq6", "rt-tiny"):
+    for name in ("default", "tiny", "rt", "rt-fsq6", "rt-tiny", "rt-fsq6-r", "rt-fsq6-d5"):
         cfg = get_preset(name)
         assert TokenizerConfig.from_dict(json.loads(cfg.to_json())) == cfg
     assert get_preset("default").arch == "v1" and get_preset("rt").arch == "rt"
@@ -48,6 +49,50 @@ def test_arch_key_round_trips_and_old_configs_load_as_v1() -> None:
     assert json.loads(get_preset("rt").to_json())["arch"] == "rt"
     with pytest.raises(ValueError, match="unknown arch"):
         TokenizerConfig(arch="v3")
+
+
+def test_refinement_keys_only_in_the_json_of_models_that_have_it() -> None:
+    # models made before the refinement existed keep their JSON, and so their identity
+    assert "refine_width" not in json.loads(get_preset("rt-fsq6").to_json())["decoder"]
+    r = json.loads(get_preset("rt-fsq6-r").to_json())["decoder"]
+    assert (r["refine_width"], r["refine_blocks"]) == (24, 1)
+    with pytest.raises(ValueError, match="both be 0 or both positive"):
+        DecoderConfig(refine_width=8, refine_blocks=0)
+    with pytest.raises(ValueError, match="multiple of 4"):
+        DecoderConfig(width=30, refine_width=8, refine_blocks=1)
+
+
+def _grown(base: Tokenizer, **decoder: int) -> Tokenizer:
+    cfg = dataclasses.replace(base.cfg, decoder=dataclasses.replace(base.cfg.decoder, **decoder))
+    m = Tokenizer(cfg)
+    _load_tolerating_head(m, base.state_dict())
+    return m.eval()
+
+
+def test_grown_decoder_starts_as_the_checkpoint(rt_tiny: Tokenizer) -> None:
+    """Training may grow a checkpoint (a stride-4 refinement, more decoder blocks): the grown model
+    decodes exactly as the checkpoint did, so a run starts from the checkpoint's quality."""
+    torch.manual_seed(1)
+    for p in rt_tiny.parameters():  # make every residual branch non-zero, unlike a fresh init
+        p.data.add_(torch.randn_like(p) * 0.05)
+    g, gh, gw = rt_tiny.cfg.fsq.dim, 6, 8
+    codes, mask = torch.rand(2, g, gh, gw) * 2 - 1, torch.rand(2, gh * gw) < 0.6
+    prev, hid = torch.rand(2, 3, 8 * gh, 8 * gw) * 2 - 1, torch.rand(2, rt_tiny.cfg.decoder.state_channels, gh, gw)
+    with torch.no_grad():
+        want = rt_tiny.eval().decoder(codes, mask, prev, hid)
+        for extra in ({"refine_width": 8, "refine_blocks": 2}, {"blocks": 3}, {"blocks": 2, "refine_width": 4,
+                                                                                 "refine_blocks": 1}):
+            grown = _grown(rt_tiny, **extra)
+            assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in rt_tiny.parameters())
+            got = grown.decoder(codes, mask, prev, hid)
+            assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), extra
+    # a checkpoint that does not fit is still refused: a wider decoder, or a block missing in the middle
+    with pytest.raises(RuntimeError, match="does not fit"):
+        _grown(rt_tiny, width=28)
+    three = _grown(rt_tiny, blocks=3)
+    sd = {k: v for k, v in three.state_dict().items() if not k.startswith("decoder.blocks.1.")}
+    with pytest.raises(RuntimeError, match="does not fit"):
+        _load_tolerating_head(Tokenizer(three.cfg), sd)
 
 
 def test_tokenizer_picks_the_networks_by_arch() -> None:
@@ -66,6 +111,15 @@ def test_rt_has_no_convolution_above_stride_8() -> None:
     for h in hooks:
         h.remove()
     assert sizes and set(sizes) == {(8, 12)}
+    # with the refinement: stride 8, and stride 4 for its narrow blocks; still nothing at full size
+    m = Tokenizer(PRESETS["rt-fsq6-r"]).eval()
+    sizes.clear()
+    hooks = [mod.register_forward_hook(lambda mod, inp, out: sizes.append(tuple(inp[0].shape[-2:])))
+             for mod in m.modules() if isinstance(mod, torch.nn.Conv2d)]
+    m.encode_step(torch.zeros(1, 3, 64, 96), None, FIXED_HALF)
+    for h in hooks:
+        h.remove()
+    assert set(sizes) == {(8, 12), (16, 24)}
 
 
 def test_rt_weights_file_round_trip(tmp_path: Path, rt_tiny: Tokenizer) -> None:
@@ -78,7 +132,7 @@ def test_rt_weights_file_round_trip(tmp_path: Path, rt_tiny: Tokenizer) -> None:
 # -- the v1 contracts ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["rt", "rt-fsq6"])
+@pytest.mark.parametrize("preset", ["rt", "rt-fsq6", "rt-fsq6-r"])
 @pytest.mark.parametrize(("height", "width"), [(192, 256), (40, 56), (50, 70)])
 def test_shapes(preset: str, height: int, width: int) -> None:
     torch.manual_seed(0)
