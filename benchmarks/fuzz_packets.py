@@ -52,21 +52,32 @@ from livetok.stream.wire import (
     encode_mask_as,
     packed_size,
 )
-from livetok.stream.wire.packet import HEADER, HEADER_V2_FIELDS, PacketHeader, _parse_header, pack_header_v2
+from livetok.stream.wire.packet import (
+    HEADER,
+    HEADER_V2_FIELDS,
+    HEADER_V2_GEOMETRY,
+    PacketHeader,
+    _parse_header,
+    pack_header_v2,
+)
 
 MODEL = bytes.fromhex("0123456789abcdef")
 LEVELS = (8, 5, 5, 5)  # the shipped FSQ levels: v2 packets decode with a coder state of these
-SIZE_FIELDS_V2 = tuple(name for name, _ in HEADER_V2_FIELDS[2:])  # width .. payload_bytes: varints in v2
-FIELD_BITS_V2 = tuple(bits for _, bits in HEADER_V2_FIELDS[2:])
+# every varint of a v2 header (the geometry only where the packet has it: keyframes, end of stream)
+FIELDS_V2 = HEADER_V2_FIELDS + HEADER_V2_GEOMETRY
 SIZE_FIELDS = (6, 7, 8, 9, 10, 11, 12, 13, 14)  # width .. token_bytes in HEADER
 FIELD_BITS = (16, 16, 16, 16, 8, 8, 32, 32, 32)
 INTERESTING = (0, 1, 7, 8, 255, 256, 2047, 2048, 2049, 16384, 16385, 65535, 1 << 22, (1 << 22) + 1, 1 << 24,
                MAX32 := (1 << 32) - 1)
 
 
-def seed_packets(rng: np.random.Generator, count: int = 200) -> list[bytes]:
-    """Valid packets: grids 1..48 a side, 1..32 bits, masks from empty to full (every mask mode)."""
-    out = []
+Seed = tuple[bytes, CoderState | None]  # a packet, and the coder state it decodes with (v2 non-keyframes)
+
+
+def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
+    """Valid packets: grids 1..48 a side, 1..32 bits, masks from empty to full (every mask mode); version 2
+    keyframes (a fresh coder state decodes them) and non-keyframes with the state their keyframe left."""
+    out: list[Seed] = []
     for i in range(count):
         gh, gw = int(rng.integers(1, 49)), int(rng.integers(1, 49))
         bits = int(rng.integers(1, 33))
@@ -81,16 +92,22 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[bytes]:
         else:
             mask = rng.random(n) < 0.97
         idx = rng.integers(0, 1 << bits, size=int(mask.sum()), dtype=np.uint64)
-        out.append(TokenPacket(MODEL, i, i * 33_333, i % 3 == 0, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
-                               idx).pack())
-    out.append(TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool), np.zeros(0)).pack())
-    # version 2 (entropy-coded): keyframes, which a fresh coder state decodes, of the shipped levels
+        out.append((TokenPacket(MODEL, i, i * 33_333, i % 3 == 0, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
+                                idx).pack(), None))
+    out.append((TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool), np.zeros(0)).pack(), None))
+    # version 2 (entropy-coded) of the shipped levels: a keyframe, then a non-keyframe (no geometry in its
+    # header) that decodes only with the state the keyframe left
     for i in range(count // 2):
         gh, gw = int(rng.integers(1, 49)), int(rng.integers(1, 49))
-        mask = rng.random(gh * gw) < (0.0, 0.05, 0.5, 1.0, 0.97)[i % 5]
-        idx = rng.integers(0, 1000, size=int(mask.sum()), dtype=np.uint64)
-        p = TokenPacket(MODEL, i, i * 33_333, True, i % 17 == 0, gw * 8, gh * 8, gh, gw, 10, mask, idx)
-        out.append(p.pack_v2(CoderState.empty(LEVELS))[0])
+        state = CoderState.empty(LEVELS)
+        for j, keyframe in enumerate((True, False)):
+            mask = rng.random(gh * gw) < (0.0, 0.05, 0.5, 1.0, 0.97)[(i + j) % 5]
+            idx = rng.integers(0, 1000, size=int(mask.sum()), dtype=np.uint64)
+            p = TokenPacket(MODEL, i + j, (i + j) * 33_333, keyframe, not keyframe and i % 17 == 0, gw * 8, gh * 8,
+                            gh, gw, 10, mask, idx)
+            data, after = p.pack_v2(state)
+            out.append((data, None if keyframe else state))
+            state = after
     return out
 
 
@@ -122,9 +139,10 @@ def mutate(rng: np.random.Generator, data: bytes) -> bytes:
                 h = _parse_header(bytes(buf))
             except PacketError:
                 continue
-            f = int(rng.integers(0, len(SIZE_FIELDS_V2)))
-            v = INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6 else int(rng.integers(0, MAX32))
-            buf[:h.header_size] = _repack_v2(h, SIZE_FIELDS_V2[f], v % (1 << FIELD_BITS_V2[f]))
+            name, bits = FIELDS_V2[int(rng.integers(0, len(FIELDS_V2) if h.has_geometry else len(HEADER_V2_FIELDS)))]
+            v = (INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6
+                 else int.from_bytes(rng.bytes(8), "little"))  # a timestamp is 64 bits: past numpy's int64
+            buf[:h.header_size] = _repack_v2(h, name, v % (1 << bits))
         elif len(buf) >= HEADER_SIZE:  # v1 size-field inflation: a header field set to a boundary or random value
             vals = list(HEADER.unpack_from(buf))
             f = int(rng.integers(0, len(SIZE_FIELDS)))
@@ -137,8 +155,9 @@ def mutate(rng: np.random.Generator, data: bytes) -> bytes:
 def _repack_v2(h: PacketHeader, field: str, value: int) -> bytes:
     """``h``'s version 2 header bytes with one varint field replaced (the header may change length)."""
     v = {**h.__dict__, field: value}
-    return pack_header_v2(v["flags"], v["model_id"], v["frame_index"], v["timestamp_us"], v["width"], v["height"],
-                          v["grid_h"], v["grid_w"], v["bits_per_index"], v["k"], v["payload_bytes"])
+    geometry = tuple(v[name] for name, _ in HEADER_V2_GEOMETRY) if h.has_geometry else None
+    return pack_header_v2(v["flags"], v["model_id"], v["frame_index"], v["timestamp_us"], v["k"],
+                          geometry)  # type: ignore[arg-type]
 
 
 _CUT = re.compile(r"[0-9'\"(:]")
@@ -159,13 +178,15 @@ class Tally:
         self.slowest_cpu_s = 0.0  # CPU time, not wall: other work on the machine does not count
         self.slowest_len = 0
 
-    def feed(self, data: bytes) -> None:
+    def feed(self, data: bytes, state: CoderState | None = None) -> None:
+        """One input; a version 2 packet decodes with ``state`` (default: a fresh stream's coder state)."""
         self.total += 1
         t0 = time.thread_time()
         try:
-            if len(data) > 4 and data[4] == 2:  # version 2: decoded with a fresh stream's coder state
-                p, _ = TokenPacket.unpack_v2(data, CoderState.empty(LEVELS))
-                again, _ = TokenPacket.unpack_v2(p.pack_v2(CoderState.empty(LEVELS))[0], CoderState.empty(LEVELS))
+            if len(data) > 4 and data[4] == 2:
+                st = state or CoderState.empty(LEVELS)
+                p, _ = TokenPacket.unpack_v2(data, st)
+                again, _ = TokenPacket.unpack_v2(p.pack_v2(st)[0], st)
             else:
                 p = TokenPacket.unpack(data)
                 packed = p.pack()
@@ -192,14 +213,16 @@ def run_loop(packets: int, seed: int, progress: Callable[[int], None]) -> Tally:
     tally = Tally()
     for i in range(packets):
         kind = i % 16
+        state = None
         if kind == 15:  # random bytes, sometimes behind a valid magic and version
             raw = rng.integers(0, 256, size=int(rng.integers(0, 200)), dtype=np.uint8).tobytes()
             data = (b"LTKP\x01" + raw) if i % 32 == 15 else raw
         else:
-            data = mutate(rng, pool[int(rng.integers(0, len(pool)))])
+            original, state = pool[int(rng.integers(0, len(pool)))]
+            data = mutate(rng, original)
             if kind % 2:
                 data = reseal(data)
-        tally.feed(data)
+        tally.feed(data, state)
         if i % 100_000 == 0:
             progress(i)
     return tally
@@ -226,7 +249,7 @@ def run_atheris(packets: int, seed: int, done: Callable[[Tally], None]) -> Tally
             sys.stdout.flush()
             os._exit(0)
 
-    corpus = seed_packets(np.random.default_rng(seed))
+    corpus = [p for p, _ in seed_packets(np.random.default_rng(seed))]  # each decoded with a fresh state
     with tempfile.TemporaryDirectory() as d:
         for i, p in enumerate(corpus):
             with open(os.path.join(d, f"seed{i}"), "wb") as f:

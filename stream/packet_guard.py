@@ -48,7 +48,10 @@ def check_packet_fits(packet: TokenPacket | PacketHeader, *, bits_per_index: int
 
     Args:
         packet: a packet that passed `TokenPacket.unpack`, or a verified header alone (checked before a
-            v2 payload is decoded: its decoding cost follows the grid the header announces).
+            v2 payload is decoded: its decoding cost follows the grid the header announces). A v2
+            non-keyframe's header has no geometry (`has_geometry` False) and passes: it decodes on its
+            coder state's grid, which its keyframe's header passed here before the state was started
+            (`unpack_v2` refuses it, before the CRC, when no keyframe started the state).
         bits_per_index: the model's index width; a packet with another width came from another model.
         codebook_size: the model's number of codes; larger indices are not codes of this model.
         stride: pixels per latent position; the grid must be ceil(size / stride) on each axis.
@@ -59,6 +62,8 @@ def check_packet_fits(packet: TokenPacket | PacketHeader, *, bits_per_index: int
     """
     if packet.end_of_stream and packet.n == 0:
         return  # the bare end-of-stream marker decodes to nothing
+    if isinstance(packet, PacketHeader) and not packet.has_geometry:
+        return  # a v2 non-keyframe: its geometry and so its cost are its keyframe's, checked with that
     w, h = packet.width, packet.height
     if max(w, h) > limits.max_side or w * h > limits.max_pixels:
         raise PacketError(f"frame {w}x{h} is over this receiver's limit ({limits.max_side} pixels a side, "

@@ -165,10 +165,10 @@ def test_crafted_sizes_are_the_issues() -> None:
 def craft_v2_keyframe(model: Tokenizer, side: tuple[int, int]) -> bytes:
     """A version 2 keyframe of a `side` frame keeping every position, with an empty payload: every
     symbol decodes as the first of its alphabet (docs/PACKET.md 6.1), so it is valid and costs a full
-    grid's decoding for 33 bytes."""
+    grid's decoding for 35 bytes."""
     (w, h), stride = side, model.cfg.stride
     gh, gw = -(-h // stride), -(-w // stride)
-    body = pack_header_v2(1, model_identity(model), 0, 0, w, h, gh, gw, model.cfg.fsq.bits_per_index, gh * gw, 0)
+    body = pack_header_v2(1, model_identity(model), 0, 0, gh * gw, (w, h, gh, gw, model.cfg.fsq.bits_per_index))
     return reseal(body + bytes(CRC_SIZE))
 
 
@@ -192,11 +192,38 @@ def test_receiver_refuses_a_crafted_v2_grid_before_decoding(tiny_model: Tokenize
     assert peak < PEAK_LIMIT, f"{peak / 2**20:.1f} MiB"
 
 
+def test_a_v2_non_keyframe_is_bounded_by_its_keyframe(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
+    # a non-keyframe's header carries no geometry (docs/PACKET.md 6.1): it decodes on the coder state's
+    # grid, which only a keyframe that passed the receiver's checks can have set
+    tx = SenderSession(tiny_model)
+    key, non = (tx.encode(np.ascontiguousarray(real_frames[i, :48, :64]), timestamp_us=i * 33_333).data
+                for i in range(2))
+    h = peek_header(non)
+    assert not h.keyframe and not h.has_geometry and h.n == 0
+    rx = ReceiverSession(tiny_model)
+    rx.screen(non)  # nothing to check in its header but size, model and flags
+    seconds, peak, out = cost(lambda: rx.decode(non))  # no keyframe yet: refused before its CRC, one line
+    assert isinstance(out, PacketError) and re.fullmatch(
+        r"non-keyframe 1 cannot be decoded before the stream's first keyframe \(the coder state is empty\): "
+        r"join at a keyframe", str(out)), out
+    assert seconds < 0.05 and peak < 2**20
+    # a keyframe refused by the guard does not start the state: the non-keyframe after it is refused too
+    huge = craft_v2_keyframe(tiny_model, (16384, 16384))
+    with pytest.raises(PacketError, match=r"^frame 16384x16384 is over this receiver's limit"):
+        rx.decode(huge)
+    assert not rx.coder.started
+    with pytest.raises(PacketError, match=r"join at a keyframe$"):
+        rx.decode(non)
+    rx.decode(key)
+    assert rx.coder.grid == (6, 8) and rx.coder.frame_size == (64, 48)
+    assert rx.decode(non).shape == (48, 64, 3)
+
+
 def test_receiver_refuses_packets_longer_than_its_model_sends(tiny_model: Tokenizer) -> None:
     bits, stride = tiny_model.cfg.fsq.bits_per_index, tiny_model.cfg.stride
     # 4K at stride 8: at most 480*270 + 2*480 + 1 = 130561 positions of 7 bits, a mask under 16321 bytes
     assert largest_packet(1, bits_per_index=bits, stride=stride) == 48 + 16321 + 114241 + 4
-    assert largest_packet(2, bits_per_index=bits, stride=stride) == 53 + 3 * 130561 * 8 + 8 + 4
+    assert largest_packet(2, bits_per_index=bits, stride=stride) == 48 + 3 * 130561 * 8 + 8 + 4
     big = CRAFTED["all_32bit_tokens_16mb"]()
     rx = ReceiverSession(tiny_model)
     seconds, peak, out = cost(lambda: rx.decode(big))
@@ -224,7 +251,7 @@ def test_ltk_reader_screens_records_before_decoding(tmp_path: Path, tiny_model: 
     assert seconds < CPU_LIMIT_S and peak < PEAK_LIMIT, (seconds, peak)
     rx = ReceiverSession(tiny_model)
     reader = LtkReader(path, max_packet_bytes=30)  # a record over the bound is refused before it is read
-    with pytest.raises(PacketError, match=r"packet #0 at byte offset \d+: length prefix 36 out of range 27..30$"):
+    with pytest.raises(PacketError, match=r"packet #0 at byte offset \d+: length prefix 35 out of range 21..30$"):
         list(reader)
     reader.close()
     assert rx.max_packet_bytes == largest_packet(2, bits_per_index=7, stride=8)

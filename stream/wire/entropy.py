@@ -109,6 +109,9 @@ class CoderState:
             (``levels[-1]`` read as 1 for digit 0).
         frame_index: the frame index of the last packet coded through ``TokenPacket.pack_v2`` /
             ``unpack_v2`` (None otherwise): a non-keyframe packet must carry the next one.
+        frame_size: ``(width, height)`` in pixels of the frames since the last keyframe packet, and
+        bits_per_index: their index width; both set by ``pack_v2`` / ``unpack_v2`` (None otherwise). A
+            non-keyframe packet does not carry its geometry (docs/PACKET.md §6.1): it is the state's.
     """
 
     levels: tuple[int, ...]
@@ -118,6 +121,8 @@ class CoderState:
     mask_counts: NDArray[np.int64]
     digit_counts: tuple[NDArray[np.int64], ...]
     frame_index: int | None = None
+    frame_size: tuple[int, int] | None = None
+    bits_per_index: int | None = None
 
     @classmethod
     def empty(cls, levels: Sequence[int]) -> CoderState:
@@ -153,6 +158,7 @@ class CoderState:
         def same(a: Any, b: Any) -> bool:
             return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
         return (self.levels == other.levels and self.grid == other.grid and self.frame_index == other.frame_index
+                and self.frame_size == other.frame_size and self.bits_per_index == other.bits_per_index
                 and same(self.prev_mask, other.prev_mask)
                 and np.array_equal(self.last, other.last) and np.array_equal(self.mask_counts, other.mask_counts)
                 and all(np.array_equal(a, b) for a, b in zip(self.digit_counts, other.digit_counts, strict=True)))

@@ -47,7 +47,7 @@ RECORD_PREFIX = struct.Struct("<I")  # length of the packet that follows
 MAX_META_BYTES = 1024 * 1024
 REQUIRED_META = ("model_id", "fps", "width", "height", "preset")
 LEVELS_META = "fsq_levels"  # the model's FSQ levels: required to read version 2 (entropy-coded) packets
-MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2)  # 27
+MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2)  # 21
 
 
 def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:

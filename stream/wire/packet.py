@@ -29,6 +29,7 @@ __all__ = [
     "HEADER",
     "HEADER_SIZE",
     "HEADER_V2_FIELDS",
+    "HEADER_V2_GEOMETRY",
     "HEADER_V2_MAX_SIZE",
     "HEADER_V2_MIN_SIZE",
     "HEADER_V2_PREFIX",
@@ -57,19 +58,22 @@ VERSIONS = (VERSION, VERSION_V2)
 # bits_per_index, mask mode, k, mask byte length, token byte length
 HEADER = struct.Struct("<4sBB8sIQHHHHBBIII")
 HEADER_SIZE = HEADER.size  # 48
-# version 2: the first 14 bytes as version 1 (magic, version, flags, model_id), then nine unsigned LEB128
-# varints (varint.py), each no wider than its field: a 256x192 frame's header is 27 to 35 bytes where
-# fixed-width fields took 43 — 10% of a typical packet's bits at rate 0.5
+# version 2: the first 14 bytes as version 1 (magic, version, flags, model_id), then unsigned LEB128 varints
+# (varint.py), each no wider than its field: frame_index, timestamp_us, k, and on keyframes and end-of-stream
+# packets only the geometry (a non-keyframe's is its keyframe's, which the coder state keeps). No payload
+# length: every transport frames the packet, so P = packet length - header - CRC. A 256x192 non-keyframe's
+# header is 20 bytes from a file, 25 from a camera, where fixed-width fields took 43
 HEADER_V2_PREFIX = struct.Struct("<4sBB8s")
-HEADER_V2_FIELDS: tuple[tuple[str, int], ...] = (
-    ("frame_index", 32), ("timestamp_us", 64), ("width", 16), ("height", 16), ("grid_h", 16), ("grid_w", 16),
-    ("bits_per_index", 8), ("k", 32), ("payload_bytes", 32),
+HEADER_V2_FIELDS: tuple[tuple[str, int], ...] = (("frame_index", 32), ("timestamp_us", 64), ("k", 32))
+HEADER_V2_GEOMETRY: tuple[tuple[str, int], ...] = (
+    ("width", 16), ("height", 16), ("grid_h", 16), ("grid_w", 16), ("bits_per_index", 8),
 )
-HEADER_V2_MIN_SIZE = HEADER_V2_PREFIX.size + len(HEADER_V2_FIELDS)  # 23: every varint one byte
-HEADER_V2_MAX_SIZE = HEADER_V2_PREFIX.size + sum(uvarint_size(b) for _, b in HEADER_V2_FIELDS)  # 53
+HEADER_V2_MIN_SIZE = HEADER_V2_PREFIX.size + len(HEADER_V2_FIELDS)  # 17: a non-keyframe, every varint one byte
+HEADER_V2_MAX_SIZE = HEADER_V2_PREFIX.size + sum(
+    uvarint_size(b) for _, b in HEADER_V2_FIELDS + HEADER_V2_GEOMETRY)  # 48: a keyframe, every varint its longest
 CRC_SIZE = 4
 MIN_PACKET_BYTES = HEADER_SIZE + CRC_SIZE  # 52: a version 1 end-of-stream packet with an empty grid
-MIN_PACKET_BYTES_V2 = HEADER_V2_MIN_SIZE + CRC_SIZE  # 27: the least a version 2 packet can be
+MIN_PACKET_BYTES_V2 = HEADER_V2_MIN_SIZE + CRC_SIZE  # 21: the least a version 2 packet can be
 MAX_PACKET_BYTES = 16 * 1024 * 1024
 MAX_SIDE = 16384
 MODEL_ID_SIZE = 8
@@ -85,12 +89,17 @@ _ScalarT = TypeVar("_ScalarT", bound=np.generic)
 
 @dataclass(frozen=True)
 class PacketHeader:
-    """The header of a packet (48 bytes in version 1, 23 to 53 in version 2), readable without decoding.
+    """The header of a packet (48 bytes in version 1, 17 to 48 in version 2), readable without decoding.
 
     Attributes mirror the header fields of docs/PACKET.md; ``mask_bytes`` and ``token_bytes`` are the
-    stored section lengths of version 1. Version 2 has one entropy-coded section of ``payload_bytes``;
-    there ``mask_mode`` is -1 and ``mask_bytes = token_bytes = 0``, and ``header_bytes`` is its header's
-    length (its fields are varints).
+    stored section lengths of version 1. Version 2 has one entropy-coded section of ``payload_bytes``,
+    which the header does not store: :func:`verify_packet` (a whole packet) derives it from the packet's
+    length, :func:`peek_header` (maybe a header alone) leaves it 0. There ``mask_mode`` is -1,
+    ``mask_bytes = token_bytes = 0``, and ``header_bytes`` is the header's length (its fields are varints).
+
+    ``has_geometry`` is False for a version 2 non-keyframe read without its stream's coder state: such a
+    packet does not carry its frame size, grid and index width (they are its keyframe's, which the coder
+    state keeps), so ``width``, ``height``, ``grid_h``, ``grid_w`` and ``bits_per_index`` are 0.
     """
 
     version: int
@@ -109,6 +118,7 @@ class PacketHeader:
     token_bytes: int
     payload_bytes: int = 0
     header_bytes: int = HEADER_SIZE
+    has_geometry: bool = True
 
     @property
     def keyframe(self) -> bool:
@@ -129,7 +139,8 @@ class PacketHeader:
 
     @property
     def packet_size(self) -> int:
-        """Total packet length in bytes that this header announces (header + sections + CRC)."""
+        """Total packet length in bytes (header + sections + CRC): announced by a version 1 header; for
+        version 2 the verified packet's length (from :func:`peek_header`, header and CRC only)."""
         return self.header_size + self.mask_bytes + self.token_bytes + self.payload_bytes + CRC_SIZE
 
 
@@ -159,6 +170,8 @@ def _validate_header(h: PacketHeader) -> None:
     if h.flags & ~_KNOWN_FLAGS:
         raise PacketError(f"reserved flag bits set: flags=0x{h.flags:02x} "
                           f"(only 0x{_KNOWN_FLAGS:02x} are defined)")
+    if not h.has_geometry:
+        return  # a version 2 non-keyframe without its coder state: k and P are checked with the state's grid
     _check_geometry(h.width, h.height, h.grid_h, h.grid_w, h.bits_per_index, h.end_of_stream, PacketError)
     n = h.n
     if h.k > n:
@@ -211,13 +224,18 @@ def _parse_header(data: bytes) -> PacketHeader:
             raise PacketError(f"truncated: need at least {HEADER_V2_MIN_SIZE} bytes for a version 2 header, "
                               f"got {len(data)}")
         _, version, flags, model_id = HEADER_V2_PREFIX.unpack_from(data)
+        if flags & ~_KNOWN_FLAGS:  # the flags say which fields follow: checked before any is read
+            raise PacketError(f"reserved flag bits set: flags=0x{flags:02x} (only 0x{_KNOWN_FLAGS:02x} are defined)")
+        # the geometry is there exactly when flag bit 0 or 1 is set
+        has_geometry = bool(flags & (FLAG_KEYFRAME | FLAG_END_OF_STREAM))
         pos, values = HEADER_V2_PREFIX.size, []
-        for name, bits in HEADER_V2_FIELDS:
+        for name, bits in HEADER_V2_FIELDS + (HEADER_V2_GEOMETRY if has_geometry else ()):
             value, pos = read_uvarint(data, pos, bits, name)
             values.append(value)
-        frame_index, timestamp_us, width, height, grid_h, grid_w, bits, k, payload = values
+        frame_index, timestamp_us, k, *geometry = values
+        width, height, grid_h, grid_w, bits = geometry or (0, 0, 0, 0, 0)
         return PacketHeader(version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w,
-                            bits, -1, k, 0, 0, payload, pos)
+                            bits, -1, k, 0, 0, 0, pos, has_geometry)
     if len(data) < HEADER_SIZE:
         raise PacketError(f"truncated: need {HEADER_SIZE} bytes for the header, got {len(data)}")
     (magic, version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w, bits,
@@ -237,7 +255,9 @@ def peek_header(data: bytes) -> PacketHeader:
     Enough for routers and receivers that only need the frame index, flags or model id; ``data`` may
     be just the first :data:`HEADER_SIZE` bytes (for version 2, its header: at most
     :data:`HEADER_V2_MAX_SIZE` bytes, ``header_size`` after parsing). Both versions
-    are read; ``version`` tells which.
+    are read; ``version`` tells which. A version 2 header's ``payload_bytes`` is 0 here (the header does
+    not store it: :func:`verify_packet` derives it from a whole packet), and a version 2 non-keyframe's
+    geometry is absent (``has_geometry`` False).
 
     Args:
         data: a packet, or at least its header.
@@ -253,20 +273,30 @@ def peek_header(data: bytes) -> PacketHeader:
     return h
 
 
-def _verify(data: bytes) -> PacketHeader:
+def _verify(data: bytes, state: CoderState | None = None) -> PacketHeader:
+    """Lengths, CRC and header fields of a whole packet. With ``state``, a version 2 non-keyframe takes
+    the state's geometry (refused, before the CRC is computed, when the state has none) and its ``k``
+    and payload length are checked against it."""
     if len(data) > MAX_PACKET_BYTES:
         raise PacketError(f"packet of {len(data)} bytes exceeds the limit of {MAX_PACKET_BYTES}")
     h = _parse_header(data)
-    size = h.packet_size
-    if size > MAX_PACKET_BYTES:
-        raise PacketError(f"header announces a packet of {size} bytes, over the limit of {MAX_PACKET_BYTES}")
-    if len(data) < size:
-        parts = (f"{h.payload_bytes} payload" if h.version == VERSION_V2
-                 else f"{h.mask_bytes} mask + {h.token_bytes} token")
-        raise PacketError(f"truncated: header announces {size} bytes ({h.header_size} header + {parts} + "
-                          f"{CRC_SIZE} CRC), got {len(data)}")
-    if len(data) > size:
-        raise PacketError(f"{len(data) - size} trailing bytes after the CRC (header announces {size} bytes)")
+    if h.version == VERSION_V2:
+        # no length field: the transport frames the packet, and the payload is what header and CRC leave
+        if len(data) < h.header_size + CRC_SIZE:
+            raise PacketError(f"truncated: a version 2 packet needs its {h.header_size}-byte header and a "
+                              f"{CRC_SIZE}-byte CRC, got {len(data)} bytes")
+        h = replace(h, payload_bytes=len(data) - h.header_size - CRC_SIZE)
+        if state is not None and not h.has_geometry:
+            h = _geometry_from_state(h, state)
+    else:
+        size = h.packet_size
+        if size > MAX_PACKET_BYTES:
+            raise PacketError(f"header announces a packet of {size} bytes, over the limit of {MAX_PACKET_BYTES}")
+        if len(data) < size:
+            raise PacketError(f"truncated: header announces {size} bytes ({h.header_size} header + "
+                              f"{h.mask_bytes} mask + {h.token_bytes} token + {CRC_SIZE} CRC), got {len(data)}")
+        if len(data) > size:
+            raise PacketError(f"{len(data) - size} trailing bytes after the CRC (header announces {size} bytes)")
     stored = int.from_bytes(data[-CRC_SIZE:], "little")
     computed = zlib.crc32(data[:-CRC_SIZE]) & 0xFFFFFFFF
     if stored != computed:
@@ -275,11 +305,26 @@ def _verify(data: bytes) -> PacketHeader:
     return h
 
 
+def _geometry_from_state(h: PacketHeader, state: CoderState) -> PacketHeader:
+    """A version 2 non-keyframe's header with the geometry it does not carry: its coder state's, which
+    came from the stream's keyframe (and passed a receiver's checks there)."""
+    if state.grid is None:
+        raise PacketError(f"non-keyframe {h.frame_index} cannot be decoded before the stream's first keyframe (the "
+                          f"coder state is empty): join at a keyframe")
+    if state.frame_size is None or state.bits_per_index is None:
+        raise PacketError("the coder state holds no frame size or index width (it was not started by a keyframe "
+                          "packet), and a version 2 non-keyframe does not carry them")
+    (width, height), (grid_h, grid_w) = state.frame_size, state.grid
+    return replace(h, width=width, height=height, grid_h=grid_h, grid_w=grid_w, bits_per_index=state.bits_per_index,
+                   has_geometry=True)
+
+
 def verify_packet(data: bytes) -> PacketHeader:
     """Check a whole packet (header, lengths, CRC) without decoding mask or tokens.
 
     For relays that forward bytes: cheaper than :meth:`TokenPacket.unpack`, and rejects every
-    transmission error the CRC catches.
+    transmission error the CRC catches. A version 2 non-keyframe's ``k`` and payload length are
+    bounded only with its coder state (:meth:`TokenPacket.unpack_v2`): here ``has_geometry`` is False.
 
     Args:
         data: one complete packet.
@@ -488,21 +533,26 @@ class TokenPacket:
             ``state`` unchanged.
 
         Raises:
-            ValueError: the state cannot code this packet (non-keyframe before the first keyframe or after
-                a grid change; levels that do not fit ``bits_per_index``; an index outside the codebook),
-                or the packet would exceed :data:`MAX_PACKET_BYTES`.
+            ValueError: the state cannot code this packet (non-keyframe before the first keyframe, or with
+                another frame size, grid or index width than its keyframe's, which it does not carry; levels
+                that do not fit ``bits_per_index``; an index outside the codebook), or the packet would
+                exceed :data:`MAX_PACKET_BYTES`.
         """
         _check_levels_fit(state, self.bits_per_index, ValueError)
         if self.n == 0:
             payload, new_state = b"", state
         else:
             _check_follows(state, self.frame_index, self.keyframe, ValueError)
+            if not self.keyframe:
+                _check_keeps_geometry(state, self.width, self.height, self.bits_per_index, ValueError)
             payload, new_state = encode_frame(state, self.mask, self.indices, (self.grid_h, self.grid_w),
                                               self.keyframe)
-            new_state = replace(new_state, frame_index=self.frame_index)
+            new_state = replace(new_state, frame_index=self.frame_index, frame_size=(self.width, self.height),
+                                bits_per_index=self.bits_per_index)
         flags = (FLAG_KEYFRAME if self.keyframe else 0) | (FLAG_END_OF_STREAM if self.end_of_stream else 0)
-        head = pack_header_v2(flags, self.model_id, self.frame_index, self.timestamp_us, self.width, self.height,
-                              self.grid_h, self.grid_w, self.bits_per_index, self.k, len(payload))
+        geometry = ((self.width, self.height, self.grid_h, self.grid_w, self.bits_per_index)
+                    if self.keyframe or self.end_of_stream else None)
+        head = pack_header_v2(flags, self.model_id, self.frame_index, self.timestamp_us, self.k, geometry)
         size = len(head) + len(payload) + CRC_SIZE
         if size > MAX_PACKET_BYTES:
             raise ValueError(f"packet would be {size} bytes, over the limit of {MAX_PACKET_BYTES}")
@@ -525,7 +575,8 @@ class TokenPacket:
         Raises:
             PacketError: every defect of ``data`` (as :meth:`unpack`, plus a payload that is not exactly
                 what the encoder makes), a version 1 packet, or a packet this state cannot decode (a
-                non-keyframe before the first keyframe or after a grid change: request a keyframe).
+                non-keyframe before the first keyframe, or one that does not follow the state's last frame:
+                request a keyframe). A non-keyframe carries no geometry: it decodes on the state's.
             ValueError: ``expect_model_id`` is not 8 bytes, or ``state`` is not a CoderState.
         """
         if expect_model_id is not None and (not isinstance(expect_model_id, bytes)
@@ -544,7 +595,7 @@ class TokenPacket:
     @classmethod
     def _unpack_v2(cls, raw: bytes, state: CoderState,
                    expect_model_id: bytes | None) -> tuple[TokenPacket, CoderState]:
-        h = _verify(raw)
+        h = _verify(raw, state)  # a non-keyframe takes the state's geometry (none: refused before the CRC)
         _check_model(h, expect_model_id)
         if h.version != VERSION_V2:
             raise PacketError(f"packet version {h.version} is not entropy-coded: use TokenPacket.unpack")
@@ -553,9 +604,12 @@ class TokenPacket:
             mask, indices, new_state = np.zeros(0, bool), np.zeros(0, np.uint32), state
         else:
             _check_follows(state, h.frame_index, h.keyframe, PacketError)
+            if not h.keyframe:  # an end-of-stream non-keyframe carries its geometry: it must be the state's
+                _check_keeps_geometry(state, h.width, h.height, h.bits_per_index, PacketError)
             payload = raw[h.header_size:h.header_size + h.payload_bytes]
             mask, indices, new_state = decode_frame(state, payload, (h.grid_h, h.grid_w), h.k, h.keyframe)
-            new_state = replace(new_state, frame_index=h.frame_index)
+            new_state = replace(new_state, frame_index=h.frame_index, frame_size=(h.width, h.height),
+                                bits_per_index=h.bits_per_index)
         packet = cls(h.model_id, h.frame_index, h.timestamp_us, h.keyframe, h.end_of_stream, h.width,
                      h.height, h.grid_h, h.grid_w, h.bits_per_index, mask, indices)
         return packet, new_state
@@ -573,12 +627,17 @@ class TokenPacket:
         return cls.unpack(raw, expect_model_id), state
 
 
-def pack_header_v2(flags: int, model_id: bytes, frame_index: int, timestamp_us: int, width: int, height: int,
-                   grid_h: int, grid_w: int, bits_per_index: int, k: int, payload_bytes: int) -> bytes:
-    """A version 2 header: the 14-byte prefix, then the nine fields as varints (docs/PACKET.md §6.1).
-    Values must fit their fields' widths (:data:`HEADER_V2_FIELDS`); nothing else is checked here."""
-    values = (frame_index, timestamp_us, width, height, grid_h, grid_w, bits_per_index, k, payload_bytes)
-    for (name, bits), value in zip(HEADER_V2_FIELDS, values, strict=True):
+def pack_header_v2(flags: int, model_id: bytes, frame_index: int, timestamp_us: int, k: int,
+                   geometry: tuple[int, int, int, int, int] | None = None) -> bytes:
+    """A version 2 header: the 14-byte prefix, then frame_index, timestamp_us and k as varints, then
+    ``geometry`` (width, height, grid_h, grid_w, bits_per_index) as varints when given (docs/PACKET.md §6.1).
+
+    A reader expects the geometry exactly when ``flags`` has bit 0 or 1 set; that, like every limit but
+    the fields' widths (:data:`HEADER_V2_FIELDS`, :data:`HEADER_V2_GEOMETRY`), is the caller's to keep
+    (tests and the fuzzer write headers that break it)."""
+    fields = HEADER_V2_FIELDS + (HEADER_V2_GEOMETRY if geometry is not None else ())
+    values = (frame_index, timestamp_us, k, *(geometry or ()))
+    for (name, bits), value in zip(fields, values, strict=True):
         if not 0 <= value < 1 << bits:
             raise ValueError(f"{name} = {value} does not fit {bits} bits")
     return HEADER_V2_PREFIX.pack(MAGIC, VERSION_V2, flags, model_id) + b"".join(map(uvarint, values))
@@ -597,6 +656,19 @@ def _check_follows(state: CoderState, frame_index: int, keyframe: bool, exc: typ
     if not keyframe and last is not None and frame_index != (last + 1) & 0xFFFFFFFF:
         raise exc(f"frame {frame_index} does not follow frame {last}, the last one this coder state decoded: "
                   f"a packet is missing or out of order; decode in order, and after a loss request a keyframe")
+
+
+def _check_keeps_geometry(state: CoderState, width: int, height: int, bits: int, exc: type[ValueError]) -> None:
+    """A version 2 non-keyframe has its keyframe's frame size and index width: it does not carry them, the
+    coder state does (the grid is the entropy coder's own check). Nothing to compare before a keyframe:
+    the coder refuses the packet then."""
+    if state.grid is None:
+        return
+    if state.frame_size != (width, height) or state.bits_per_index != bits:
+        have = ("none (it was not started by a keyframe packet)" if state.frame_size is None else
+                f"{state.frame_size[0]}x{state.frame_size[1]} at {state.bits_per_index} bits per index")
+        raise exc(f"a non-keyframe of a {width}x{height} frame at {bits} bits per index cannot follow the coder "
+                  f"state's frames, {have}: frame size and index width change only at a keyframe")
 
 
 def _check_levels_fit(state: CoderState, bits: int, exc: type[ValueError]) -> None:
