@@ -5,7 +5,8 @@
 #   run: scripts/gpu_session.sh 9          # on the device, carry ["runs/gpu-data", "runs/gpu-wheels"]
 #   REHEARSE=1 scripts/gpu_session.sh      # here, on the CPU: the same steps with a tiny step count
 #
-# Trains for MINUTES of wall time (default 9) from INIT (default: the committed rt checkpoint) with the
+# Trains for MINUTES of wall time (default 9) from INIT (default: the shipped weights, in their own preset;
+# PRESET may name a larger one, which grows INIT with the new modules starting as the identity) with the
 # clips on the device as uint8 tensors, bf16 autocast and large batches; fits the budget head; evaluates
 # on the eval clips; times the CUDA-graph runtime. Everything lands in $OUT (the device tool brings it
 # back) or runs/gpu-out. The device image has torch, opencv, rich and safetensors but not constriction
@@ -16,10 +17,13 @@ MINUTES=${1:-9}
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 OUT=${OUT:-$ROOT/runs/gpu-out}
 DATA=${DATA:-$ROOT/runs/gpu-data}
-PRESET=${PRESET:-rt-fsq6}
-INIT=${INIT:-$ROOT/checkpoints/rt-fsq6-c/model.safetensors}
-RATE_WEIGHT=${RATE_WEIGHT:-0.1}
+INIT=${INIT:-$ROOT/engine/weights/default.safetensors}
 PY=${PY:-python3}
+# the preset the weights were trained in, read from their metadata (no livetok import needed)
+PRESET=${PRESET:-$($PY -c "import json, sys; from safetensors import safe_open; f = safe_open(sys.argv[1], 'pt'); print(json.loads(f.metadata()['config'])['name'])" "$INIT")}
+RATE_WEIGHT=${RATE_WEIGHT:-0.3}  # the shipped weights' (v7 onwards)
+CLIP_FRAMES=${CLIP_FRAMES:-48}   # long windows are what moved accumulation on the CPU runs
+LR=${LR:-5e-4}                   # a fine-tune (CPU runs: 2e-4 to 3e-4 at batch 8; here 16x the batch)
 mkdir -p "$OUT"
 log() { echo "[$(date +%T)] $*" | tee -a "$OUT/session.log"; }
 
@@ -34,7 +38,7 @@ fi
 LT="$PY -m livetok.stream.cli"
 
 if [[ -n "${REHEARSE:-}" ]]; then
-  DEVICE=cpu; BATCH=2; CROP=32; STEPS=3; HEAD=2; FRAMES=4; EVAL_FRAMES=3; CALIB_FRAMES=2; BACKENDS="torch"
+  DEVICE=cpu; BATCH=2; CROP=32; STEPS=3; HEAD=2; FRAMES=4; CLIP_FRAMES=4; EVAL_FRAMES=3; CALIB_FRAMES=2; BACKENDS="torch"
 else
   DEVICE=cuda; BATCH=${BATCH:-128}; CROP=${CROP:-128}; STEPS=100000000; HEAD=${HEAD:-300}; FRAMES=60; CALIB_FRAMES=32
   EVAL_FRAMES=48; BACKENDS="torch cuda-graph"
@@ -45,7 +49,8 @@ $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torc
 log "train $PRESET for $MINUTES min (batch $BATCH, crop $CROP) from $INIT"
 $LT train --data "$DATA/train" --preset "$PRESET" --init "$INIT" --arm elbo --router-signal gain \
   --rate-weight "$RATE_WEIGHT" --mse-weight 1.0 --steps "$STEPS" --max-minutes "$MINUTES" --batch "$BATCH" \
-  --crop "$CROP" --clip-frames 8 --head-steps "$HEAD" --lr 1e-3 --lr-warmup 100 --device "$DEVICE" \
+  --crop "$CROP" --clip-frames "$CLIP_FRAMES" --stream-frames "$CLIP_FRAMES" $((4 * CLIP_FRAMES)) \
+  --head-steps "$HEAD" --lr "$LR" --lr-warmup 100 --device "$DEVICE" \
   --no-resume -o "$OUT/run" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -5 | tee -a "$OUT/session.log"
 cp "$OUT/run/log.jsonl" "$OUT/train_log.jsonl"
 
