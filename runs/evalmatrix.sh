@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# usage: runs/evalmatrix.sh WEIGHTS OUTDIR  -- evaluates a candidate at several operating points
+W=$1; O=$2; mkdir -p $O
+run() { name=$1; shift; livetok eval ../shared/data/eval/*.mkv --weights $W --max-frames 48 --threads ${TH:-2} --json "$@" > $O/$name.json 2>$O/$name.err
+  python -c "import json; o=json.load(open('$O/$name.json'))['overall']; print('$name', round(o['psnr'],3), round(o['ssim'],4), round(o['bits_per_frame']), round(o['tokens_per_frame']), round(o['decodes_per_frame'],2), round(o['encode_ms'],1))"; }
+run fixed1 --policy fixed --rate 1.0
+run infotok05 --policy infotok --rate 0.5
+run learned05 --policy learned --rate 0.5
+#run bits05 --policy infotok --rate 0.5 --signal bits
+#run infotok025 --policy infotok --rate 0.25
+run learned025 --policy learned --rate 0.25
