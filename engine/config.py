@@ -273,25 +273,6 @@ PRESETS: dict[str, TokenizerConfig] = {
         encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
         decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64),
     ),
-    # rt-fsq6 with a stride-4 refinement after the stride-8 output (a cheap nonlinear upsampler: the
-    # stride-8 output alone is a linear function of a 96-channel feature per 8x8 cell); grows from
-    # rt-fsq6 weights with the refinement starting as the identity
-    "rt-fsq6-r": TokenizerConfig(
-        name="rt-fsq6-r",
-        arch="rt",
-        fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
-        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
-        decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64,
-                              refine_width=24, refine_blocks=1),
-    ),
-    # rt-fsq6 with five decoder blocks (grows from rt-fsq6 weights, the two new blocks as the identity)
-    "rt-fsq6-d5": TokenizerConfig(
-        name="rt-fsq6-d5",
-        arch="rt",
-        fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
-        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
-        decoder=DecoderConfig(width=96, blocks=5, kernel=3, mlp_ratio=2, state_channels=64),
-    ),
     # tiny rt: for unit tests
     "rt-tiny": TokenizerConfig(
         name="rt-tiny",
@@ -302,6 +283,18 @@ PRESETS: dict[str, TokenizerConfig] = {
         head_width=8,
     ),
 }
+
+
+# rt-fsq6 grown (engine/train.py grows rt-fsq6 weights into these, each new module starting as the identity):
+# "-r" adds a stride-4 refinement after the stride-8 output (a cheap nonlinear upsampler: the stride-8
+# output alone is a linear function of a 96-channel feature per 8x8 cell), "-d5" two more decoder blocks
+def _grown(base: str, name: str, **decoder: Any) -> TokenizerConfig:
+    cfg = PRESETS[base]
+    return dataclasses.replace(cfg, name=name, decoder=dataclasses.replace(cfg.decoder, **decoder))
+
+
+PRESETS["rt-fsq6-r"] = _grown("rt-fsq6", "rt-fsq6-r", refine_width=24, refine_blocks=1)
+PRESETS["rt-fsq6-d5"] = _grown("rt-fsq6", "rt-fsq6-d5", blocks=5)
 
 
 def get_preset(name: str) -> TokenizerConfig:

@@ -26,7 +26,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 from numpy.typing import NDArray
-from torch import Tensor, nn
+from torch import Tensor
 
 from .checkpoint import save_weights
 from .config import get_preset
@@ -425,19 +425,12 @@ def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
         raise RuntimeError(f"checkpoint does not fit the model: {bad[:5]}")
     grown = sorted({".".join(k.split(".")[:3 if k.startswith("decoder.blocks.") else 2])
                     for k in missing if not k.startswith("budget_head.")})
-    with torch.no_grad():
-        for name in grown:
-            # the last convolution of every residual branch (and of the refinement) to zero
-            mod = model.get_submodule(name)
-            if isinstance(mod, RTBlock):
-                lasts: list[nn.Module] = [mod.conv.pw2, mod.ffn.out]
-            else:
-                assert isinstance(mod, nn.Sequential)
-                lasts = [mod[-1]]
-            for conv in lasts:
-                assert isinstance(conv, nn.Conv2d) and conv.bias is not None
-                conv.weight.zero_()
-                conv.bias.zero_()
+    with torch.no_grad():  # the refinement is the identity as built; a block starts near it: make it exact
+        for block in (model.get_submodule(n) for n in grown):
+            if isinstance(block, RTBlock):
+                for conv in (block.conv.pw2, block.ffn.out):
+                    conv.weight.zero_()
+                    conv.bias.zero_()  # type: ignore[union-attr]  # built with bias=True
     if grown:
         log.info("grown from the checkpoint: %s (starting as the identity)", ", ".join(grown))
 

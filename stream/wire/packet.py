@@ -167,9 +167,7 @@ def max_payload_bytes(n: int, k: int, bits_per_index: int) -> int:
 
 
 def _validate_header(h: PacketHeader) -> None:
-    if h.flags & ~_KNOWN_FLAGS:
-        raise PacketError(f"reserved flag bits set: flags=0x{h.flags:02x} "
-                          f"(only 0x{_KNOWN_FLAGS:02x} are defined)")
+    _check_flags(h.flags)
     if not h.has_geometry:
         return  # a version 2 non-keyframe without its coder state: k and P are checked with the state's grid
     _check_geometry(h.width, h.height, h.grid_h, h.grid_w, h.bits_per_index, h.end_of_stream, PacketError)
@@ -217,6 +215,11 @@ def _as_bytes(data: Any) -> bytes:
         raise PacketError(f"expected a bytes-like packet, got {type(data).__name__}") from None
 
 
+def _check_flags(flags: int) -> None:
+    if flags & ~_KNOWN_FLAGS:
+        raise PacketError(f"reserved flag bits set: flags=0x{flags:02x} (only 0x{_KNOWN_FLAGS:02x} are defined)")
+
+
 def _parse_header(data: bytes) -> PacketHeader:
     """Unpack the header after checking size, magic and version; no semantic checks."""
     if len(data) > 4 and data[:4] == MAGIC and data[4] == VERSION_V2:
@@ -224,8 +227,7 @@ def _parse_header(data: bytes) -> PacketHeader:
             raise PacketError(f"truncated: need at least {HEADER_V2_MIN_SIZE} bytes for a version 2 header, "
                               f"got {len(data)}")
         _, version, flags, model_id = HEADER_V2_PREFIX.unpack_from(data)
-        if flags & ~_KNOWN_FLAGS:  # the flags say which fields follow: checked before any is read
-            raise PacketError(f"reserved flag bits set: flags=0x{flags:02x} (only 0x{_KNOWN_FLAGS:02x} are defined)")
+        _check_flags(flags)  # the flags say which fields follow: checked before any is read
         # the geometry is there exactly when flag bit 0 or 1 is set
         has_geometry = bool(flags & (FLAG_KEYFRAME | FLAG_END_OF_STREAM))
         pos, values = HEADER_V2_PREFIX.size, []
