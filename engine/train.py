@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -327,6 +328,8 @@ def train(
     t_start, frames_seen = time.perf_counter(), 0
 
     bar = _progress(progress, cfg.steps, step)
+    # nobody watches a bar in a log file: there a plain line per logged step says how the run goes
+    plain = progress and bar is None
     out_of_time = False  # read once per step, so the step that ends the run also writes its checkpoint
     try:
         while step < cfg.steps and not out_of_time:
@@ -374,6 +377,10 @@ def train(
                        "frames_per_s": fps, "time": time.time()}
                 logf.write(json.dumps(rec) + "\n")
                 logf.flush()
+                if plain:
+                    print(f"train step {step}/{cfg.steps} loss {rec['loss']:.4f} psnr {rec['psnr']:.2f} "
+                          f"bits {rec['bits']:.0f} {fps:.0f} frames/s "
+                          f"{(time.perf_counter() - t_start) / 60:.1f} min", file=sys.stderr, flush=True)
             if on_step is not None:
                 on_step(step, {"loss": float(loss.detach()), "psnr": stats["psnr"], "rate": stats["rate"],
                                "frames_per_s": fps})
@@ -392,7 +399,7 @@ def train(
             if bar is not None:
                 bar[0].stop()
             bar = _progress(progress, cfg.head_steps, head_step, label="head")
-            head_step = _train_head(model, cfg, sample, gen, pop_ema, head_step, bar, logf,
+            head_step = _train_head(model, cfg, sample, gen, pop_ema, head_step, bar, logf, plain,
                                     lambda hs: _save_state(state_path, model, opt, step, pop_ema, hs, prior, prior_opt))
             save_weights(model, out / "model.safetensors", {"step": step, "head_step": head_step,
                                                             "train": asdict(cfg)})
@@ -437,7 +444,7 @@ def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
 
 def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tuple[Tensor, NDArray[np.bool_]]],
                 gen: torch.Generator, pop: float,
-                head_step: int, bar: object, logf: object, checkpoint: Callable[[int], None]) -> int:
+                head_step: int, bar: object, logf: object, plain: bool, checkpoint: Callable[[int], None]) -> int:
     """Fit the budget head to the router's measured maps on the frozen tokenizer; returns the step."""
     for p in model.parameters():
         p.requires_grad_(False)
@@ -488,6 +495,9 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
             rec = {"head_step": head_step, "head_loss": float(loss.detach()), "time": time.time()}
             logf.write(json.dumps(rec) + "\n")  # type: ignore[attr-defined]
             logf.flush()  # type: ignore[attr-defined]
+            if plain:
+                print(f"head step {head_step}/{cfg.head_steps} loss {rec['head_loss']:.4f}", file=sys.stderr,
+                      flush=True)
         if bar is not None:
             bar[0].update(bar[1], completed=head_step, description=f"head loss {float(loss.detach()):.4f}")  # type: ignore[index]
         if head_step % cfg.checkpoint_every == 0 or head_step == cfg.head_steps:
@@ -508,12 +518,16 @@ def _save_state(path: Path, model: Tokenizer, opt: torch.optim.Optimizer, step: 
 
 
 def _progress(enabled: bool, total: int, start: int, label: str = "train"):  # type: ignore[no-untyped-def]
+    """A rich bar on an interactive terminal; None otherwise (a stopped bar only prints when it ends)."""
     if not enabled:
+        return None
+    from rich.console import Console
+    if not Console(stderr=True).is_interactive:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     p = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                 TimeRemainingColumn(), transient=False)
+                 TimeRemainingColumn(), transient=False, console=Console(stderr=True))
     task = p.add_task("", total=total, completed=start)
     p.start()
     return p, task

@@ -94,3 +94,17 @@ def test_train_stops_at_max_minutes_with_rate_term(tmp_path: Path) -> None:
     assert all(r["bits"] > 0 for r in log)
     assert log[-1]["lr"] < 0.5 * cfg.lr  # the schedule followed the clock
     assert (tmp_path / "model.safetensors").exists()
+
+
+def test_progress_to_a_log_file_is_one_line_per_logged_step(tmp_path: Path,
+                                                            capsys: pytest.CaptureFixture[str]) -> None:
+    """Under pytest stderr is no terminal, as in `livetok train ... > log 2>&1`: a bar would print only when
+    it stops, so the run says how it goes in plain lines instead, one per logged step."""
+    cfg = TrainConfig(preset="tiny", arm="elbo", steps=4, batch=2, clip_frames=2, stream_frames=(3, 5),
+                      log_every=2, checkpoint_every=4, head_steps=2,
+                      data=DataConfig(crop=32, synthetic_fraction=1.0))
+    train(cfg, tmp_path, [], resume=False, progress=True)
+    err = capsys.readouterr().err.splitlines()
+    steps = [line.split()[2] for line in err if line.startswith("train step ")]
+    assert steps == ["2/4", "4/4"], err
+    assert [line.split()[2] for line in err if line.startswith("head step ")] == ["2/2"], err
