@@ -302,7 +302,9 @@ def _verify(data: bytes, state: CoderState | None = None) -> PacketHeader:
     stored = int.from_bytes(data[-CRC_SIZE:], "little")
     computed = zlib.crc32(data[:-CRC_SIZE]) & 0xFFFFFFFF
     if stored != computed:
-        raise PacketError(f"CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}")
+        # a version 2 packet has no length to check first: one cut short fails here
+        why = ": corrupt, or truncated (a version 2 packet carries no length)" if h.version == VERSION_V2 else ""
+        raise PacketError(f"CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}{why}")
     _validate_header(h)
     return h
 
