@@ -652,7 +652,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         mse_weight=a.mse_weight, rate_weight=a.rate_weight, max_minutes=a.max_minutes, sampler=a.sampler,
         amp=a.amp, seed=a.seed, threads=a.threads, device=a.device,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
-        data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob),
+        data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob,
+                        scale_range=(a.scale_range[0], a.scale_range[1])),
     )
     path = train(cfg, a.output, a.data, resume=not a.no_resume, progress=True, init_weights=a.init)
     if a.calibrate:
@@ -917,6 +918,9 @@ def get_parser() -> argparse.ArgumentParser:
                    help="then train the budget head alone for this many steps (0 = skip)")
     t.add_argument("--synthetic-fraction", type=float, default=0.3)
     t.add_argument("--freeze-prob", type=float, default=0.3, help="share of streams with a frozen stretch")
+    t.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"), default=[0.6, 1.0],
+                   help="a crop covers crop/scale pixels of the cached clip (short side 288), scale drawn in "
+                        "[LO, HI]; ~0.67 matches a whole scene at 192 pixels high (default: 0.6 1.0)")
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=0)
     t.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
