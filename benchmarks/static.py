@@ -6,7 +6,7 @@ and beta. Reports per clip and overall: bits per non-key frame of each, their ra
 stream's PSNR at frames 0, 1, 5, 15 and the last (does quality accumulate, like a codec's P-frames?).
 
 usage: python -m livetok.bench.static CLIP... [--weights W] [--frames 48] [--policy learned] [--rate 0.5]
-       [--signal gain] [--threads N] [--json]
+       [--signal gain] [--skip 0.03125] [--threads N] [--json]
 """
 
 from __future__ import annotations
@@ -57,13 +57,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--policy", default=BudgetConfig.policy)
     ap.add_argument("--rate", type=float, default=BudgetConfig.rate)
     ap.add_argument("--signal", default=BudgetConfig.signal)
+    ap.add_argument("--skip", type=float, default=BudgetConfig.skip_fraction, dest="skip_fraction",
+                    help="the skip mode's fraction (0: off; default %(default)s)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
     model = model_from_args(a)
-    sender = SenderConfig(budget=BudgetConfig(policy=a.policy, rate=a.rate, signal=a.signal))
+    sender = SenderConfig(budget=BudgetConfig(policy=a.policy, rate=a.rate, signal=a.signal,
+                                              skip_fraction=a.skip_fraction))
     clips: dict[str, Any] = {}
     for path in a.clips:
         frames, _ = read_video(path, max_frames=a.frames)
@@ -76,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         "static_psnr_at": {k: float(np.mean([c["static_psnr_at"].get(k, np.nan) for c in clips.values()]))
                            for k in keys},
     }
-    res = {"policy": a.policy, "rate": a.rate, "signal": a.signal, "overall": overall, "clips": clips}
+    res = {"policy": a.policy, "rate": a.rate, "signal": a.signal, "skip_fraction": a.skip_fraction,
+           "overall": overall, "clips": clips}
     if a.json:
         print(json.dumps(res, indent=2))
     else:

@@ -27,6 +27,9 @@ class BudgetState:
     ema_error: float  # EMA of the router signal of past predicted (non-key) frames
     frames: int = 0  # frames budgeted so far
     scale: float = 1.0  # multiplies beta; set by rate control (engine/rate_control.py)
+    # mean position error of what the receiver shows after the last frame, against that frame (NaN
+    # before the first): how much a repeat of it loses on this frame is what the scene changed
+    shown_error: float = math.nan
 
 
 def initial_budget_state(population_error: float) -> BudgetState:
@@ -91,7 +94,26 @@ def frame_budget(
     ema = state.ema_error
     if not keyframe:
         ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
-    return k, BudgetState(ema_error=ema, frames=state.frames + 1, scale=state.scale)
+    return k, replace(state, ema_error=ema, frames=state.frames + 1)
+
+
+# policies with InfoTok's rule, to which the skip mode applies (its threshold is a token budget)
+SKIP_POLICIES = ("infotok", "learned")
+
+
+def skip_frame(cfg: BudgetConfig, n: int, state: BudgetState, *, repeat_gain: float, population_gain: float,
+               keyframe: bool) -> bool:
+    """Whether a frame sends no tokens (the receiver repeats its previous frame, state unchanged).
+
+    InfoTok's rule on the repeat gain — the mean error of repeating the previous reconstruction minus
+    the frame's mean full-rate error, i.e. all that tokens could buy over a skip — normalised by the
+    population gain: skip when that budget is under ``skip_fraction * N``. Keyframes never skip, nor
+    does a frame whose repeat gain is unknown (NaN).
+    """
+    if keyframe or cfg.skip_fraction <= 0 or cfg.policy not in SKIP_POLICIES or math.isnan(repeat_gain):
+        return False
+    beta = cfg.rate * n * state.scale
+    return beta * max(repeat_gain, 0.0) / max(population_gain, 1e-8) < cfg.skip_fraction * n
 
 
 def prior_budget(cfg: BudgetConfig, n: int, state: BudgetState, *, population_error: float, keyframe: bool) -> int:
@@ -109,4 +131,4 @@ def observe(cfg: BudgetConfig, state: BudgetState, *, mean_error: float, keyfram
     ema = state.ema_error
     if not keyframe:
         ema = cfg.ema_decay * ema + (1.0 - cfg.ema_decay) * mean_error
-    return BudgetState(ema_error=ema, frames=state.frames + 1, scale=state.scale)
+    return replace(state, ema_error=ema, frames=state.frames + 1)

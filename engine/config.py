@@ -167,12 +167,20 @@ class BudgetConfig:
     clip keeps more than rate * N tokens per frame and a quiet one fewer. `max_rate` is the cap:
     no frame (keyframes included) keeps more than floor(max_rate * N) tokens, applied after the
     policy and after rate control's scale.
+
+    `skip_fraction` is the codec's skip mode for the InfoTok family (`infotok`, `learned`): a
+    non-keyframe whose *repeat gain* — the error of repeating the previous frame minus the frame's
+    full-rate error (measured, or the budget head's estimate) — would buy fewer than skip_fraction * N
+    tokens under InfoTok's rule sends none; the receiver then repeats its previous frame and its state
+    does not change (engine/step.py). A still scene sharpens for a few frames and then costs a header a
+    frame. 0 turns it off (every frame keeps at least the N/16 floor).
     """
 
     policy: str = "learned"  # the budget head: no router decode (bench rd: 5 points below the oracle)
     rate: float = 0.5
     max_rate: float | None = None  # hard per-frame ceiling on the kept fraction; None = no ceiling
     k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
+    skip_fraction: float = 1.0 / 32.0  # below this budget of repeat gain a frame is skipped (0: never)
     normaliser: str = "population"
     ema_decay: float = 0.9  # EMA normaliser: weight of the past
     signal: str = "gain"
@@ -203,6 +211,8 @@ class BudgetConfig:
                                  f"not the benchmark arm {self.policy!r}")
         if not 0.0 <= self.k_min_fraction <= 1.0:
             raise ValueError(f"k_min_fraction must be in [0, 1], got {self.k_min_fraction}")
+        if not 0.0 <= self.skip_fraction <= 1.0:
+            raise ValueError(f"skip_fraction must be in [0, 1], got {self.skip_fraction}")
         if self.lam < 0 or self.tau <= 0 or self.threshold < 0:
             raise ValueError(f"lam and threshold must be >= 0 and tau > 0, got lam={self.lam}, tau={self.tau}, "
                              f"threshold={self.threshold}")

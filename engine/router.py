@@ -11,6 +11,10 @@ claimed. Policies:
 - search:  ElasticTok's inference: binary search for the smallest k whose frame MSE <= tau
            (about log2 N + 1 decodes).
 
+infotok and learned also skip: a frame whose repeat gain (error of repeating the previous frame minus
+its full-rate error) is under the skip threshold sends no tokens and is not decoded at all; the
+runtime then keeps the previous reconstruction and state (engine/budget.py `skip_frame`).
+
 With the budget head's predicted maps (engine/budget_head.py), zero extra decodes:
 - learned: infotok's rule on the predicted signal, positions ranked by it.
 - rdo:     the Lagrangian choice on the predicted gains: keep every position whose predicted gain
@@ -82,6 +86,8 @@ class RouteContext:
         predicted: the budget head's (error, gain) maps, [B, N] each (needed by learned/rdo/prior).
         code_bits: [B, N] code length (bits) of each position's token under the entropy coder's
             models, were it kept (needed by the `bits` signal).
+        prev: the (reconstruction, hidden) state the frame is coded from (after keyframe resets):
+            what a skipped frame repeats. None: no skips.
     """
 
     x: Tensor
@@ -93,6 +99,7 @@ class RouteContext:
     population: Callable[[str], float]
     predicted: tuple[Tensor, Tensor] | None = None
     code_bits: Tensor | None = None
+    prev: tuple[Tensor, Tensor] | None = None
 
     @property
     def batch(self) -> int:
@@ -115,9 +122,45 @@ class _FullRate:
     gain: Tensor | None
 
 
+def _repeat_error(ctx: RouteContext) -> Tensor | None:
+    """[B] mean position error of repeating the previous reconstruction on this frame (None: no state)."""
+    return None if ctx.prev is None else position_error(ctx.x, ctx.prev[0], ctx.stride).mean(dim=1)
+
+
+def _skips(ctx: RouteContext, ks: list[int], repeat_gain: Tensor | None) -> list[int]:
+    """`ks` with 0 for every frame the skip mode drops; `repeat_gain` [B] measured or estimated."""
+    if repeat_gain is None:
+        return ks
+    gain, pop, bud = repeat_gain.tolist(), ctx.population("gain"), ctx.sender.budget
+    return [0 if budget_lib.skip_frame(bud, ctx.n, ctx.states[i], repeat_gain=gain[i], population_gain=pop,
+                                       keyframe=bool(ctx.key[i])) else k for i, k in enumerate(ks)]
+
+
+def _shown(ctx: RouteContext, r: Routing) -> Routing:
+    """Record in each stream's router state the error of what its receiver now shows (a skipped row
+    shows the previous reconstruction)."""
+    recon = r.recon
+    if ctx.prev is not None:
+        skip = ~r.mask.any(dim=1) & ~ctx.key.to(r.mask.device)
+        recon = torch.where(skip.view(-1, 1, 1, 1), ctx.prev[0], r.recon)
+    shown = position_error(ctx.x, recon, ctx.stride).mean(dim=1).tolist()
+    return replace(r, budgets=tuple(replace(s, shown_error=e) for s, e in zip(r.budgets, shown, strict=True)))
+
+
+def _decode_or_hold(ctx: RouteContext, dec: _Decoder, mask: Tensor) -> tuple[Tensor, Tensor]:
+    """The frame's decode, or none when every row is skipped (the runtime keeps their state)."""
+    if ctx.prev is not None and not bool(mask.any()) and not bool(ctx.key.any()):
+        return ctx.prev
+    return dec(mask)
+
+
 def route(ctx: RouteContext, decode: DecodeFn) -> Routing:
     """Choose the keep-mask of one frame and decode it; `decode`: mask [B, N] -> (recon, hidden), the
     decoder on this frame's codes and state."""
+    return _shown(ctx, _route(ctx, decode))
+
+
+def _route(ctx: RouteContext, decode: DecodeFn) -> Routing:
     b, n, dev = ctx.batch, ctx.n, ctx.x.device
     x, sender, states, key, stride = ctx.x, ctx.sender, ctx.states, ctx.key, ctx.stride
     dec = _Decoder(decode)
@@ -177,11 +220,14 @@ def route(ctx: RouteContext, decode: DecodeFn) -> Routing:
         if bud.policy == "infotok" and bud.signal == "gain":
             zero_token_pass()
         ks, new = budgets(gain if bud.policy == "infotok" and bud.signal == "gain" else err)
+        if bud.policy == "infotok":
+            rep = _repeat_error(ctx)  # measured: what the tokens buy over a repeat
+            ks = _skips(ctx, ks, None if rep is None else rep - err.mean(dim=1))
         k = torch.tensor(ks, device=dev)
         if bool((k == n).all()):
             return Routing(full, recon_full, hidden_full, new, err, gain, dec.count)
         mask = keep_mask(scores(), k)
-        recon, hidden = dec(mask)
+        recon, hidden = _decode_or_hold(ctx, dec, mask)
         return Routing(mask, recon, hidden, new, err, gain, dec.count)
 
     if bud.policy in ("oracle", "search"):
@@ -258,7 +304,14 @@ def _predicted(ctx: RouteContext, predicted: tuple[Tensor, Tensor], dec: _Decode
             st = replace(states[i], frames=states[i].frames + 1)
         ks.append(k)
         new.append(st)
+    # the head's gain map is in the units the skip rule needs; the error and bits signals are not
+    rep = _repeat_error(ctx) if bud.policy == "learned" and bud.signal == "gain" else None
+    if rep is not None:
+        # estimated, with no decode: what the scene changed since the shown frame (its repeat error
+        # minus the error it had) plus what the head says tokens would buy over the shown frame
+        before = torch.tensor([s.shown_error for s in states], device=rep.device, dtype=rep.dtype)
+        ks = _skips(ctx, ks, (rep - before).clamp_min(0.0) + predicted[1].mean(dim=1))
     k_t = torch.tensor(ks, device=sig.device)
     mask = keep_mask(prefix_scores(b, n, sig.device) if sender.ranking == "prefix" else sig, k_t)
-    recon, hidden = dec(mask)
+    recon, hidden = _decode_or_hold(ctx, dec, mask)
     return Routing(mask, recon, hidden, tuple(new), predicted[0], predicted[1], dec.count)

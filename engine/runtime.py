@@ -24,7 +24,7 @@ from .errors import TokenizerError
 from .layers import pad_to_multiple
 from .router import RouteContext, route
 from .state import FrameTokens, StreamState
-from .step import begin_decode, begin_encode
+from .step import begin_decode, begin_encode, hold_where, skipped
 
 # policies that read the budget head's predicted maps (the others never run it)
 PREDICTED_POLICIES = ("learned", "rdo", "prior")
@@ -169,11 +169,13 @@ class StepRuntime(ABC):
         def population(signal: str) -> float:
             return sender.budget.population_bits if signal == "bits" else self.population(signal)
 
-        ctx = RouteContext(x, (height, width), self.stride, sender, state.budget, key, population, predicted, bits)
+        ctx = RouteContext(x, (height, width), self.stride, sender, state.budget, key, population, predicted, bits,
+                           prev=(prev_recon, prev_hidden))
         r = route(ctx, decode)
+        recon, hidden = hold_where(skipped(r.mask, key), (prev_recon, prev_hidden), (r.recon, r.hidden))
         t = state.frame_indices
         tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
-        return tokens, StreamState(r.recon, r.hidden, tuple(i + 1 for i in t), r.budgets)
+        return tokens, StreamState(recon, hidden, tuple(i + 1 for i in t), r.budgets)
 
     @torch.no_grad()
     def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
@@ -183,8 +185,14 @@ class StepRuntime(ABC):
             ([B, 3, H, W] frame in [-1, 1], new state).
         """
         state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
-        recon, hidden = self.run_decoder(tokens.indices.to(self.device, torch.int64), tokens.mask.to(self.device),
-                                         prev_recon, prev_hidden)
+        mask = tokens.mask.to(self.device)
+        skip = skipped(mask, tokens.keyframe)
+        if bool(skip.all()):  # nothing to decode: the receiver repeats its frame, like a codec's skip
+            recon, hidden = prev_recon, prev_hidden
+        else:
+            recon, hidden = self.run_decoder(tokens.indices.to(self.device, torch.int64), mask, prev_recon,
+                                             prev_hidden)
+            recon, hidden = hold_where(skip, (prev_recon, prev_hidden), (recon, hidden))
         h, w = tokens.size
         return recon[..., :h, :w], StreamState(recon, hidden, tuple(i + 1 for i in tokens.frame_indices),
                                                state.budget)

@@ -31,6 +31,19 @@ def reset_where(key: Tensor, state: StreamState) -> tuple[Tensor, Tensor]:
             torch.where(k, torch.zeros_like(state.hidden), state.hidden))
 
 
+def hold_where(skip: Tensor, prev: tuple[Tensor, Tensor], new: tuple[Tensor, Tensor]) -> tuple[Tensor, Tensor]:
+    """The state after a frame: a skipped row (a non-keyframe with no tokens) repeats its previous
+    reconstruction and keeps its hidden state, like a codec's skip mode; the others take the decode.
+    Done outside the networks, on both ends, so every runtime agrees."""
+    s = skip.view(-1, 1, 1, 1)
+    return torch.where(s, prev[0], new[0]), torch.where(s, prev[1], new[1])
+
+
+def skipped(mask: Tensor, key: Tensor) -> Tensor:
+    """[B] bool: the rows that skip — no kept position and not a keyframe."""
+    return ~mask.any(dim=1) & ~key.to(mask.device)
+
+
 def begin_encode(
     x: Tensor,
     size: tuple[int, int],

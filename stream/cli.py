@@ -63,6 +63,10 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    help="rate control: scale beta to meet this many bits/s (headers and masks included)")
     p.add_argument("--target-tokens", type=float, default=None,
                    help="rate control: scale beta to meet this mean number of tokens per frame")
+    p.add_argument("--skip", type=float, default=1.0 / 32.0, metavar="FRACTION", dest="skip_fraction",
+                   help="skip mode (infotok, learned): a frame whose tokens would buy less over repeating the "
+                        "previous frame than FRACTION * N tokens' worth sends none, and the receiver repeats "
+                        "its frame (default 1/32 = 0.03125; 0: never skip, every frame keeps N/16)")
     p.add_argument("--normaliser", default="population", choices=["population", "ema"],
                    help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
     p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
@@ -86,7 +90,7 @@ def _sender(a: argparse.Namespace) -> SenderConfig:
         rc = RateControlConfig(target_bps=a.target_bps, target_tokens=a.target_tokens)
     return SenderConfig(
         budget=BudgetConfig(policy=a.policy, rate=a.rate, max_rate=a.max_rate, normaliser=a.normaliser,
-                            signal=a.signal),
+                            signal=a.signal, skip_fraction=a.skip_fraction),
         keyframe_interval=a.keyframe_interval,
         ranking=a.ranking,
         rate_control=rc,

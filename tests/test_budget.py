@@ -92,3 +92,29 @@ def test_max_rate_is_a_hard_ceiling_after_the_policy() -> None:
         BudgetConfig(max_rate=1.5)
     with pytest.raises(ValueError, match="not the benchmark arm 'oracle'"):
         BudgetConfig(policy="oracle", max_rate=0.5)
+
+
+def test_skip_rule_exact_threshold() -> None:
+    """Skip when beta * repeat_gain / population_gain < skip_fraction * N: with rate 0.5 and N/32 that is a
+    repeat gain under 1/16 of the population gain; keyframes, NaN, fixed and a zero fraction never skip."""
+    from livetok.engine.budget import skip_frame
+
+    cfg = BudgetConfig(policy="infotok", rate=0.5, skip_fraction=1 / 32)
+    st = initial_budget_state(0.02)
+    assert cfg.skip_fraction == BudgetConfig().skip_fraction  # the default
+
+    def skip(c: BudgetConfig, gain: float, key: bool = False, s: BudgetState = st) -> bool:
+        return skip_frame(c, N, s, repeat_gain=gain, population_gain=0.016, keyframe=key)
+
+    assert skip(cfg, 0.00099) and not skip(cfg, 0.00101)  # the line is 0.016 / 16 = 0.001
+    assert skip(cfg, -0.5)  # a repeat better than a full-rate decode: nothing to send
+    assert skip(BudgetConfig(policy="learned", rate=0.5), 0.0)
+    assert not skip(cfg, 0.0, key=True)
+    assert not skip(cfg, float("nan"))  # unknown (no frame shown yet): send
+    assert not skip(BudgetConfig(policy="fixed"), 0.0) and not skip(BudgetConfig(policy="rdo"), 0.0)
+    assert not skip(BudgetConfig(policy="infotok", skip_fraction=0.0), 0.0)
+    # rate control's scale multiplies beta, so credit to spend lowers the line: 8x -> 0.001 / 8
+    assert not skip(cfg, 0.0002, s=BudgetState(ema_error=0.02, scale=8.0))
+    assert skip(cfg, 0.0001, s=BudgetState(ema_error=0.02, scale=8.0))
+    with pytest.raises(ValueError, match=r"skip_fraction must be in \[0, 1\], got 2"):
+        BudgetConfig(skip_fraction=2)

@@ -13,7 +13,11 @@ from livetok.engine.model import Tokenizer
 from livetok.engine.train import run_clip
 
 FIXED_HALF = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=0)
-INFOTOK = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
+# skips off: an untrained model's tokens buy nothing over a repeat, so with the skip mode every
+# predicted frame would send none and these contract tests would not reach the decoder
+INFOTOK = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5, skip_fraction=0.0), keyframe_interval=0)
+# the skip mode on: here every predicted frame skips (the receiver repeats, the state holds)
+INFOTOK_SKIP = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
 
 
 def stream(model: Tokenizer, frames: torch.Tensor, sender: SenderConfig) -> tuple[list, list[torch.Tensor]]:
@@ -45,15 +49,16 @@ ARCHS = pytest.mark.parametrize("model_name,frames", [("tiny_model", 8), ("rt_mo
 
 
 @ARCHS
+@pytest.mark.parametrize("sender", [INFOTOK, INFOTOK_SKIP], ids=["infotok", "infotok-skip"])
 def test_causality_future_frames_change_nothing(request: pytest.FixtureRequest, model_name: str, frames: int,
-                                                real_frames: np.ndarray) -> None:
+                                                real_frames: np.ndarray, sender: SenderConfig) -> None:
     model: Tokenizer = request.getfixturevalue(model_name)
     x = to_tensor(real_frames[:frames])
     future = frames - 3
-    toks_a, rec_a = stream(model, x, INFOTOK)
+    toks_a, rec_a = stream(model, x, sender)
     y = x.clone()
     y[future:] = torch.rand_like(y[future:]) * 2 - 1  # rewrite the future from that frame on
-    toks_b, rec_b = stream(model, y, INFOTOK)
+    toks_b, rec_b = stream(model, y, sender)
     for t in range(future):
         assert torch.equal(toks_a[t].indices, toks_b[t].indices)
         assert torch.equal(toks_a[t].mask, toks_b[t].mask)
@@ -95,7 +100,8 @@ def test_batched_streams_equal_single_streams(tiny_model: Tokenizer, real_frames
         torch.testing.assert_close(state.recon[1:2], rb[t], atol=1e-5, rtol=0)
 
 
-@pytest.mark.parametrize("sender", [INFOTOK, FIXED_HALF, SenderConfig(keyframe_interval=3, ranking="surprise"),
+@pytest.mark.parametrize("sender", [INFOTOK, INFOTOK_SKIP, FIXED_HALF,
+                                    SenderConfig(keyframe_interval=3, ranking="surprise"),
                                     SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.25), ranking="prefix")])
 def test_closed_loop_receiver_equals_sender_bitwise(tiny_model: Tokenizer, real_frames: np.ndarray,
                                                     sender: SenderConfig) -> None:

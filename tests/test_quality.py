@@ -65,3 +65,39 @@ def test_eval_floors_with_shipped_weights(shipped_model: Tokenizer) -> None:
     assert full["overall"]["bits_per_frame"] <= 4200, full["overall"]
     assert half["overall"]["bits_per_frame"] <= 3000, half["overall"]
     assert half["overall"]["tokens_per_frame"] < full["overall"]["tokens_per_frame"]
+
+
+def test_skip_mode_on_a_held_real_frame(shipped_model: Tokenizer, real_frames: np.ndarray) -> None:
+    """A parked camera batched with a moving one (learned 0.5, the default): the still row sharpens for a few
+    frames, then skips — no tokens, the receiver repeats its frame bit for bit and its state holds — while
+    the moving row keeps sending; both rows equal their single-stream runs and the receiver the sender."""
+    from livetok.engine.frames import to_uint8
+    from livetok.engine.metrics import psnr
+
+    sender = SenderConfig(keyframe_interval=0)
+    held = to_tensor(real_frames[:1]).expand(12, -1, -1, -1)
+    moving = to_tensor(real_frames[:12])
+    tx = rx = None
+    ks: list[list[int]] = []
+    outs = []
+    for t in range(12):
+        tok, tx = shipped_model.encode_step(torch.cat([held[t : t + 1], moving[t : t + 1]]), tx, sender)
+        prev = None if rx is None else (rx.recon.clone(), rx.hidden.clone())
+        out, rx = shipped_model.decode_step(tok, rx)
+        assert torch.equal(rx.recon, tx.recon) and torch.equal(rx.hidden, tx.hidden), f"frame {t}"
+        ks.append(tok.k.tolist())
+        if prev is not None and ks[-1][0] == 0:  # a skip: the same frame, the same state
+            assert torch.equal(rx.recon[0], prev[0][0]) and torch.equal(rx.hidden[0], prev[1][0])
+        outs.append(out)
+    still = [k[0] for k in ks]
+    first = still.index(0)  # the still row skips within 12 frames ...
+    assert 3 <= first <= 10 and all(k == 0 for k in still[first:]), still  # ... after sharpening, for good
+    assert all(k[1] > 0 for k in ks), ks  # the moving row never skips
+    q = [psnr(real_frames[0], to_uint8(o[0])) for o in outs]
+    assert q[-1] == q[first] and q[first] >= q[1] + 0.3 and q[1] > q[0], (q, still)
+    # each row equals its own single stream (the hold is per row)
+    for row, x in ((0, held), (1, moving)):
+        st = None
+        for t in range(12):
+            _, st = shipped_model.encode_step(x[t : t + 1], st, sender)
+        torch.testing.assert_close(st.recon[0], tx.recon[row], atol=1e-5, rtol=0)

@@ -16,13 +16,14 @@ from .conftest import BUNDLED_CLIP
 
 
 # the untrained test model barely uses its tokens (its gain signal is ~0), so infotok runs on the
-# full-rate error here; the shipped model's gain signal is covered by the benchmarks
+# full-rate error here, and without the skip mode (its tokens buy nothing over a repeat: it would skip
+# every frame); the shipped model's gain signal and skips are covered by the benchmarks
 @pytest.mark.parametrize("policy", ["fixed", "infotok"])
 def test_rate_control_holds_a_token_target(tiny_model: Tokenizer, policy: str) -> None:
     frames, _ = read_video(BUNDLED_CLIP)
     frames = frames[:, :96, :128]  # N = 192 positions
     rc = RateControlConfig(target_tokens=120.0, fps=30.0)  # the content asks for ~170-192 at rate 0.9
-    budget = BudgetConfig(policy=policy, rate=0.9, signal="error")
+    budget = BudgetConfig(policy=policy, rate=0.9, signal="error", skip_fraction=0.0)
     tx = SenderSession(tiny_model, SenderConfig(budget=budget, rate_control=rc, keyframe_interval=0, ranking="error"))
     ks = []
     for i in range(3):  # the clip three times: 144 frames, 4.8 s
