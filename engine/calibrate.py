@@ -80,7 +80,9 @@ def calibrate(
     out = {}
     for signal in ("error", "gain"):
         buf = model.population_error if signal == "error" else model.population_gain
-        budget = BudgetConfig(policy="infotok", rate=1.0, normaliser="population", signal=signal)
+        # no skips: the skip rule reads the population gain being measured, and every frame should
+        # give its signal from a decoded state (as in every calibration before the skip mode)
+        budget = BudgetConfig(policy="infotok", rate=1.0, normaliser="population", signal=signal, skip_fraction=0.0)
         # start near full rate (infotok at rate 1.0 from the current buffer; the `fixed` policy
         # skips the router's signal at full rate), then iterate at the operating point
         base = SenderConfig(budget=budget, keyframe_interval=0, ranking="gain")
