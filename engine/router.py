@@ -33,8 +33,9 @@ from torch import Tensor
 
 from . import budget as budget_lib
 from .budget import BudgetState
-from .config import SenderConfig
+from .config import BudgetConfig, SenderConfig
 from .selection import keep_mask, position_error, prefix_scores
+from .step import hold_where, skipped
 
 DecodeFn = Callable[[Tensor], tuple[Tensor, Tensor]]
 
@@ -136,28 +137,35 @@ def _skips(ctx: RouteContext, ks: list[int], repeat_gain: Tensor | None) -> list
                                        keyframe=bool(ctx.key[i])) else k for i, k in enumerate(ks)]
 
 
-def _shown(ctx: RouteContext, r: Routing) -> Routing:
-    """Record in each stream's router state the error of what its receiver now shows (a skipped row
-    shows the previous reconstruction)."""
-    recon = r.recon
-    if ctx.prev is not None:
-        skip = ~r.mask.any(dim=1) & ~ctx.key.to(r.mask.device)
-        recon = torch.where(skip.view(-1, 1, 1, 1), ctx.prev[0], r.recon)
-    shown = position_error(ctx.x, recon, ctx.stride).mean(dim=1).tolist()
-    return replace(r, budgets=tuple(replace(s, shown_error=e) for s, e in zip(r.budgets, shown, strict=True)))
+def _estimates_skips(bud: BudgetConfig) -> bool:
+    """Whether the skip rule runs on the learned estimate, the one reader of `BudgetState.shown_error`
+    (the head's gain map is in its units; the error and bits signals are not)."""
+    return bud.policy == "learned" and bud.signal == "gain" and bud.skip_fraction > 0
 
 
 def _decode_or_hold(ctx: RouteContext, dec: _Decoder, mask: Tensor) -> tuple[Tensor, Tensor]:
-    """The frame's decode, or none when every row is skipped (the runtime keeps their state)."""
-    if ctx.prev is not None and not bool(mask.any()) and not bool(ctx.key.any()):
+    """The frame's decode, or none when every row is skipped (`route` keeps their state)."""
+    if ctx.prev is not None and bool(skipped(mask, ctx.key).all()):
         return ctx.prev
     return dec(mask)
 
 
 def route(ctx: RouteContext, decode: DecodeFn) -> Routing:
     """Choose the keep-mask of one frame and decode it; `decode`: mask [B, N] -> (recon, hidden), the
-    decoder on this frame's codes and state."""
-    return _shown(ctx, _route(ctx, decode))
+    decoder on this frame's codes and state. The returned state is the one the frame leaves: a skipped
+    row keeps `ctx.prev` (engine/step.py `hold_where`)."""
+    r = _route(ctx, decode)
+    if ctx.prev is None:
+        return r
+    skip = skipped(r.mask, ctx.key)
+    if bool(skip.any()):
+        recon, hidden = hold_where(skip, ctx.prev, (r.recon, r.hidden))
+        r = replace(r, recon=recon, hidden=hidden)
+    if _estimates_skips(ctx.sender.budget):
+        # what each receiver now shows, against this frame: the next frame's skip estimate reads it
+        shown = position_error(ctx.x, r.recon, ctx.stride).mean(dim=1).tolist()
+        r = replace(r, budgets=tuple(replace(s, shown_error=e) for s, e in zip(r.budgets, shown, strict=True)))
+    return r
 
 
 def _route(ctx: RouteContext, decode: DecodeFn) -> Routing:
@@ -304,8 +312,7 @@ def _predicted(ctx: RouteContext, predicted: tuple[Tensor, Tensor], dec: _Decode
             st = replace(states[i], frames=states[i].frames + 1)
         ks.append(k)
         new.append(st)
-    # the head's gain map is in the units the skip rule needs; the error and bits signals are not
-    rep = _repeat_error(ctx) if bud.policy == "learned" and bud.signal == "gain" else None
+    rep = _repeat_error(ctx) if _estimates_skips(bud) else None
     if rep is not None:
         # estimated, with no decode: what the scene changed since the shown frame (its repeat error
         # minus the error it had) plus what the head says tokens would buy over the shown frame

@@ -172,10 +172,9 @@ class StepRuntime(ABC):
         ctx = RouteContext(x, (height, width), self.stride, sender, state.budget, key, population, predicted, bits,
                            prev=(prev_recon, prev_hidden))
         r = route(ctx, decode)
-        recon, hidden = hold_where(skipped(r.mask, key), (prev_recon, prev_hidden), (r.recon, r.hidden))
         t = state.frame_indices
         tokens = FrameTokens(indices, r.mask, key, (gh, gw), (height, width), t, r.error, r.decodes, r.gain)
-        return tokens, StreamState(recon, hidden, tuple(i + 1 for i in t), r.budgets)
+        return tokens, StreamState(r.recon, r.hidden, tuple(i + 1 for i in t), r.budgets)
 
     @torch.no_grad()
     def decode_step(self, tokens: FrameTokens, state: StreamState | None) -> tuple[Tensor, StreamState]:
@@ -192,7 +191,8 @@ class StepRuntime(ABC):
         else:
             recon, hidden = self.run_decoder(tokens.indices.to(self.device, torch.int64), mask, prev_recon,
                                              prev_hidden)
-            recon, hidden = hold_where(skip, (prev_recon, prev_hidden), (recon, hidden))
+            if bool(skip.any()):  # some rows of the batch skip: they keep their state
+                recon, hidden = hold_where(skip, (prev_recon, prev_hidden), (recon, hidden))
         h, w = tokens.size
         return recon[..., :h, :w], StreamState(recon, hidden, tuple(i + 1 for i in tokens.frame_indices),
                                                state.budget)

@@ -522,12 +522,13 @@ def _progress(enabled: bool, total: int, start: int, label: str = "train"):  # t
     if not enabled:
         return None
     from rich.console import Console
-    if not Console(stderr=True).is_interactive:
+    con = Console(stderr=True)
+    if not con.is_interactive:
         return None
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     p = Progress(TextColumn(f"[bold]{label}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                 TimeRemainingColumn(), transient=False, console=Console(stderr=True))
+                 TimeRemainingColumn(), transient=False, console=con)
     task = p.add_task("", total=total, completed=start)
     p.start()
     return p, task
