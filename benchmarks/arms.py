@@ -173,9 +173,11 @@ def _read_json(path: Path) -> Any:
 
 
 def _sender(policy: str, rate: float, signal: str) -> SenderConfig:
-    # as bench rd: one keyframe per clip, positions ranked by the same signal the model trained with
-    return SenderConfig(budget=BudgetConfig(policy=policy, rate=rate, signal=signal), ranking=signal,
-                        keyframe_interval=0)
+    # as bench rd: one keyframe per clip, positions ranked by the same signal the model trained with; no
+    # skips: the arms are compared on InfoTok's budgets (N/16 to N), which briefly trained models would
+    # otherwise trade for repeats
+    return SenderConfig(budget=BudgetConfig(policy=policy, rate=rate, signal=signal, skip_fraction=0.0),
+                        ranking=signal, keyframe_interval=0)
 
 
 def _frames_in(clips: list[str | os.PathLike[str]], max_frames: int | None) -> int | None:

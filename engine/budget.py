@@ -108,11 +108,14 @@ def skip_frame(cfg: BudgetConfig, n: int, state: BudgetState, *, repeat_gain: fl
     InfoTok's rule on the repeat gain — the mean error of repeating the previous reconstruction minus
     the frame's mean full-rate error, i.e. all that tokens could buy over a skip — normalised by the
     population gain: skip when that budget is under ``skip_fraction * N``. Keyframes never skip, nor
-    does a frame whose repeat gain is unknown (NaN).
+    does a frame whose repeat gain is unknown (NaN). Rate control's scale does not move the line: a skip
+    says there is nothing worth sending, whatever the bit budget (scaled, a tight target would turn
+    frames into repeats below the floor rate it prices and holds, and credit would buy tokens a still
+    scene cannot use).
     """
     if keyframe or cfg.skip_fraction <= 0 or cfg.policy not in SKIP_POLICIES or math.isnan(repeat_gain):
         return False
-    beta = cfg.rate * n * state.scale
+    beta = cfg.rate * n
     return beta * max(repeat_gain, 0.0) / max(population_gain, 1e-8) < cfg.skip_fraction * n
 
 

@@ -113,8 +113,9 @@ def test_skip_rule_exact_threshold() -> None:
     assert not skip(cfg, float("nan"))  # unknown (no frame shown yet): send
     assert not skip(BudgetConfig(policy="fixed"), 0.0) and not skip(BudgetConfig(policy="rdo"), 0.0)
     assert not skip(BudgetConfig(policy="infotok", skip_fraction=0.0), 0.0)
-    # rate control's scale multiplies beta, so credit to spend lowers the line: 8x -> 0.001 / 8
-    assert not skip(cfg, 0.0002, s=BudgetState(ema_error=0.02, scale=8.0))
-    assert skip(cfg, 0.0001, s=BudgetState(ema_error=0.02, scale=8.0))
+    # rate control's scale leaves the line where it is (credit or debt alike)
+    for scale in (1 / 32, 8.0):
+        assert skip(cfg, 0.00099, s=BudgetState(ema_error=0.02, scale=scale))
+        assert not skip(cfg, 0.00101, s=BudgetState(ema_error=0.02, scale=scale))
     with pytest.raises(ValueError, match=r"skip_fraction must be in \[0, 1\], got 2"):
         BudgetConfig(skip_fraction=2)
