@@ -116,8 +116,9 @@ def test_cli_train_passes_the_data_options(tmp_path: Path) -> None:
     from livetok.stream.cli import main
 
     out = tmp_path / "run"
-    assert main(["train", "--preset", "tiny", "--steps", "1", "--batch", "2", "--clip-frames", "2", "--crop", "32",
-                 "--synthetic-fraction", "1.0", "--scale-range", "0.4", "0.9", "--head-steps", "0",
+    # `--data` with no paths: synthetic clips only, whatever the working directory holds
+    assert main(["train", "--data", "--preset", "tiny", "--steps", "1", "--batch", "2", "--clip-frames", "2",
+                 "--crop", "32", "--synthetic-fraction", "1.0", "--scale-range", "0.4", "0.9", "--head-steps", "0",
                  "-o", str(out)]) == 0
     data = json.loads((out / "train_config.json").read_text())["data"]
     assert data["scale_range"] == [0.4, 0.9] and data["crop"] == 32
