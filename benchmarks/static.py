@@ -6,7 +6,7 @@ and beta. Reports per clip and overall: bits per non-key frame of each, their ra
 stream's PSNR at frames 0, 1, 5, 15 and the last (does quality accumulate, like a codec's P-frames?).
 
 usage: python -m livetok.bench.static CLIP... [--weights W] [--frames 48] [--policy learned] [--rate 0.5]
-       [--signal gain] [--skip 0.03125] [--threads N] [--json]
+       [--signal gain] [--skip 0.041667] [--threads N] [--json]
 """
 
 from __future__ import annotations

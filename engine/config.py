@@ -180,7 +180,9 @@ class BudgetConfig:
     rate: float = 0.5
     max_rate: float | None = None  # hard per-frame ceiling on the kept fraction; None = no ceiling
     k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
-    skip_fraction: float = 1.0 / 32.0  # below this budget of repeat gain a frame is skipped (0: never)
+    # below this budget of repeat gain a frame is skipped (0: never). Between this line and the N/16
+    # floor a frame is sent at the floor; N/24 keeps that band narrow (BENCHMARKS.md, "Static vs busy")
+    skip_fraction: float = 1.0 / 24.0
     normaliser: str = "population"
     ema_decay: float = 0.9  # EMA normaliser: weight of the past
     signal: str = "gain"

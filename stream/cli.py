@@ -63,10 +63,11 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    help="rate control: scale beta to meet this many bits/s (headers and masks included)")
     p.add_argument("--target-tokens", type=float, default=None,
                    help="rate control: scale beta to meet this mean number of tokens per frame")
-    p.add_argument("--skip", type=float, default=1.0 / 32.0, metavar="FRACTION", dest="skip_fraction",
+    # the default is BudgetConfig.skip_fraction (not imported here: `livetok --help` stays fast)
+    p.add_argument("--skip", type=float, default=1.0 / 24.0, metavar="FRACTION", dest="skip_fraction",
                    help="skip mode (infotok, learned): a frame whose tokens would buy less over repeating the "
                         "previous frame than FRACTION * N tokens' worth sends none, and the receiver repeats "
-                        "its frame (default 1/32 = 0.03125; 0: never skip, every frame keeps N/16)")
+                        "its frame (default 1/24 ≈ 0.0417; 0: never skip, every frame keeps N/16)")
     p.add_argument("--normaliser", default="population", choices=["population", "ema"],
                    help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
     p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")

@@ -95,18 +95,22 @@ def test_max_rate_is_a_hard_ceiling_after_the_policy() -> None:
 
 
 def test_skip_rule_exact_threshold() -> None:
-    """Skip when beta * repeat_gain / population_gain < skip_fraction * N: with rate 0.5 and N/32 that is a
-    repeat gain under 1/16 of the population gain; keyframes, NaN, fixed and a zero fraction never skip."""
+    """Skip when beta * repeat_gain / population_gain < skip_fraction * N: with rate 0.5 and N/24 that is a
+    repeat gain under 1/12 of the population gain; keyframes, NaN, fixed and a zero fraction never skip."""
     from livetok.engine.budget import skip_frame
 
-    cfg = BudgetConfig(policy="infotok", rate=0.5, skip_fraction=1 / 32)
+    from livetok.stream.cli import get_parser
+
+    cfg = BudgetConfig(policy="infotok", rate=0.5, skip_fraction=1 / 24)
     st = initial_budget_state(0.02)
     assert cfg.skip_fraction == BudgetConfig().skip_fraction  # the default
+    cli = get_parser().parse_args(["eval", "x.mkv"])
+    assert cli.skip_fraction == BudgetConfig().skip_fraction  # the CLI's default is the same
 
     def skip(c: BudgetConfig, gain: float, key: bool = False, s: BudgetState = st) -> bool:
         return skip_frame(c, N, s, repeat_gain=gain, population_gain=0.016, keyframe=key)
 
-    assert skip(cfg, 0.00099) and not skip(cfg, 0.00101)  # the line is 0.016 / 16 = 0.001
+    assert skip(cfg, 0.00133) and not skip(cfg, 0.00134)  # the line is 0.016 / 12 = 0.001333
     assert skip(cfg, -0.5)  # a repeat better than a full-rate decode: nothing to send
     assert skip(BudgetConfig(policy="learned", rate=0.5), 0.0)
     assert not skip(cfg, 0.0, key=True)
@@ -115,7 +119,7 @@ def test_skip_rule_exact_threshold() -> None:
     assert not skip(BudgetConfig(policy="infotok", skip_fraction=0.0), 0.0)
     # rate control's scale leaves the line where it is (credit or debt alike)
     for scale in (1 / 32, 8.0):
-        assert skip(cfg, 0.00099, s=BudgetState(ema_error=0.02, scale=scale))
-        assert not skip(cfg, 0.00101, s=BudgetState(ema_error=0.02, scale=scale))
+        assert skip(cfg, 0.00133, s=BudgetState(ema_error=0.02, scale=scale))
+        assert not skip(cfg, 0.00134, s=BudgetState(ema_error=0.02, scale=scale))
     with pytest.raises(ValueError, match=r"skip_fraction must be in \[0, 1\], got 2"):
         BudgetConfig(skip_fraction=2)
