@@ -299,7 +299,8 @@ PRESETS: dict[str, TokenizerConfig] = {
 
 # rt-fsq6 grown (engine/train.py grows rt-fsq6 weights into these, each new module starting as the identity):
 # "-r" adds a stride-4 refinement after the stride-8 output (a cheap nonlinear upsampler: the stride-8
-# output alone is a linear function of a 96-channel feature per 8x8 cell), "-d5" two more decoder blocks
+# output alone is a linear function of a 96-channel feature per 8x8 cell), "-d5" two more decoder blocks,
+# "-d5f4" those five blocks with feed-forwards twice as wide (hidden 4x the width instead of 2x)
 def _grown(base: str, name: str, **decoder: Any) -> TokenizerConfig:
     cfg = PRESETS[base]
     return dataclasses.replace(cfg, name=name, decoder=dataclasses.replace(cfg.decoder, **decoder))
@@ -307,6 +308,7 @@ def _grown(base: str, name: str, **decoder: Any) -> TokenizerConfig:
 
 PRESETS["rt-fsq6-r"] = _grown("rt-fsq6", "rt-fsq6-r", refine_width=24, refine_blocks=1)
 PRESETS["rt-fsq6-d5"] = _grown("rt-fsq6", "rt-fsq6-d5", blocks=5)
+PRESETS["rt-fsq6-d5f4"] = _grown("rt-fsq6", "rt-fsq6-d5f4", blocks=5, mlp_ratio=4)
 
 
 def get_preset(name: str) -> TokenizerConfig:

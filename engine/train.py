@@ -416,10 +416,36 @@ def train(
 _GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.")
 
 
+def _widen_decoder_ffn(model: Tokenizer, sd: dict[str, Tensor]) -> dict[str, Tensor]:
+    """A checkpoint whose decoder feed-forwards are narrower than the model's (a larger mlp_ratio):
+    embed each one's hidden channels in the model's, the new ones fed by the model's fresh init and
+    read out by zeros, so the widened block computes exactly what the checkpoint's did."""
+    own = model.state_dict()
+    out = dict(sd)
+    for key, w in sd.items():
+        if not (key.startswith("decoder.blocks.") and ".ffn.inp." in key) or key not in own:
+            continue
+        big = own[key]
+        if big.shape[0] <= w.shape[0] or big.shape[1:] != w.shape[1:]:
+            continue
+        h, hb = w.shape[0] // 2, big.shape[0] // 2  # inp makes [a | g], each `hidden` channels
+        wide = big.clone()
+        wide[:h], wide[hb:hb + h] = w[:h], w[h:]
+        out[key] = wide
+        if key.endswith(".weight"):
+            o = key.replace(".ffn.inp.", ".ffn.out.")
+            out_w = torch.zeros_like(own[o])
+            out_w[:, :h] = sd[o]
+            out[o] = out_w
+    return out
+
+
 def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
     """Load a checkpoint that may predate the budget head or be a smaller decoder: missing head
     weights start untrained; a missing refinement or missing trailing decoder blocks start as the
-    identity (their residual outputs zeroed), so training grows the checkpoint's model."""
+    identity (their residual outputs zeroed), and narrower decoder feed-forwards are embedded in wider
+    ones (`_widen_decoder_ffn`), so training grows the checkpoint's model."""
+    sd = _widen_decoder_ffn(model, sd)
     try:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # a tensor of another shape: one line, not torch's list of every mismatch

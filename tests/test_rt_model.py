@@ -81,7 +81,8 @@ def test_grown_decoder_starts_as_the_checkpoint(rt_tiny: Tokenizer) -> None:
     with torch.no_grad():
         want = rt_tiny.eval().decoder(codes, mask, prev, hid)
         for extra in ({"refine_width": 8, "refine_blocks": 2}, {"blocks": 3}, {"blocks": 2, "refine_width": 4,
-                                                                                 "refine_blocks": 1}):
+                                                                                 "refine_blocks": 1},
+                      {"mlp_ratio": 3}, {"blocks": 2, "mlp_ratio": 2}):
             grown = _grown(rt_tiny, **extra)
             assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in rt_tiny.parameters())
             got = grown.decoder(codes, mask, prev, hid)
