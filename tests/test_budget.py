@@ -98,7 +98,6 @@ def test_skip_rule_exact_threshold() -> None:
     """Skip when beta * repeat_gain / population_gain < skip_fraction * N: with rate 0.5 and N/24 that is a
     repeat gain under 1/12 of the population gain; keyframes, NaN, fixed and a zero fraction never skip."""
     from livetok.engine.budget import skip_frame
-
     from livetok.stream.cli import get_parser
 
     cfg = BudgetConfig(policy="infotok", rate=0.5, skip_fraction=1 / 24)
