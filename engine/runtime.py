@@ -185,14 +185,15 @@ class StepRuntime(ABC):
         """
         state, prev_recon, prev_hidden = begin_decode(tokens, state, self.stride, self.init_state)
         mask = tokens.mask.to(self.device)
-        skip = skipped(mask, tokens.keyframe)
+        # read on the tokens' own (host) mask: deciding whether to decode costs no device sync
+        skip = skipped(tokens.mask, tokens.keyframe)
         if bool(skip.all()):  # nothing to decode: the receiver repeats its frame, like a codec's skip
             recon, hidden = prev_recon, prev_hidden
         else:
             recon, hidden = self.run_decoder(tokens.indices.to(self.device, torch.int64), mask, prev_recon,
                                              prev_hidden)
             if bool(skip.any()):  # some rows of the batch skip: they keep their state
-                recon, hidden = hold_where(skip, (prev_recon, prev_hidden), (recon, hidden))
+                recon, hidden = hold_where(skip.to(self.device), (prev_recon, prev_hidden), (recon, hidden))
         h, w = tokens.size
         return recon[..., :h, :w], StreamState(recon, hidden, tuple(i + 1 for i in tokens.frame_indices),
                                                state.budget)
