@@ -33,7 +33,11 @@ EXIT_ERROR = 2
 def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--weights", default=None, help="weights file (.safetensors); default: the shipped model")
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (default: torch's choice)")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads (default: 2, or fewer when this process may use fewer CPUs; "
+                        "$OMP_NUM_THREADS when set). Idle threads sleep rather than spin "
+                        "(OMP_WAIT_POLICY=PASSIVE unless set), so processes sharing the CPU do not stall "
+                        "each other; on a machine of your own, --threads <cores> may run faster")
     if backend:
         p.add_argument("--backend", default="torch", choices=["torch", "onnx", "cuda-graph", "auto"],
                        help="run the model in torch (default), onnxruntime (CUDA EP when onnxruntime-gpu has "
@@ -102,12 +106,14 @@ def _sender(a: argparse.Namespace) -> SenderConfig:
 def _model(a: argparse.Namespace) -> Runtime:
     import torch
 
+    from livetok.engine.threads import default_threads
     from livetok.export.backends import open_runtime
 
-    if a.threads:
-        torch.set_num_threads(a.threads)
+    threads = default_threads(a.threads)
+    if threads:
+        torch.set_num_threads(threads)
     return open_runtime(getattr(a, "backend", "torch"), a.weights, getattr(a, "onnx_dir", None), a.device,
-                        a.threads or None)
+                        threads)
 
 
 def _print_json(obj: Any) -> None:
@@ -955,6 +961,9 @@ def _mark_subparsers(p: argparse.ArgumentParser) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from livetok.engine.threads import sleep_idle_threads
+
+    sleep_idle_threads()  # before any command imports torch: OpenMP reads it when it loads
     parser = get_parser()
     a, extra = parser.parse_known_args(argv)
     a.argv = list(sys.argv[1:] if argv is None else argv)  # `receive --workers` starts W copies of it
