@@ -111,6 +111,9 @@ class TokenizerConfig:
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head_width: int = 32  # channels of the budget head (engine/budget_head.py)
     arch: str = "v1"  # which encoder/decoder: "v1" or "rt" (see above)
+    # tokens a position may carry (issue 23): 2 adds a second FSQ stage coding what the first leaves
+    # ("rt" only). Left out of the JSON when 1, so the identities of one-stage models stay as they were.
+    depth: int = 1
 
     def __post_init__(self) -> None:
         if self.arch not in ARCHS:
@@ -119,6 +122,8 @@ class TokenizerConfig:
             raise ValueError(f"TokenizerConfig.head_width must be >= 1, got {self.head_width}")
         if self.stride != 8:
             raise ValueError(f"TokenizerConfig.stride must be 8 (three stride-2 stages), got {self.stride}")
+        if self.depth not in (1, 2) or (self.depth == 2 and self.arch != "rt"):
+            raise ValueError(f"TokenizerConfig.depth must be 1, or 2 with arch 'rt', got {self.depth} ({self.arch})")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
@@ -126,6 +131,8 @@ class TokenizerConfig:
             del d["arch"]  # the JSON (and so the identity) of every v1 model predates the key
         if not d["decoder"]["refine_width"]:  # nor do those of models without the refinement
             del d["decoder"]["refine_width"], d["decoder"]["refine_blocks"]
+        if d["depth"] == 1:  # nor those of one-stage models
+            del d["depth"]
         return d
 
     def to_json(self) -> str:
@@ -143,6 +150,7 @@ class TokenizerConfig:
                 decoder=DecoderConfig(**{**d["decoder"], "up_channels": tuple(d["decoder"]["up_channels"])}),
                 head_width=int(d.get("head_width", 32)),
                 arch=str(d.get("arch", "v1")),
+                depth=int(d.get("depth", 1)),
             )
         except (KeyError, TypeError) as e:
             raise ValueError(f"not a valid TokenizerConfig dict: {e}") from e
@@ -309,6 +317,9 @@ def _grown(base: str, name: str, **decoder: Any) -> TokenizerConfig:
 PRESETS["rt-fsq6-r"] = _grown("rt-fsq6", "rt-fsq6-r", refine_width=24, refine_blocks=1)
 PRESETS["rt-fsq6-d5"] = _grown("rt-fsq6", "rt-fsq6-d5", blocks=5)
 PRESETS["rt-fsq6-d5f4"] = _grown("rt-fsq6", "rt-fsq6-d5f4", blocks=5, mlp_ratio=4)
+# "-d5r2": rt-fsq6-d5 with residual token depth 2 (a second FSQ stage per position; issue 23). Grown
+# from rt-fsq6-d5 weights, the second stage's embedding starts at zero: depth 2 decodes as depth 1.
+PRESETS["rt-fsq6-d5r2"] = dataclasses.replace(PRESETS["rt-fsq6-d5"], name="rt-fsq6-d5r2", depth=2)
 
 
 def get_preset(name: str) -> TokenizerConfig:

@@ -31,6 +31,14 @@ class RTDecoder(nn.Module):
         self.stride = s
         self.embed = nn.Conv2d(cfg.fsq.dim, d.width, 1)
         self.mask_embedding = nn.Parameter(torch.randn(d.width) * 0.02)
+        # depth 2: the second stage's codes add their own embedding where a position carries two tokens;
+        # zero at init, so a model grown from one stage decodes exactly as it did
+        self.embed2: nn.Conv2d | None = None
+        if cfg.depth == 2:
+            self.embed2 = nn.Conv2d(cfg.fsq.dim, d.width, 1)
+            with torch.no_grad():
+                self.embed2.weight.zero_()
+                self.embed2.bias.zero_()  # type: ignore[union-attr]  # built with bias=True
         self.fuse = nn.Conv2d(d.width + d.state_channels + 3 * s * s, d.width, 1)
         self.blocks = nn.Sequential(*[RTBlock(d.width, d.kernel, d.mlp_ratio) for _ in range(d.blocks)])
         self.to_hidden = nn.Conv2d(d.width, d.state_channels, 1)
@@ -56,10 +64,16 @@ class RTDecoder(nn.Module):
                     last.bias.zero_()
 
     def forward(
-        self, codes: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor
+        self, codes: Tensor, mask: Tensor, prev_recon: Tensor, prev_hidden: Tensor,
+        codes2: Tensor | None = None, mask2: Tensor | None = None,
     ) -> tuple[Tensor, Tensor]:
-        """Decode one frame: the contract (shapes, ranges, resets) of `Decoder.forward` (engine/decoder.py)."""
+        """Decode one frame: the contract (shapes, ranges, resets) of `Decoder.forward` (engine/decoder.py);
+        with depth 2, `codes2` [B, D, h, w] are the second stage's codes where `mask2` [B, h*w] (a subset
+        of `mask`) is True."""
         e = masked_embedding(self.embed(codes), self.mask_embedding, mask)
+        if self.embed2 is not None and codes2 is not None and mask2 is not None:
+            b, _, h, w = e.shape
+            e = e + self.embed2(codes2) * mask2.view(b, 1, h, w).to(e.dtype)
         ctx = F.pixel_unshuffle(prev_recon, self.stride)
         f = self.blocks(F.leaky_relu(self.fuse(torch.cat([e, prev_hidden, ctx], dim=1)), SLOPE))
         hidden = torch.tanh(self.to_hidden(f))

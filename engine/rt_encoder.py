@@ -26,6 +26,9 @@ class RTEncoder(nn.Module):
         self.fuse = nn.Conv2d(2 * 3 * s * s + cfg.decoder.state_channels, e.width, 1)
         self.blocks = nn.Sequential(*[RTBlock(e.width, e.kernel, e.mlp_ratio) for _ in range(e.blocks)])
         self.head = nn.Conv2d(e.width, cfg.fsq.dim, 1)
+        # depth 2: the second stage's latent from the features, the first stage's codes and what their
+        # rounding left (the bounded latent minus its rounding): residual coding is one linear map away
+        self.head2: nn.Conv2d | None = nn.Conv2d(e.width + 2 * cfg.fsq.dim, cfg.fsq.dim, 1) if cfg.depth == 2 else None
 
     def forward(self, x: Tensor, prev_recon: Tensor, prev_hidden: Tensor) -> tuple[Tensor, Tensor]:
         """Encode one frame: the contract (shapes, ranges, resets) of `Encoder.forward` (engine/encoder.py)."""
@@ -33,3 +36,11 @@ class RTEncoder(nn.Module):
                       dim=1)
         f = self.blocks(F.leaky_relu(self.fuse(y), SLOPE))
         return self.head(f), f
+
+    def second(self, f: Tensor, codes: Tensor, residual: Tensor) -> Tensor:
+        """The second stage's latent z2 [B, D, h, w] from the features f, the first stage's codes in
+        [-1, 1] and its rounding residual (bounded latent minus rounded, in digit units)."""
+        if self.head2 is None:
+            raise RuntimeError("this model has one token stage (depth 1)")
+        z2: Tensor = self.head2(torch.cat([f, codes.to(f.dtype), residual.to(f.dtype)], dim=1))
+        return z2

@@ -36,6 +36,7 @@ from .device_data import DeviceStreamSampler
 from .frames import to_tensor
 from .model import Tokenizer
 from .rate_prior import DigitPrior, empty_last
+from .rt_encoder import RTEncoder
 from .rt_layers import RTBlock
 from .selection import keep_mask, position_error
 
@@ -81,7 +82,11 @@ class TrainConfig:
     # where streams are cut: "host" (numpy, engine/data.py), "device" (clips as uint8 tensors on the
     # training device, engine/device_data.py) or "auto" (device on CUDA)
     sampler: str = "auto"
-    amp: str = "auto"  # bf16 autocast: "on", "off" or "auto" (on CUDA)
+    # bf16 autocast: "on", "off" or "auto" (on CUDA, and on a CPU with native bf16: AVX-512 bf16 /
+    # AMX, where it and channels_last train 1.6x faster at equal loss, benchmarks/train_speed.py)
+    amp: str = "auto"
+    grown_lr_scale: float = 10.0  # learning-rate factor of modules grown over the --init checkpoint
+    channels_last: str = "auto"  # weights in channels_last memory: "on", "off" or "auto" (on the CPU)
     data: DataConfig = field(default_factory=DataConfig)
 
     def __post_init__(self) -> None:
@@ -98,9 +103,10 @@ class TrainConfig:
             raise ValueError(f"zero_k_prob must be in [0, 1), got {self.zero_k_prob}")
         if not 0.0 < self.fixed_rate <= 1.0:
             raise ValueError(f"fixed_rate must be in (0, 1], got {self.fixed_rate}")
-        if self.sampler not in ("auto", "host", "device") or self.amp not in ("auto", "on", "off"):
-            raise ValueError(f"sampler must be auto|host|device and amp auto|on|off, got {self.sampler!r}, "
-                             f"{self.amp!r}")
+        if (self.sampler not in ("auto", "host", "device") or self.amp not in ("auto", "on", "off")
+                or self.channels_last not in ("auto", "on", "off")):
+            raise ValueError(f"sampler must be auto|host|device, amp and channels_last auto|on|off, got "
+                             f"{self.sampler!r}, {self.amp!r}, {self.channels_last!r}")
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.rate_weight < 0:
@@ -136,11 +142,22 @@ BITS_FRAME_PIXELS = 256 * 192  # stats["bits"] is per frame of this size (bits p
 
 class ClipState(NamedTuple):
     """What a window hands the next one (detached by the caller): the receiver's state, and the
-    rate term's last-sent digits (None when training without it)."""
+    rate term's last-sent digits of each token stage (None when training without it / depth 1)."""
 
     recon: Tensor
     hidden: Tensor
     last: Tensor | None = None
+    last2: Tensor | None = None
+
+
+DEPTH_FRACTIONS = (0.0, 0.25, 0.5, 0.75, 1.0)  # dropout over depth: share of kept positions given a 2nd token
+
+
+def depth_mask(scores: Tensor, mask: Tensor, fraction: Tensor) -> Tensor:
+    """[B, N] the positions given a second token: the `fraction` [B] of the kept positions `mask` with
+    the highest scores (InfoTok's ranking again, one level down)."""
+    k2 = (mask.sum(dim=1).float() * fraction.to(mask.device)).round().long()
+    return keep_mask(scores.masked_fill(~mask, float("-inf")), k2)
 
 
 def run_clip(
@@ -156,6 +173,8 @@ def run_clip(
     router: bool = True,
     prior: DigitPrior | None = None,
     rate_weight: float = 0.0,
+    depth_fn: Callable[[int], Tensor] | None = None,
+    prior2: DigitPrior | None = None,
 ) -> tuple[Tensor, dict[str, float], ClipState]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
@@ -171,6 +190,10 @@ def run_clip(
             arm needs no ranking); budget_fn is not called and stats["err"] stays 0.
         prior: the rate term's entropy model; its code length (stats["bits"], per 256x192 frame) is
             measured whenever it is given and weighted into the loss by rate_weight.
+        depth_fn: depth-2 models: t -> [B] share of each row's kept positions that also get a second
+            token (ranked by the router signal); None = all of them. The router's full-rate pass codes
+            both stages everywhere.
+        prior2: the second stage's entropy model (its own contexts), as `prior`.
     Returns:
         (loss averaged over the gradient frames, stats, the state after the last frame).
     """
@@ -181,22 +204,35 @@ def run_clip(
         recon = frames.new_zeros(b, 3, h, w)
         hidden = frames.new_zeros(b, model.cfg.decoder.state_channels, h // s, w // s)
         last: Tensor | None = None
+        last2: Tensor | None = None
     else:
-        recon, hidden, last = state
+        recon, hidden, last, last2 = state
     if prior is not None and last is None:
         last = empty_last(b, model.cfg.fsq.levels, n, frames.device)
+    depth2 = model.cfg.depth == 2
+    if prior2 is not None and last2 is None:
+        last2 = empty_last(b, model.cfg.fsq.levels, n, frames.device)
     full = torch.ones(b, n, dtype=torch.bool, device=frames.device)
     loss = frames.new_zeros(())
-    mse_sum, k_sum, err_sum, err_count, bits_sum = 0.0, 0.0, 0.0, 0, 0.0
+    mse_sum, k_sum, err_sum, err_count, bits_sum, d_sum = 0.0, 0.0, 0.0, 0, 0.0, 0.0
     for t in range(t_total):
         x = frames[:, t]
         with torch.set_grad_enabled(t >= grad_from and torch.is_grad_enabled()):
-            z, _ = model.encoder(x, recon, hidden)
+            z, feats = model.encoder(x, recon, hidden)
             codes, _ = model.fsq(z)
+            codes2: Tensor | None = None
+            z2: Tensor | None = None
+            if depth2:
+                assert isinstance(model.encoder, RTEncoder)
+                bounded = model.fsq.bound(z.float())
+                z2 = model.encoder.second(feats, codes, bounded - bounded.detach().round())
+                codes2, _ = model.fsq(z2)
             if router:
                 with torch.no_grad():
                     # the router's pass, under no-grad with the current weights (as InfoTok does each step)
-                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach())
+                    c2 = codes2.detach() if codes2 is not None else None
+                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach(),
+                                                  c2, full if c2 is not None else None)
                     err = position_error(x, recon_full, s)
                     if signal == "gain":
                         recon_zero, _ = model.decoder(codes.detach(), ~full, recon.detach(), hidden.detach())
@@ -206,12 +242,21 @@ def run_clip(
             else:
                 k = torch.full((b,), n, dtype=torch.long, device=frames.device)
                 mask = full
-            recon, hidden = model.decoder(codes, mask, recon, hidden)
+                err = torch.rand(b, n, device=frames.device)  # no router: the second tokens go anywhere
+            mask2: Tensor | None = None
+            if depth2:
+                frac = depth_fn(t) if depth_fn is not None else torch.ones(b)
+                mask2 = depth_mask(err, mask, frac)
+                d_sum += float(mask2.float().mean())
+            recon, hidden = model.decoder(codes, mask, recon, hidden, codes2, mask2)
             if collect is not None:
                 collect.append((recon.detach(), mask))
             bpp = None
             if prior is not None and last is not None:
                 bits, last = prior(model.fsq.bound(z.float()), mask, last)
+                if prior2 is not None and last2 is not None and z2 is not None and mask2 is not None:
+                    bits2, last2 = prior2(model.fsq.bound(z2.float()), mask2, last2)
+                    bits = bits + bits2
                 bpp = bits.mean() / (h * w)
             if t >= grad_from:
                 l1 = (recon - x).abs().mean()
@@ -232,12 +277,35 @@ def run_clip(
         "rate": k_sum / frames_g,
         "err": err_sum / max(err_count, 1),
         "bits": bits_sum / frames_g,
+        "depth2": d_sum / t_total,  # share of positions carrying a second token
     }
-    return loss / frames_g, stats, ClipState(recon, hidden, last)
+    return loss / frames_g, stats, ClipState(recon, hidden, last, last2)
 
 
 # ---------------------------------------------------------------------------------------------
 # the loop
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX-512 bf16 or AMX), where bf16 autocast pays; elsewhere
+    oneDNN emulates it and it is slower than fp32."""
+    try:
+        return bool(torch.backends.mkldnn.is_available()  # type: ignore[no-untyped-call]
+                    and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
+
+
+def use_amp(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether a run of `cfg` on `device` trains under bf16 autocast."""
+    if cfg.amp != "auto":
+        return cfg.amp == "on"
+    return device.type == "cuda" or (device.type == "cpu" and cpu_has_bf16())
+
+
+def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
+    """Whether a run of `cfg` on `device` keeps its weights in channels_last memory."""
+    return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cpu")
 
 
 def _lr(cfg: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
@@ -279,12 +347,25 @@ def train(
     if init_weights:
         from .checkpoint import load_weights
 
-        _load_tolerating_head(model, load_weights(init_weights, allow_missing_head=True).state_dict())
+        grown = _load_tolerating_head(model, load_weights(init_weights, allow_missing_head=True).state_dict())
+    else:
+        grown = []
     model.to(device)
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
+    # modules grown over the checkpoint start at zero under a fine-tuning learning rate: they learn at
+    # grown_lr_scale times it, so they catch up within a run (the group's "scale" rides on the schedule)
+    fresh = [p for name, p in model.named_parameters() if any(name.startswith(g + ".") for g in grown)
+             and not name.startswith("budget_head.")]
+    fresh_ids = {id(p) for p in fresh}
+    groups = [{"params": [p for p in model.parameters() if id(p) not in fresh_ids], "scale": 1.0}]
+    if fresh:
+        groups.append({"params": fresh, "scale": cfg.grown_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.99))
     prior = DigitPrior(model.cfg.fsq.levels).to(device) if cfg.rate_weight > 0 else None
+    # the second token stage's digits have their own contexts (depth-2 models)
+    prior2 = DigitPrior(model.cfg.fsq.levels).to(device) if prior is not None and model.cfg.depth == 2 else None
     # Adam is invariant to the loss's scale, so the prior learns at its own pace whatever rate_weight
-    prior_opt = torch.optim.Adam(prior.parameters(), lr=cfg.prior_lr) if prior is not None else None
+    prior_params = [*prior.parameters(), *(prior2.parameters() if prior2 is not None else ())] if prior else []
+    prior_opt = torch.optim.Adam(prior_params, lr=cfg.prior_lr) if prior is not None else None
     step, pop_ema = 0, model.population(cfg.router_signal)
     head_step = 0
     state_path = out / "train_state.pt"
@@ -294,8 +375,10 @@ def train(
         st = torch.load(state_path, weights_only=True, map_location=device)
         _load_tolerating_head(model, st["model"])
         opt.load_state_dict(st["opt"])
-        if prior is not None and prior_opt is not None and "prior" in st:
+        if prior is not None and prior_opt is not None and "prior" in st and ("prior2" in st) == (prior2 is not None):
             prior.load_state_dict(st["prior"])
+            if prior2 is not None:
+                prior2.load_state_dict(st["prior2"])
             prior_opt.load_state_dict(st["prior_opt"])
         step, pop_ema = int(st["step"]), float(st["pop_ema"])
         head_step = int(st.get("head_step", 0))
@@ -307,7 +390,10 @@ def train(
     (out / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
 
     crop, n_state = cfg.data.crop, model.cfg.decoder.state_channels
-    amp = cfg.amp == "on" or (cfg.amp == "auto" and device.type == "cuda")
+    amp, channels_last = use_amp(cfg, device), use_channels_last(cfg, device)
+    if channels_last:  # oneDNN's convolutions run their native layout: no reorders around each one
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
+    log.info("bf16 autocast %s, channels_last %s", "on" if amp else "off", "on" if channels_last else "off")
     if cfg.sampler == "device" or (cfg.sampler == "auto" and device.type == "cuda"):
         sample = DeviceStreamSampler(clips, cfg.data, cfg.batch, cfg.stream_frames, device, seed=seed).next
     else:
@@ -320,6 +406,7 @@ def train(
     recon = torch.zeros(cfg.batch, 3, crop, crop, device=device)
     hidden = torch.zeros(cfg.batch, n_state, crop // model.stride, crop // model.stride, device=device)
     last: Tensor | None = None  # the rate term's last-sent digits: run_clip starts them at the first window
+    last2: Tensor | None = None  # and the second stage's
     betas = torch.zeros(cfg.batch)
     # the full-rate fixed arm keeps every token: no router passes (they would only feed the EMA)
     full_rate = cfg.arm == "fixed" and cfg.fixed_rate >= 1.0
@@ -341,6 +428,8 @@ def train(
             recon, hidden = recon * keep, hidden * keep
             if last is not None:
                 last = torch.where(new_t.to(device).view(-1, 1, 1), -1, last)
+            if last2 is not None:
+                last2 = torch.where(new_t.to(device).view(-1, 1, 1), -1, last2)
             draw = torch.tensor(FLEX_BETAS)[torch.randint(0, len(FLEX_BETAS), (cfg.batch,), generator=gen)]
             betas = torch.where(new_t, draw, betas)
             pe = pop_ema
@@ -348,12 +437,17 @@ def train(
             def budget_fn(err: Tensor, t: int, betas: Tensor = betas, pe: float = pe) -> Tensor:
                 return draw_budgets(cfg.arm, err, betas, pe, cfg, gen)
 
+            def depth_fn(t: int) -> Tensor:  # dropout over depth: one model serves every depth
+                return torch.tensor(DEPTH_FRACTIONS)[torch.randint(0, len(DEPTH_FRACTIONS), (cfg.batch,),
+                                                                   generator=gen)]
+
             for g in opt.param_groups:
-                g["lr"] = _lr(cfg, step, time.perf_counter() - t_start)
+                g["lr"] = _lr(cfg, step, time.perf_counter() - t_start) * g.get("scale", 1.0)
             with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                loss, stats, (recon, hidden, last) = run_clip(
-                    model, frames, budget_fn, state=ClipState(recon, hidden, last), mse_weight=cfg.mse_weight,
-                    signal=cfg.router_signal, router=not full_rate, prior=prior, rate_weight=cfg.rate_weight)
+                loss, stats, (recon, hidden, last, last2) = run_clip(
+                    model, frames, budget_fn, state=ClipState(recon, hidden, last, last2),
+                    mse_weight=cfg.mse_weight, signal=cfg.router_signal, router=not full_rate, prior=prior,
+                    rate_weight=cfg.rate_weight, depth_fn=depth_fn, prior2=prior2)
             # truncated BPTT: carry the state, not the graph; in fp32 whatever the autocast dtype
             recon, hidden = recon.detach().float(), hidden.detach().float()
             opt.zero_grad(set_to_none=True)
@@ -372,7 +466,7 @@ def train(
             if step % cfg.log_every == 0 or step == cfg.steps:
                 rec = {"step": step, "loss": float(loss.detach()), "psnr": stats["psnr"], "rate": stats["rate"],
                        "bits": stats["bits"],
-                       "err": stats["err"], "pop_ema": pop_ema, "gnorm": gnorm,
+                       "err": stats["err"], "depth2": stats["depth2"], "pop_ema": pop_ema, "gnorm": gnorm,
                        "lr": _lr(cfg, step - 1, time.perf_counter() - t_start),
                        "frames_per_s": fps, "time": time.time()}
                 logf.write(json.dumps(rec) + "\n")
@@ -393,14 +487,16 @@ def train(
             if step % cfg.checkpoint_every == 0 or step == cfg.steps or out_of_time:
                 # the population mean first: the resume state and the weights file must agree
                 (model.population_gain if cfg.router_signal == "gain" else model.population_error).fill_(pop_ema)
-                _save_state(state_path, model, opt, step, pop_ema, prior=prior, prior_opt=prior_opt)
+                _save_state(state_path, model, opt, step, pop_ema, prior=prior, prior_opt=prior_opt,
+                            prior2=prior2)
                 save_weights(model, out / "model.safetensors", {"step": step, "train": asdict(cfg)})
         if cfg.head_steps > 0 and head_step < cfg.head_steps:
             if bar is not None:
                 bar[0].stop()
             bar = _progress(progress, cfg.head_steps, head_step, label="head")
             head_step = _train_head(model, cfg, sample, gen, pop_ema, head_step, bar, logf, plain,
-                                    lambda hs: _save_state(state_path, model, opt, step, pop_ema, hs, prior, prior_opt))
+                                    lambda hs: _save_state(state_path, model, opt, step, pop_ema, hs, prior, prior_opt,
+                                                           prior2))
             save_weights(model, out / "model.safetensors", {"step": step, "head_step": head_step,
                                                             "train": asdict(cfg)})
     finally:
@@ -413,7 +509,7 @@ def train(
 
 # modules a model may gain over the checkpoint it starts from (budget head, decoder refinement, more
 # decoder blocks); each grown one starts as the identity, so the grown model decodes as the checkpoint did
-_GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.")
+_GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.", "encoder.head2.", "decoder.embed2.")
 
 
 def _widen_decoder_ffn(model: Tokenizer, sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -440,7 +536,7 @@ def _widen_decoder_ffn(model: Tokenizer, sd: dict[str, Tensor]) -> dict[str, Ten
     return out
 
 
-def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
+def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> list[str]:
     """Load a checkpoint that may predate the budget head or be a smaller decoder: missing head
     weights start untrained; a missing refinement or missing trailing decoder blocks start as the
     identity (their residual outputs zeroed), and narrower decoder feed-forwards are embedded in wider
@@ -466,6 +562,7 @@ def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> None:
                     conv.bias.zero_()  # type: ignore[union-attr]  # built with bias=True
     if grown:
         log.info("grown from the checkpoint: %s (starting as the identity)", ", ".join(grown))
+    return grown
 
 
 def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tuple[Tensor, NDArray[np.bool_]]],
@@ -533,12 +630,14 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
 
 def _save_state(path: Path, model: Tokenizer, opt: torch.optim.Optimizer, step: int, pop_ema: float,
                 head_step: int = 0, prior: DigitPrior | None = None,
-                prior_opt: torch.optim.Optimizer | None = None) -> None:
+                prior_opt: torch.optim.Optimizer | None = None, prior2: DigitPrior | None = None) -> None:
     tmp = path.with_suffix(".tmp")
     st = {"model": model.state_dict(), "opt": opt.state_dict(), "step": step, "pop_ema": pop_ema,
           "head_step": head_step}
     if prior is not None and prior_opt is not None:
         st.update(prior=prior.state_dict(), prior_opt=prior_opt.state_dict())
+    if prior2 is not None:
+        st.update(prior2=prior2.state_dict())
     torch.save(st, tmp)
     tmp.replace(path)
 

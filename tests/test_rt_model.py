@@ -20,7 +20,7 @@ from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer
 from livetok.engine.rt_decoder import RTDecoder
 from livetok.engine.rt_encoder import RTEncoder
-from livetok.engine.train import _load_tolerating_head, run_clip
+from livetok.engine.train import _load_tolerating_head, depth_mask, run_clip
 from livetok.stream.session import ReceiverSession, SenderSession
 
 from .conftest import untrained
@@ -96,6 +96,46 @@ def test_grown_decoder_starts_as_the_checkpoint(rt_tiny: Tokenizer) -> None:
         _load_tolerating_head(Tokenizer(three.cfg), sd)
 
 
+def test_depth_two_grows_from_one_stage_and_keeps_old_identities(rt_tiny: Tokenizer,
+                                                                   real_frames: np.ndarray) -> None:
+    """Residual token depth (issue 23): depth is left out of one-stage JSON (identities unchanged); a
+    depth-2 model grown from a one-stage checkpoint decodes exactly as it did, whatever share of
+    positions carries a second token, until training moves the second stage's embedding off zero."""
+    assert "depth" not in json.loads(get_preset("rt-fsq6-d5").to_json())
+    d2 = get_preset("rt-fsq6-d5r2")
+    assert d2.depth == 2 and TokenizerConfig.from_dict(json.loads(d2.to_json())) == d2
+    with pytest.raises(ValueError, match="depth"):
+        TokenizerConfig(depth=2)  # v1 networks have no second stage
+    grown = Tokenizer(dataclasses.replace(rt_tiny.cfg, depth=2))
+    assert _load_tolerating_head(grown, rt_tiny.state_dict()) == ["decoder.embed2", "encoder.head2"]
+    grown.eval()
+    x = to_tensor(real_frames[:3, :64, :64])[None]
+    with torch.no_grad():
+        want: list[tuple[torch.Tensor, torch.Tensor]] = []
+        run_clip(rt_tiny, x, lambda err, t: torch.tensor([40]), collect=want)
+        for frac in (0.0, 0.5, 1.0):
+            got: list[tuple[torch.Tensor, torch.Tensor]] = []
+            _, stats, _ = run_clip(grown, x, lambda err, t: torch.tensor([40]), collect=got,
+                                   depth_fn=lambda t, f=frac: torch.tensor([f]))
+            assert all(torch.equal(a[0], b[0]) for a, b in zip(got, want, strict=True))
+            assert stats["depth2"] == pytest.approx(round(40 * frac) / 64)  # of 64 positions
+        # once the embedding moves, the second tokens change the picture
+        grown.decoder.embed2.weight.data.normal_(0, 0.5)  # type: ignore[union-attr]
+        moved: list[tuple[torch.Tensor, torch.Tensor]] = []
+        run_clip(grown, x, lambda err, t: torch.tensor([40]), collect=moved)
+        assert float((moved[1][0] - want[1][0]).abs().max()) > 0.01
+
+
+def test_depth_mask_takes_the_top_ranked_kept_positions() -> None:
+    scores = torch.tensor([[0.9, 0.1, 0.8, 0.7, 0.2, 0.3]])
+    mask = torch.tensor([[False, True, True, True, True, False]])
+    # 4 kept; half of them (2) get a second token: the two best-scored kept positions, 2 and 3
+    got = depth_mask(scores, mask, torch.tensor([0.5]))
+    assert got.tolist() == [[False, False, True, True, False, False]]
+    assert int(depth_mask(scores, mask, torch.tensor([1.0])).sum()) == 4
+    assert not bool(depth_mask(scores, mask, torch.tensor([0.0])).any())
+
+
 def test_tokenizer_picks_the_networks_by_arch() -> None:
     assert isinstance(Tokenizer(PRESETS["tiny"]).encoder, Encoder)
     assert isinstance(Tokenizer(PRESETS["tiny"]).decoder, Decoder)
@@ -166,8 +206,8 @@ def test_full_rate_training_pass_skips_the_router(rt_tiny: Tokenizer, real_frame
     x = to_tensor(real_frames[:3, :64, :64])[None]
     n = 64
     with torch.no_grad():
-        a, _, (ra, ha, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
-        b, stats, (rb, hb, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0,
+        a, _, (ra, ha, _, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
+        b, stats, (rb, hb, _, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0,
                                          router=False)
     assert torch.equal(a, b) and torch.equal(ra, rb) and torch.equal(ha, hb)
     assert stats["rate"] == 1.0
