@@ -24,6 +24,7 @@ if TYPE_CHECKING:  # the commands import what they need when they run: `livetok 
 log = logging.getLogger("livetok")
 
 EXIT_ERROR = 2
+EXIT_DAMAGED = 1  # `decode`: the video was written, but frames were lost to damage in the file
 
 
 # ---------------------------------------------------------------------------------------------
@@ -148,13 +149,11 @@ def _metrics_line(m: dict[str, Any]) -> str:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
-    from livetok.stream.evaluate import evaluate_files
+    from livetok.stream.evaluate import evaluate_files, video_files
     from livetok.stream.sources import frame_total
 
     sender = _sender(a)
-    for p in a.inputs:
-        if not Path(p).is_file():
-            raise ValueError(f"no such file: {p}")
+    a.inputs = video_files(a.inputs)  # a folder: the clips in it
     totals = [frame_total(p, a.max_frames) for p in a.inputs]
     model = _model(a)
     with _progress() as prog:
@@ -173,10 +172,11 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_encode(a: argparse.Namespace) -> int:
-    from livetok.stream.files import encode_file
+    from livetok.stream.files import check_ltk_output, encode_file
     from livetok.stream.sources import frame_total
 
     sender = _sender(a)
+    check_ltk_output(a.output)  # before the model loads
     total = frame_total(a.input, a.max_frames)
     model = _model(a)
     with _progress() as prog:
@@ -193,6 +193,7 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
 def cmd_decode(a: argparse.Namespace) -> int:
     from livetok.stream.files import decode_file, ltk_records
+    from livetok.stream.wire import PacketError
 
     src = Path(a.input)
     if not src.is_file():  # said before the model loads
@@ -202,13 +203,18 @@ def cmd_decode(a: argparse.Namespace) -> int:
         task = prog.add_task("decode", total=ltk_records(a.input))
         res = decode_file(model, a.input, a.output, heatmap=a.heatmap,
                           progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
+    if not res["frames"]:  # nothing to watch: an error, not "wrote x.mp4: 0 frames" (no file was written)
+        why = res["error"] or "the file holds no frames"
+        raise PacketError(f"{src}: no frame could be decoded, nothing written: {why}")
     con = _console()
-    con.print(f"wrote {res['output']}: {res['frames']} frames")
+    lost = f", {res['frames_lost']} lost to damage (the last good frame held)" if res["frames_lost"] else ""
+    con.print(f"wrote {res['output']}: {res['frames']} frames{lost}")
     if res["error"]:
-        con.print(f"[yellow]warning[/]: stopped early: {res['error']}")
+        con.print(f"[yellow]warning[/]: {res['damaged']} damaged packet(s) or stretch(es) skipped, decoding resumed "
+                  f"at the next keyframe; the first: {res['error']}")
     if a.json:
         _print_json(res)
-    return 0 if res["error"] is None else EXIT_ERROR
+    return 0 if res["error"] is None else EXIT_DAMAGED
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -470,10 +476,9 @@ def cmd_bench_speed(a: argparse.Namespace) -> int:
 
 def cmd_bench_rd(a: argparse.Namespace) -> int:
     from livetok.bench.rd import bench_rd, plot_rd
+    from livetok.stream.evaluate import video_files
 
-    for p in a.inputs:
-        if not Path(p).is_file():
-            raise ValueError(f"no such file: {p}")
+    a.inputs = video_files(a.inputs)  # a folder: the clips in it
     model = _model(a)
     con = _console()
     res = bench_rd(model, a.inputs, a.policies, tuple(a.codecs), a.max_frames, progress=lambda m: con.print(m))
@@ -494,10 +499,9 @@ def cmd_bench_rd(a: argparse.Namespace) -> int:
 
 def cmd_bench_arms(a: argparse.Namespace) -> int:
     from livetok.bench.arms import ArmsConfig, bench_arms, markdown_table
+    from livetok.stream.evaluate import video_files
 
-    for p in a.inputs:
-        if not Path(p).is_file():
-            raise ValueError(f"no such file: {p}")
+    a.inputs = video_files(a.inputs)  # a folder: the clips in it
     steps = {"steps": a.steps} if a.steps is not None else {}
     cfg = ArmsConfig(**steps, seed=a.seed, calib_frames=a.calib_frames, threads=a.threads, device=a.device)
     con = _console()
@@ -705,14 +709,20 @@ def get_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("encode", help="encode a video (or webcam:N / synthetic) into a .ltk file")
     e.add_argument("input")
-    e.add_argument("-o", "--output", required=True, help="output .ltk file")
+    e.add_argument("-o", "--output", required=True, help="output .ltk file (a video name such as x.mp4 is refused: "
+                                                          "`livetok decode` makes the video)")
     e.add_argument("--max-frames", type=int, default=None)
     e.add_argument("--json", action="store_true")
     _add_sender_args(e)
     _add_model_args(e)
     e.set_defaults(func=cmd_encode)
 
-    dd = sub.add_parser("decode", help="decode a .ltk file into an MP4")
+    dd = sub.add_parser("decode", help="decode a .ltk file into an MP4",
+                        description="Decode a .ltk file into an MP4. Damaged packets are skipped and decoding "
+                                    "resumes at the next keyframe, the last good frame held for the lost ones. "
+                                    f"Exit status 0: every frame decoded; {EXIT_DAMAGED}: written, with frames lost "
+                                    f"to damage; {EXIT_ERROR}: nothing written (no frame could be decoded, or an "
+                                    "error).")
     dd.add_argument("input")
     dd.add_argument("-o", "--output", required=True, help="output .mp4 file")
     dd.add_argument("--heatmap", action="store_true", help="put the token heat-map beside the reconstruction")
@@ -721,7 +731,7 @@ def get_parser() -> argparse.ArgumentParser:
     dd.set_defaults(func=cmd_decode)
 
     ev = sub.add_parser("eval", help="PSNR, SSIM, tokens and bits per frame, speed, per clip and overall")
-    ev.add_argument("inputs", nargs="+")
+    ev.add_argument("inputs", nargs="+", help="video files, or folders (the video files in them)")
     ev.add_argument("--max-frames", type=int, default=None)
     ev.add_argument("--per-frame", action="store_true", help="include per-frame records in the JSON")
     ev.add_argument("--json", action="store_true")

@@ -109,6 +109,25 @@ def summarize(records: list[FrameRecord]) -> dict[str, Any]:
     }
 
 
+def video_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
+    """The clips named on a command line: a file as it is, a folder as the video files directly in it
+    (sorted; `engine.data.VIDEO_SUFFIXES`). One-line errors for a missing path and an empty folder."""
+    from livetok.engine.data import VIDEO_SUFFIXES
+
+    out: list[str] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            found = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in VIDEO_SUFFIXES and f.is_file())
+            if not found:
+                raise StreamError(f"{p} is a folder with no video files in it ({', '.join(VIDEO_SUFFIXES)})")
+            out += found
+        elif p.is_file():
+            out.append(str(p))
+        else:
+            raise StreamError(f"no such file or folder: {p}")
+    return out
+
+
 def clip_name(path: str | os.PathLike[str]) -> str:
     return Path(path).stem
 

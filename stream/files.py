@@ -11,15 +11,31 @@ from typing import Any
 import numpy as np
 
 from livetok.engine.config import SenderConfig
+from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
 
 from .heatmap import token_heatmap
 from .session import ReceiverSession, SenderSession
 from .sources import open_source
 from .video_io import Mp4Writer
-from .wire import LtkReader, LtkWriter, PacketError
+from .wire import Damage, LtkReader, LtkWriter, PacketError
 
 ProgressCallback = Callable[[str, int], None]  # (source name, frames done since the last call)
+
+
+# outputs `encode` refuses: the bytes it writes are tokens, which no player reads under these names
+_MEDIA_SUFFIXES = frozenset({".mp4", ".mkv", ".webm", ".avi", ".mov", ".m4v", ".y4m", ".ts", ".gif", ".png", ".jpg",
+                             ".jpeg"})
+
+
+def check_ltk_output(output: str | Path) -> None:
+    """Refuse (ValueError, one line) a token file named like a video or picture: `encode -o clip.mp4`
+    would write .ltk bytes under an .mp4 name, which every player then fails to open."""
+    out = Path(output)
+    if out.suffix.lower() in _MEDIA_SUFFIXES:
+        raise ValueError(f"{out} names a {out.suffix} video, but encode writes livetok tokens (a .ltk file): use "
+                         f"-o {out.with_suffix('.ltk')}, then `livetok decode {out.with_suffix('.ltk')} -o {out}` "
+                         f"for the video")
 
 
 def encode_file(
@@ -43,8 +59,10 @@ def encode_file(
         {"output", "frames", "tokens_per_frame", "bits_per_frame", "bytes"}.
 
     Raises:
-        ValueError: the source gave no frames (no file is written).
+        ValueError: the source gave no frames (no file is written), or `output` is named like a video
+            (`check_ltk_output`).
     """
+    check_ltk_output(output)
     src = open_source(input, max_frames)
     if progress is not None:
         progress(src.name, 0)
@@ -98,21 +116,28 @@ def decode_file(
     heatmap: bool = False,
     progress: ProgressCallback | None = None,
 ) -> dict[str, Any]:
-    """Decode the `.ltk` file `input` into the MP4 `output` at the file's frame rate.
+    """Decode the `.ltk` file `input` into the MP4 `output`, each frame at its capture time.
 
     With `heatmap`, each frame is shown beside a map of the token positions its packet kept. A
-    damaged file (truncated, corrupt) is decoded up to the damage: the frames before it are kept
-    and the damage is reported as `error`. `progress(name, n)` is called once with n = 0, then
+    damaged file (a flipped bit, a cut, a packet the model refuses) is decoded around the damage:
+    the damaged packets and the frames after them that need them are skipped and decoding resumes at
+    the next keyframe (`LtkReader.recover`). As every frame is placed at its capture time (its
+    packet's timestamp), the last good frame stays on screen over the lost ones, as on a live
+    receiver, and the video keeps its length. `progress(name, n)` is called once with n = 0, then
     with n = 1 per frame written.
 
     Returns:
-        {"output", "frames", "error"}: `error` is None for an intact file, else the damage.
+        {"output", "frames", "frames_lost", "damaged", "error"}: `frames` decoded, `frames_lost` to
+        damage (the gap in frame indices around it; after the last good frame, the records left),
+        `damaged` the damaged packets and stretches, `error` the first damage in words (None for an
+        intact file). No file is written when no frame could be decoded (`frames` 0).
 
     Raises:
         PacketError: the file is not a `.ltk` file, or was made by another model (both ids named).
     """
     rx = ReceiverSession(model)
-    frames, damage = 0, None
+    frames = lost = damaged = 0
+    first_error: str | None = None
     # the receiver's bounds on every record, before it is read or decoded: a crafted file costs at most
     # what this model's largest frame costs
     with LtkReader(input, max_packet_bytes=rx.max_packet_bytes, screen=rx.screen) as reader:
@@ -124,19 +149,40 @@ def decode_file(
         name = Path(input).name
         if progress is not None:
             progress(name, 0)
+        last_index: int | None = None  # frame index of the last frame written
+        passed = 0  # records passed over since it: damaged, or needing a frame that was
         with Mp4Writer(output, float(meta.get("fps", 30.0))) as writer:
-            try:
-                for packet in reader:
-                    if packet.end_of_stream and packet.n == 0:
-                        break
+            for item in reader.recover():
+                if isinstance(item, Damage):
+                    damaged += 1
+                    first_error = first_error or item.error
+                    passed += item.records
+                    continue
+                packet = item
+                if packet.end_of_stream and packet.n == 0:
+                    break
+                if passed and not packet.keyframe:
+                    passed += 1  # after a packet the model refused: it needs that frame
+                    continue
+                try:
                     frame = rx.decode(packet)
-                    if heatmap:
-                        heat = token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))
-                        frame = np.concatenate([frame, heat], 1)
-                    writer.write(frame)
-                    frames += 1
-                    if progress is not None:
-                        progress(name, 1)
-            except PacketError as e:
-                damage = str(e)  # keep every frame decoded before the damage
-    return {"output": str(output), "frames": frames, "error": damage}
+                except (PacketError, TokenizerError) as e:
+                    # a packet this model could not have made: damage too; resume at a keyframe
+                    damaged += 1
+                    first_error = first_error or f"packet of frame {packet.frame_index}: {e}"
+                    passed += 1
+                    continue
+                if passed:
+                    gap = packet.frame_index - last_index - 1 if last_index is not None else 0
+                    lost += gap if gap > 0 else passed  # indices vouched for by the CRC; else what was passed
+                    passed = 0
+                if heatmap:
+                    frame = np.concatenate([frame, token_heatmap(frame, packet.mask, (packet.grid_h, packet.grid_w))],
+                                           1)
+                writer.write(frame, packet.timestamp_us)
+                frames += 1
+                last_index = packet.frame_index
+                if progress is not None:
+                    progress(name, 1)
+        lost += passed  # damage after the last good frame: the records left
+    return {"output": str(output), "frames": frames, "frames_lost": lost, "damaged": damaged, "error": first_error}

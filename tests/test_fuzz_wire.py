@@ -325,7 +325,7 @@ def _decode_cli(capsys: pytest.CaptureFixture[str], ltk: Path, out: Path,
                 weights: Path) -> tuple[int, dict[str, object], str]:
     code = main(["decode", str(ltk), "-o", str(out), "--weights", str(weights), "--json"])
     cap = capsys.readouterr()
-    return code, json.loads(cap.out), cap.err
+    return code, json.loads(cap.out) if cap.out else {}, cap.err
 
 
 @pytest.mark.parametrize("damage", ["truncate", "flip"])
@@ -334,6 +334,8 @@ def test_decode_cli_keeps_every_frame_before_the_damage(
     tmp_path: Path, recording: tuple[Path, list[int]], tiny_weights: Path, capsys: pytest.CaptureFixture[str],
     damage: str, packet: int,
 ) -> None:
+    """The recording's only keyframe is its first frame: everything from the damage on is lost (and
+    counted); with nothing decodable at all, nothing is written and the exit status says so."""
     src, offsets = recording
     data = bytearray(src.read_bytes())
     start = offsets[packet] + 4
@@ -346,18 +348,28 @@ def test_decode_cli_keeps_every_frame_before_the_damage(
     bad.write_bytes(bytes(data))
     out = tmp_path / "out.mp4"
     code, res, err = _decode_cli(capsys, bad, out, tiny_weights)
-    assert code == 2 and res["frames"] == packet
-    assert re.search(rf"packet #{packet} at byte offset {offsets[packet]}\b", str(res["error"]))
-    assert ("truncated" if damage == "truncate" else "CRC mismatch") in str(res["error"])
-    assert "Traceback" not in err and "stopped early:" in err
-    if packet:
-        assert read_video(out)[0].shape[0] == packet  # every frame before the damage is in the MP4
+    assert "Traceback" not in err
+    where = rf"packet #{packet} at byte offset {offsets[packet]}\b"
+    cause = "truncated" if damage == "truncate" else "CRC mismatch"
+    if packet == 0:  # the keyframe: no frame can be decoded
+        assert code == 2 and res == {} and not out.exists()
+        (line,) = err.strip().splitlines()
+        assert line.startswith(f"livetok: error: {bad}: no frame could be decoded, nothing written: ")
+        assert re.search(where, line) and cause in line
+        return
+    # a cut file lost what was cut (one record begun: the rest is not known to have existed)
+    lost = 1 if damage == "truncate" else 8 - packet
+    assert code == 1 and res["frames"] == packet and res["frames_lost"] == lost and res["damaged"] == 1
+    assert re.search(where, str(res["error"])) and cause in str(res["error"])
+    assert "damaged packet(s) or stretch(es) skipped" in err
+    assert read_video(out)[0].shape[0] == packet  # every frame before the damage is in the MP4
 
 
 def test_decode_cli_whole_file_still_exits_zero(tmp_path: Path, recording: tuple[Path, list[int]],
                                                 tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code, res, err = _decode_cli(capsys, recording[0], tmp_path / "out.mp4", tiny_weights)
-    assert code == 0 and res["frames"] == 8 and res["error"] is None and "warning" not in err
+    assert code == 0 and res["frames"] == 8 and res["frames_lost"] == 0 and res["error"] is None
+    assert "warning" not in err
 
 
 @settings(max_examples=25, deadline=None)

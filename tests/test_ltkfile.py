@@ -14,6 +14,8 @@ from livetok.stream.wire import (
     FILE_HEADER_SIZE,
     MAX_META_BYTES,
     REQUIRED_META,
+    CoderState,
+    Damage,
     LtkReader,
     LtkWriter,
     PacketError,
@@ -177,6 +179,86 @@ def test_bad_length_prefix(tmp_path: Path, recording: tuple[Path, list[TokenPack
     assert got == packets[:1]
     expected = f"packet #1 at byte offset {offsets[1]}: length prefix 4294967295 out of range 21..16777216"
     assert err is not None and expected in str(err)
+
+
+# --- recovering from damage (LtkReader.recover, what `livetok decode` reads) -----------------------------------
+
+
+def v2_recording(path: Path, frames: int = 12, keyframe_every: int = 4) -> tuple[list[TokenPacket], list[int]]:
+    """A version 2 stream (coder state carried between packets) with a keyframe every `keyframe_every`
+    frames; returns the packets and each record's byte offset (plus the end of the file)."""
+    state, packets, offsets = CoderState.empty((8, 5, 5, 5)), [], []
+    with LtkWriter(path, {**META, "fsq_levels": [8, 5, 5, 5]}) as w:
+        for i in range(frames):
+            rng = np.random.default_rng(i)
+            mask = rng.random(24) < 0.5
+            p = TokenPacket(MODEL, i, i * 33_333, i % keyframe_every == 0, False, 96, 64, 4, 6, 10, mask,
+                            rng.integers(0, 1000, size=int(mask.sum())))
+            data, state = p.pack_v2(state)
+            assert w._file is not None
+            offsets.append(w._file.tell())
+            w.write(data)
+            packets.append(p)
+        assert w._file is not None
+        offsets.append(w._file.tell())
+    return packets, offsets
+
+
+def recovered(path: Path) -> tuple[list[TokenPacket], list[Damage]]:
+    with LtkReader(path) as r:
+        items = list(r.recover())
+    return [p for p in items if isinstance(p, TokenPacket)], [d for d in items if isinstance(d, Damage)]
+
+
+def test_recover_reads_an_intact_file_as_iteration_does(tmp_path: Path) -> None:
+    path = tmp_path / "v2.ltk"
+    packets, _ = v2_recording(path)
+    got, damage = recovered(path)
+    assert got == packets == read_ltk(path)[1] and damage == []
+
+
+@pytest.mark.parametrize(("where", "frames", "records", "resumed"), [
+    ("payload", [0, 1, 2, 3, 4, 8, 9, 10, 11], 3, True),  # packet 5 damaged; 6 and 7 need it; resume at 8
+    ("prefix", [0, 1, 2, 3, 4, 8, 9, 10, 11], 3, True),  # packet 5's length prefix: framing found again
+    ("keyframe", [0, 1, 2, 3, 8, 9, 10, 11], 4, True),  # keyframe 4 damaged: 5, 6, 7 cannot decode
+    ("last", list(range(10)), 2, False),  # packet 10 damaged: 11 needs it, no keyframe follows
+])
+def test_recover_resumes_at_the_next_keyframe(tmp_path: Path, where: str, frames: list[int], records: int,
+                                              resumed: bool) -> None:
+    path = tmp_path / "v2.ltk"
+    packets, offsets = v2_recording(path)
+    raw = bytearray(path.read_bytes())
+    at = {"payload": offsets[5] + 4 + 22, "prefix": offsets[5] + 1, "keyframe": offsets[4] + 4 + 30,
+          "last": offsets[10] + 4 + 21}[where]
+    raw[at] ^= 0x04
+    path.write_bytes(bytes(raw))
+    got, damage = recovered(path)
+    assert [p.frame_index for p in got] == frames
+    assert got == [packets[i] for i in frames]  # what is decoded after the damage is exactly the sender's
+    (d,) = damage
+    start = {"payload": 5, "prefix": 5, "keyframe": 4, "last": 10}[where]
+    assert (d.number, d.offset, d.records, d.resumed) == (start, offsets[start], records, resumed)
+    assert d.skipped_bytes == offsets[start + records] - offsets[start]
+    assert f"packet #{start} at byte offset {offsets[start]}" in d.error
+
+
+def test_recover_finds_records_after_inserted_and_cut_bytes(tmp_path: Path) -> None:
+    path = tmp_path / "v2.ltk"
+    packets, offsets = v2_recording(path)
+    raw = path.read_bytes()
+    # 37 bytes of garbage (with a stray magic) between records 2 and 3, and records 6..7 cut in half
+    bad = raw[:offsets[3]] + b"LTKP" + bytes(range(33)) + raw[offsets[3]:offsets[6] + 9] + raw[offsets[8]:]
+    path.write_bytes(bad)
+    got, damage = recovered(path)
+    # 3 is intact but follows the garbage (its decoder state may be gone): skipped to keyframe 4
+    assert [p.frame_index for p in got] == [0, 1, 2, 4, 5, 8, 9, 10, 11]
+    assert got == [packets[i] for i in (0, 1, 2, 4, 5, 8, 9, 10, 11)]
+    first, second = damage
+    assert (first.offset, first.records, first.skipped_bytes) == (offsets[3], 2, 37 + offsets[4] - offsets[3])
+    # record 6 cut 9 bytes in (its prefix and 5 bytes) and 7 gone: one stretch without framing (how many
+    # frames it held: the indices around it)
+    assert (second.offset, second.records, second.skipped_bytes) == (offsets[6] + 37, 1, 9)
+    assert "length prefix" in first.error or "CRC mismatch" in first.error
 
 
 def test_packet_for_another_model(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ import json
 import os
 import struct
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
@@ -18,11 +19,13 @@ from typing import IO, Any
 from .entropy import CoderState
 from .errors import PacketError
 from .packet import (
+    MAGIC,
     MAX_PACKET_BYTES,
     MIN_PACKET_BYTES,
     MIN_PACKET_BYTES_V2,
     MODEL_ID_SIZE,
     VERSION_V2,
+    PacketHeader,
     TokenPacket,
     verify_packet,
 )
@@ -34,6 +37,7 @@ __all__ = [
     "FILE_VERSION",
     "MAX_META_BYTES",
     "REQUIRED_META",
+    "Damage",
     "LtkReader",
     "LtkWriter",
     "read_ltk",
@@ -48,6 +52,7 @@ MAX_META_BYTES = 1024 * 1024
 REQUIRED_META = ("model_id", "fps", "width", "height", "preset")
 LEVELS_META = "fsq_levels"  # the model's FSQ levels: required to read version 2 (entropy-coded) packets
 MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2)  # 21
+_SCAN_CHUNK = 1 << 20  # bytes read at a time while looking for the next record after damage
 
 
 def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:
@@ -167,6 +172,33 @@ class LtkWriter:
 # --- reading ------------------------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Damage:
+    """A damaged stretch of a ``.ltk`` file that :meth:`LtkReader.recover` passed over.
+
+    Attributes:
+        number: the packet number where the damage begins (records are counted as read; a stretch
+            whose framing was lost counts as one).
+        offset: its byte offset in the file.
+        error: the first damage in words (the ``PacketError`` message, naming number and offset).
+        records: records passed over: damaged ones (an unframed stretch counts 1) and the intact
+            non-keyframes after them, which cannot be decoded without the frames before them.
+        skipped_bytes: bytes from ``offset`` to where reading resumed (or to the end of the file).
+        resumed: True when a keyframe (or the end-of-stream packet) follows; False at the end of the file.
+
+    How many *frames* were lost is the gap between the frame indices around the stretch (a sender
+    numbers every frame, and the CRC vouches for both indices): ``records`` undercounts where bytes
+    were cut out rather than changed.
+    """
+
+    number: int
+    offset: int
+    error: str
+    records: int
+    skipped_bytes: int
+    resumed: bool
+
+
 class LtkReader:
     """Read a ``.ltk`` file; use as a context manager and iterate for :class:`TokenPacket` objects.
 
@@ -234,20 +266,10 @@ class LtkReader:
             prefix = self._file.read(RECORD_PREFIX.size)
             if not prefix:
                 return
-            where = f"{self.path}: packet #{number} at byte offset {offset}"
-            if len(prefix) < RECORD_PREFIX.size:
-                raise PacketError(f"truncated .ltk file {where}: length prefix needs {RECORD_PREFIX.size} "
-                                  f"bytes, got {len(prefix)}")
-            (size,) = RECORD_PREFIX.unpack(prefix)
-            if not MIN_RECORD_BYTES <= size <= self.max_packet_bytes:  # checked before allocating `size` bytes
-                raise PacketError(f"corrupt .ltk file {where}: length prefix {size} out of range "
-                                  f"{MIN_RECORD_BYTES}..{self.max_packet_bytes}")
-            data = self._file.read(size)
-            if len(data) < size:
-                raise PacketError(f"truncated .ltk file {where}: packet needs {size} bytes, got {len(data)}")
+            data = self._framed(prefix, f"{self.path}: packet #{number} at byte offset {offset}")
             yield number, offset, data
             number += 1
-            offset += RECORD_PREFIX.size + size
+            offset += RECORD_PREFIX.size + len(data)
 
     def iter_raw(self, verify: bool = True) -> Iterator[bytes]:
         """Yield each packet's wire bytes.
@@ -288,6 +310,119 @@ class LtkReader:
                 raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
                                   f"offset {offset}: {e}") from e
             yield packet
+
+    def recover(self) -> Iterator[TokenPacket | Damage]:
+        """Every decodable packet of a possibly damaged file, with the damage in between.
+
+        Where :meth:`__iter__` stops at the first damage, this passes over it: it looks for the next
+        intact record (one whose length, magic, CRC and model id check out; the length prefix of a
+        damaged record is not trusted), skips the intact non-keyframes after it — they need the frames
+        lost before them — and resumes at the next keyframe, or at an end-of-stream packet with no
+        grid. A :class:`Damage` is yielded just before the packet it resumes at (or last, when no
+        keyframe follows). Packets yielded are exactly those ``__iter__`` yields on an intact file.
+
+        Raises:
+            PacketError: only for a damaged file header (the constructor's); damage after it is yielded.
+        """
+        levels = self.meta.get(LEVELS_META)
+        state = CoderState.empty(levels) if levels else None
+        number, offset = 0, self.data_offset
+        damage: dict[str, Any] | None = None  # the stretch being passed over: its start and counts
+        while True:
+            self._file.seek(offset)
+            prefix = self._file.read(RECORD_PREFIX.size)
+            if not prefix:
+                break
+            where = f"{self.path}: packet #{number} at byte offset {offset}"
+            data: bytes = b""  # what was read of the record before it failed
+            header: PacketHeader | None = None
+            try:
+                data = self._framed(prefix, where)  # its messages name the file and the record
+                header = verify_packet(data)  # CRC before anything: a damaged length reads here as a bad CRC
+                if header.model_id != self.model_id:
+                    raise PacketError(f"packet is for model {header.model_id.hex()}, the file header says model "
+                                      f"{self.model_id.hex()}")
+                eos = header.end_of_stream and header.n == 0
+                if damage is not None and not (header.keyframe or eos):
+                    damage["records"] += 1  # intact, but its frame needs the ones lost before it
+                    number, offset = number + 1, offset + RECORD_PREFIX.size + len(data)
+                    continue
+                if self.screen is not None:
+                    self.screen(data)
+                if _is_v2(data):
+                    if state is None:
+                        raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "
+                                          f"to decode it with")
+                    packet, state = TokenPacket.unpack_v2(data, state, expect_model_id=self.model_id)
+                else:
+                    packet = TokenPacket.unpack(data, expect_model_id=self.model_id)
+            except PacketError as e:
+                if damage is None:
+                    error = str(e) if not data else f"corrupt packet in .ltk file {where}: {e}"
+                    damage = {"number": number, "offset": offset, "error": error, "records": 0}
+                damage["records"] += 1
+                number += 1
+                if header is not None:  # its CRC held: its length is true, the next record follows it
+                    offset += RECORD_PREFIX.size + len(data)
+                    continue
+                found = self._next_record(offset + 1)
+                if found is None:
+                    offset = self._size()
+                    break
+                offset = found
+                continue
+            if damage is not None:
+                yield Damage(damage["number"], damage["offset"], damage["error"], damage["records"],
+                             offset - damage["offset"], True)
+                damage = None
+            yield packet
+            number, offset = number + 1, offset + RECORD_PREFIX.size + len(data)
+        if damage is not None:
+            yield Damage(damage["number"], damage["offset"], damage["error"], damage["records"],
+                         self._size() - damage["offset"], False)
+
+    def _framed(self, prefix: bytes, where: str) -> bytes:
+        """The packet bytes of the record whose length prefix was just read (the file positioned after it)."""
+        if len(prefix) < RECORD_PREFIX.size:
+            raise PacketError(f"truncated .ltk file {where}: length prefix needs {RECORD_PREFIX.size} "
+                              f"bytes, got {len(prefix)}")
+        (size,) = RECORD_PREFIX.unpack(prefix)
+        if not MIN_RECORD_BYTES <= size <= self.max_packet_bytes:  # checked before allocating `size` bytes
+            raise PacketError(f"corrupt .ltk file {where}: length prefix {size} out of range "
+                              f"{MIN_RECORD_BYTES}..{self.max_packet_bytes}")
+        data = self._file.read(size)
+        if len(data) < size:
+            raise PacketError(f"truncated .ltk file {where}: packet needs {size} bytes, got {len(data)}")
+        return data
+
+    def _next_record(self, start: int) -> int | None:
+        """Offset of the first intact record at or after `start` (length prefix in range, then a packet
+        of this file's model that passes its CRC), or None. Packets start with the magic b"LTKP": only
+        where it occurs is a record tried."""
+        pos = start + RECORD_PREFIX.size  # where a record at `start` would have its magic
+        while True:
+            self._file.seek(pos)
+            chunk = self._file.read(_SCAN_CHUNK + len(MAGIC) - 1)
+            i = chunk.find(MAGIC)
+            while i >= 0:
+                at = pos + i - RECORD_PREFIX.size
+                if self._intact_at(at):
+                    return at
+                i = chunk.find(MAGIC, i + 1)
+            if len(chunk) < _SCAN_CHUNK + len(MAGIC) - 1:
+                return None
+            pos += _SCAN_CHUNK
+
+    def _intact_at(self, at: int) -> bool:
+        self._file.seek(at)
+        try:
+            data = self._framed(self._file.read(RECORD_PREFIX.size), "")
+            return verify_packet(data).model_id == self.model_id
+        except PacketError:
+            return False
+
+    def _size(self) -> int:
+        return self._file.seek(0, os.SEEK_END)
 
     def close(self) -> None:
         self._file.close()
