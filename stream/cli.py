@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,9 @@ log = logging.getLogger("livetok")
 
 EXIT_ERROR = 2
 EXIT_DAMAGED = 1  # `decode`: the video was written, but frames were lost to damage in the file
+# `receive` and `webrtc recv` end after this many seconds without a frame (--timeout): a receiver
+# whose publisher was killed, or never came, ends on its own instead of waiting for ever
+IDLE_TIMEOUT_S = 30.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -310,38 +313,85 @@ def _stream_names(sources: list[str], streams: list[str]) -> list[str]:
     raise ValueError(f"{len(sources)} --source for {len(streams)} --stream: give one --stream, or one per --source")
 
 
-def cmd_publish(a: argparse.Namespace) -> int:
+def _check_sources(sources: Sequence[str]) -> None:
+    """Refuse a missing or unreadable file, a malformed webcam:N or an unknown synthetic preset in
+    one line before the model loads and the broker is reached (what encode and demo do, by the
+    same function); a camera or URL that cannot be opened is said in one line when capture starts."""
+    from livetok.stream.sources import frame_total
+
+    for source in sources:
+        frame_total(source)
+
+
+def _until_stopped(work: Callable[[Any], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], int | None]:
+    """Run `work(stop_event)` with SIGINT and SIGTERM as a clean stop (stream/stopping.py): the run
+    finishes its streams and returns its summary, with `ended_by` the signal's name. Returns the
+    summary and the exit status the signal asks for (128 + its number), or None."""
     import asyncio
 
+    from livetok.stream.stopping import StopSignals
+
+    con = _console()
+
+    def said(name: str) -> None:
+        con.print(f"{name}: stopping: finishing the stream(s) (send it again to quit at once)")
+
+    async def run() -> tuple[dict[str, Any], StopSignals]:
+        async with StopSignals(on_stop=said) as stop:
+            return await work(stop.event), stop
+
+    res, stop = asyncio.run(run())
+    if stop.name is not None:
+        res["ended_by"] = stop.name
+    return res, stop.exit_status
+
+
+def cmd_publish(a: argparse.Namespace) -> int:
     from livetok.stream.live import publish_sources
     from livetok.stream.mqtt import brokers_text
 
     streams = _stream_names(a.source, a.stream)
     sender, broker, size = _sender(a), _broker(a), _size(a.size)
+    _check_sources(a.source)
     model = _model(a)
     table = _LiveTable()
     try:
-        res = asyncio.run(publish_sources(
+        res, status = _until_stopped(lambda stop: publish_sources(
             model, a.source, broker, streams, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
             max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update,
-            qos=a.qos))
+            qos=a.qos, stop=stop))
     finally:
         table.stop()
+    res.setdefault("ended_by", "end_of_source")
     _console().print(f"published {res['frames_published']} frames to {brokers_text(broker)} stream(s) "
                      f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
                      f"latency p50 {_ms(res['latency_ms_p50'])} ms p99 {_ms(res['latency_ms_p99'])} ms, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
     if a.json:
         _print_json(res)
-    return 0
+    return status or 0
+
+
+def _idle_timeout(a: argparse.Namespace) -> float | None:
+    if a.timeout < 0:
+        raise ValueError(f"--timeout must be >= 0 seconds (0: wait for ever), got {a.timeout:g}")
+    return a.timeout or None
+
+
+# `receive` / `webrtc recv` exit status when the run decoded no frame: a script must not read an
+# empty recording as success (a signal's 128 + N, and errors' 2, come first)
+EXIT_NO_FRAMES = 1
+
+
+def _received_status(res: dict[str, Any], status: int | None) -> int:
+    return status or (0 if res["frames_decoded"] else EXIT_NO_FRAMES)
 
 
 def cmd_receive(a: argparse.Namespace) -> int:
-    import asyncio
-
     from livetok.stream.live import receive_stream
 
     broker = _broker(a)
+    timeout = _idle_timeout(a)
     if (a.workers > 1 or a.worker is not None) and a.stream != "+":
         raise ValueError(f"--workers/--worker split every stream: use --stream '+', not {a.stream!r}")
     if a.workers < 1:
@@ -349,22 +399,28 @@ def cmd_receive(a: argparse.Namespace) -> int:
     if a.workers > 1:
         return _run_workers(a)
     model = _model(a)
-    res = asyncio.run(receive_stream(
-        model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
+    con = _console()
+    res, status = _until_stopped(lambda stop: receive_stream(
+        model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
         identifier=a.client_id, first_connect_timeout_s=a.connect_timeout, max_lag_s=a.max_lag,
-        worker=a.worker, group=a.group))
-    _console().print(_received_line(res))
+        worker=a.worker, group=a.group, stop=stop, on_status=con.print))
+    con.print(_received_line(res))
     for p in res["outputs"]:
-        _console().print(f"  wrote {p}")
+        con.print(f"  wrote {p}")
     if a.json:
         _print_json(res)
-    return 0
+    return _received_status(res, status)
 
 
 def _run_workers(a: argparse.Namespace) -> int:
     """`receive --workers W`: W processes of this same command, each `--worker w<i>` of one group;
-    they split the streams among themselves (stream/workers.py). Exits with the worst status."""
+    they split the streams among themselves (stream/workers.py). Their summaries are merged into one
+    (one JSON document with --json); SIGINT/SIGTERM are passed on to them, so each finishes its
+    recordings. Exits with a signal's or an error's status, else 1 when no worker decoded a frame."""
+    import signal
     import subprocess
+
+    from livetok.stream.workers import merge_summaries
 
     argv, rest = [], iter(a.argv)
     for arg in rest:  # the same command line without --workers W / --workers=W
@@ -372,14 +428,38 @@ def _run_workers(a: argparse.Namespace) -> int:
             next(rest, None)
         elif not arg.startswith("--workers="):
             argv.append(arg)
-    base = [sys.executable, "-m", "livetok.stream.cli", *argv]
-    procs = [subprocess.Popen([*base, "--worker", f"w{k}"]) for k in range(a.workers)]
-    try:
-        return max(p.wait() for p in procs)
-    except KeyboardInterrupt:
+    base = [sys.executable, "-m", "livetok.stream.cli", *argv, *([] if a.json else ["--json"])]
+    # each worker in its own process group: a terminal's Ctrl-C reaches this process only, which
+    # passes it on once (a second one, passed on too, makes them quit at once)
+    procs = [subprocess.Popen([*base, "--worker", f"w{k}"], stdout=subprocess.PIPE, process_group=0)
+             for k in range(a.workers)]
+
+    def forward(signum: int, frame: Any) -> None:
         for p in procs:
-            p.terminate()
-        return max(p.wait() for p in procs)
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {sig: signal.signal(sig, forward) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        outs = [p.communicate()[0] for p in procs]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    codes = [p.returncode if p.returncode >= 0 else 128 - p.returncode for p in procs]
+    docs = []
+    for out in outs:
+        try:
+            docs.append(json.loads(out))
+        except ValueError:  # a worker that failed (its error is on stderr) or was killed
+            continue
+    if not docs:
+        return max(codes)
+    res = merge_summaries(docs)
+    _console().print(f"{len(docs)} workers: " + _received_line(res))
+    if a.json:
+        _print_json(res)
+    worst = max(codes)
+    return worst if worst not in (0, EXIT_NO_FRAMES) else _received_status(res, None)
 
 
 def _received_line(res: dict[str, Any]) -> str:
@@ -581,46 +661,47 @@ def _signal_token(a: argparse.Namespace) -> str | None:
 
 
 def cmd_webrtc_send(a: argparse.Namespace) -> int:
-    import asyncio
-
     from livetok.stream.webrtc import webrtc_send
 
     sender, size, cfg = _sender(a), _size(a.size), _webrtc_cfg(a)
+    _check_sources([a.source])
     model = _model(a)
     table = _LiveTable()
     try:
-        res = asyncio.run(webrtc_send(
+        res, status = _until_stopped(lambda stop: webrtc_send(
             model, a.source, a.signal_url, sender, cfg, stream=a.stream, token=_signal_token(a),
             realtime=not a.as_fast_as_possible, loop=a.loop, max_frames=a.max_frames, size=size,
-            on_stats=table.update))
+            on_stats=table.update, stop=stop))
     finally:
         table.stop()
+    res.setdefault("ended_by", "end_of_source")
     _console().print(f"sent {res['frames_published']} frames to {a.signal_url}: {res['fps']} fps, "
                      f"{res['frames_dropped']} dropped, {res['keyframe_requests']} keyframe requests, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
     if a.json:
         _print_json(res)
-    return 0
+    return status or 0
 
 
 def cmd_webrtc_recv(a: argparse.Namespace) -> int:
-    import asyncio
-
     from livetok.stream.webrtc import SignalingConfig, parse_listen, webrtc_recv
 
     host, port = parse_listen(a.listen)
     sig = SignalingConfig(host=host, port=port, token=_signal_token(a))
     cfg = _webrtc_cfg(a)
+    timeout = _idle_timeout(a)
     model = _model(a)
-    res = asyncio.run(webrtc_recv(
-        model, sig, cfg, out=a.out, show=a.show, idle_timeout_s=a.timeout, max_frames=a.max_frames,
-        on_listening=lambda url: _console().print(f"listening for a sender: livetok webrtc send --signal {url}")))
-    _console().print(_received_line(res))
+    con = _console()
+    res, status = _until_stopped(lambda stop: webrtc_recv(
+        model, sig, cfg, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
+        on_listening=lambda url: con.print(f"listening for a sender: livetok webrtc send --signal {url}"),
+        stop=stop, on_status=con.print))
+    con.print(_received_line(res))
     for p in res["outputs"]:
-        _console().print(f"  wrote {p}")
+        con.print(f"  wrote {p}")
     if a.json:
         _print_json(res)
-    return 0
+    return _received_status(res, status)
 
 
 def cmd_webrtc_serve(a: argparse.Namespace) -> int:
@@ -763,7 +844,10 @@ def get_parser() -> argparse.ArgumentParser:
                     "frame at its capture time, so the file lasts as long as the stream even when the "
                     "publisher dropped frames")
     rc.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
-    rc.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
+    rc.add_argument("--timeout", type=float, default=IDLE_TIMEOUT_S, metavar="SEC",
+                    help=f"stop after SEC without a frame, whether no publisher has come yet or the stream "
+                         f"went quiet (its publisher was killed) (default {IDLE_TIMEOUT_S:g}; 0: wait for ever). "
+                         f"Exit status 1 when no frame was decoded")
     rc.add_argument("--max-frames", type=int, default=None)
     rc.add_argument("--client-id", default=None, help="MQTT client id: a fixed id keeps a persistent session")
     rc.add_argument("--max-lag", type=float, default=None, metavar="SEC",
@@ -879,7 +963,10 @@ def get_parser() -> argparse.ArgumentParser:
     wv.add_argument("--out", default=None, help="write the decoded video to this MP4, each frame at its capture "
                                                  "time (the file lasts as long as the stream)")
     wv.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
-    wv.add_argument("--timeout", type=float, default=None, help="stop after SEC without a frame")
+    wv.add_argument("--timeout", type=float, default=IDLE_TIMEOUT_S, metavar="SEC",
+                    help=f"stop after SEC without a frame, whether no sender has come yet or the stream went "
+                         f"quiet (default {IDLE_TIMEOUT_S:g}; 0: wait for ever). Exit status 1 when no frame was "
+                         f"decoded")
     wv.add_argument("--max-frames", type=int, default=None)
     wv.add_argument("--json", action="store_true")
     _add_model_args(wv)

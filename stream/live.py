@@ -7,7 +7,9 @@ import asyncio
 import contextlib
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +19,7 @@ from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
 from .capture import Captured, capture
-from .mqtt import Brokers
+from .mqtt import Brokers, brokers_text
 from .packet_receiver import PacketReceiver, ReceivedFrame
 from .pipeline import PipelineConfig, StreamInput, run_streams
 from .publisher import TokenPublisher
@@ -57,10 +59,12 @@ async def publish_sources(
     first_connect_timeout_s: float | None = None,
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
     qos: int = 1,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Capture every source, tokenize them live — the frames of one size as one batched step per
     tick (stream/pipeline.py) — and publish source i as stream `streams[i]` (token packets at MQTT
-    QoS `qos`) until every source ends; returns the stats summed over the streams."""
+    QoS `qos`) until every source ends or `stop` is set (then each stream's end-of-stream packet
+    goes out and its retained info is withdrawn); returns the stats summed over the streams."""
     if len(sources) != len(streams) or not sources:
         raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
     if len(set(streams)) != len(streams):
@@ -90,9 +94,10 @@ async def publish_sources(
         # live sources drop what the encoder cannot take; a file read as fast as possible loses nothing
         live = realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
         cfg = PipelineConfig(size=size, drop=live)
-        result = await run_streams(inputs, cfg, on_stats=stats)
+        result = await run_streams(inputs, cfg, on_stats=stats, stop=stop)
         result["streams"] = list(streams)
         result["keyframe_requests"] = sum(p.keyframe_requests for p in pubs)
+        result["other_publishers"] = sorted({s for p in pubs for s in p.other_sessions})
         result["reconnects"] = sum(max(0, p.link.connects - 1) for p in pubs)
         result["broker_downtime_s"] = round(max(p.link.downtime_s for p in pubs), 3)
         result["failovers"] = sum(p.link.failovers for p in pubs)
@@ -144,6 +149,129 @@ class _Window:
             self.enabled = False
 
 
+# a waiting receiver says so: first after this long without a frame, then at this interval
+STATUS_FIRST_S = 2.0
+STATUS_EVERY_S = 10.0
+
+
+@dataclass(frozen=True)
+class Drained:
+    """What `record_frames` did: the files it wrote and why it stopped (`ended_by`: "end_of_stream"
+    — the stream, or with '+' every stream, ended —, "timeout", "max_frames", or "stopped": the
+    caller's `stop` event, e.g. SIGINT/SIGTERM)."""
+
+    outputs: list[str]
+    ended_by: str
+    frames: int
+
+
+def waiting_line(rx: PacketReceiver, idle_s: float, frames: int, timeout_s: float | None, what: str) -> str:
+    """The status line of a receiver that has had no frame for `idle_s`: for whom it waits, what it
+    knows of the stream(s) (announced or not, the last frame, a publisher gone) and when it gives up."""
+    end = (f"stopping after {timeout_s:g} s without a frame (--timeout)" if timeout_s
+           else "waiting for ever (--timeout 0)")
+    if frames == 0:
+        live = [n for n, s in rx.streams.items() if s.announced]
+        if not live:
+            return f"waiting for {what}: none yet after {idle_s:.0f} s; {end}"
+        return (f"{', '.join(repr(n) for n in live)} announced by a publisher but no frame yet after "
+                f"{idle_s:.0f} s; {end}")
+    gone = [n for n, s in rx.streams.items() if not s.announced and not s.counters.ended]
+    note = (f" (the publisher of {', '.join(repr(n) for n in gone)} disconnected without ending its stream)"
+            if gone else "")
+    return f"no frame for {idle_s:.0f} s after {frames} frames{note}; {end}"
+
+
+async def record_frames(
+    rx: PacketReceiver,
+    *,
+    out: str | None = None,
+    per_stream_files: bool = False,
+    show: bool = False,
+    idle_timeout_s: float | None = None,
+    max_frames: int | None = None,
+    on_frame: Callable[[ReceivedFrame], Any] | None = None,
+    stop: asyncio.Event | None = None,
+    on_status: Callable[[str], Any] | None = None,
+    waiting_for: str = "a stream",
+) -> Drained:
+    """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `idle_timeout_s` passes
+    without a frame (None or 0: never), `max_frames`, or `stop` is set; write MP4 (one file per
+    stream with `per_stream_files`; each frame at its capture time, so a recording lasts as long as
+    its stream), show a window, call `on_frame`. The files are finalised however it ends (a stopped
+    run leaves playable files as long as what was received). While no frame comes, `on_status`
+    gets a line (`waiting_line`) after STATUS_FIRST_S and then every STATUS_EVERY_S."""
+    writers: dict[str, Mp4Writer] = {}
+    window = _Window() if show else None
+    timeout = idle_timeout_s or None
+    n = 0
+    ended_by = "max_frames"
+    stopped: asyncio.Future[Any] = asyncio.ensure_future((stop or asyncio.Event()).wait())
+    pending: asyncio.Future[Any] | None = None
+    last = time.monotonic()  # the last frame, or the start
+    status_at = STATUS_FIRST_S
+
+    def record(f: ReceivedFrame) -> None:
+        if out is not None:
+            if f.stream not in writers:
+                fps = float(rx.streams[f.stream].info.get("fps", 30.0) or 30.0)
+                writers[f.stream] = Mp4Writer(_out_path(out, f.stream, per_stream_files), fps)
+            # at its capture time: frames the sender dropped (or the network lost) leave the
+            # previous one on screen, and the file lasts as long as the stream did
+            writers[f.stream].write(f.frame, f.timestamp_us)
+        if window is not None:
+            window.show(f.stream, f.frame)
+        if on_frame is not None:
+            on_frame(f)
+
+    try:
+        while max_frames is None or n < max_frames:
+            if pending is None:
+                pending = asyncio.ensure_future(anext(rx))
+            idle = time.monotonic() - last
+            wake = min(status_at, timeout if timeout is not None else status_at) - idle
+            await asyncio.wait([pending, stopped], timeout=max(wake, 0.0), return_when=asyncio.FIRST_COMPLETED)
+            if stopped.done():
+                # no packet is decoded from now on; what was decoded is still recorded, so the
+                # recording holds every frame the summary counts
+                ended_by = "stopped"
+                await rx.stop_tasks()
+                if not pending.done():
+                    pending.cancel()
+                    await asyncio.wait([pending])
+                ready = [] if pending.cancelled() or pending.exception() else [pending.result()]
+                pending = None
+                for f in [*ready, *rx.take_ready()]:
+                    n += 1
+                    record(f)
+                break
+            if not pending.done():
+                idle = time.monotonic() - last
+                if timeout is not None and idle >= timeout:
+                    log.info("no frame for %g s: stopping", timeout)
+                    ended_by = "timeout"
+                    break
+                if idle >= status_at:
+                    if on_status is not None:
+                        on_status(waiting_line(rx, idle, n, timeout, waiting_for))
+                    status_at = (idle // STATUS_EVERY_S + 1) * STATUS_EVERY_S  # 2 s, then 10, 20, 30...
+                continue
+            done, pending = pending, None
+            if isinstance(done.exception(), StopAsyncIteration):
+                ended_by = "end_of_stream"
+                break
+            n += 1
+            last, status_at = time.monotonic(), STATUS_FIRST_S
+            record(done.result())
+    finally:
+        stopped.cancel()
+        if pending is not None:
+            pending.cancel()
+        for w in writers.values():
+            w.close()
+    return Drained([str(w.path) for w in writers.values()], ended_by, n)
+
+
 async def drain_frames(
     rx: PacketReceiver,
     *,
@@ -154,38 +282,10 @@ async def drain_frames(
     max_frames: int | None = None,
     on_frame: Callable[[ReceivedFrame], Any] | None = None,
 ) -> list[str]:
-    """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `idle_timeout_s` passes
-    without a frame, or `max_frames`; write MP4 (one file per stream with `per_stream_files`; each
-    frame at its capture time, so a recording lasts as long as its stream), show a window, call
-    `on_frame`. Returns the written file paths."""
-    writers: dict[str, Mp4Writer] = {}
-    window = _Window() if show else None
-    n = 0
-    try:
-        while max_frames is None or n < max_frames:
-            try:
-                f = await asyncio.wait_for(anext(rx), idle_timeout_s)
-            except StopAsyncIteration:
-                break
-            except TimeoutError:
-                log.info("no frame for %s s: stopping", idle_timeout_s)
-                break
-            n += 1
-            if out is not None:
-                if f.stream not in writers:
-                    fps = float(rx.streams[f.stream].info.get("fps", 30.0) or 30.0)
-                    writers[f.stream] = Mp4Writer(_out_path(out, f.stream, per_stream_files), fps)
-                # at its capture time: frames the sender dropped (or the network lost) leave the
-                # previous one on screen, and the file lasts as long as the stream did
-                writers[f.stream].write(f.frame, f.timestamp_us)
-            if window is not None:
-                window.show(f.stream, f.frame)
-            if on_frame is not None:
-                on_frame(f)
-    finally:
-        for w in writers.values():
-            w.close()
-    return [str(w.path) for w in writers.values()]
+    """`record_frames` without a stop event or status lines; returns the written file paths."""
+    drained = await record_frames(rx, out=out, per_stream_files=per_stream_files, show=show,
+                                  idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
+    return drained.outputs
 
 
 async def receive_stream(
@@ -203,9 +303,13 @@ async def receive_stream(
     max_lag_s: float | None = None,
     worker: str | None = None,
     group: str = "receivers",
+    stop: asyncio.Event | None = None,
+    on_status: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Receive until end of stream (a named stream), `idle_timeout_s` without frames, or
-    `max_frames`; returns the receiver's summary (DESIGN.md §6 keys). `max_lag_s`: see PacketReceiver.
+    """Receive until end of stream (a named stream; with '+', once every stream it has seen has
+    ended and no other is announced), `idle_timeout_s` without frames (None or 0: never),
+    `max_frames`, or `stop`; returns the receiver's summary (DESIGN.md §6 keys, plus `ended_by`:
+    see `Drained`). `max_lag_s`: see PacketReceiver. `on_status`: lines while no frame comes.
     With `worker` (and `stream` '+'), run as that worker of `group`: decode only the streams it owns
     among the group's live workers (stream/workers.py); its files are OUT-<worker>-<stream>.mp4."""
     rx: Receiver
@@ -213,16 +317,22 @@ async def receive_stream(
         if stream != "+":
             raise ValueError(f"a receiver worker splits every stream ('+') with its group, not {stream!r}")
         rx = WorkerReceiver(model, broker, group, worker, first_connect_timeout_s=first_connect_timeout_s,
-                            max_lag_s=max_lag_s)
+                            max_lag_s=max_lag_s, end_when_all_ended=True)
         if out is not None:
             p = Path(out)
             out = str(p.with_name(f"{p.stem}-{worker}{p.suffix or '.mp4'}"))
     else:
         rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s,
-                      max_lag_s=max_lag_s)
+                      max_lag_s=max_lag_s, end_when_all_ended=True)
+    what = (f"a publisher on any stream at {brokers_text(broker)}" if rx.topics.wildcard
+            else f"a publisher on stream {stream!r} at {brokers_text(broker)}")
+    if worker is not None:
+        what += f" (worker {worker} of {group})"
     async with rx:
-        outputs = await drain_frames(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
-                                     idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
+        drained = await record_frames(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
+                                      idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
+                                      stop=stop, on_status=on_status, waiting_for=what)
         summary = rx.summary()
-    summary["outputs"] = outputs
+    summary["outputs"] = drained.outputs
+    summary["ended_by"] = drained.ended_by
     return summary

@@ -82,6 +82,7 @@ class StreamCounters:
     frames_shed: int = 0  # dropped undecoded because the receiver fell more than max_lag_s behind
     duplicates: int = 0
     packets_rejected: int = 0  # bad bytes, or a packet our model could not have made
+    conflicting_packets: int = 0  # a frame index already taken by another frame: a second publisher
     keyframes: int = 0
     keyframe_requests: int = 0
     tokens: int = 0
@@ -91,6 +92,7 @@ class StreamCounters:
     t_first: float | None = None
     t_last: float | None = None
     ended: bool = False
+    sessions: set[str] = field(default_factory=set)  # publisher sessions seen in the stream's info
 
     def summary(self) -> dict[str, Any]:
         span = (self.t_last - self.t_first) if self.t_first is not None and self.t_last is not None else 0.0
@@ -109,7 +111,14 @@ class StreamCounters:
             "tokens_per_s": round(self.tokens / span, 1) if span > 0 else 0.0,
             "bits_per_s": round(self.bits / span, 1) if span > 0 else 0.0,
             "ended": self.ended,
+            "conflicting_packets": self.conflicting_packets,
+            "publishers": len(self.sessions),
         }
+
+
+# frame index -> capture time of a stream's last frames, to tell a redelivered packet (same time)
+# from another publisher's frame with the same index (another time)
+RECENT_FRAMES = 512
 
 
 class _Stream:
@@ -122,6 +131,19 @@ class _Stream:
         self.info: dict[str, Any] = {}
         self.best_latency_ms = float("inf")  # the stream's lowest capture-to-decode-start latency
         self.shedding = False  # fell behind: dropping packets until the requested keyframe
+        self.announced = False  # a publisher's info is retained for it (withdrawn: it left or died)
+        self.publisher: str | None = None  # the session id of its publisher's info
+        self.recent: dict[int, int] = {}  # frame index -> capture time, the last RECENT_FRAMES
+        self.conflict_said = False
+
+    def restart(self, model: Runtime, gap_timeout_s: float) -> None:
+        """A new run of the stream (a publisher started again on its name): decode it from its first
+        keyframe with fresh state; the counters go on."""
+        self.session = ReceiverSession(model)
+        self.order = StreamOrderer(gap_timeout_s=gap_timeout_s)
+        self.recent.clear()
+        self.shedding = False
+        self.counters.ended = False
 
 
 class PacketReceiver:
@@ -135,6 +157,10 @@ class PacketReceiver:
         gap_timeout_s: how long a missing packet is waited for before it counts as lost.
         end_on_eos: stop the iteration at the first end-of-stream (one named stream); False for
             receivers of many streams, which keep going.
+        end_when_all_ended: for receivers of many streams: stop the iteration once a stream has
+            ended and every stream known has ended or is no longer announced by a publisher (an
+            announced stream that has not sent a frame yet is waited for; one whose publisher died
+            without an end of stream is left to the caller's idle timeout).
         max_lag_s: live viewing: when a frame is about to be decoded more than this many seconds
             later than the stream's best latency (the receiver fell behind: too many streams for
             its CPU), drop the backlog undecoded (`frames_shed`) and resume at a requested
@@ -148,7 +174,7 @@ class PacketReceiver:
 
     def __init__(self, model: Runtime, *, gap_timeout_s: float = 0.3, end_on_eos: bool = True,
                  clock: Callable[[], float] = time.monotonic, max_lag_s: float | None = None,
-                 wall_clock: Callable[[], float] = time.time) -> None:
+                 wall_clock: Callable[[], float] = time.time, end_when_all_ended: bool = False) -> None:
         self.model = model
         self.max_lag_s = max_lag_s
         self.clock = clock  # seconds; a simulation passes its own (benchmarks/loss.py)
@@ -157,6 +183,8 @@ class PacketReceiver:
         self.streams: dict[str, _Stream] = {}
         self.gap_timeout_s = gap_timeout_s
         self.end_on_eos = end_on_eos
+        self.end_when_all_ended = end_when_all_ended
+        self._finished = False
         self._out: asyncio.Queue[ReceivedFrame | BaseException | None] = asyncio.Queue(64)
         self._tasks: list[asyncio.Task[None]] = []
         self._requests: set[asyncio.Task[None]] = set()  # keyframe requests in flight
@@ -196,6 +224,16 @@ class PacketReceiver:
             raise item
         return item
 
+    def take_ready(self) -> list[ReceivedFrame]:
+        """The frames decoded and not yet taken, without waiting (a stopped receiver's last ones:
+        its summary counts them)."""
+        out: list[ReceivedFrame] = []
+        while not self._out.empty():
+            item = self._out.get_nowait()
+            if isinstance(item, ReceivedFrame):
+                out.append(item)
+        return out
+
     async def fail(self, error: BaseException) -> None:
         """Hand a transport failure to the iterating caller."""
         await self._out.put(error)
@@ -216,7 +254,7 @@ class PacketReceiver:
         span = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
         total: dict[str, Any] = {k: sum(c.summary()[k] for c in allc) for k in
                                  ("frames_received", "frames_decoded", "frames_lost", "frames_shed", "keyframes",
-                                  "duplicates", "keyframe_requests", "packets_rejected")}
+                                  "duplicates", "keyframe_requests", "packets_rejected", "conflicting_packets")}
         total.update({
             "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
             "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
@@ -234,16 +272,74 @@ class PacketReceiver:
         return self.streams[name]
 
     def feed_info(self, name: str, payload: bytes | str) -> None:
-        """A stream's JSON description; refuses a stream made by another model."""
+        """A stream's JSON description; refuses a stream made by another model. An empty one withdraws
+        it: its publisher left, or died (its will). A new publisher session on a stream whose
+        publisher is still live is a second publisher on one name (warned, once); after the
+        earlier one left, a new run of the stream (decoded afresh)."""
+        if not payload:
+            if name in self.streams:
+                self.streams[name].announced = False
+            return
         try:
             info = json.loads(payload)
         except (UnicodeDecodeError, json.JSONDecodeError):
             log.warning("stream %s: ignoring malformed info", name)
             return
-        self.stream(name).info = info if isinstance(info, dict) else {}
-        mid = self.stream(name).info.get("model_id")
+        s = self.stream(name)
+        s.info = info if isinstance(info, dict) else {}
+        mid = s.info.get("model_id")
         if mid and mid != self.model_id.hex():
             raise StreamError(f"stream {name!r} is for model {mid}, this receiver runs model {self.model_id.hex()}")
+        session = s.info.get("session")
+        if isinstance(session, str):
+            if s.publisher is not None and session != s.publisher:
+                if s.announced and not s.counters.ended:
+                    self._conflict(s, f"publisher session {session} started while session {s.publisher} is live")
+                else:
+                    s.restart(self.model, self.gap_timeout_s)
+            s.publisher = session
+            s.counters.sessions.add(session)
+        s.announced = True
+
+    def _conflict(self, s: _Stream, why: str) -> None:
+        if s.conflict_said:
+            return
+        s.conflict_said = True
+        log.warning("stream %r has two publishers (%s): one's frames are dropped as duplicates; give each camera "
+                    "its own --stream", s.name, why)
+
+    def _remember(self, s: _Stream, header: PacketHeader) -> None:
+        """Note the frame's capture time under its index; a different time under a known index is
+        another publisher's frame (a redelivered packet carries the same time)."""
+        if header.end_of_stream and header.n == 0:
+            return
+        seen = s.recent.get(header.frame_index)
+        if seen is None:
+            s.recent[header.frame_index] = header.timestamp_us
+            if len(s.recent) > RECENT_FRAMES:
+                del s.recent[next(iter(s.recent))]  # the oldest: dicts keep insertion order
+        elif seen != header.timestamp_us:
+            s.counters.conflicting_packets += 1
+            self._conflict(s, f"frame {header.frame_index} arrived twice with different capture times")
+
+    def others_live(self) -> bool:
+        """Whether streams this receiver does not decode are still announced (a worker's hook)."""
+        return False
+
+    def others_ended(self) -> bool:
+        """Whether a stream this receiver does not decode has ended (a worker's hook)."""
+        return False
+
+    async def check_all_ended(self) -> None:
+        """With `end_when_all_ended`: end the iteration once every stream known has ended (see the class)."""
+        if not self.end_when_all_ended or self._finished:
+            return
+        streams = list(self.streams.values())
+        if not (any(s.counters.ended for s in streams) or self.others_ended()) or self.others_live():
+            return
+        if all(s.counters.ended or (not s.announced and not s.counters.frames_received) for s in streams):
+            self._finished = True
+            await self._out.put(None)
 
     async def feed(self, name: str, payload: bytes) -> None:
         """One packet's bytes as they came off the transport (bad ones are logged and dropped)."""
@@ -259,6 +355,7 @@ class PacketReceiver:
             log.warning("stream %s: dropping a bad packet: %s", name, e)
             s.counters.packets_rejected += 1
             return
+        self._remember(s, header)
         packet = _Arrived(header, bytes(payload))
         if not (packet.end_of_stream and packet.n == 0):
             s.counters.frames_received += 1
@@ -292,15 +389,18 @@ class PacketReceiver:
                         s.counters.frames_shed += 1
                 return
             if packet.end_of_stream and packet.n == 0:
-                c.ended = True
-                if self.end_on_eos:
-                    await self._out.put(None)
+                await self._ended(s)
                 continue
             await self._decode(s, packet)
             if packet.end_of_stream:
-                c.ended = True
-                if self.end_on_eos:
-                    await self._out.put(None)
+                await self._ended(s)
+
+    async def _ended(self, s: _Stream) -> None:
+        s.counters.ended = True
+        if self.end_on_eos:
+            await self._out.put(None)
+        else:
+            await self.check_all_ended()
 
     def _too_late(self, s: _Stream, packet: _Arrived) -> bool:
         if self.max_lag_s is None or (packet.end_of_stream and packet.n == 0):
@@ -327,18 +427,20 @@ class PacketReceiver:
         grid = np.full(packet.n, -1, np.int32)
         grid[packet.mask] = packet.indices.astype(np.int32)
         bits = 8 * len(arrived.data)
+        lat = (now_us - packet.timestamp_us) / 1e3
+        t = self.clock()
+        await self._out.put(ReceivedFrame(s.name, packet.frame_index, packet.timestamp_us, packet.keyframe,
+                                          grid.reshape(packet.grid_h, packet.grid_w), frame, lat, bits))
+        # counted once handed over (a put into a queue with room does not yield): a receiver stopped
+        # while this waited for room counts only frames its caller can have (`take_ready`)
         c = s.counters
         c.frames_decoded += 1
         c.keyframes += int(packet.keyframe)
         c.tokens += packet.k
         c.bits += bits
-        lat = (now_us - packet.timestamp_us) / 1e3
         c.latencies_ms.append(lat)
-        t = self.clock()
         c.t_first = t if c.t_first is None else c.t_first
         c.t_last = t
-        await self._out.put(ReceivedFrame(s.name, packet.frame_index, packet.timestamp_us, packet.keyframe,
-                                          grid.reshape(packet.grid_h, packet.grid_w), frame, lat, bits))
 
     def _request_keyframe(self, s: _Stream, reason: str) -> None:
         now = self.clock()

@@ -27,6 +27,7 @@ from livetok.engine.state import FrameTokens
 from livetok.export.preprocess import PreprocessConfig, Preprocessor, cupy_usable
 
 from .capture import Captured
+from .errors import StreamError
 from .session import SenderSession, step_sessions
 from .stages import LATENCY_SAMPLES, DropOldestQueue, LatestSlots, StageStats, percentile
 
@@ -126,10 +127,25 @@ async def run_pipeline(
     cfg: PipelineConfig | None = None,
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
     send_eos: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
-    """One stream: run until the source ends (then an end-of-stream packet is sent); returns the
-    final stats."""
-    return await run_streams([StreamInput("", frames, session, sink)], cfg, on_stats, send_eos)
+    """One stream: run until the source ends or `stop` is set (then an end-of-stream packet is
+    sent); returns the final stats."""
+    return await run_streams([StreamInput("", frames, session, sink)], cfg, on_stats, send_eos, stop)
+
+
+# BaseExceptionGroup is a builtin from Python 3.11, as asyncio.TaskGroup is (ruff targets 3.10)
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:  # noqa: F821
+    """The error that failed a stage (the TaskGroup cancelled the others because of it)."""
+    leaves: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        e = pending.pop(0)
+        if isinstance(e, BaseExceptionGroup):  # noqa: F821
+            pending.extend(e.exceptions)
+        else:
+            leaves.append(e)
+    return next((e for e in leaves if not isinstance(e, asyncio.CancelledError)), leaves[0])
 
 
 async def run_streams(
@@ -137,11 +153,18 @@ async def run_streams(
     cfg: PipelineConfig | None = None,
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
     send_eos: bool = True,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Several streams (cameras) through one encoder: the frames that are ready when the encoder is
     free — the newest of each stream — run as one batched step per frame size; each stream keeps
-    its own session, keyframe requests and sink. Runs until every source ends (then each stream's
-    end-of-stream packet is sent); returns the final stats, summed over the streams."""
+    its own session, keyframe requests and sink. Runs until every source ends or `stop` is set
+    (e.g. by SIGINT/SIGTERM: capture stops, the frames already captured go through, and each
+    stream's end-of-stream packet is sent); returns the final stats, summed over the streams.
+
+    A source that fails (a camera that cannot be opened or fails mid-stream: StreamError) ends the
+    run the same way — every stream is closed with its end-of-stream packet, so receivers finish
+    their recordings — and the error is raised afterwards (the first error of a failed stage is
+    raised as itself, never as an ExceptionGroup)."""
     cfg = cfg or PipelineConfig()
     if not streams or len({s.name for s in streams}) != len(streams):
         raise ValueError(f"a pipeline needs streams with distinct names, got {[s.name for s in streams]}")
@@ -155,10 +178,38 @@ async def run_streams(
     pre = _preprocessor(cfg, streams[0].session)
     S = st.stages
 
+    halt = asyncio.Event()  # set by `stop` or by a failed source: every capture stage ends
+    source_errors: dict[str, StreamError] = {}
+
     def dropped() -> int:
         return sum(q.dropped for q in q_cap.values()) + q_enc.dropped
 
+    async def relay_stop() -> None:
+        if stop is not None:
+            await stop.wait()
+            halt.set()
+
     async def capture_stage(s: StreamInput) -> None:
+        # the frames are read in a task of their own, cancelled when the run halts: a camera or an
+        # RTSP stream that stalls must not keep a stopped pipeline from ending (the source's
+        # generator ends at the read it was waiting on)
+        reading = asyncio.ensure_future(capture_frames(s))
+        halted = asyncio.ensure_future(halt.wait())
+        try:
+            await asyncio.wait([reading, halted], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            halted.cancel()
+            if not reading.done():
+                reading.cancel()
+                await asyncio.wait([reading])
+        if not reading.cancelled() and (e := reading.exception()) is not None:
+            if not isinstance(e, StreamError):
+                raise e
+            source_errors.setdefault(s.name, e)
+            halt.set()
+        q_cap[s.name].close()
+
+    async def capture_frames(s: StreamInput) -> None:
         q = q_cap[s.name]
         async for c in s.frames:
             now = time.monotonic()
@@ -171,7 +222,6 @@ async def run_streams(
             st.captured[s.name] = st.captured.get(s.name, 0) + 1
             S["capture"].dropped = dropped()
             S["preprocess"].queue_depth = sum(q.qsize() for q in q_cap.values())
-        q.close()
 
     async def preprocess_stage(s: StreamInput) -> None:
         while (item := await q_cap[s.name].get()) is not None:
@@ -228,6 +278,8 @@ async def run_streams(
             st.t_last = now
         if send_eos:
             for s in streams:
+                if s.name in source_errors and not st.published.get(s.name):
+                    continue  # its source never gave a frame: there is no stream to end
                 await s.sink.send(s.session.end_of_stream(time.time_ns() // 1000))
 
     async def report() -> None:
@@ -239,6 +291,7 @@ async def run_streams(
                     await r
 
     reporter = asyncio.create_task(report())
+    relay = asyncio.create_task(relay_stop())
     try:
         async with asyncio.TaskGroup() as tg:
             for s in streams:
@@ -246,6 +299,13 @@ async def run_streams(
                 tg.create_task(preprocess_stage(s), name=f"preprocess_stage {s.name}")
             for stage in (encode_stage, packetize_stage, publish_stage):
                 tg.create_task(stage(), name=stage.__name__)
+    except BaseExceptionGroup as group:  # noqa: F821
+        # one line for the user (`livetok: error: ...`), not a tree of cancelled stages
+        e = _first_error(group)
+        raise e.with_traceback(e.__traceback__) from None
     finally:
         reporter.cancel()
+        relay.cancel()
+    if source_errors:
+        raise next(iter(source_errors.values()))
     return st.snapshot()

@@ -37,16 +37,18 @@ class Receiver(PacketReceiver):
         first_connect_timeout_s: raise StreamError if the broker cannot be reached in time.
         max_lag_s: live viewing: fall back to a keyframe rather than lag more than this (see
             PacketReceiver); None decodes every frame.
+        end_when_all_ended: with "+": end the iteration once every stream seen has ended and no
+            other is announced (see PacketReceiver); False: keep receiving (new streams may come).
     """
 
     def __init__(self, model: Runtime, broker: Brokers, stream: str, *, identifier: str | None = None,
                  persistent: bool = True, gap_timeout_s: float = 0.3,
                  first_connect_timeout_s: float | None = 10.0, max_lag_s: float | None = None,
                  extra_subscriptions: list[tuple[str, int]] | None = None, on_connect: OnConnect | None = None,
-                 will: aiomqtt.Will | None = None) -> None:
+                 will: aiomqtt.Will | None = None, end_when_all_ended: bool = False) -> None:
         self.topics = topics(stream)
         super().__init__(model, gap_timeout_s=gap_timeout_s, end_on_eos=not self.topics.wildcard,
-                         max_lag_s=max_lag_s)
+                         max_lag_s=max_lag_s, end_when_all_ended=end_when_all_ended and self.topics.wildcard)
         self.first_connect_timeout_s = first_connect_timeout_s
         self.link = MqttLink(broker, [(self.topics.tokens, 1), (self.topics.info, 1), *(extra_subscriptions or [])],
                              identifier=identifier, clean_session=not (persistent and identifier is not None),
@@ -81,6 +83,7 @@ class Receiver(PacketReceiver):
         name = stream_from_topic(topic)
         if topic.endswith("/info"):
             self.feed_info(name, payload)
+            await self.check_all_ended()  # a withdrawn info may leave no stream live
         else:
             await self.feed(name, payload)
 

@@ -30,17 +30,12 @@ class Source:
 def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] | None = None) -> Source:
     """Open `spec`; `size` (width, height) applies to synthetic frames only."""
     if spec.startswith("webcam:"):
-        try:
-            index = int(spec.split(":", 1)[1])
-        except ValueError:
-            raise VideoError(f"bad webcam source {spec!r}: use webcam:N with N a camera index, e.g. webcam:0") from None
+        index = _webcam_index(spec)
         return Source(_limit(_webcam(index), max_frames), 30.0, f"webcam {index}", True, True)
     if spec == "synthetic" or spec.startswith("synthetic:"):
         from livetok.engine.synthetic import PRESETS, synthetic_frames
 
-        preset = spec.split(":", 1)[1] if ":" in spec else "mixed"
-        if preset not in PRESETS:
-            raise VideoError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)}")
+        preset = _synthetic_preset(spec)
         cfg = PRESETS[preset]
         if size is not None:
             cfg = replace(cfg, width=size[0], height=size[1])
@@ -55,14 +50,37 @@ def frame_total(spec: str, max_frames: int | None = None) -> int | None:
     """How many frames `open_source(spec, max_frames)` will give, when that is known before reading
     (for progress bars): a file's frame count from its container (capped at `max_frames`), or
     `max_frames` for a live source; None when unknown. A file that cannot be opened raises the
-    same one-line VideoError `open_source` would. Cameras are not opened here."""
-    if spec.startswith(("webcam:", "synthetic")) or "://" in spec:
+    same one-line VideoError `open_source` would, and so does a malformed `webcam:N` or an unknown
+    synthetic preset. Cameras and URLs are not opened here."""
+    if spec.startswith("webcam:"):
+        _webcam_index(spec)
+        return max_frames
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        _synthetic_preset(spec)
+        return max_frames
+    if "://" in spec:
         return max_frames
     with VideoReader(spec) as reader:
         count = reader.frame_count or None  # some containers do not say
     if count is None or max_frames is None:
         return max_frames if count is None else count
     return min(count, max_frames)
+
+
+def _webcam_index(spec: str) -> int:
+    try:
+        return int(spec.split(":", 1)[1])
+    except ValueError:
+        raise VideoError(f"bad webcam source {spec!r}: use webcam:N with N a camera index, e.g. webcam:0") from None
+
+
+def _synthetic_preset(spec: str) -> str:
+    from livetok.engine.synthetic import PRESETS
+
+    preset = spec.split(":", 1)[1] if ":" in spec else "mixed"
+    if preset not in PRESETS:
+        raise VideoError(f"unknown synthetic preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    return preset
 
 
 def _url(url: str) -> Iterator[np.ndarray]:

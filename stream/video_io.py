@@ -25,6 +25,11 @@ __all__ = ["Mp4Writer", "VideoReader", "as_rgb8", "bgr_to_rgb", "read_video"]
 log = logging.getLogger(__name__)
 
 
+# FFmpeg's "tty" demuxer plays files with these suffixes as ANSI-art video: a text file given by
+# mistake would be encoded as 4 frames of pictures of its characters rather than refused
+TEXT_SUFFIXES = frozenset({".ans", ".art", ".asc", ".diz", ".ice", ".nfo", ".txt", ".vt"})
+
+
 class VideoReader:
     """Frames of a video file as uint8 RGB, with its frame rate.
 
@@ -40,6 +45,8 @@ class VideoReader:
             raise VideoError(f"{self.path} is a folder, not a video file")
         if self.path.stat().st_size == 0:
             raise VideoError(f"{self.path} is empty (0 bytes)")
+        if self.path.suffix.lower() in TEXT_SUFFIXES:
+            raise VideoError(f"{self.path} is a text file, not a video")
         self._cap = cv2.VideoCapture(str(self.path))
         if not self._cap.isOpened():
             raise VideoError(f"cannot open {self.path} as a video (not a video file, or an unsupported codec)")

@@ -31,12 +31,21 @@ from .broker_url import PREFIX, stream_from_topic
 from .mqtt import Brokers
 from .ownership import owner
 from .receiver import Receiver
+from .wire import PacketError, peek_header
 
-__all__ = ["WORKERS_LEVEL", "WorkerReceiver", "presence_topic"]
+__all__ = ["WORKERS_LEVEL", "WorkerReceiver", "merge_summaries", "presence_topic"]
 
 log = logging.getLogger(__name__)
 
 WORKERS_LEVEL = "_workers"  # livetok/_workers/<group>/<worker>: four levels, so no stream wildcard matches it
+
+
+def _ends(payload: bytes) -> bool:
+    """Whether a packet is an end of stream (its header only: the packet itself is not ours to decode)."""
+    try:
+        return peek_header(payload).end_of_stream
+    except PacketError:
+        return False
 
 
 def presence_topic(group: str, worker: str) -> str:
@@ -69,6 +78,7 @@ class WorkerReceiver(Receiver):
         self.handoffs_out = 0  # streams it gave up because a worker joined
         self._owned: set[str] = set()
         self._infos: dict[str, bytes] = {}  # every stream's retained info, fed when we take the stream
+        self._others_ended: set[str] = set()  # streams of other workers seen ending (their header read)
 
     async def _announce(self, client: aiomqtt.Client) -> None:
         payload = json.dumps({"worker": self.worker, "pid": os.getpid(), "time": time.time()})
@@ -84,6 +94,14 @@ class WorkerReceiver(Receiver):
 
     def owns(self, stream: str) -> bool:
         return owner(stream, self.members) == self.worker
+
+    def others_live(self) -> bool:
+        # another worker's stream still announced: the group's work is not over, stay for a handoff
+        return any(info for name, info in self._infos.items() if name not in self._owned)
+
+    def others_ended(self) -> bool:
+        # so a worker that owned no stream also ends when the group's streams have
+        return bool(self._others_ended)
 
     def summary(self) -> dict[str, Any]:
         total = super().summary()
@@ -122,6 +140,9 @@ class WorkerReceiver(Receiver):
         if is_info:
             self._infos[name] = payload
         if not self.owns(name):
+            if not is_info and _ends(payload):
+                self._others_ended.add(name)
+            await self.check_all_ended()  # another worker's stream ended or withdrawn: maybe all are over
             return
         if name not in self._owned:
             self._owned.add(name)
@@ -129,3 +150,44 @@ class WorkerReceiver(Receiver):
             if not is_info and name in self._infos:
                 self.feed_info(name, self._infos[name])
         await super().on_message(topic, payload)
+
+
+# how the workers' summaries add up into one (`receive --workers W --json`): counts add, a latency
+# is the slowest worker's (percentiles of parts do not combine exactly), rates add (the workers run
+# at the same time), lists join
+_MAX_KEYS = ("latency_ms_p50", "latency_ms_p99", "broker_downtime_s")
+_SUM_RATE_KEYS = ("tokens_per_s", "bits_per_s")
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in sorted({k for d in parts for k in d}):
+        values = [d[key] for d in parts if key in d]
+        present = [v for v in values if v is not None]
+        if key in _MAX_KEYS:
+            out[key] = max(present) if present else None
+        elif key in _SUM_RATE_KEYS:
+            out[key] = round(sum(present), 1)
+        elif all(isinstance(v, bool) for v in values):
+            out[key] = all(values)  # e.g. `ended`: a stream handed over ended once, at its last owner
+        elif all(isinstance(v, int) for v in values):
+            out[key] = sum(values)
+        elif all(isinstance(v, list) for v in values):
+            out[key] = [x for v in values for x in v]
+    return out
+
+
+def merge_summaries(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    """One summary of a worker group from each worker's (`receive --worker ... --json`): totals as
+    `livetok receive` reports them, `streams` merged (a stream handed from one worker to another
+    adds up), and `workers`: each worker's own summary by name."""
+    total = _merge([{k: v for k, v in d.items() if k not in ("streams", "members", "streams_owned")} for d in docs])
+    names = sorted({n for d in docs for n in d.get("streams", {})})
+    total["streams"] = {n: _merge([d["streams"][n] for d in docs if n in d.get("streams", {})]) for n in names}
+    total["workers"] = {str(d.get("worker", i)): d for i, d in enumerate(docs)}
+    total.pop("worker", None)
+    total.pop("group", None)
+    if docs and "group" in docs[0]:
+        total["group"] = docs[0]["group"]
+    total["ended_by"] = ",".join(sorted({str(d.get("ended_by")) for d in docs}))  # one reason, or each worker's
+    return total

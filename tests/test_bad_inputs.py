@@ -252,12 +252,13 @@ def test_bad_rate_is_refused_before_torch_is_imported() -> None:
 
 def test_receiving_an_ended_stream_says_no_frames(mosquitto: Broker, tiny_weights: Path,
                                                   capsys: pytest.CaptureFixture[str]) -> None:
-    """Its latencies are unknown: not "latency p50 None ms"."""
+    """Its latencies are unknown: not "latency p50 None ms"; exit 1, so a script does not read an empty
+    run as success (issue 24 item 3; it was 0)."""
     w = ["--weights", str(tiny_weights)]
     assert main(["publish", "--source", str(BUNDLED_CLIP), "--broker", mosquitto.url, "--stream", "over",
                  "--max-frames", "3", "--as-fast-as-possible", "--size", "64x48", *w]) == 0
     capsys.readouterr()
     code, out, err = run(capsys, "receive", "--broker", mosquitto.url, "--stream", "over", "--timeout", "1", "--json",
                          *w)
-    assert code == 0 and json.loads(out)["frames_received"] == 0
+    assert code == 1 and json.loads(out)["frames_received"] == 0
     assert err.strip() == "no frames received"

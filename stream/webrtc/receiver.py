@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from livetok.engine.runtime import Runtime
 
 from ..errors import StreamError
-from ..live import drain_frames
+from ..live import record_frames
 from ..packet_receiver import ReceivedFrame
 from .channel_receiver import ChannelReceiver
 from .config import SignalingConfig, WebRTCConfig
@@ -120,15 +120,20 @@ async def webrtc_recv(
     max_frames: int | None = None,
     on_frame: Callable[[ReceivedFrame], Any] | None = None,
     on_listening: Callable[[str], Any] | None = None,
+    stop: asyncio.Event | None = None,
+    on_status: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """Listen, receive one sender's stream until it ends (or `idle_timeout_s` without a frame, or
-    `max_frames`); returns the receiver's summary (DESIGN.md §6 keys, as `livetok receive`)."""
+    """Listen, receive one sender's stream until it ends (or `idle_timeout_s` without a frame —
+    None or 0: never —, `max_frames`, or `stop`); returns the receiver's summary (DESIGN.md §6
+    keys and `ended_by`, as `livetok receive`). `on_status`: lines while no frame comes."""
     async with ReceiverEndpoint(model, signaling, cfg) as ep:
         if on_listening is not None:
             on_listening(ep.url)
-        outputs = await drain_frames(ep.receiver, out=out, show=show, idle_timeout_s=idle_timeout_s,
-                                     max_frames=max_frames, on_frame=on_frame)
+        drained = await record_frames(ep.receiver, out=out, show=show, idle_timeout_s=idle_timeout_s,
+                                      max_frames=max_frames, on_frame=on_frame, stop=stop, on_status=on_status,
+                                      waiting_for=f"a sender at {ep.url}")
         summary = ep.receiver.summary()
         summary["signal_url"] = ep.url
-    summary["outputs"] = outputs
+    summary["outputs"] = drained.outputs
+    summary["ended_by"] = drained.ended_by
     return summary

@@ -114,9 +114,11 @@ async def webrtc_send(
     max_frames: int | None = None,
     size: tuple[int, int] | None = None,
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    stop: asyncio.Event | None = None,
 ) -> dict[str, Any]:
     """Capture `source`, tokenize it live and stream the packets to the receiver at `signal_url`
-    until the source ends; returns the pipeline's statistics."""
+    until the source ends or `stop` is set (the end-of-stream packet goes out either way); returns
+    the pipeline's statistics."""
     cfg = cfg or WebRTCConfig()
     session = SenderSession(model, sender)
     info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
@@ -126,7 +128,7 @@ async def webrtc_send(
     async with SenderPeer(signal_url, info, stream, cfg, token) as peer:
         live = realtime or source.startswith("webcam:") or "://" in source
         result = await run_pipeline(frames, session, peer.sink, PipelineConfig(size=size, drop=live),
-                                    on_stats=on_stats)
+                                    on_stats=on_stats, stop=stop)
         result["keyframe_requests"] = peer.sink.keyframe_requests
         result["unreliable"] = cfg.unreliable
     return result
