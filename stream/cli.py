@@ -746,7 +746,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
         warmup_steps=a.lr_warmup,
         mse_weight=a.mse_weight, rate_weight=a.rate_weight, max_minutes=a.max_minutes, sampler=a.sampler,
-        amp=a.amp, seed=a.seed, threads=a.threads, device=a.device,
+        amp=a.amp, channels_last=a.channels_last, seed=a.seed, threads=a.threads, device=a.device,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob,
                         scale_range=(a.scale_range[0], a.scale_range[1])),
@@ -1038,7 +1038,10 @@ def get_parser() -> argparse.ArgumentParser:
     t.add_argument("--sampler", default="auto", choices=["auto", "host", "device"],
                    help="where training streams are cut: host (numpy), device (clips as uint8 tensors on the "
                         "training device), auto (device on CUDA)")
-    t.add_argument("--amp", default="auto", choices=["auto", "on", "off"], help="bf16 autocast (auto: on CUDA)")
+    t.add_argument("--amp", default="auto", choices=["auto", "on", "off"],
+                   help="bf16 autocast (auto: on CUDA and on CPUs with native bf16, AVX-512 bf16 or AMX)")
+    t.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
+                   help="weights in channels_last memory (auto: on the CPU)")
     t.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT has a checkpoint")
     t.add_argument("--calibrate", action="store_true",
                    help="after training, measure the population error on the training clips and store it")
