@@ -152,6 +152,10 @@ def _metrics_line(m: dict[str, Any]) -> str:
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
+    if a.inputs and all(Path(p).suffix.lower() in (".ltk", ".mcap") for p in a.inputs):  # recordings
+        from livetok.stream.robotics_cli import cmd_eval_recordings
+
+        return cmd_eval_recordings(a)
     from livetok.stream.evaluate import evaluate_files, video_files
     from livetok.stream.sources import frame_total
 
@@ -175,6 +179,10 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_encode(a: argparse.Namespace) -> int:
+    if Path(a.output).suffix.lower() == ".mcap":  # the same packets in an MCAP file (docs/ROBOTICS.md)
+        from livetok.stream.robotics_cli import cmd_encode_mcap
+
+        return cmd_encode_mcap(a)
     from livetok.stream.files import check_ltk_output, encode_file
     from livetok.stream.sources import frame_total
 
@@ -195,6 +203,10 @@ def cmd_encode(a: argparse.Namespace) -> int:
 
 
 def cmd_decode(a: argparse.Namespace) -> int:
+    if Path(a.input).suffix.lower() == ".mcap":  # an MCAP recording (docs/ROBOTICS.md)
+        from livetok.stream.robotics_cli import cmd_decode_mcap
+
+        return cmd_decode_mcap(a)
     from livetok.stream.files import decode_file, ltk_records
     from livetok.stream.wire import PacketError
 
@@ -347,6 +359,10 @@ def _until_stopped(work: Callable[[Any], Awaitable[dict[str, Any]]]) -> tuple[di
 
 
 def cmd_publish(a: argparse.Namespace) -> int:
+    from livetok.stream.robotics_cli import cmd_publish_robot, wants_robot
+
+    if wants_robot(a):  # --zenoh / --foxglove / --mcap, with or without --broker (docs/ROBOTICS.md)
+        return cmd_publish_robot(a)
     from livetok.stream.live import publish_sources
     from livetok.stream.mqtt import brokers_text
 
@@ -388,6 +404,10 @@ def _received_status(res: dict[str, Any], status: int | None) -> int:
 
 
 def cmd_receive(a: argparse.Namespace) -> int:
+    from livetok.stream.robotics_cli import cmd_receive_zenoh, wants_robot
+
+    if wants_robot(a):  # --zenoh (docs/ROBOTICS.md)
+        return cmd_receive_zenoh(a)
     from livetok.stream.live import receive_stream
 
     broker = _broker(a)
@@ -863,6 +883,9 @@ def get_parser() -> argparse.ArgumentParser:
     rc.add_argument("--json", action="store_true")
     _add_model_args(rc)
     rc.set_defaults(func=cmd_receive)
+    from livetok.stream.robotics_cli import add_arguments as add_robotics_arguments
+
+    add_robotics_arguments(pb, rc, ev)  # --zenoh, --foxglove, --mcap, --frame-id; eval --reference
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH")
     br = bench.add_parser("rd", help="rate-distortion of every budget policy and of x264/VP8")

@@ -1,0 +1,197 @@
+"""What `livetok publish` / `receive` run for a robot's transports: Zenoh, a live Foxglove server and an MCAP
+recording, alone or together (and with MQTT beside them). Several cameras share one pipeline (one batched
+encoder step per tick, stream/pipeline.py) and one clock: every packet carries its frame's capture time from
+this process's wall clock, and each camera's `frame_id` travels with its messages (Zenoh attachment,
+Foxglove/MCAP message field, the streams' info)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from livetok.engine.config import SenderConfig
+from livetok.engine.runtime import Runtime
+
+from .capture import Captured, capture
+from .foxglove_feed import FoxgloveFeed, FoxgloveSink
+from .live import drain_frames, source_fps
+from .mqtt import Brokers
+from .packet_receiver import ReceivedFrame
+from .pipeline import PacketSink, PipelineConfig, StreamInput, run_streams
+from .session import SenderSession
+from .zenoh_transport import ZenohConfig, ZenohPublisher, ZenohReceiver, open_session
+
+
+class FanoutSink:
+    """One stream's packets to several transports, in order; a keyframe request from any of them counts."""
+
+    def __init__(self, sinks: Sequence[PacketSink]) -> None:
+        self.sinks = list(sinks)
+
+    async def send(self, data: bytes) -> None:
+        for s in self.sinks:
+            await s.send(data)
+
+    def take_keyframe_request(self) -> bool:
+        return any([s.take_keyframe_request() for s in self.sinks])  # a list: every flag is taken
+
+
+@dataclass(frozen=True)
+class RobotOutputs:
+    """Where a robot's streams go (any combination; at least one)."""
+
+    broker: Brokers | None = None
+    qos: int = 1
+    zenoh: ZenohConfig | None = None
+    foxglove: tuple[str, int] | None = None  # serve live at (host, port)
+    mcap: str | None = None  # record to this MCAP file
+    preview: bool = True  # Foxglove/MCAP: also the decoded frames as JPEG
+
+    def names(self) -> list[str]:
+        out = []
+        if self.broker is not None:
+            out.append("mqtt")
+        if self.zenoh is not None:
+            out.append(f"zenoh {self.zenoh.mode} {self.zenoh.endpoint}")
+        if self.foxglove is not None:
+            out.append(f"foxglove ws://{self.foxglove[0]}:{self.foxglove[1]}")
+        if self.mcap is not None:
+            out.append(f"mcap {self.mcap}")
+        return out
+
+
+async def _sized(frames: AsyncIterator[Captured], on_first: Callable[[Captured], Any]) -> AsyncIterator[Captured]:
+    first = True
+    async for c in frames:
+        if first:
+            await on_first(c)
+            first = False
+        yield c
+
+
+async def publish_robot(
+    model: Runtime,
+    sources: Sequence[str],
+    streams: Sequence[str],
+    sender: SenderConfig,
+    outputs: RobotOutputs,
+    *,
+    frame_ids: Sequence[str] | None = None,
+    realtime: bool = True,
+    loop: bool = False,
+    max_frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    first_connect_timeout_s: float | None = 10.0,
+    on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    on_ready: Callable[[dict[str, Any]], Any] | None = None,
+    wait_for_receivers_s: float = 0.0,
+    stop: asyncio.Event | None = None,
+) -> dict[str, Any]:
+    """Capture every source and publish source i as stream `streams[i]` (camera frame `frame_ids[i]`,
+    default the stream name) on every output of `outputs`, until the sources end or `stop` is set. Returns
+    the pipeline's stats plus `outputs`, `foxglove_port`, `keyframe_requests` and `frame_ids`. `on_ready`
+    gets {"foxglove_port"} once the outputs are up (before the first frame). `wait_for_receivers_s`: before
+    the first frame, wait up to this long for a Zenoh subscriber on every stream (a recording receiver that
+    must not miss frame 0; a live one joins whenever it likes, at a keyframe it asks for)."""
+    if len(sources) != len(streams) or not sources:
+        raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
+    if len(set(streams)) != len(streams):
+        raise ValueError(f"stream names must differ, got {list(streams)}")
+    ids = list(frame_ids) if frame_ids else list(streams)
+    if len(ids) != len(streams):
+        raise ValueError(f"{len(ids)} --frame-id for {len(streams)} streams: give one per stream")
+    if not outputs.names():
+        raise ValueError("nowhere to publish: give --broker, --zenoh, --foxglove or --mcap")
+    async with contextlib.AsyncExitStack() as stack:
+        feed: FoxgloveFeed | None = None
+        if outputs.foxglove is not None or outputs.mcap is not None:
+            feed = FoxgloveFeed(model, mcap=outputs.mcap, serve=outputs.foxglove, preview=outputs.preview)
+            stack.callback(feed.close)
+        zsession: Any = None
+        if outputs.zenoh is not None:
+            zsession = await asyncio.to_thread(open_session, outputs.zenoh, True)
+            stack.callback(zsession.close)
+        inputs: list[StreamInput] = []
+        counters: list[Any] = []
+        for source, stream, fid in zip(sources, streams, ids, strict=True):
+            session = SenderSession(model, sender)
+            info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
+                                    "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
+                                    "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
+                                    "frame_id": fid, "clock": "capture time, the publisher's wall clock (us)",
+                                    "fsq_levels": [int(v) for v in model.cfg.fsq.levels]}
+            sinks: list[PacketSink] = []
+            updaters: list[Callable[[dict[str, Any]], Any]] = []
+            if outputs.broker is not None:
+                from .publisher import TokenPublisher
+
+                mq = await stack.enter_async_context(TokenPublisher(outputs.broker, stream, info,
+                                                                    first_connect_timeout_s, qos=outputs.qos))
+                sinks.append(mq)
+                updaters.append(mq.update_info)
+                counters.append(mq)
+            if zsession is not None:
+                zp = await stack.enter_async_context(ZenohPublisher(zsession, stream, info, frame_id=fid))
+                sinks.append(zp)
+                updaters.append(zp.update_info)
+                counters.append(zp)
+            cam = None
+            if feed is not None:
+                cam = feed.camera(stream, fid, {"source": source, "policy": sender.budget.policy,
+                                                "rate": sender.budget.rate})
+                sinks.append(FoxgloveSink(model, cam))
+
+            async def first(c: Captured, info: dict[str, Any] = info,
+                            updaters: list[Callable[[dict[str, Any]], Any]] = updaters, source: str = source) -> None:
+                h, w = (size[1], size[0]) if size else c.frame.shape[:2]
+                full = {**info, "width": int(w), "height": int(h), "fps": source_fps(source)}
+                for u in updaters:
+                    await u(full)
+
+            frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
+            inputs.append(StreamInput(stream, _sized(frames, first), session, FanoutSink(sinks)))
+        zpubs = [c for c in counters if isinstance(c, ZenohPublisher)]
+        if wait_for_receivers_s > 0 and zpubs:
+            await asyncio.gather(*(z.wait_matched(wait_for_receivers_s) for z in zpubs))
+        if on_ready is not None:
+            on_ready({"foxglove_port": feed.port if feed is not None else None})
+        live = realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
+        # `stop` (a clean stop on SIGINT/SIGTERM) where this build's pipeline takes one
+        extra: dict[str, Any] = {"stop": stop} if stop is not None else {}
+        result = await run_streams(inputs, PipelineConfig(size=size, drop=live), on_stats=on_stats, **extra)
+        result["streams"] = list(streams)
+        result["frame_ids"] = dict(zip(streams, ids, strict=True))
+        result["outputs"] = outputs.names()
+        result["keyframe_requests"] = sum(getattr(c, "keyframe_requests", 0) for c in counters)
+        result["foxglove_port"] = feed.port if feed is not None else None
+    return result
+
+
+async def receive_zenoh(
+    model: Runtime,
+    cfg: ZenohConfig,
+    stream: str,
+    *,
+    out: str | None = None,
+    show: bool = False,
+    idle_timeout_s: float | None = None,
+    max_frames: int | None = None,
+    max_lag_s: float | None = None,
+    on_frame: Callable[[ReceivedFrame], Any] | None = None,
+) -> dict[str, Any]:
+    """`live.receive_stream` over Zenoh: the receiver's summary (DESIGN.md §6 keys) plus `outputs`,
+    `transport`, `frame_ids` and `seconds`. A named stream ends at its end-of-stream packet; '+' (every
+    stream) at `idle_timeout_s` without a frame."""
+    rx = ZenohReceiver(model, cfg, stream, max_lag_s=max_lag_s)
+    t0 = time.monotonic()
+    async with rx:
+        outputs = await drain_frames(rx, out=out, per_stream_files=rx.wildcard, show=show,
+                                     idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
+        summary = rx.summary()
+    summary["outputs"] = outputs
+    summary["seconds"] = round(time.monotonic() - t0, 3)
+    return summary

@@ -1,0 +1,207 @@
+"""The robotics half of the command line (stream/cli.py calls in here): MCAP for `encode`/`decode`/`eval`, and
+`--zenoh`, `--foxglove`, `--mcap`, `--frame-id` for `publish`/`receive`. Like cli.py it only parses, calls
+the library and prints; the helpers it shares with cli.py are imported from there when a command runs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+from typing import Any
+
+RECORDING_SUFFIXES = (".ltk", ".mcap")
+
+
+def add_arguments(publish: argparse.ArgumentParser, receive: argparse.ArgumentParser,
+                  evaluate: argparse.ArgumentParser) -> None:
+    """The robotics options of `publish`, `receive` and `eval`. `--broker` becomes optional on both live
+    commands (one of --broker / --zenoh / --foxglove / --mcap is needed; said in one line when none is)."""
+    for p in (publish, receive):
+        for action in p._actions:
+            if action.dest == "broker":
+                action.required = False
+        p.add_argument("--zenoh", nargs="?", const="", default=None, metavar="ENDPOINT",
+                       help="Zenoh transport (beside or instead of --broker): publish listens on ENDPOINT, receive "
+                            "connects to it (default tcp/127.0.0.1:7447; peer to peer, no router)")
+        p.add_argument("--zenoh-mode", choices=("peer", "client"), default="peer",
+                       help="client: both ends connect to a Zenoh router at ENDPOINT (default: peer)")
+    publish.add_argument("--foxglove", nargs="?", const="", default=None, metavar="HOST:PORT",
+                         help="serve the stream live on Foxglove's WebSocket protocol (default 127.0.0.1:8765): "
+                              "per camera a tokens channel and a decoded JPEG preview (docs/ROBOTICS.md)")
+    publish.add_argument("--mcap", default=None, metavar="FILE", help="also record every camera to this MCAP file")
+    publish.add_argument("--frame-id", action="append", default=None, metavar="ID",
+                         help="the camera's coordinate frame, one per --source (default: the stream name)")
+    publish.add_argument("--no-preview", action="store_true",
+                         help="Foxglove/MCAP: tokens only, no decoded preview (saves a decode per frame)")
+    evaluate.add_argument("--reference", default=None, metavar="CLIP",
+                          help="for a .ltk/.mcap input: the clip it was made from, for PSNR and SSIM")
+
+
+def is_recording(path: str) -> bool:
+    return Path(path).suffix.lower() in RECORDING_SUFFIXES
+
+
+def wants_robot(a: argparse.Namespace) -> bool:
+    """Whether `publish` goes through the robot outputs (any of --zenoh/--foxglove/--mcap); refuses a
+    publish or receive with nowhere to go."""
+    robot = any(getattr(a, k, None) is not None for k in ("zenoh", "foxglove", "mcap"))
+    if not robot and not a.broker:
+        raise ValueError("nowhere to connect: give --broker mqtt://HOST:PORT, --zenoh [ENDPOINT]"
+                         + (", --foxglove [HOST:PORT] or --mcap FILE" if hasattr(a, "foxglove") else ""))
+    return robot
+
+
+def cmd_encode_mcap(a: argparse.Namespace) -> int:
+    from livetok.stream import cli
+    from livetok.stream.mcap_file import encode_mcap
+    from livetok.stream.sources import frame_total
+
+    sender = cli._sender(a)
+    total = frame_total(a.input, a.max_frames)
+    model = cli._model(a)
+    with cli._progress() as prog:
+        task = prog.add_task("encode", total=total)
+        summary = encode_mcap(model, a.input, a.output, sender, max_frames=a.max_frames,
+                              progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
+    cli._console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
+                         f"{summary['tokens_per_frame']:.1f} tokens/frame, "
+                         f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame (MCAP: tokens + preview channels)")
+    if a.json:
+        cli._print_json(summary)
+    return 0
+
+
+def cmd_decode_mcap(a: argparse.Namespace) -> int:
+    from livetok.stream import cli
+    from livetok.stream.mcap_file import decode_mcap, mcap_records
+    from livetok.stream.wire import PacketError
+
+    src = Path(a.input)
+    if not src.is_file():
+        raise ValueError(f"{src} is a folder, not an .mcap file" if src.is_dir() else f"no such file: {src}")
+    model = cli._model(a)
+    with cli._progress() as prog:
+        task = prog.add_task("decode", total=mcap_records(src))
+        res = decode_mcap(model, src, a.output, heatmap=a.heatmap,
+                          progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
+    if not res["frames"]:
+        raise PacketError(f"{src}: no frame could be decoded, nothing written: {res['error'] or 'no frames'}")
+    con = cli._console()
+    for p in res["outputs"]:
+        con.print(f"wrote {p}")
+    con.print(f"{res['frames']} frames from {len(res['cameras'])} camera(s)"
+              + (f", {res['frames_lost']} lost to damage; the first: {res['error']}" if res["error"] else ""))
+    if a.json:
+        cli._print_json(res)
+    return 0 if res["error"] is None else 1
+
+
+def cmd_eval_recordings(a: argparse.Namespace) -> int:
+    from livetok.stream import cli
+    from livetok.stream.errors import StreamError
+    from livetok.stream.mcap_file import evaluate_recording
+
+    for p in a.inputs:
+        if not Path(p).is_file():
+            raise ValueError(f"no such file: {p}")
+    if a.reference is not None and len(a.inputs) != 1:
+        raise ValueError("--reference names the clip of one recording: give one .ltk/.mcap with it")
+    model = cli._model(a)
+    clips: dict[str, Any] = {}
+    for p in a.inputs:
+        res = evaluate_recording(model, p, reference=a.reference, max_frames=a.max_frames)
+        for name, m in res["clips"].items():
+            key = name if name not in clips else f"{Path(p).stem}/{name}"
+            if key in clips:
+                raise StreamError(f"two inputs share the camera name {name!r}; rename one")
+            clips[key] = m
+    overall = _weighted(list(clips.values()))
+    con = cli._console()
+    for name, m in clips.items():
+        q = f"PSNR {m['psnr']:.2f} dB, " if m["psnr"] is not None else "(no reference clip: no PSNR), "
+        con.print(f"[bold]{name}[/]: {q}{m['tokens_per_frame']:.1f} tokens/frame, "
+                  f"{m['bits_per_frame'] / 1000:.2f} kbit/frame, decode {m['decode_ms']:.1f} ms, {m['frames']} frames")
+    if a.json:
+        cli._print_json({"overall": overall, "clips": clips})
+    return 0
+
+
+def _weighted(ms: list[dict[str, Any]]) -> dict[str, Any]:
+    n = sum(m["frames"] for m in ms)
+
+    def mean(k: str) -> float | None:
+        if any(m[k] is None for m in ms):
+            return None
+        return sum(m[k] * m["frames"] for m in ms) / n
+
+    out = {k: mean(k) for k in ("psnr", "ssim", "tokens_per_frame", "bits_per_frame", "kept_fraction")}
+    out.update(frames=n, keyframes=sum(m["keyframes"] for m in ms), decode_ms=max(m["decode_ms"] for m in ms),
+               encode_ms=None, decodes_per_frame=1.0)
+    return out
+
+
+def cmd_publish_robot(a: argparse.Namespace) -> int:
+    from livetok.stream import cli
+    from livetok.stream.foxglove_feed import parse_host_port
+    from livetok.stream.robotics import RobotOutputs, publish_robot
+    from livetok.stream.zenoh_transport import parse_zenoh
+
+    streams = cli._stream_names(a.source, a.stream)
+    sender, size = cli._sender(a), cli._size(a.size)
+    outputs = RobotOutputs(
+        broker=cli._broker(a) if a.broker else None, qos=a.qos,
+        zenoh=parse_zenoh(a.zenoh, a.zenoh_mode) if a.zenoh is not None else None,
+        foxglove=parse_host_port(a.foxglove) if a.foxglove is not None else None,
+        mcap=a.mcap, preview=not a.no_preview)
+    if a.frame_id and len(a.frame_id) != len(streams):
+        raise ValueError(f"{len(a.frame_id)} --frame-id for {len(streams)} streams: give one per --source")
+    for source in a.source:
+        from livetok.stream.sources import frame_total
+
+        frame_total(source)  # a missing file or bad spec, in one line, before the model loads
+    model = cli._model(a)
+    con = cli._console()
+    table = cli._LiveTable()
+
+    def ready(d: dict[str, Any]) -> None:
+        if d.get("foxglove_port") is not None:
+            host = outputs.foxglove[0] if outputs.foxglove else "127.0.0.1"
+            con.print(f"Foxglove: open ws://{host}:{d['foxglove_port']} in Foxglove (Open connection -> "
+                      f"Foxglove WebSocket)")
+
+    try:
+        res = asyncio.run(publish_robot(
+            model, a.source, streams, sender, outputs, frame_ids=a.frame_id, realtime=not a.as_fast_as_possible,
+            loop=a.loop, max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout,
+            on_stats=table.update, on_ready=ready))
+    finally:
+        table.stop()
+    con.print(f"published {res['frames_published']} frames of {', '.join(repr(s) for s in streams)} to "
+              f"{'; '.join(res['outputs'])}: {res['fps']} fps, {res['frames_dropped']} dropped, "
+              f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    if a.json:
+        cli._print_json(res)
+    return 0
+
+
+def cmd_receive_zenoh(a: argparse.Namespace) -> int:
+    from livetok.stream import cli
+    from livetok.stream.robotics import receive_zenoh
+    from livetok.stream.zenoh_transport import parse_zenoh
+
+    if a.workers != 1 or a.worker is not None:
+        raise ValueError("--workers/--worker split MQTT streams; with --zenoh run one receiver per stream")
+    if a.broker:
+        raise ValueError("receive reads one transport: give --broker or --zenoh, not both")
+    cfg = parse_zenoh(a.zenoh, a.zenoh_mode)
+    timeout = a.timeout if a.timeout and a.timeout > 0 else None
+    model = cli._model(a)
+    res = asyncio.run(receive_zenoh(model, cfg, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout,
+                                    max_frames=a.max_frames, max_lag_s=a.max_lag))
+    con = cli._console()
+    con.print(cli._received_line(res))
+    for p in res["outputs"]:
+        con.print(f"  wrote {p}")
+    if a.json:
+        cli._print_json(res)
+    return 0 if res["frames_decoded"] else 1
