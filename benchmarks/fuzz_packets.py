@@ -92,7 +92,8 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
         else:
             mask = rng.random(n) < 0.97
         idx = rng.integers(0, 1 << bits, size=int(mask.sum()), dtype=np.uint64)
-        out.append((TokenPacket(MODEL, i, i * 33_333, i % 3 == 0, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
+        keyframe = i % 3 == 0 and bool(mask.any())  # a keyframe carries tokens
+        out.append((TokenPacket(MODEL, i, i * 33_333, keyframe, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
                                 idx).pack(), None))
     out.append((TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool), np.zeros(0)).pack(), None))
     # version 2 (entropy-coded) of the shipped levels: a keyframe, then a non-keyframe (no geometry in its
@@ -102,6 +103,8 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
         state = CoderState.empty(LEVELS)
         for j, keyframe in enumerate((True, False)):
             mask = rng.random(gh * gw) < (0.0, 0.05, 0.5, 1.0, 0.97)[(i + j) % 5]
+            if keyframe and not mask.any():
+                mask[int(rng.integers(0, gh * gw))] = True  # a keyframe carries tokens
             idx = rng.integers(0, 1000, size=int(mask.sum()), dtype=np.uint64)
             p = TokenPacket(MODEL, i + j, (i + j) * 33_333, keyframe, not keyframe and i % 17 == 0, gw * 8, gh * 8,
                             gh, gw, 10, mask, idx)

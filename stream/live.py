@@ -76,6 +76,9 @@ async def publish_sources(
             session = SenderSession(model, sender)
             info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                                     "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
+                                    # what a receiver without the model needs to read the packets: the
+                                    # FSQ levels travel in no packet (docs/PACKET.md 6.2)
+                                    "fsq_levels": list(model.cfg.fsq.levels), "wire": sender.wire,
                                     "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
                                     "qos": qos}
             pub = await stack.enter_async_context(TokenPublisher(broker, stream, info, first_connect_timeout_s,

@@ -295,9 +295,13 @@ def header_bytes(magic: bytes = b"LTKF", version: int = 1, meta: bytes | None = 
         (header_bytes(meta=b"[1, 2]"), r"bad metadata: meta must be a dict, got list"),
         (header_bytes(meta=b'{"fps": 30}'), r"bad metadata: meta lacks required keys \['model_id', 'width'"),
         (header_bytes(meta=b"[" * 100_000), r"bad metadata"),
+        # levels whose count tables are over the coder's limit: refused with the header, not at a packet
+        (header_bytes(meta=json.dumps({**META, "fsq_levels": [102, 102]}).encode()),
+         r"bad metadata: meta fsq_levels: digit 1 of levels \(102, 102\) needs a count table of 10506x102, over "
+         r"the limit of 1048576 entries$"),
     ],
     ids=["empty", "text", "png", "packet", "version", "meta-size", "meta-cut", "json", "utf8", "list", "keys",
-         "deep"],
+         "deep", "levels"],
 )
 def test_bad_file_headers(tmp_path: Path, content: bytes, message: str) -> None:
     path = tmp_path / "bad.ltk"

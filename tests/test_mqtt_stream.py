@@ -406,3 +406,54 @@ def test_cli_connect_timeout_counts_from_the_first_attempt(tiny_weights: Path) -
     assert lines[-1][1] == ("livetok: error: cannot connect to broker mqtt://127.0.0.1:1: connection refused "
                             "(gave up after 2 s)")
     assert 1.8 <= t_exit - attempts[0] <= 4.0, t_exit - attempts[0]
+
+
+def test_retained_info_lets_a_receiver_without_the_model_read_the_tokens(mosquitto: Broker,
+                                                                          tiny_model: Tokenizer) -> None:
+    """The FSQ levels travel in no packet, and a version 2 packet decodes only with a coder state made
+    from them: the retained info carries them (issue 24 item 10), so a consumer of tokens that runs no
+    model reads the stream from the broker alone."""
+    import aiomqtt
+
+    from livetok.stream.broker_url import topics
+    from livetok.stream.live import publish_sources
+
+    broker = parse_broker_url(mosquitto.url)
+    t = topics("bare")
+
+    async def main() -> tuple[list[bytes], dict[str, Any]]:
+        packets: list[bytes] = []
+        info: dict[str, Any] = {}
+        async with aiomqtt.Client(**broker.client_kwargs()) as sub:
+            await sub.subscribe(t.tokens, qos=1)
+            await sub.subscribe(t.info, qos=1)  # (withdrawn when the publisher leaves: read while it runs)
+
+            async def read() -> None:
+                async for m in sub.messages:
+                    payload = bytes(m.payload)  # type: ignore[arg-type]
+                    if m.topic.value == t.tokens:
+                        packets.append(payload)
+                        if len(packets) == 7:
+                            return
+                    elif payload:
+                        info.update(json.loads(payload))
+
+            reader = asyncio.create_task(read())
+            await publish_sources(tiny_model, ["synthetic:calm"], [broker], ["bare"], SENDER, realtime=False,
+                                  max_frames=6, size=SIZE)
+            await asyncio.wait_for(reader, 10)
+        return packets, info
+
+    packets, info = asyncio.run(main())
+    assert info["fsq_levels"] == [5, 5, 5] == list(tiny_model.cfg.fsq.levels) and info["wire"] == 2
+    assert info["bits_per_index"] == 7 and info["model_id"] == model_identity(tiny_model).hex()
+    coder = CoderState.empty(info["fsq_levels"])  # nothing else from the model
+    decoded = []
+    for data in packets:
+        # the end-of-stream packet is version 1 (52 bytes) even in a version 2 stream: unpack_any reads both
+        p, coder = TokenPacket.unpack_any(data, coder, expect_model_id=bytes.fromhex(info["model_id"]))
+        decoded.append(p)
+    assert [p.frame_index for p in decoded] == [0, 1, 2, 3, 4, 5, 6] and decoded[0].keyframe
+    assert [d[4] for d in packets] == [2] * 6 + [1] and len(packets[-1]) == 52
+    assert decoded[-1].end_of_stream and decoded[-1].n == 0
+    assert decoded[0].k > 0 and all((p.grid_h, p.grid_w, p.width) == (12, 16, 128) for p in decoded[:6])

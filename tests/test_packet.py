@@ -294,8 +294,9 @@ def packets(draw: st.DrawFn) -> TokenPacket:
         elif style == "all":
             mask[:] = True
     indices = rng.integers(0, 1 << bits, size=int(mask.sum()), dtype=np.uint64)
+    keyframe = draw(st.booleans()) and bool(mask.any())  # a keyframe carries tokens
     return TokenPacket(draw(st.binary(min_size=8, max_size=8)), draw(st.integers(0, 2**32 - 1)),
-                       draw(st.integers(0, 2**64 - 1)), draw(st.booleans()), draw(st.booleans()),
+                       draw(st.integers(0, 2**64 - 1)), keyframe, draw(st.booleans()),
                        draw(st.integers(1, 16384)), draw(st.integers(1, 16384)), grid_h, grid_w, bits, mask,
                        indices)
 
@@ -359,7 +360,8 @@ def _pool() -> list[bytes]:
             mask = np.zeros(grid_h * grid_w, dtype=bool)
             mask[grid_w:2 * grid_w] = True
         indices = rng.integers(0, 1 << bits, size=int(mask.sum()), dtype=np.uint64)
-        out.append(TokenPacket(MODEL, i, i * 33_333, i % 2 == 0, i % 9 == 0, 64, 48, grid_h, grid_w, bits,
+        keyframe = i % 2 == 0 and bool(mask.any())  # a keyframe carries tokens
+        out.append(TokenPacket(MODEL, i, i * 33_333, keyframe, i % 9 == 0, 64, 48, grid_h, grid_w, bits,
                                mask, indices).pack())
     eos = TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, dtype=bool), np.zeros(0))
     out.append(eos.pack())

@@ -244,12 +244,13 @@ def test_a_non_keyframe_carries_no_geometry_and_no_length() -> None:
     and no packet has a length field (the 2-byte P of the layout before)."""
     _, st = TokenPacket.unpack_v2(frame_256x192(0, True, 200).pack_v2(CoderState.empty(LEVELS))[0],
                                   CoderState.empty(LEVELS))
-    # with nothing to code (k = 0) both payloads are empty: the whole packets differ by the geometry alone
-    key = frame_256x192(1, True, 0).pack_v2(st)[0]
+    # with nothing to code (k = 0) the payload is empty: the packet is its header and CRC. A keyframe
+    # (which always carries tokens) has the same header plus the geometry
     non, after = frame_256x192(1, False, 0).pack_v2(st)
-    assert len(key) - len(non) == 7 and len(non) == 14 + 1 + 3 + 1 + CRC_SIZE
+    key = pack_header_v2(FLAG_KEYFRAME, MODEL, 1, 33_333, 0, (256, 192, 24, 32, 10))
+    assert len(non) == 14 + 1 + 3 + 1 + CRC_SIZE and len(key) == len(non) - CRC_SIZE + 7
     assert key[:19] == bytes([*non[:5], FLAG_KEYFRAME, *non[6:19]])  # prefix (but flags) and varints alike
-    assert key[19:-CRC_SIZE].hex(" ") == "80 02 c0 01 18 20 0a"
+    assert key[19:].hex(" ") == "80 02 c0 01 18 20 0a"
     got, st2 = TokenPacket.unpack_v2(non, st)
     assert got == frame_256x192(1, False, 0) and st2 == after and after.frame_size == (256, 192)
     # with tokens: the header is frame_index, timestamp_us and k, then the payload up to the CRC
@@ -505,3 +506,86 @@ def test_v2_header_stays_within_v1_offsets() -> None:
     v1, v2 = fixture_packets()[1].pack(), GOLDEN[1]
     assert v1[5:14] == v2[5:14]  # flags, model_id
     assert HEADER_SIZE == 48
+
+
+# --- issue 24 item 10: rules the document states, enforced and measured -------------------------------------
+
+
+KEYFRAME_TOKENS = r"^a keyframe must carry tokens, got k=0 \(a frame without tokens repeats the previous frame, " \
+                  r"and a keyframe starts from none\)$"
+
+
+def test_a_keyframe_always_carries_tokens() -> None:
+    with pytest.raises(ValueError, match=KEYFRAME_TOKENS):  # neither pack() nor pack_v2() can make one
+        frame_256x192(0, True, 0)
+    # version 1: a keyframe with mask NONE and k = 0, otherwise well formed
+    body = HEADER.pack(b"LTKP", VERSION, FLAG_KEYFRAME, MODEL, 0, 0, 256, 192, 24, 32, 10, 1, 0, 0, 0)
+    v1 = body + struct.pack("<I", zlib.crc32(body))
+    # version 2: the keyframe's header with k = 0 and an empty payload
+    head = pack_header_v2(FLAG_KEYFRAME, MODEL, 0, 0, 0, (256, 192, 24, 32, 10))
+    v2 = head + struct.pack("<I", zlib.crc32(head))
+    assert (len(v1), len(v2)) == (52, 14 + 3 + 7 + 4)
+    for check in (TokenPacket.unpack, peek_header, verify_packet):
+        with pytest.raises(PacketError, match=KEYFRAME_TOKENS):
+            check(v1)
+    for check in (lambda d: TokenPacket.unpack_v2(d, CoderState.empty(LEVELS)), peek_header, verify_packet):
+        with pytest.raises(PacketError, match=KEYFRAME_TOKENS):
+            check(v2)
+    # a keyframe that ends the stream with an empty grid is no exception
+    eos = pack_header_v2(FLAG_KEYFRAME | FLAG_END_OF_STREAM, MODEL, 9, 0, 0, (0, 0, 0, 0, 10))
+    with pytest.raises(PacketError, match=KEYFRAME_TOKENS):
+        peek_header(eos + struct.pack("<I", zlib.crc32(eos)))
+
+
+@pytest.mark.parametrize(("frame", "seconds", "k", "camera", "size"), [
+    (0, 0.0, 200, False, 14 + 1 + 1 + 2 + 7),  # the first keyframe of a file: 25
+    (0, 0.0, 100, False, 14 + 1 + 1 + 1 + 7),  # k < 128: 24
+    (300, 10.0, 200, False, 14 + 2 + 4 + 2 + 7),  # a file's keyframe at 10 s (interval 300): 29
+    (9000, 300.0, 200, False, 14 + 2 + 5 + 2 + 7),  # at 5 min (timestamps past 2**28 µs): 30
+    (20000, 666.7, 768, False, 14 + 3 + 5 + 2 + 7),  # frame indices past 2**14: 31
+    (300, 1.7e9, 200, True, 14 + 2 + 8 + 2 + 7),  # a camera's (wall-clock µs since 1970): 33
+])
+def test_keyframe_header_sizes_after_the_first(frame: int, seconds: float, k: int, camera: bool, size: int) -> None:
+    """docs/PACKET.md 6.1: a keyframe's header at 256x192 is the non-keyframe's plus the 7-byte geometry,
+    and its varints grow with the frame index and the timestamp like any packet's."""
+    ts = round(seconds * 1e6)
+    key = pack_header_v2(FLAG_KEYFRAME, MODEL, frame, ts, k, (256, 192, 24, 32, 10))
+    assert len(key) == size == len(pack_header_v2(0, MODEL, frame, ts, k)) + 7
+    assert peek_header(key).header_size == size
+
+
+def test_a_file_may_mix_versions_switching_to_2_at_a_keyframe(tmp_path: Path) -> None:
+    """docs/PACKET.md 6.2 rule 4: version 1 packets do not touch the coder state, so after one a version 2
+    stream resumes only at a keyframe (its next frame index no longer follows the state's)."""
+    path = tmp_path / "mixed.ltk"
+    meta = {"model_id": MODEL.hex(), "fps": 30, "width": 256, "height": 192, "preset": "x",
+            "fsq_levels": list(LEVELS)}
+    tx = CoderState.empty(LEVELS)
+    kinds = [(2, True), (2, False), (1, False), (1, True), (2, False), (2, True), (2, False)]
+    packets = [frame_256x192(i, key, 100, seed=i) for i, (_, key) in enumerate(kinds)]
+    with LtkWriter(path, meta) as w:
+        for p, (version, _) in zip(packets, kinds, strict=True):
+            if version == 1:
+                data = p.pack()
+            else:  # frame 4 as a sender that went back to version 2 without a keyframe would send it
+                data, tx = p.pack_v2(tx if p.keyframe else replace(tx, frame_index=p.frame_index - 1))
+            w.write(data)
+    _, got, err = read_ltk(path)
+    assert [p.frame_index for p in got] == [0, 1, 2, 3]  # frame 4 (v2, not a keyframe) cannot follow frame 1
+    assert err is not None and "frame 4 does not follow frame 1" in str(err)
+    with LtkReader(path) as r:
+        items = list(r.recover())
+    assert [getattr(p, "frame_index", "damage") for p in items] == [0, 1, 2, 3, "damage", 5, 6]
+
+
+def test_end_of_stream_on_an_empty_grid_leaves_the_coder_state() -> None:
+    """docs/PACKET.md 6.2 rule 4: its frame index is the one after the last frame's, but it is checked
+    against nothing and changes nothing; a stream may even end before its first keyframe."""
+    _, st = TokenPacket.unpack_v2(frame_256x192(0, True, 50).pack_v2(CoderState.empty(LEVELS))[0],
+                                  CoderState.empty(LEVELS))
+    for index in (1, 7, 0):  # the next index (what livetok sends), a later one, an earlier one
+        eos = TokenPacket(MODEL, index, 99, False, True, 0, 0, 0, 0, 10, np.zeros(0, bool), np.zeros(0, np.uint32))
+        data, after = eos.pack_v2(st)
+        got, after_rx = TokenPacket.unpack_v2(data, st)
+        assert after is st and after_rx is st and got == eos and len(data) == 14 + 1 + 1 + 1 + 5 + 4
+    assert TokenPacket.unpack_v2(data, CoderState.empty(LEVELS))[0] == eos  # no keyframe needed

@@ -123,7 +123,9 @@ async def webrtc_send(
     session = SenderSession(model, sender)
     info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                             "fps": source_fps(source), "keyframe_interval": sender.keyframe_interval,
-                            "bits_per_index": session.bits, "policy": sender.budget.policy, "source": source}
+                            "bits_per_index": session.bits, "policy": sender.budget.policy, "source": source,
+                            # the FSQ levels travel in no packet (docs/PACKET.md 6.2)
+                            "fsq_levels": list(model.cfg.fsq.levels), "wire": sender.wire}
     frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
     async with SenderPeer(signal_url, info, stream, cfg, token) as peer:
         live = realtime or source.startswith("webcam:") or "://" in source

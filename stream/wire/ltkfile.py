@@ -84,6 +84,10 @@ def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:
         if (not isinstance(levels, (list, tuple)) or not levels
                 or any(isinstance(v, bool) or not isinstance(v, int) or not 2 <= v <= 255 for v in levels)):
             raise ValueError(f"meta {LEVELS_META} must be a non-empty list of ints in 2..255, got {levels!r}")
+        try:  # the coder's own limits (count table sizes), here rather than at the first version 2 packet
+            CoderState.empty(levels)
+        except ValueError as e:
+            raise ValueError(f"meta {LEVELS_META}: {e}") from None
         out[LEVELS_META] = [int(v) for v in levels]
     return out
 

@@ -166,8 +166,17 @@ def max_payload_bytes(n: int, k: int, bits_per_index: int) -> int:
     return 3 * (n + bits_per_index * k) + 8
 
 
+def _check_keyframe_tokens(keyframe: bool, k: int, exc: type[ValueError]) -> None:
+    """A keyframe carries tokens: a frame without any repeats the previous frame (a skip), and a keyframe's
+    decoder starts afresh, with no frame to repeat."""
+    if keyframe and k == 0:
+        raise exc("a keyframe must carry tokens, got k=0 (a frame without tokens repeats the previous frame, "
+                  "and a keyframe starts from none)")
+
+
 def _validate_header(h: PacketHeader) -> None:
     _check_flags(h.flags)
+    _check_keyframe_tokens(h.keyframe, h.k, PacketError)
     if not h.has_geometry:
         return  # a version 2 non-keyframe without its coder state: k and P are checked with the state's grid
     _check_geometry(h.width, h.height, h.grid_h, h.grid_w, h.bits_per_index, h.end_of_stream, PacketError)
@@ -416,6 +425,7 @@ class TokenPacket:
             raise ValueError(f"mask must be bool of shape ({n},) for a {self.grid_h}x{self.grid_w} grid, "
                              f"got {mask.dtype} {mask.shape}")
         k = int(mask.sum())
+        _check_keyframe_tokens(self.keyframe, k, ValueError)  # so neither pack() nor pack_v2() can make one
         idx = np.asarray(self.indices)
         if idx.shape != (k,):
             raise ValueError(f"indices must have shape ({k},) (one per kept position), got {idx.shape}")
