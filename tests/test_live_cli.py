@@ -251,6 +251,20 @@ def test_a_receiver_without_publisher_says_so_and_exits_1(mosquitto: Broker, tin
     assert time.monotonic() - t0 < 30
 
 
+def test_webrtc_recv_without_sender_says_so_and_exits_1(tiny_weights: Path) -> None:
+    """It used to exit 0 with nothing received."""
+    port = free_port()
+    code, out, err = finish(livetok("webrtc", "recv", "--listen", f"127.0.0.1:{port}", "--timeout", "3", "--json",
+                                    "--weights", str(tiny_weights), "--threads", "1"))
+    assert code == 1, err
+    assert json.loads(out)["frames_received"] == 0 and json.loads(out)["ended_by"] == "timeout"
+    assert err.strip().splitlines() == [
+        f"listening for a sender: livetok webrtc send --signal http://127.0.0.1:{port}/offer",
+        f"waiting for a sender at http://127.0.0.1:{port}/offer: none yet after 2 s; stopping after 3 s without a "
+        "frame (--timeout)",
+        "no frames received"], err
+
+
 def test_timeout_0_waits_for_ever_until_a_signal(mosquitto: Broker, tiny_weights: Path) -> None:
     rx = livetok("receive", "--broker", mosquitto.url, "--stream", "nobody", "--timeout", "0", "--json",
                  "--weights", str(tiny_weights), "--threads", "1")
