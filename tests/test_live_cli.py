@@ -415,3 +415,36 @@ def test_receive_workers_json_is_one_document(mosquitto: Broker, tiny_weights: P
         d["frames_decoded"] for d in res["workers"].values())
     assert all(res["streams"][n]["frames_decoded"] == 10 for n in names)
     assert len(res["outputs"]) == 4 and "2 workers: received 40 frames, decoded 40" in err
+
+
+def test_sigterm_to_receive_workers_reaches_every_worker(mosquitto: Broker, tiny_weights: Path,
+                                                         tmp_path: Path) -> None:
+    """The parent of `--workers 2` passes SIGTERM on: each worker finalises its recordings, the
+    parent prints one merged JSON and exits 143."""
+    w = ["--weights", str(tiny_weights), "--threads", "1"]
+    rx = livetok("receive", "--broker", mosquitto.url, "--stream", "+", "--workers", "2", "--group", "gterm",
+                 "--timeout", "60", "--json", "--out", str(tmp_path / "w.mp4"), *w)
+    pub: subprocess.Popen[str] | None = None
+    try:
+        asyncio.run(wait_for_workers(mosquitto.url, "gterm", {"w0", "w1"}, 120))
+        names = [f"cam{i}" for i in range(4)]
+        pub = livetok("publish", *[a for _ in names for a in ("--source", "synthetic:calm")],
+                      *[a for n in names for a in ("--stream", n)], "--broker", mosquitto.url, "--size", "64x48",
+                      *w)
+        wait_until(lambda: len(list(tmp_path.glob("w-*.mp4"))) == 4, 120, "four recordings", rx, pub)
+        time.sleep(1.0)
+        rx.send_signal(signal.SIGTERM)
+        code, out, err = finish(rx, 30)
+    finally:
+        for p in (rx, pub):
+            if p is not None and p.poll() is None:
+                p.kill()
+                p.communicate()
+    assert code == 143, err
+    res = json.loads(out)
+    assert res["ended_by"] == "SIGTERM" and sorted(res["workers"]) == ["w0", "w1"]
+    assert all(d["ended_by"] == "SIGTERM" for d in res["workers"].values())
+    assert sorted(res["streams"]) == names and len(res["outputs"]) == 4
+    for path in res["outputs"]:
+        stream = Path(path).stem.split("-")[-1]
+        assert mp4_duration_s(path)[1] == res["streams"][stream]["frames_decoded"] > 0
