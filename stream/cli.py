@@ -628,6 +628,24 @@ def cmd_bench_arms(a: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_perception(a: argparse.Namespace) -> int:
+    from livetok.bench.perception import CRFS, RATES, bench_perception, markdown_table, plot_perception
+    from livetok.stream.evaluate import video_files
+
+    inputs = video_files(a.inputs)
+    model = _model(a)
+    con = _console()
+    res = bench_perception(model, inputs, max_frames=a.max_frames, rates=a.rates or RATES, crfs=a.crfs or CRFS,
+                           progress=lambda m: con.print(m))
+    con.print(markdown_table(res))
+    if a.plot:
+        plot_perception(res, a.plot)
+        con.print(f"wrote {a.plot}")
+    if a.json:
+        _print_json(res)
+    return 0
+
+
 def cmd_export_onnx(a: argparse.Namespace) -> int:
     from livetok.export.onnx_export import export_onnx
 
@@ -1070,6 +1088,17 @@ def get_parser() -> argparse.ArgumentParser:
                    help="after training, measure the population error on the training clips and store it")
     t.add_argument("-o", "--output", required=True, help="output folder (model.safetensors, log, checkpoint)")
     t.set_defaults(func=cmd_train)
+    bq = bench.add_parser("perception", help="OpenCV detectors (HOG people, Haar, ArUco, ORB) on the original "
+                          "frames vs livetok's and x264's decoded frames at several rates")
+    bq.add_argument("inputs", nargs="+", help="clips or folders")
+    bq.add_argument("--max-frames", type=int, default=24, help="frames per clip (default 24)")
+    bq.add_argument("--rates", type=float, nargs="+", default=None, help="livetok rates (default 0.125 .. 1)")
+    bq.add_argument("--crfs", type=int, nargs="+", default=None, help="x264 CRFs (default 24 32 40 46 51)")
+    bq.add_argument("--plot", default=None, help="write the score vs bits/frame plot here (PNG)")
+    bq.add_argument("--json", action="store_true")
+    _add_model_args(bq, backend=False)
+    bq.set_defaults(func=cmd_bench_perception)
+
     _mark_subparsers(p)
     return p
 

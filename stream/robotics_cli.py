@@ -42,9 +42,9 @@ def is_recording(path: str) -> bool:
 
 
 def wants_robot(a: argparse.Namespace) -> bool:
-    """Whether `publish` goes through the robot outputs (any of --zenoh/--foxglove/--mcap); refuses a
-    publish or receive with nowhere to go."""
-    robot = any(getattr(a, k, None) is not None for k in ("zenoh", "foxglove", "mcap"))
+    """Whether `publish` goes through the robot outputs (any of --zenoh/--foxglove/--mcap, or --frame-id, which
+    the MQTT-only path does not carry); refuses a publish or receive with nowhere to go."""
+    robot = any(getattr(a, k, None) is not None for k in ("zenoh", "foxglove", "mcap", "frame_id"))
     if not robot and not a.broker:
         raise ValueError("nowhere to connect: give --broker mqtt://HOST:PORT, --zenoh [ENDPOINT]"
                          + (", --foxglove [HOST:PORT] or --mcap FILE" if hasattr(a, "foxglove") else ""))

@@ -1,0 +1,88 @@
+"""`livetok bench perception`: the scores (box matching, keypoint repeatability, marker detection), the bits
+interpolation, and a small run on real frames with markers rendered in."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from livetok.bench.perception import (
+    ARUCO_IDS,
+    available_detectors,
+    bench_perception,
+    bits_at_score,
+    match_boxes,
+    plot_perception,
+    render_markers,
+    repeatability,
+)
+from livetok.engine.model import Tokenizer
+from livetok.stream.cli import main
+
+from .conftest import eval_clips
+
+ALL = {"hog-people", "haar-face", "haar-upperbody", "aruco", "orb"}
+
+
+def test_box_matching_counts() -> None:
+    ref = [(0, 0, 10, 10), (50, 50, 10, 10)]
+    got = [(1, 1, 10, 10), (100, 100, 5, 5), (0, 0, 10, 10)]  # a hit (IoU 0.68), a stray, a duplicate
+    assert match_boxes(ref, got) == (1, 2, 1)
+    assert match_boxes([], []) == (0, 0, 0)
+
+
+def test_repeatability_counts_keypoints_within_the_radius() -> None:
+    ref = np.array([[0, 0], [10, 10], [20, 20], [30, 30]], np.float32)
+    got = np.array([[1, 1], [10, 13.5], [40, 40]], np.float32)  # 1.41 px: kept; 3.5 px: not
+    assert repeatability(ref, got) == 0.25
+    assert repeatability(ref, got, radius=4.0) == 0.5
+    assert repeatability(ref[:0], got) == 1.0 and repeatability(ref, got[:0]) == 0.0
+
+
+def test_bits_at_score_interpolates_in_log_bits() -> None:
+    curve = [{"bits_per_frame": 1000.0, "score": 0.5}, {"bits_per_frame": 4000.0, "score": 0.9}]
+    b, bound = bits_at_score(curve, 0.7)
+    assert b == pytest.approx(2000.0) and not bound  # halfway in score: the geometric mean of the bits
+    assert bits_at_score(curve, 0.95)[0] != bits_at_score(curve, 0.95)[0]  # never reached: nan
+    assert bits_at_score(curve, 0.3) == (1000.0, True)  # reached below the cheapest point: an upper bound
+
+
+def test_markers_are_found_on_the_rendered_clip(real_frames: np.ndarray) -> None:
+    marked = render_markers(real_frames[:4])
+    aruco = next(d for d in available_detectors()[0] if d.name == "aruco")
+    assert all(aruco.run(f) == set(ARUCO_IDS) for f in marked)
+    assert all(aruco.run(f) == set() for f in real_frames[:4])
+
+
+def test_bench_perception_small_run(tmp_path: Path, tiny_model: Tokenizer, tiny_weights: Path,
+                                    capsys: pytest.CaptureFixture[str]) -> None:
+    clip = str(eval_clips()[0])
+    res = bench_perception(tiny_model, [clip], max_frames=4, rates=(0.25, 1.0), crfs=(24, 51))
+    assert set(res["detectors"]) | set(res["unavailable"]) == ALL
+    assert {"aruco", "orb"} <= set(res["detectors"])  # need nothing outside OpenCV's main package
+    assert res["frames"] == 8 and res["clips"] == [Path(clip).stem, f"{Path(clip).stem}+aruco"]
+    for e in res["detectors"].values():
+        assert [p["setting"] for p in sorted(e["x264"], key=lambda p: -p["bits_per_frame"])] == [24, 51]
+        assert len(e["livetok"]) == 2 and len(e["bits_ratio"]) == 2
+        for p in e["livetok"] + e["x264"]:
+            assert math.isnan(p["score"]) or 0.0 <= p["score"] <= 1.0
+    aruco, orb = res["detectors"]["aruco"], res["detectors"]["orb"]
+    assert aruco["reference"] == 1.0 and aruco["reference_detections"] == 4 * len(ARUCO_IDS)
+    best_x264 = max(aruco["x264"], key=lambda p: p["bits_per_frame"])
+    assert best_x264["score"] == 1.0  # x264 at CRF 24 keeps 40 px markers readable
+    assert orb["reference"] == 1.0 and orb["reference_detections"] > 100
+    assert max(p["score"] for p in orb["x264"]) > 0.5
+    plot = tmp_path / "p.png"
+    plot_perception(res, plot)
+    assert plot.stat().st_size > 10_000
+
+    # the command: the same keys on stdout
+    code = main(["bench", "perception", clip, "--max-frames", "3", "--rates", "0.5", "--crfs", "40",
+                 "--weights", str(tiny_weights), "--threads", "1", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    assert code == 0 and set(out["detectors"]) >= {"aruco", "orb"} and out["frames"] == 6
+
