@@ -37,8 +37,8 @@ class LocalBroker:
         if hasattr(os, "geteuid") and os.geteuid() == 0:
             lines.append("user root")  # do not drop privileges: the temp dir is root's
         conf.write_text("\n".join(lines) + "\n")
-        log = (Path(self._dir.name) / "mosquitto.log").open("wb")
-        self._proc = subprocess.Popen([str(self.binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
+        with (Path(self._dir.name) / "mosquitto.log").open("wb") as log:  # the child keeps its own descriptor
+            self._proc = subprocess.Popen([str(self.binary), "-c", str(conf)], stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline:
             try:
