@@ -68,7 +68,9 @@ def _add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") 
                    help="hard ceiling: no frame, keyframes included, keeps more than floor(MAX_RATE * N) tokens "
                         "(applied after the policy and rate control; default: none)")
     p.add_argument("--target-bps", type=float, default=None,
-                   help="rate control: scale beta to meet this many bits/s (headers and masks included)")
+                   help="rate control: scale beta to meet this many bits/s (whole packets over capture time: "
+                        "README, kbit/s). A frame keeps at least the policy's floor of N/16 tokens, so a target "
+                        "below that floor cannot be met: the stream runs at its floor and a warning says so")
     p.add_argument("--target-tokens", type=float, default=None,
                    help="rate control: scale beta to meet this mean number of tokens per frame")
     # the default is BudgetConfig.skip_fraction (not imported here: `livetok --help` stays fast)
@@ -141,10 +143,18 @@ def _progress() -> Any:
 
 
 def _metrics_line(m: dict[str, Any]) -> str:
+    # kbit/s at the clip's own frame rate (stream/bitrate.py), where the run knows it
+    rate = f" = {m['bits_per_s'] / 1000:.1f} kbit/s" if "bits_per_s" in m else ""
     return (f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
             f"{m['tokens_per_frame']:.1f}/{m['positions']} tokens/frame  "
-            f"{m['bits_per_frame'] / 1000:.2f} kbit/frame  enc {m['encode_ms']:.1f} ms  dec {m['decode_ms']:.1f} ms  "
-            f"{m['decodes_per_frame']:.2f} decodes/frame  {m['frames']} frames")
+            f"{m['bits_per_frame'] / 1000:.2f} kbit/frame{rate}  enc {m['encode_ms']:.1f} ms  "
+            f"dec {m['decode_ms']:.1f} ms  {m['decodes_per_frame']:.2f} decodes/frame  {m['frames']} frames")
+
+
+def _warn(text: str | None) -> None:
+    """One warning line on stderr (a rate target below what the stream can reach, ...)."""
+    if text:
+        _console().print(f"[yellow]warning[/]: {text}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -171,6 +181,8 @@ def cmd_eval(a: argparse.Namespace) -> int:
     for name, m in res["clips"].items():
         con.print(f"[bold]{name}[/]: {_metrics_line(m)}")
     con.print(f"[bold]overall[/]: {_metrics_line(res['overall'])}")
+    for m in res["clips"].values():
+        _warn(m.get("warning"))
     # what was asked for, named apart from what each clip reached (`kept_fraction`)
     res["policy"], res["rate_target"], res["max_rate"] = a.policy, a.rate, a.max_rate
     if a.json:
@@ -196,7 +208,8 @@ def cmd_encode(a: argparse.Namespace) -> int:
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
     _console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
                      f"{summary['tokens_per_frame']:.1f} tokens/frame, "
-                     f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame")
+                     f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame = {summary['bits_per_s'] / 1000:.1f} kbit/s")
+    _warn(summary.get("warning"))
     if a.json:
         _print_json(summary)
     return 0
@@ -383,6 +396,8 @@ def cmd_publish(a: argparse.Namespace) -> int:
                      f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
                      f"latency p50 {_ms(res['latency_ms_p50'])} ms p99 {_ms(res['latency_ms_p99'])} ms, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    for w in res.get("warnings", []):
+        _warn(w)
     if a.json:
         _print_json(res)
     return status or 0
@@ -716,6 +731,8 @@ def cmd_webrtc_send(a: argparse.Namespace) -> int:
     _console().print(f"sent {res['frames_published']} frames to {a.signal_url}: {res['fps']} fps, "
                      f"{res['frames_dropped']} dropped, {res['keyframe_requests']} keyframe requests, "
                      f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    for w in res.get("warnings", []):
+        _warn(w)
     if a.json:
         _print_json(res)
     return status or 0

@@ -21,6 +21,7 @@ from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr, ssim
 from livetok.engine.runtime import Runtime
 
+from .bitrate import check_target, policy_floor
 from .errors import StreamError
 from .session import EncodedFrame, ReceiverSession, SenderSession
 from .video_io import VideoReader
@@ -142,9 +143,14 @@ def evaluate_files(
     receiver: bool = True,
 ) -> dict[str, Any]:
     """Evaluate clips; returns {"overall": M, "clips": {name: M}} (frame-weighted overall means).
-    `receiver`: see run_frames."""
+    `receiver`: see run_frames.
+
+    Besides M, each clip has `fps` (its own) and `bits_per_s`: its packets at that rate (stream/bitrate.py:
+    `bits_per_frame * fps`); overall, all packets over all clips' durations. With a `target_bps`, each
+    clip also has `target_bps`, `target_below_floor`, `floor_share` (`TargetCheck`) and `warning`."""
     clips: dict[str, Any] = {}
     everything: list[FrameRecord] = []
+    seconds = 0.0
     for p in paths:
         name = clip_name(p)
         if name in clips:
@@ -154,12 +160,25 @@ def evaluate_files(
             recs = run_frames(model, frames, sender, reader.fps,
                               on_frame=(lambda *a, name=name: progress(name, 1)) if progress else None,
                               receiver=receiver)
+            fps = reader.fps
         m = summarize(recs)
+        # frame i is stamped i / fps (run_frames): n frames last n / fps (stream/bitrate.py)
+        clip_s = len(recs) / fps
+        m["fps"], m["bits_per_s"] = fps, sum(r.bits for r in recs) / clip_s
+        rc = sender.rate_control
+        coded = [r for r in recs if not r.keyframe and r.k]
+        check = check_target(rc.target_bps if rc is not None else None, m["bits_per_s"],
+                             sum(r.k <= policy_floor(sender, r.n) for r in coded), len(coded))
+        if check is not None:
+            m.update(check.as_json(), warning=check.warning(name))
         if per_frame:
             m["per_frame"] = [asdict(r) for r in recs]
         clips[name] = m
         everything += recs
-    return {"overall": summarize(everything), "clips": clips}
+        seconds += clip_s
+    overall = summarize(everything)
+    overall["bits_per_s"] = sum(r.bits for r in everything) / seconds
+    return {"overall": overall, "clips": clips}
 
 
 def _limit(frames: Iterable[np.ndarray], n: int | None) -> Iterable[np.ndarray]:

@@ -56,7 +56,9 @@ def encode_file(
     n = 0 when the source is open, then with n = 1 per frame written.
 
     Returns:
-        {"output", "frames", "tokens_per_frame", "bits_per_frame", "bytes"}.
+        {"output", "frames", "tokens_per_frame", "bits_per_frame", "bits_per_s", "bytes"}: `bits_per_s` at
+        the source's frame rate (stream/bitrate.py); with a `target_bps`, also `target_bps`,
+        `target_below_floor` and `floor_share` (`TargetCheck`), and `warning` when it is below the floor.
 
     Raises:
         ValueError: the source gave no frames (no file is written), or `output` is named like a video
@@ -89,8 +91,13 @@ def encode_file(
             writer.close()  # even on error: what was written is a valid prefix for a tolerant reader
     if frames == 0:
         raise ValueError(f"{input}: no frames to encode")
-    return {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
-            "bits_per_frame": bits / frames, "bytes": out.stat().st_size}
+    summary: dict[str, Any] = {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
+                               "bits_per_frame": bits / frames, "bits_per_s": tx.rate.bits_per_s(),
+                               "bytes": out.stat().st_size}
+    check = tx.target_check()
+    if check is not None:
+        summary.update(check.as_json(), warning=check.warning())
+    return summary
 
 
 def ltk_records(path: str | Path) -> int | None:

@@ -20,6 +20,7 @@ import numpy as np
 from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
 
+from .bitrate import BitRate
 from .errors import StreamError
 from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
@@ -87,6 +88,8 @@ class StreamCounters:
     keyframe_requests: int = 0
     tokens: int = 0
     bits: int = 0
+    # the decoded frames' packets over their capture times: bits_per_s as the sender defines it (stream/bitrate.py)
+    rate: BitRate = field(default_factory=BitRate)
     # the last LATENCY_SAMPLES decoded frames only (bounded for a stream of any length; stages.py)
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=LATENCY_SAMPLES))
     t_first: float | None = None
@@ -95,7 +98,6 @@ class StreamCounters:
     sessions: set[str] = field(default_factory=set)  # publisher sessions seen in the stream's info
 
     def summary(self) -> dict[str, Any]:
-        span = (self.t_last - self.t_first) if self.t_first is not None and self.t_last is not None else 0.0
         lat = self.latencies_ms
         return {
             "frames_received": self.frames_received,
@@ -108,8 +110,9 @@ class StreamCounters:
             "keyframe_requests": self.keyframe_requests,
             "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
             "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
-            "tokens_per_s": round(self.tokens / span, 1) if span > 0 else 0.0,
-            "bits_per_s": round(self.bits / span, 1) if span > 0 else 0.0,
+            # over the stream's capture time, not arrival times: the sender's figure (stream/bitrate.py)
+            "tokens_per_s": round(self.rate.tokens_per_s(), 1),
+            "bits_per_s": round(self.rate.bits_per_s(), 1),
             "ended": self.ended,
             "conflicting_packets": self.conflicting_packets,
             "publishers": len(self.sessions),
@@ -249,17 +252,15 @@ class PacketReceiver:
         per = {name: s.counters.summary() for name, s in self.streams.items()}
         allc = [s.counters for s in self.streams.values()]
         lat = [x for c in allc for x in c.latencies_ms]
-        firsts = [c.t_first for c in allc if c.t_first is not None]
-        lasts = [c.t_last for c in allc if c.t_last is not None]
-        span = (max(lasts) - min(firsts)) if firsts and lasts else 0.0
         total: dict[str, Any] = {k: sum(c.summary()[k] for c in allc) for k in
                                  ("frames_received", "frames_decoded", "frames_lost", "frames_shed", "keyframes",
                                   "duplicates", "keyframe_requests", "packets_rejected", "conflicting_packets")}
         total.update({
             "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
             "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
-            "tokens_per_s": round(sum(c.tokens for c in allc) / span, 1) if span > 0 else 0.0,
-            "bits_per_s": round(sum(c.bits for c in allc) / span, 1) if span > 0 else 0.0,
+            # several streams together: the sum of their rates (stream/bitrate.py)
+            "tokens_per_s": round(sum(c.rate.tokens_per_s() for c in allc), 1),
+            "bits_per_s": round(sum(c.rate.bits_per_s() for c in allc), 1),
             "streams": per,
         })
         return total
@@ -438,6 +439,7 @@ class PacketReceiver:
         c.keyframes += int(packet.keyframe)
         c.tokens += packet.k
         c.bits += bits
+        c.rate.add(len(arrived.data), packet.timestamp_us, packet.k)
         c.latencies_ms.append(lat)
         c.t_first = t if c.t_first is None else c.t_first
         c.t_last = t

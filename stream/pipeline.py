@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -83,9 +83,11 @@ def _preprocessor(cfg: PipelineConfig, session: SenderSession) -> Preprocessor:
 
 
 class PipelineStats:
-    """Per-stage counters plus end-to-end (capture -> published) latency."""
+    """Per-stage counters plus end-to-end (capture -> published) latency; the bit rate is each stream's
+    session's (`SenderSession.rate`: stream/bitrate.py, the definition the receiver uses too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sessions: Mapping[str, SenderSession] | None = None) -> None:
+        self.sessions = dict(sessions or {})
         self.stages = {name: StageStats(name) for name in STAGES}
         # the last LATENCY_SAMPLES frames only: bounded for a stream of any length (stages.py)
         self.e2e_ms: deque[float] = deque(maxlen=LATENCY_SAMPLES)
@@ -103,7 +105,8 @@ class PipelineStats:
         now = time.monotonic() if now is None else now
         pub = self.stages["publish"].count
         span = max(self.t_last - self.t_start, 1e-9)
-        return {
+        checks = {n: c for n, s in self.sessions.items() if (c := s.target_check()) is not None}
+        out: dict[str, Any] = {
             "frames_captured": self.stages["capture"].count,
             "frames_dropped": self.stages["capture"].dropped,
             "frames_published": pub,
@@ -112,12 +115,22 @@ class PipelineStats:
             "latency_ms_p50": round(percentile(self.e2e_ms, 50), 2) if self.e2e_ms else None,
             "latency_ms_p99": round(percentile(self.e2e_ms, 99), 2) if self.e2e_ms else None,
             "tokens_per_frame": round(self.tokens / pub, 2) if pub else 0.0,
-            "bits_per_s": round(self.bits / span, 1) if pub > 1 else 0.0,
+            # packet bits over the streams' capture time, summed over the streams (stream/bitrate.py); not
+            # over the time since the pipeline started, which counted its start-up as a quiet stream
+            "bits_per_s": round(sum(s.rate.bits_per_s() for s in self.sessions.values()), 1),
             "stages": [s.snapshot(now) for s in self.stages.values()],
             "encode_steps": self.encode_steps,
-            "per_stream": {n: {"frames_captured": c, "frames_published": self.published.get(n, 0)}
+            "per_stream": {n: {"frames_captured": c, "frames_published": self.published.get(n, 0),
+                               "bits_per_s": round(self.sessions[n].rate.bits_per_s(), 1) if n in self.sessions
+                               else 0.0, **(checks[n].as_json() if n in checks else {})}
                            for n, c in self.captured.items()},
         }
+        if checks:  # a --target-bps: was it below what a stream can reach?
+            out["target_bps"] = next(iter(checks.values())).target_bps
+            out["target_below_floor"] = any(c.below_floor for c in checks.values())
+            many = len(self.sessions) > 1
+            out["warnings"] = [w for n, c in checks.items() if (w := c.warning(n if many else ""))]
+        return out
 
 
 async def run_pipeline(
@@ -170,7 +183,7 @@ async def run_streams(
         raise ValueError(f"a pipeline needs streams with distinct names, got {[s.name for s in streams]}")
     by_name = {s.name: s for s in streams}
     sessions = {s.name: s.session for s in streams}
-    st = PipelineStats()
+    st = PipelineStats(sessions)
     q_cap: dict[str, DropOldestQueue[_Item]] = {s.name: DropOldestQueue(cfg.capture_queue) for s in streams}
     q_enc: LatestSlots[_Item] = LatestSlots(list(by_name))
     q_pack: asyncio.Queue[list[_Item] | None] = asyncio.Queue(2)

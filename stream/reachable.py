@@ -90,10 +90,9 @@ class _Frame:
 class RateMeter:
     """A stream's frames over a trailing window of capture time: its real rate and reachable range.
 
-    Each frame pays for the interval since the frame before it (as rate control accounts it), so
-    over a window the rate is the bits of every frame but the oldest divided by the time from the
-    oldest to the newest. (Dividing all of them by that span, as the demo page once did, overstates
-    the rate by n/(n-1): +7% at 15 fps over one second.)
+    The rate is stream/bitrate.py's, over the window's frames: their bits over their span times
+    n / (n - 1), as n frames cover n frame intervals. (Dividing the bits by the span alone, as the
+    demo page once did, overstates the rate by n/(n-1): +7% at 15 fps over one second.)
     """
 
     def __init__(self, window_s: float = 10.0) -> None:
@@ -126,7 +125,7 @@ class RateMeter:
         frames, span = self._last(window_s)
         if span <= 0:
             return None
-        return sum(f.bits for f in frames[1:]) / span
+        return sum(f.bits for f in frames) / (span * len(frames) / (len(frames) - 1))
 
     def fps(self, window_s: float | None = None) -> float | None:
         frames, span = self._last(window_s)

@@ -19,6 +19,7 @@ from livetok.engine.runtime import CodeLength, Runtime
 from livetok.engine.sender import SenderState, account, encode_named, encode_streams
 from livetok.engine.state import FrameTokens, StreamState
 
+from .bitrate import BitRate, TargetCheck, check_target, policy_floor
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits, check_packet_size, largest_packet
 from .video_io import as_rgb8
 from .wire import VERSION, VERSION_V2, CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
@@ -93,6 +94,10 @@ class SenderSession:
         self.state = SenderState()
         # the entropy coder's adaptive models (packet v2): the receiver's twin evolves identically
         self.coder = CoderState.empty(model.cfg.fsq.levels)
+        self.rate = BitRate()  # the stream's packets so far, for its bit rate (stream/bitrate.py)
+        # non-keyframes that carried tokens, and those of them at the policy's floor: whether a rate
+        # target below what the stream can reach was missed for that reason (`target_check`)
+        self.coded_frames = self.floor_frames = 0
 
     def step(self, frame: np.ndarray | Tensor, force_keyframe: bool = False) -> FrameTokens:
         """Run the model on one uint8 RGB frame [H, W, 3], or one already pre-processed float tensor
@@ -130,7 +135,17 @@ class SenderSession:
         else:
             data = packet.pack()
         self.state = account(self.sender, self.state, 8 * len(data), packet.k, timestamp_us / 1e6)
+        self.rate.add(len(data), timestamp_us, packet.k)
+        if not packet.keyframe and packet.k:
+            self.coded_frames += 1
+            self.floor_frames += packet.k <= policy_floor(self.sender, packet.n)
         return packet, data
+
+    def target_check(self) -> TargetCheck | None:
+        """The stream's bit rate so far against its `target_bps` (None without a bit-rate target)."""
+        rc = self.sender.rate_control
+        return check_target(rc.target_bps if rc is not None else None, self.rate.bits_per_s(), self.floor_frames,
+                            self.coded_frames)
 
     def end_of_stream(self, timestamp_us: int) -> bytes:
         """The packet that ends the stream (no tokens; its index follows the last frame's)."""

@@ -457,3 +457,32 @@ def test_retained_info_lets_a_receiver_without_the_model_read_the_tokens(mosquit
     assert [d[4] for d in packets] == [2] * 6 + [1] and len(packets[-1]) == 52
     assert decoded[-1].end_of_stream and decoded[-1].n == 0
     assert decoded[0].k > 0 and all((p.grid_h, p.grid_w, p.width) == (12, 16, 128) for p in decoded[:6])
+
+
+def test_publisher_and_receiver_report_one_bit_rate(mosquitto: Broker, tiny_model: Tokenizer) -> None:
+    """Issue 24: the publisher said 43.2 and the receiver 47.4 kbit/s for one stream (the publisher divided
+    by the time since its pipeline started, the receiver all packets by the n - 1 intervals between their
+    arrivals). Both now count the stream's packets over its capture time (stream/bitrate.py)."""
+    from livetok.stream.bitrate import stream_seconds
+
+    async def main() -> tuple[dict[str, Any], list[bytes], dict[str, Any]]:
+        sent: list[bytes] = []
+        async with Receiver(tiny_model, parse_broker_url(mosquitto.url), "rate") as rx:
+            task = asyncio.create_task(collect(rx))
+            stats = await publish(tiny_model, mosquitto.url, "rate", str(BUNDLED_CLIP), realtime=True, frames=15,
+                                  tee=sent)
+            await task
+            return stats, sent, rx.summary()
+
+    stats, sent, summary = asyncio.run(main())
+    # a live source: the publisher may drop frames it cannot encode in time; those it sent all arrive
+    n = stats["frames_published"]
+    assert summary["frames_decoded"] == n >= 2 and summary["frames_lost"] == 0
+    coder = CoderState.empty(tiny_model.cfg.fsq.levels)
+    stamps = []
+    for data in sent[:-1]:  # not the end-of-stream packet
+        p, coder = TokenPacket.unpack_v2(data, coder)
+        stamps.append(p.timestamp_us)
+    expected = 8 * sum(map(len, sent[:-1])) / stream_seconds(n, min(stamps), max(stamps))
+    assert stats["bits_per_s"] == summary["bits_per_s"] == round(expected, 1)
+    assert stats["per_stream"][""]["bits_per_s"] == summary["streams"]["rate"]["bits_per_s"]
