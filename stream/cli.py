@@ -897,8 +897,9 @@ def get_parser() -> argparse.ArgumentParser:
     _add_broker_args(rc)
     rc.add_argument("--out", default=None, help="write MP4 (with '+': one file per stream, OUT-<stream>.mp4); each "
                     "frame at its capture time, so the file lasts as long as the stream even when the "
-                    "publisher dropped frames")
-    rc.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
+                    "publisher dropped frames. '-': one stream, live, as Matroska on stdout for a player "
+                    "(`--out - | ffplay -`, or `| mpv -`): how to watch a stream")
+    rc.add_argument("--show", action="store_true", help=argparse.SUPPRESS)  # refused in one line: SHOW_UNSUPPORTED
     rc.add_argument("--timeout", type=float, default=IDLE_TIMEOUT_S, metavar="SEC",
                     help=f"stop after SEC without a frame, whether no publisher has come yet or the stream "
                          f"went quiet (its publisher was killed) (default {IDLE_TIMEOUT_S:g}; 0: wait for ever). "
@@ -1019,8 +1020,9 @@ def get_parser() -> argparse.ArgumentParser:
     wv.add_argument("--listen", default="127.0.0.1:8765",
                     help="HOST:PORT of the signalling endpoint (default 127.0.0.1:8765: this host only)")
     wv.add_argument("--out", default=None, help="write the decoded video to this MP4, each frame at its capture "
-                                                 "time (the file lasts as long as the stream)")
-    wv.add_argument("--show", action="store_true", help="show the decoded video in a window (needs a display)")
+                                                 "time (the file lasts as long as the stream); '-': live, as "
+                                                 "Matroska on stdout for a player (`--out - | ffplay -`)")
+    wv.add_argument("--show", action="store_true", help=argparse.SUPPRESS)  # refused in one line: SHOW_UNSUPPORTED
     wv.add_argument("--timeout", type=float, default=IDLE_TIMEOUT_S, metavar="SEC",
                     help=f"stop after SEC without a frame, whether no sender has come yet or the stream went "
                          f"quiet (default {IDLE_TIMEOUT_S:g}; 0: wait for ever). Exit status 1 when no frame was "
@@ -1152,6 +1154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if hasattr(a, "rate"):
             _sender(a)  # bad sender values are refused here, before a command imports torch and loads a model
+        _check_viewing(a)
         return int(a.func(a))
     except KeyboardInterrupt:
         print("livetok: interrupted", file=sys.stderr)
@@ -1162,6 +1165,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as e:
         print(f"livetok: error: {_os_error(e)}", file=sys.stderr)
         return EXIT_ERROR
+
+
+def _check_viewing(a: argparse.Namespace) -> None:
+    """`receive` / `webrtc recv`: --show (no window: SHOW_UNSUPPORTED) and `--out -` (the video on stdout,
+    for one stream, without --json, which prints there too) are refused in one line before a model loads."""
+    if getattr(a, "show", False):
+        from livetok.stream.live import SHOW_UNSUPPORTED
+
+        raise ValueError(SHOW_UNSUPPORTED)
+    if getattr(a, "out", None) != "-" or a.command not in ("receive", "webrtc"):
+        return
+    if getattr(a, "json", False):
+        raise ValueError("--out - writes the video to stdout, where --json would print too: drop one")
+    if getattr(a, "stream", None) == "+" or getattr(a, "workers", 1) > 1:
+        raise ValueError("--out - carries one stream: receive one --stream, not '+' (or write one file per "
+                         "stream with --out FILE.mp4)")
 
 
 def _os_error(e: OSError) -> str:

@@ -6,19 +6,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
 from .capture import Captured, capture
+from .errors import StreamError
 from .mqtt import Brokers, brokers_text
 from .packet_receiver import PacketReceiver, ReceivedFrame
 from .pipeline import PipelineConfig, StreamInput, run_streams
@@ -26,7 +24,7 @@ from .publisher import TokenPublisher
 from .receiver import Receiver
 from .session import SenderSession
 from .sources import open_source
-from .video_io import Mp4Writer
+from .video_io import STDOUT, Mp4Writer
 from .workers import WorkerReceiver
 
 log = logging.getLogger(__name__)
@@ -131,25 +129,11 @@ def _out_path(out: str, stream: str, wildcard: bool) -> Path:
     return p.with_name(f"{p.stem}-{stream}{p.suffix or '.mp4'}") if wildcard else p
 
 
-class _Window:
-    """An OpenCV window when a display and a GUI build of OpenCV exist; otherwise one warning."""
-
-    def __init__(self) -> None:
-        self.enabled = bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
-        if not self.enabled:
-            log.warning("--show: no display available; not showing a window")
-
-    def show(self, name: str, frame: np.ndarray) -> None:
-        if not self.enabled:
-            return
-        import cv2
-
-        try:
-            cv2.imshow(f"livetok {name}", frame[..., ::-1])
-            cv2.waitKey(1)
-        except cv2.error:
-            log.warning("--show: this OpenCV build has no GUI (opencv-python-headless); not showing a window")
-            self.enabled = False
+# `--show` opened an OpenCV window, which the headless OpenCV build livetok needs (a GUI build would
+# replace it, and pulls in Qt) can never do: the decoded video goes to a player through a pipe instead
+SHOW_UNSUPPORTED = ("--show cannot open a window (livetok uses the headless OpenCV build): pipe the video to a "
+                    "player instead, e.g. `livetok receive ... --out - | ffplay -` (or `| mpv -`), or record it "
+                    "with --out FILE.mp4")
 
 
 # a waiting receiver says so: first after this long without a frame, then at this interval
@@ -201,11 +185,16 @@ async def record_frames(
     """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `idle_timeout_s` passes
     without a frame (None or 0: never), `max_frames`, or `stop` is set; write MP4 (one file per
     stream with `per_stream_files`; each frame at its capture time, so a recording lasts as long as
-    its stream), show a window, call `on_frame`. The files are finalised however it ends (a stopped
+    its stream; `out` "-": one stream as live Matroska on stdout, for a player), call `on_frame`.
+    `show` is refused (SHOW_UNSUPPORTED: there is no window). The files are finalised however it ends (a stopped
     run leaves playable files as long as what was received). While no frame comes, `on_status`
     gets a line (`waiting_line`) after STATUS_FIRST_S and then every STATUS_EVERY_S."""
+    if show:
+        raise StreamError(SHOW_UNSUPPORTED)
+    if out == STDOUT and per_stream_files:
+        raise StreamError("--out - carries one stream: receive one --stream, not '+' (or write one file per "
+                          "stream with --out FILE.mp4)")
     writers: dict[str, Mp4Writer] = {}
-    window = _Window() if show else None
     timeout = idle_timeout_s or None
     n = 0
     ended_by = "max_frames"
@@ -222,8 +211,6 @@ async def record_frames(
             # at its capture time: frames the sender dropped (or the network lost) leave the
             # previous one on screen, and the file lasts as long as the stream did
             writers[f.stream].write(f.frame, f.timestamp_us)
-        if window is not None:
-            window.show(f.stream, f.frame)
         if on_frame is not None:
             on_frame(f)
 

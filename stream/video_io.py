@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
@@ -20,7 +21,7 @@ from livetok.engine.frames import bgr_to_rgb
 
 from .errors import VideoError
 
-__all__ = ["Mp4Writer", "VideoReader", "as_rgb8", "bgr_to_rgb", "read_video"]
+__all__ = ["STDOUT", "Mp4Writer", "VideoReader", "as_rgb8", "bgr_to_rgb", "read_video"]
 
 log = logging.getLogger(__name__)
 
@@ -112,9 +113,15 @@ def read_video(path: str | os.PathLike[str], max_frames: int | None = None) -> t
 TIME_BASE = Fraction(1, 90_000)
 
 
+# `--out -`: the video on stdout, for a player (`| ffplay -`, `| mpv -`). MP4 needs a seekable file;
+# Matroska streams: one cluster per frame, flushed at once, so a player shows each frame as it comes
+STDOUT = "-"
+
+
 class Mp4Writer:
     """H.264 (libx264, yuv420p) MP4 writer for uint8 RGB frames; odd sizes are padded to even, and
-    frames after a size change are scaled to the first frame's size.
+    frames after a size change are scaled to the first frame's size. The path ``-`` (STDOUT) writes
+    a live Matroska stream to stdout instead, encoded for low latency (x264's zerolatency tune).
 
     A frame written without a timestamp follows the previous one by 1/fps (constant frame rate).
     A frame written with `timestamp_us` (its capture time, any origin) is placed at that time
@@ -127,7 +134,9 @@ class Mp4Writer:
 
     def __init__(self, path: str | os.PathLike[str], fps: float, crf: int = 18) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.to_stdout = str(path) == STDOUT
+        if not self.to_stdout:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         self.fps = Fraction(fps).limit_denominator(1001)
         self.crf = crf
         self._ticks = max(1, round(1 / (self.fps * TIME_BASE)))  # one frame at the nominal rate
@@ -142,7 +151,11 @@ class Mp4Writer:
 
     def _open(self, h: int, w: int, timestamped: bool) -> None:
         try:
-            self._container = av.open(str(self.path), mode="w")
+            if self.to_stdout:
+                self._container = av.open(sys.stdout.buffer, mode="w", format="matroska",
+                                          options={"live": "1", "cluster_size_limit": "1", "flush_packets": "1"})
+            else:
+                self._container = av.open(str(self.path), mode="w")
         except (OSError, av.error.FFmpegError) as e:
             raise VideoError(f"cannot write {self.path}: {e}") from e
         s = self._container.add_stream("libx264", rate=self.fps)
@@ -151,6 +164,8 @@ class Mp4Writer:
         s.width, s.height = w + w % 2, h + h % 2
         s.pix_fmt = "yuv420p"
         s.options = {"crf": str(self.crf), "preset": "veryfast"}
+        if self.to_stdout:  # a viewer: no frame held back for lookahead or reordering
+            s.options["tune"] = "zerolatency"
         if timestamped:
             # no B-frames: x264 gives reordered frames decode times taken from the uneven capture
             # times, and the MP4 track then ends at the last decode time, short of the last frame
@@ -199,10 +214,23 @@ class Mp4Writer:
 
     def _mux(self, packets: list[av.Packet]) -> None:
         assert self._container is not None
-        for pkt in packets:
-            # the muxer ends the track at the last packet's pts + duration: one nominal frame
-            pkt.duration = self._ticks
-            self._container.mux(pkt)
+        try:
+            for pkt in packets:
+                # the muxer ends the track at the last packet's pts + duration: one nominal frame
+                pkt.duration = self._ticks
+                self._container.mux(pkt)
+            if self.to_stdout:
+                sys.stdout.buffer.flush()
+        except BrokenPipeError:
+            if not self.to_stdout:
+                raise
+            # the player reading the pipe quit: no more video, and nothing left for Python's own exit
+            # flush to fail on (the documented way: point stdout at /dev/null)
+            self._container = None
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            os.close(devnull)
+            raise VideoError("the player reading the video on stdout quit (broken pipe)") from None
 
     def close(self) -> None:
         if self._container is None:

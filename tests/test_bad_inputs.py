@@ -262,3 +262,29 @@ def test_receiving_an_ended_stream_says_no_frames(mosquitto: Broker, tiny_weight
                          *w)
     assert code == 1 and json.loads(out)["frames_received"] == 0
     assert err.strip() == "no frames received"
+
+
+@pytest.mark.parametrize("argv", [
+    ["receive", "--broker", "mqtt://127.0.0.1:1", "--stream", "cam", "--show"],
+    ["webrtc", "recv", "--show"],
+])
+def test_show_says_what_to_use_instead(capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    """Issue 24 item 5: `--show` needs a GUI build of OpenCV, which livetok's headless one can never be;
+    it is refused in one line (before a model loads or a broker is tried) that names the way to watch."""
+    code, out, err = run(capsys, *argv)
+    assert code == 2 and out == ""
+    assert err.strip().splitlines() == [
+        "livetok: error: --show cannot open a window (livetok uses the headless OpenCV build): pipe the video to "
+        "a player instead, e.g. `livetok receive ... --out - | ffplay -` (or `| mpv -`), or record it with "
+        "--out FILE.mp4"]
+
+
+@pytest.mark.parametrize(("extra", "why"), [
+    (["--json"], "--out - writes the video to stdout, where --json would print too: drop one"),
+    (["--stream", "+"], "--out - carries one stream: receive one --stream, not '+'"),
+])
+def test_out_dash_is_one_stream_without_json(capsys: pytest.CaptureFixture[str], extra: list[str],
+                                             why: str) -> None:
+    code, out, err = run(capsys, "receive", "--broker", "mqtt://127.0.0.1:1", "--stream", "cam", "--out", "-",
+                         *extra)
+    assert code == 2 and out == "" and err.startswith(f"livetok: error: {why}") and len(err.splitlines()) == 1

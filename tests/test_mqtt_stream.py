@@ -308,7 +308,12 @@ def test_publish_several_sources_batches_them(tiny_weights: Path, tiny_model: To
     assert code == 0
     res = json.loads(capsys.readouterr().out)
     assert res["streams"] == ["cam-0", "cam-1"] and res["frames_published"] == 2 * frames
-    assert res["per_stream"] == {n: {"frames_captured": frames, "frames_published": frames} for n in ("cam-0", "cam-1")}
+    assert {n: (d["frames_captured"], d["frames_published"]) for n, d in res["per_stream"].items()} == \
+        {n: (frames, frames) for n in ("cam-0", "cam-1")}
+    # each stream's kbit/s, as its receiver counts it (stream/bitrate.py); the total is their sum
+    assert {n: d["bits_per_s"] for n, d in res["per_stream"].items()} == \
+        {n: summary["streams"][n]["bits_per_s"] for n in ("cam-0", "cam-1")}
+    assert res["bits_per_s"] == pytest.approx(sum(d["bits_per_s"] for d in res["per_stream"].values()), abs=0.1)
     # both streams ready at every tick of an as-fast-as-possible run: most steps carry both frames
     assert frames <= res["encode_steps"] < 2 * frames
     for name in ("cam-0", "cam-1"):
@@ -486,3 +491,33 @@ def test_publisher_and_receiver_report_one_bit_rate(mosquitto: Broker, tiny_mode
     expected = 8 * sum(map(len, sent[:-1])) / stream_seconds(n, min(stamps), max(stamps))
     assert stats["bits_per_s"] == summary["bits_per_s"] == round(expected, 1)
     assert stats["per_stream"][""]["bits_per_s"] == summary["streams"]["rate"]["bits_per_s"]
+
+
+def test_out_dash_streams_the_video_to_a_player_on_stdout(mosquitto: Broker, tiny_weights: Path,
+                                                         tmp_path: Path) -> None:
+    """Issue 24 item 5: `--show` could never open a window (livetok needs the headless OpenCV build);
+    how to watch a stream is a pipe to a player, `livetok receive ... --out - | ffplay -`. Here the pipe
+    goes to a file, read back as a player would read it."""
+    import av
+
+    video = tmp_path / "piped.mkv"
+    with video.open("wb") as sink:
+        rx = subprocess.Popen(
+            [sys.executable, "-m", "livetok.stream.cli", "receive", "--broker", mosquitto.url, "--stream", "view",
+             "--out", "-", "--timeout", "30", "--weights", str(tiny_weights), "--threads", "1"],
+            stdout=sink, stderr=subprocess.PIPE, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
+        time.sleep(3.0)  # let the receiver subscribe
+        pub = subprocess.run(
+            [sys.executable, "-m", "livetok.stream.cli", "publish", "--source", str(BUNDLED_CLIP), "--broker",
+             mosquitto.url, "--stream", "view", "--max-frames", "10", "--as-fast-as-possible", "--size", "128x96",
+             "--weights", str(tiny_weights), "--threads", "1"],
+            capture_output=True, text=True, timeout=60)
+        assert pub.returncode == 0, pub.stderr
+        _, stderr = rx.communicate(timeout=60)
+    assert rx.returncode == 0, stderr.decode()
+    assert "received 10 frames, decoded 10" in stderr.decode()  # people's lines stay on stderr
+    with av.open(str(video)) as c:
+        s = c.streams.video[0]
+        frames = list(c.decode(s))
+        assert c.format.name.startswith("matroska") and s.codec_context.name == "h264"
+    assert len(frames) == 10 and (frames[0].width, frames[0].height) == (128, 96)
