@@ -237,6 +237,21 @@ def bits_at_score(curve: Sequence[dict[str, float]], score: float) -> tuple[floa
     return math.nan, False
 
 
+def add_bits_ratios(entry: dict[str, Any]) -> None:
+    """entry["bits_ratio"]: at each livetok point, the bits x264 needs for its score and livetok / x264. None
+    where the comparison means nothing: the detector found nothing on the originals (no score), or the
+    livetok point scores 0 (any rate does that)."""
+    entry["bits_ratio"] = []
+    for pt in entry["livetok"]:
+        xb, bound = (math.nan, False)
+        if entry["reference_detections"] > 0 and pt["score"] > 0:
+            xb, bound = bits_at_score(entry["x264"], pt["score"])
+        # bound: x264's cheapest point already scores higher, so the ratio is at least this
+        entry["bits_ratio"].append({"score": pt["score"], "livetok_bits": pt["bits_per_frame"], "x264_bits": xb,
+                                    "x264_bits_is_upper_bound": bound,
+                                    "ratio": pt["bits_per_frame"] / xb if xb and not math.isnan(xb) else math.nan})
+
+
 def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], max_frames: int = 24,
                      rates: Sequence[float] = RATES, crfs: Sequence[int] = CRFS,
                      progress: Callable[[str], None] | None = None) -> dict[str, Any]:
@@ -313,13 +328,7 @@ def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], ma
             entry.setdefault(codec, []).append({"setting": setting, "bits_per_frame": bits / n, "score": acc.score()})
         for codec in ("livetok", "x264"):
             entry[codec].sort(key=lambda q: q["bits_per_frame"])
-        entry["bits_ratio"] = []
-        for pt in entry["livetok"]:
-            xb, bound = bits_at_score(entry["x264"], pt["score"])
-            # bound: x264's cheapest point already scores higher, so the ratio is at least this
-            entry["bits_ratio"].append({"score": pt["score"], "livetok_bits": pt["bits_per_frame"], "x264_bits": xb,
-                                        "x264_bits_is_upper_bound": bound,
-                                        "ratio": pt["bits_per_frame"] / xb if xb and not math.isnan(xb) else math.nan})
+        add_bits_ratios(entry)
         result["detectors"][d.name] = entry
     return result
 
@@ -328,14 +337,16 @@ def markdown_table(res: dict[str, Any]) -> str:
     """One table per detector: score per rate for livetok and x264, and the bits ratio at equal score."""
     lines = []
     for name, e in res["detectors"].items():
-        lines.append(f"**{name}** ({e['metric']}; on the originals: {e['reference']:.3f}, "
-                     f"{e['reference_detections']} detections)")
+        ref = "nothing found: no score" if not e["reference_detections"] else f"{e['reference']:.3f}"
+        lines.append(f"**{name}** ({e['metric']}; on the originals: {ref}, {e['reference_detections']} detections)")
         lines.append("")
         lines.append("| livetok rate | bits/frame | score | x264 bits at that score | livetok / x264 |")
         lines.append("|---|---|---|---|---|")
         for pt, br in zip(e["livetok"], e["bits_ratio"], strict=True):
             le, ge = ("≤ ", "≥ ") if br["x264_bits_is_upper_bound"] else ("", "")
-            xb = "never reaches it" if math.isnan(br["x264_bits"]) else f"{le}{br['x264_bits']:.0f}"
+            xb = f"{le}{br['x264_bits']:.0f}"
+            if math.isnan(br["x264_bits"]):
+                xb = "never reaches it" if e["reference_detections"] and br["score"] > 0 else "—"
             ratio = "—" if math.isnan(br["ratio"]) else f"{ge}{br['ratio']:.2f}"
             lines.append(f"| {pt['setting']} | {pt['bits_per_frame']:.0f} | {pt['score']:.3f} | {xb} | {ratio} |")
         lines.append("")
@@ -355,6 +366,7 @@ def plot_perception(res: dict[str, Any], path: str | os.PathLike[str]) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import NullFormatter
 
     names = list(res["detectors"])
     cols = min(3, len(names))
@@ -367,7 +379,8 @@ def plot_perception(res: dict[str, Any], path: str | os.PathLike[str]) -> None:
             ax.plot([p["bits_per_frame"] for p in pts], [p["score"] for p in pts], style, label=codec, ms=4)
         ax.axhline(e["reference"], color="gray", lw=0.8, ls=":", label="original")
         ax.set_xscale("log")
-        ax.set_title(f"{name}", fontsize=9)
+        ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short decade
+        ax.set_title(name if e["reference_detections"] else f"{name} (nothing found on the originals)", fontsize=9)
         ax.set_xlabel("bits / frame", fontsize=8)
         ax.set_ylabel(e["metric"], fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
