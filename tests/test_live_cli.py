@@ -50,10 +50,20 @@ def finish(p: subprocess.Popen[str], timeout: float = 60.0) -> tuple[int, str, s
     try:
         out, err = p.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        p.kill()
-        out, err = p.communicate()
+        err = kill(p)
         raise AssertionError(f"still running after {timeout:g} s: {p.args}\n{err[-3000:]}") from None
     return p.returncode, out, err
+
+
+def kill(p: subprocess.Popen[str]) -> str:
+    """Kill a process left running and return its stderr (not waiting on pipes that children it
+    started may still hold open)."""
+    if p.poll() is None:
+        p.kill()
+    try:
+        return p.communicate(timeout=10)[1] or ""
+    except subprocess.TimeoutExpired:
+        return "(its output is held open by processes it started)"
 
 
 def wait_until(cond: Callable[[], bool], timeout: float, what: str, *procs: subprocess.Popen[str]) -> None:
@@ -193,9 +203,7 @@ def test_a_signal_ends_publish_and_receive_cleanly(mosquitto: Broker, tiny_weigh
         assert_playable(whole_mp4, whole["frames_decoded"])
     finally:
         for proc in (rx_stopped, rx_whole, pub):
-            if proc.poll() is None:
-                proc.kill()
-                proc.communicate()
+            kill(proc)
 
 
 def test_sigterm_ends_webrtc_send_and_recv_records_everything(tiny_weights: Path, tmp_path: Path) -> None:
@@ -219,9 +227,8 @@ def test_sigterm_ends_webrtc_send_and_recv_records_everything(tiny_weights: Path
             return finish(tx, 30), finish(rx, 30)
         finally:
             for p in (rx, tx):
-                if p is not None and p.poll() is None:
-                    p.kill()
-                    p.communicate()
+                if p is not None:
+                    kill(p)
 
     (tx_code, tx_out, tx_err), (rx_code, rx_out, rx_err) = run_in_loopback_netns(run)
     assert tx_code == 143, tx_err
@@ -277,8 +284,7 @@ def test_timeout_0_waits_for_ever_until_a_signal(mosquitto: Broker, tiny_weights
         rx.send_signal(signal.SIGINT)
         code, out, err = finish(rx, 30)
     finally:
-        if rx.poll() is None:
-            rx.kill()
+        kill(rx)
     assert code == 130 and json.loads(out)["ended_by"] == "SIGINT", err
 
 
@@ -310,9 +316,7 @@ def test_a_receiver_ends_within_its_timeout_when_its_publisher_is_killed(mosquit
         waited = time.monotonic() - t_kill
     finally:
         for p in (rx, pub):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+            kill(p)
     assert code == 0, err
     res = json.loads(out)
     assert res["ended_by"] == "timeout" and res["frames_decoded"] >= 20
@@ -371,9 +375,7 @@ def test_two_publishers_on_one_stream_are_warned(mosquitto: Broker, tiny_weights
         code, out, err = finish(rx, 30)
     finally:
         for p in (rx, *pubs):
-            if p.poll() is None:
-                p.kill()
-                p.communicate()
+            kill(p)
     sessions = []
     for code_p, out_p, err_p in results:
         assert code_p == 130, err_p
@@ -405,9 +407,7 @@ def test_receive_workers_json_is_one_document(mosquitto: Broker, tiny_weights: P
         assert code == 0, err
         code, out, err = finish(rx, 60)
     finally:
-        if rx.poll() is None:
-            rx.kill()
-            rx.communicate()
+        kill(rx)
     assert code == 0, err
     res: dict[str, Any] = json.loads(out)  # two documents would not parse
     assert sorted(res["workers"]) == ["w0", "w1"] and res["ended_by"] == "end_of_stream"
@@ -437,9 +437,8 @@ def test_sigterm_to_receive_workers_reaches_every_worker(mosquitto: Broker, tiny
         code, out, err = finish(rx, 30)
     finally:
         for p in (rx, pub):
-            if p is not None and p.poll() is None:
-                p.kill()
-                p.communicate()
+            if p is not None:
+                kill(p)
     assert code == 143, err
     res = json.loads(out)
     assert res["ended_by"] == "SIGTERM" and sorted(res["workers"]) == ["w0", "w1"]
