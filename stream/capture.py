@@ -13,6 +13,10 @@ import numpy as np
 
 from .sources import Source, open_source
 
+# what a stream's info says of its packets' `timestamp_us` ("clock"): every camera of one publisher is stamped
+# from this one clock, so their frames can be aligned
+CAPTURE_CLOCK = "capture time, the publisher's wall clock (us)"
+
 
 @dataclass(frozen=True)
 class Captured:

@@ -372,7 +372,7 @@ def _until_stopped(work: Callable[[Any], Awaitable[dict[str, Any]]]) -> tuple[di
 
 
 def cmd_publish(a: argparse.Namespace) -> int:
-    from livetok.stream.robotics_cli import cmd_publish_robot, wants_robot
+    from livetok.stream.robotics_cli import cmd_publish_robot, frame_ids, wants_robot
 
     if wants_robot(a):  # --zenoh / --foxglove / --mcap, with or without --broker (docs/ROBOTICS.md)
         return cmd_publish_robot(a)
@@ -380,6 +380,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
     from livetok.stream.mqtt import brokers_text
 
     streams = _stream_names(a.source, a.stream)
+    ids = frame_ids(a, streams)  # each camera's frame id in its retained info (default: the stream name)
     sender, broker, size = _sender(a), _broker(a), _size(a.size)
     _check_sources(a.source)
     model = _model(a)
@@ -388,7 +389,7 @@ def cmd_publish(a: argparse.Namespace) -> int:
         res, status = _until_stopped(lambda stop: publish_sources(
             model, a.source, broker, streams, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
             max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update,
-            qos=a.qos, stop=stop))
+            qos=a.qos, stop=stop, frame_ids=ids))
     finally:
         table.stop()
     res.setdefault("ended_by", "end_of_source")
@@ -921,7 +922,7 @@ def get_parser() -> argparse.ArgumentParser:
     rc.set_defaults(func=cmd_receive)
     from livetok.stream.robotics_cli import add_arguments as add_robotics_arguments
 
-    add_robotics_arguments(pb, rc, ev)  # --zenoh, --foxglove, --mcap, --frame-id; eval --reference
+    add_robotics_arguments(pb, rc, ev, e)  # --zenoh, --foxglove, --mcap, --frame-id; eval --reference; --no-preview
 
     bench = sub.add_parser("bench", help="benchmarks").add_subparsers(dest="bench", metavar="BENCH")
     br = bench.add_parser("rd", help="rate-distortion of every budget policy and of x264/VP8")

@@ -15,7 +15,7 @@ from typing import Any
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .capture import Captured, capture
+from .capture import CAPTURE_CLOCK, Captured, capture
 from .errors import StreamError
 from .mqtt import Brokers, brokers_text
 from .packet_receiver import PacketReceiver, ReceivedFrame
@@ -58,19 +58,25 @@ async def publish_sources(
     on_stats: Callable[[dict[str, Any]], Any] | None = None,
     qos: int = 1,
     stop: asyncio.Event | None = None,
+    frame_ids: Sequence[str] | None = None,
 ) -> dict[str, Any]:
     """Capture every source, tokenize them live — the frames of one size as one batched step per
     tick (stream/pipeline.py) — and publish source i as stream `streams[i]` (token packets at MQTT
     QoS `qos`) until every source ends or `stop` is set (then each stream's end-of-stream packet
-    goes out and its retained info is withdrawn); returns the stats summed over the streams."""
+    goes out and its retained info is withdrawn); returns the stats summed over the streams.
+    Each stream's retained info names its camera's `frame_ids[i]` (default: the stream name) and the
+    one capture clock all the streams' timestamps come from (`clock`)."""
     if len(sources) != len(streams) or not sources:
         raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
     if len(set(streams)) != len(streams):
         raise ValueError(f"stream names must differ, got {list(streams)}")
+    ids = list(frame_ids) if frame_ids else list(streams)
+    if len(ids) != len(streams):
+        raise ValueError(f"{len(ids)} --frame-id for {len(streams)} streams: give one per --source")
     async with contextlib.AsyncExitStack() as stack:
         inputs: list[StreamInput] = []
         pubs: list[TokenPublisher] = []
-        for source, stream in zip(sources, streams, strict=True):
+        for source, stream, fid in zip(sources, streams, ids, strict=True):
             session = SenderSession(model, sender)
             info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                                     "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
@@ -78,7 +84,7 @@ async def publish_sources(
                                     # FSQ levels travel in no packet (docs/PACKET.md 6.2)
                                     "fsq_levels": list(model.cfg.fsq.levels), "wire": sender.wire,
                                     "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
-                                    "qos": qos}
+                                    "qos": qos, "frame_id": fid, "clock": CAPTURE_CLOCK}
             pub = await stack.enter_async_context(TokenPublisher(broker, stream, info, first_connect_timeout_s,
                                                                  qos=qos))
             frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
@@ -97,6 +103,7 @@ async def publish_sources(
         cfg = PipelineConfig(size=size, drop=live)
         result = await run_streams(inputs, cfg, on_stats=stats, stop=stop)
         result["streams"] = list(streams)
+        result["frame_ids"] = dict(zip(streams, ids, strict=True))
         result["keyframe_requests"] = sum(p.keyframe_requests for p in pubs)
         result["other_publishers"] = sorted({s for p in pubs for s in p.other_sessions})
         result["reconnects"] = sum(max(0, p.link.connects - 1) for p in pubs)

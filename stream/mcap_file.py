@@ -79,7 +79,7 @@ def encode_mcap(
     if frames == 0:
         raise ValueError(f"{input}: no frames to encode")
     return {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
-            "bits_per_frame": bits / frames, "bytes": out.stat().st_size}
+            "bits_per_frame": bits / frames, "bytes": out.stat().st_size, "preview": preview}
 
 
 @dataclass

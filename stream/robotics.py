@@ -16,9 +16,9 @@ from typing import Any
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .capture import Captured, capture
+from .capture import CAPTURE_CLOCK, Captured, capture
 from .foxglove_feed import FoxgloveFeed, FoxgloveSink
-from .live import drain_frames, source_fps
+from .live import record_frames, source_fps
 from .mqtt import Brokers
 from .packet_receiver import ReceivedFrame
 from .pipeline import PacketSink, PipelineConfig, StreamInput, run_streams
@@ -122,7 +122,7 @@ async def publish_robot(
             info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                                     "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
                                     "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
-                                    "frame_id": fid, "clock": "capture time, the publisher's wall clock (us)",
+                                    "frame_id": fid, "clock": CAPTURE_CLOCK, "wire": sender.wire,
                                     "fsq_levels": [int(v) for v in model.cfg.fsq.levels]}
             sinks: list[PacketSink] = []
             updaters: list[Callable[[dict[str, Any]], Any]] = []
@@ -160,9 +160,9 @@ async def publish_robot(
         if on_ready is not None:
             on_ready({"foxglove_port": feed.port if feed is not None else None})
         live = realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
-        # `stop` (a clean stop on SIGINT/SIGTERM) where this build's pipeline takes one
-        extra: dict[str, Any] = {"stop": stop} if stop is not None else {}
-        result = await run_streams(inputs, PipelineConfig(size=size, drop=live), on_stats=on_stats, **extra)
+        # `stop` (SIGINT/SIGTERM): capture ends, what was captured goes out, then each stream's end of stream;
+        # leaving the exit stack then finalises the MCAP file and withdraws the streams' info
+        result = await run_streams(inputs, PipelineConfig(size=size, drop=live), on_stats=on_stats, stop=stop)
         result["streams"] = list(streams)
         result["frame_ids"] = dict(zip(streams, ids, strict=True))
         result["outputs"] = outputs.names()
@@ -182,16 +182,23 @@ async def receive_zenoh(
     max_frames: int | None = None,
     max_lag_s: float | None = None,
     on_frame: Callable[[ReceivedFrame], Any] | None = None,
+    stop: asyncio.Event | None = None,
+    on_status: Callable[[str], Any] | None = None,
 ) -> dict[str, Any]:
-    """`live.receive_stream` over Zenoh: the receiver's summary (DESIGN.md §6 keys) plus `outputs`,
-    `transport`, `frame_ids` and `seconds`. A named stream ends at its end-of-stream packet; '+' (every
-    stream) at `idle_timeout_s` without a frame."""
+    """`live.receive_stream` over Zenoh: the receiver's summary (DESIGN.md §6 keys) plus `outputs`, `ended_by`
+    (see `live.Drained`), `transport`, `frame_ids` and `seconds`. A named stream ends at its end-of-stream
+    packet; '+' (every stream) at `idle_timeout_s` without a frame; either at `stop` (SIGINT/SIGTERM: what was
+    decoded is recorded and the MP4 finalised). `on_status`: lines while no frame comes."""
     rx = ZenohReceiver(model, cfg, stream, max_lag_s=max_lag_s)
+    what = (f"a publisher on any stream at zenoh {cfg.endpoint}" if rx.wildcard
+            else f"a publisher on stream {stream!r} at zenoh {cfg.endpoint}")
     t0 = time.monotonic()
     async with rx:
-        outputs = await drain_frames(rx, out=out, per_stream_files=rx.wildcard, show=show,
-                                     idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
+        drained = await record_frames(rx, out=out, per_stream_files=rx.wildcard, show=show,
+                                      idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
+                                      stop=stop, on_status=on_status, waiting_for=what)
         summary = rx.summary()
-    summary["outputs"] = outputs
+    summary["outputs"] = drained.outputs
+    summary["ended_by"] = drained.ended_by
     summary["seconds"] = round(time.monotonic() - t0, 3)
     return summary

@@ -5,7 +5,6 @@ the library and prints; the helpers it shares with cli.py are imported from ther
 from __future__ import annotations
 
 import argparse
-import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +12,9 @@ RECORDING_SUFFIXES = (".ltk", ".mcap")
 
 
 def add_arguments(publish: argparse.ArgumentParser, receive: argparse.ArgumentParser,
-                  evaluate: argparse.ArgumentParser) -> None:
-    """The robotics options of `publish`, `receive` and `eval`. `--broker` becomes optional on both live
-    commands (one of --broker / --zenoh / --foxglove / --mcap is needed; said in one line when none is)."""
+                  evaluate: argparse.ArgumentParser, encode: argparse.ArgumentParser | None = None) -> None:
+    """The robotics options of `publish`, `receive`, `eval` and `encode`. `--broker` becomes optional on both
+    live commands (one of --broker / --zenoh / --foxglove / --mcap is needed; said in one line when none is)."""
     for p in (publish, receive):
         for action in p._actions:
             if action.dest == "broker":
@@ -35,6 +34,10 @@ def add_arguments(publish: argparse.ArgumentParser, receive: argparse.ArgumentPa
                          help="Foxglove/MCAP: tokens only, no decoded preview (saves a decode per frame)")
     evaluate.add_argument("--reference", default=None, metavar="CLIP",
                           help="for a .ltk/.mcap input: the clip it was made from, for PSNR and SSIM")
+    if encode is not None:
+        encode.add_argument("--no-preview", action="store_true",
+                            help="an .mcap output: tokens only, no decoded JPEG preview channel (a .ltk file has "
+                                 "none anyway)")
 
 
 def is_recording(path: str) -> bool:
@@ -42,13 +45,20 @@ def is_recording(path: str) -> bool:
 
 
 def wants_robot(a: argparse.Namespace) -> bool:
-    """Whether `publish` goes through the robot outputs (any of --zenoh/--foxglove/--mcap, or --frame-id, which
-    the MQTT-only path does not carry); refuses a publish or receive with nowhere to go."""
-    robot = any(getattr(a, k, None) is not None for k in ("zenoh", "foxglove", "mcap", "frame_id"))
+    """Whether `publish`/`receive` go through the robot outputs (any of --zenoh/--foxglove/--mcap; --frame-id
+    alone does not: MQTT's publish carries it too); refuses a publish or receive with nowhere to go."""
+    robot = any(getattr(a, k, None) is not None for k in ("zenoh", "foxglove", "mcap"))
     if not robot and not a.broker:
         raise ValueError("nowhere to connect: give --broker mqtt://HOST:PORT, --zenoh [ENDPOINT]"
                          + (", --foxglove [HOST:PORT] or --mcap FILE" if hasattr(a, "foxglove") else ""))
     return robot
+
+
+def frame_ids(a: argparse.Namespace, streams: list[str]) -> list[str] | None:
+    """`--frame-id`, one per stream (None: each stream's name); a wrong count is refused before the model loads."""
+    if a.frame_id and len(a.frame_id) != len(streams):
+        raise ValueError(f"{len(a.frame_id)} --frame-id for {len(streams)} streams: give one per --source")
+    return list(a.frame_id) if a.frame_id else None
 
 
 def cmd_encode_mcap(a: argparse.Namespace) -> int:
@@ -62,10 +72,12 @@ def cmd_encode_mcap(a: argparse.Namespace) -> int:
     with cli._progress() as prog:
         task = prog.add_task("encode", total=total)
         summary = encode_mcap(model, a.input, a.output, sender, max_frames=a.max_frames,
+                              preview=not a.no_preview,
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
     cli._console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
                          f"{summary['tokens_per_frame']:.1f} tokens/frame, "
-                         f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame (MCAP: tokens + preview channels)")
+                         f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame (MCAP: tokens"
+                         f"{' + preview' if summary.get('preview', True) else ''} channels)")
     if a.json:
         cli._print_json(summary)
     return 0
@@ -153,8 +165,7 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
         zenoh=parse_zenoh(a.zenoh, a.zenoh_mode) if a.zenoh is not None else None,
         foxglove=parse_host_port(a.foxglove) if a.foxglove is not None else None,
         mcap=a.mcap, preview=not a.no_preview)
-    if a.frame_id and len(a.frame_id) != len(streams):
-        raise ValueError(f"{len(a.frame_id)} --frame-id for {len(streams)} streams: give one per --source")
+    ids = frame_ids(a, streams)
     for source in a.source:
         from livetok.stream.sources import frame_total
 
@@ -169,19 +180,20 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
             con.print(f"Foxglove: open ws://{host}:{d['foxglove_port']} in Foxglove (Open connection -> "
                       f"Foxglove WebSocket)")
 
-    try:
-        res = asyncio.run(publish_robot(
-            model, a.source, streams, sender, outputs, frame_ids=a.frame_id, realtime=not a.as_fast_as_possible,
+    try:  # SIGINT/SIGTERM: a clean stop, as MQTT's publish (end of stream out, the MCAP file finalised)
+        res, status = cli._until_stopped(lambda stop: publish_robot(
+            model, a.source, streams, sender, outputs, frame_ids=ids, realtime=not a.as_fast_as_possible,
             loop=a.loop, max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout,
-            on_stats=table.update, on_ready=ready))
+            on_stats=table.update, on_ready=ready, stop=stop))
     finally:
         table.stop()
+    res.setdefault("ended_by", "end_of_source")
     con.print(f"published {res['frames_published']} frames of {', '.join(repr(s) for s in streams)} to "
               f"{'; '.join(res['outputs'])}: {res['fps']} fps, {res['frames_dropped']} dropped, "
               f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
     if a.json:
         cli._print_json(res)
-    return 0
+    return status or 0
 
 
 def cmd_receive_zenoh(a: argparse.Namespace) -> int:
@@ -196,12 +208,14 @@ def cmd_receive_zenoh(a: argparse.Namespace) -> int:
     cfg = parse_zenoh(a.zenoh, a.zenoh_mode)
     timeout = a.timeout if a.timeout and a.timeout > 0 else None
     model = cli._model(a)
-    res = asyncio.run(receive_zenoh(model, cfg, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout,
-                                    max_frames=a.max_frames, max_lag_s=a.max_lag))
     con = cli._console()
+    # SIGINT/SIGTERM: a clean stop, as MQTT's receive (the MP4 finalised, the summary printed, 128 + signal)
+    res, status = cli._until_stopped(lambda stop: receive_zenoh(
+        model, cfg, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
+        max_lag_s=a.max_lag, stop=stop, on_status=con.print))
     con.print(cli._received_line(res))
     for p in res["outputs"]:
         con.print(f"  wrote {p}")
     if a.json:
         cli._print_json(res)
-    return 0 if res["frames_decoded"] else 1
+    return cli._received_status(res, status)
