@@ -12,8 +12,9 @@ decoded frames at several rates and on x264's (zerolatency, benchmarks/codecs.py
 * ``orb`` — ORB keypoints (500 per frame): repeatability, the fraction of the original frame's keypoints with
   a decoded-frame keypoint within 3 px (a proxy for what visual odometry can track).
 
-OpenCV 5 moved HOG and the Haar cascades out of the main package (to contrib's xobjdetect); where the
-installed OpenCV lacks them, those detectors are reported as unavailable with the reason, never faked.
+OpenCV 5 moved HOG and the Haar cascades out of the main package (to contrib's xobjdetect), so the project pins
+opencv-python-headless < 5 (pyproject.toml); where an OpenCV without them is installed all the same, those
+detectors are reported as unavailable with the reason, never faked.
 
 Per detector the result holds the score at each rate for livetok and x264, and, at each livetok point, the
 bits x264 needs for the same score (log-linear interpolation on its curve) and the ratio livetok/x264.
@@ -254,11 +255,12 @@ def add_bits_ratios(entry: dict[str, Any]) -> None:
 
 def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], max_frames: int = 24,
                      rates: Sequence[float] = RATES, crfs: Sequence[int] = CRFS,
-                     progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Run every available detector on the originals, livetok's decoded frames (policy learned at each rate)
-    and x264's (each CRF). Returns {"detectors": {name: {metric, reference, livetok: [points], x264: [points],
-    bits_ratio: [...]}}, "unavailable": {name: reason}, "clips", "frames", "opencv"}; a point is {setting,
-    bits_per_frame, score}."""
+                     progress: Callable[[str], None] | None = None,
+                     detectors: Sequence[str] | None = None) -> dict[str, Any]:
+    """Run every available detector (or only those named in `detectors`) on the originals, livetok's decoded
+    frames (policy learned at each rate) and x264's (each CRF). Returns {"detectors": {name: {metric,
+    reference, livetok: [points], x264: [points], bits_ratio: [...]}}, "unavailable": {name: reason}, "clips",
+    "frames", "opencv"}; a point is {setting, bits_per_frame, score}."""
     import cv2
 
     def say(msg: str) -> None:
@@ -266,6 +268,13 @@ def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], ma
             progress(msg)
 
     dets, missing = available_detectors()
+    if detectors is not None:
+        unknown = set(detectors) - {d.name for d in dets} - set(missing)
+        if unknown:
+            raise ValueError(f"unknown detector(s) {sorted(unknown)}: choose from "
+                             f"{sorted({d.name for d in dets} | set(missing))}")
+        dets = [d for d in dets if d.name in detectors]
+        missing = {k: v for k, v in missing.items() if k in detectors}
     if not clips:
         raise ValueError("bench perception needs at least one clip")
     # every variant of every clip: (codec, setting) -> (frames per clip, bits per clip)
@@ -374,9 +383,16 @@ def plot_perception(res: dict[str, Any], path: str | os.PathLike[str]) -> None:
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), dpi=120, squeeze=False)
     for ax, name in zip(axes.ravel(), names, strict=False):
         e = res["detectors"][name]
+        scored = False
         for codec, style in (("livetok", "o-"), ("x264", "s--")):
-            pts = e[codec]
-            ax.plot([p["bits_per_frame"] for p in pts], [p["score"] for p in pts], style, label=codec, ms=4)
+            pts = [p for p in e[codec] if not math.isnan(p["score"])]  # nan: nothing found on the originals
+            if pts:
+                ax.plot([p["bits_per_frame"] for p in pts], [p["score"] for p in pts], style, label=codec, ms=4)
+                scored = True
+        if not scored:  # an empty log axis cannot be drawn
+            ax.text(0.5, 0.5, "no score", ha="center", va="center", transform=ax.transAxes, fontsize=9)
+            ax.set_title(f"{name} (nothing found on the originals)", fontsize=9)
+            continue
         ax.axhline(e["reference"], color="gray", lw=0.8, ls=":", label="original")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short decade
