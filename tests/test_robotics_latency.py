@@ -18,11 +18,13 @@ from livetok.engine.model import Tokenizer
 def test_latency_per_transport(real_frames: np.ndarray, tiny_model: Tokenizer) -> None:
     import cv2
 
-    frames = np.stack([cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA) for f in real_frames[:5]])
+    # 4 small frames (64x48: a 4x3 token grid) keep it to a few seconds on a busy CPU; the harness is what is
+    # tested (every frame through each real link, decoded bit-exactly, timed), not the figures
+    frames = np.stack([cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in real_frames[:4]])
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5))
     rows = [asyncio.run(measure(tiny_model, frames, t, sender, warmup=1)) for t in TRANSPORTS]
     for r in rows:
-        assert r["frames"] == 4 and r["bits_per_frame"] > 0
+        assert r["frames"] == 3 and r["bits_per_frame"] > 0
         for k in ("encode_ms", "transport_ms", "decode_ms", "total_ms"):
             assert 0 <= r[k]["p50"] <= r[k]["p95"] < 10_000
         assert r["total_ms"]["p50"] >= r["transport_ms"]["p50"]
