@@ -64,6 +64,7 @@ class TrainConfig:
     # + rate_weight * bits per pixel of the kept tokens under a learned stand-in of the wire's
     # entropy model (engine/rate_prior.py); 0 = no rate term
     rate_weight: float = 0.0
+    depth_rate_scale: float = 1.0  # depth-2 models: the second stage's bits weigh rate_weight times this
     prior_lr: float = 1e-2  # the stand-in's learning rate (a table of logits: it can move fast)
     k_min_fraction: float = 1.0 / 16.0
     zero_k_prob: float = 0.1  # share of frames (not in the fixed arm) sent with no tokens
@@ -175,6 +176,7 @@ def run_clip(
     rate_weight: float = 0.0,
     depth_fn: Callable[[int], Tensor] | None = None,
     prior2: DigitPrior | None = None,
+    depth_rate_scale: float = 1.0,
 ) -> tuple[Tensor, dict[str, float], ClipState]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
@@ -193,7 +195,8 @@ def run_clip(
         depth_fn: depth-2 models: t -> [B] share of each row's kept positions that also get a second
             token (ranked by the router signal); None = all of them. The router's full-rate pass codes
             both stages everywhere.
-        prior2: the second stage's entropy model (its own contexts), as `prior`.
+        prior2: the second stage's entropy model (its own contexts), as `prior`; its bits weigh
+            rate_weight * depth_rate_scale in the loss (0: the second stage is free, an upper bound).
     Returns:
         (loss averaged over the gradient frames, stats, the state after the last frame).
     """
@@ -254,9 +257,14 @@ def run_clip(
             bpp = None
             if prior is not None and last is not None:
                 bits, last = prior(model.fsq.bound(z.float()), mask, last)
+                bpp_extra = None
                 if prior2 is not None and last2 is not None and z2 is not None and mask2 is not None:
-                    bits2, last2 = prior2(model.fsq.bound(z2.float()), mask2, last2)
-                    bits = bits + bits2
+                    # at depth_rate_scale 0 the encoder sees no price for its second tokens; the prior
+                    # still learns their code length (Adam: its step does not depend on the weight)
+                    z2_in = z2.float() if depth_rate_scale > 0 else z2.float().detach()
+                    bits2, last2 = prior2(model.fsq.bound(z2_in), mask2, last2)
+                    # counted in full in the stats; weighted by depth_rate_scale in the loss
+                    bpp_extra = bits2.mean() / (h * w)
                 bpp = bits.mean() / (h * w)
             if t >= grad_from:
                 l1 = (recon - x).abs().mean()
@@ -265,6 +273,9 @@ def run_clip(
                 if bpp is not None:
                     loss = loss + rate_weight * bpp
                     bits_sum += float(bpp.detach()) * BITS_FRAME_PIXELS
+                if bpp_extra is not None:
+                    loss = loss + rate_weight * (depth_rate_scale if depth_rate_scale > 0 else 1.0) * bpp_extra
+                    bits_sum += float(bpp_extra.detach()) * BITS_FRAME_PIXELS
                 mse_sum += float(mse.detach())
                 k_sum += float(k.float().mean()) / n
             if router and (t > 0 or state is not None):
@@ -447,7 +458,8 @@ def train(
                 loss, stats, (recon, hidden, last, last2) = run_clip(
                     model, frames, budget_fn, state=ClipState(recon, hidden, last, last2),
                     mse_weight=cfg.mse_weight, signal=cfg.router_signal, router=not full_rate, prior=prior,
-                    rate_weight=cfg.rate_weight, depth_fn=depth_fn, prior2=prior2)
+                    rate_weight=cfg.rate_weight, depth_fn=depth_fn, prior2=prior2,
+                    depth_rate_scale=cfg.depth_rate_scale)
             # truncated BPTT: carry the state, not the graph; in fp32 whatever the autocast dtype
             recon, hidden = recon.detach().float(), hidden.detach().float()
             opt.zero_grad(set_to_none=True)
