@@ -233,9 +233,9 @@ def run_clip(
             if router:
                 with torch.no_grad():
                     # the router's pass, under no-grad with the current weights (as InfoTok does each step)
-                    c2 = codes2.detach() if codes2 is not None else None
-                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach(),
-                                                  c2, full if c2 is not None else None)
+                    # (the second stage's codes only reach a depth-2 decoder: the v1 one takes four)
+                    extra = (codes2.detach(), full) if codes2 is not None else ()
+                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach(), *extra)
                     err = position_error(x, recon_full, s)
                     if signal == "gain":
                         recon_zero, _ = model.decoder(codes.detach(), ~full, recon.detach(), hidden.detach())
@@ -251,13 +251,13 @@ def run_clip(
                 frac = depth_fn(t) if depth_fn is not None else torch.ones(b)
                 mask2 = depth_mask(err, mask, frac)
                 d_sum += float(mask2.float().mean())
-            recon, hidden = model.decoder(codes, mask, recon, hidden, codes2, mask2)
+            recon, hidden = model.decoder(codes, mask, recon, hidden,
+                                          *((codes2, mask2) if codes2 is not None else ()))
             if collect is not None:
                 collect.append((recon.detach(), mask))
-            bpp = None
+            bpp = bpp_extra = None
             if prior is not None and last is not None:
                 bits, last = prior(model.fsq.bound(z.float()), mask, last)
-                bpp_extra = None
                 if prior2 is not None and last2 is not None and z2 is not None and mask2 is not None:
                     # at depth_rate_scale 0 the encoder sees no price for its second tokens; the prior
                     # still learns their code length (Adam: its step does not depend on the weight)
