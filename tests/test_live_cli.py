@@ -19,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +28,7 @@ from typing import Any
 import pytest
 
 from livetok.bench.cluster import wait_for_workers
+from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.cli import main
 
 from .broker import Broker, free_port
@@ -75,9 +77,50 @@ def wait_until(cond: Callable[[], bool], timeout: float, what: str, *procs: subp
         time.sleep(0.05)
 
 
+def subscribed(*receivers: subprocess.Popen[str]) -> None:
+    """Until each receiver is subscribed: its first status line ("waiting for a publisher ...") comes
+    2 s after it subscribed, however long loading the model took (a fixed sleep would not do on a
+    busy machine, and a late joiner starts at a keyframe instead of the first frame)."""
+    for rx in receivers:
+        assert rx.stderr is not None
+        line = rx.stderr.readline()
+        assert line.startswith("waiting for a publisher"), (line, rx.poll())
+
+
 def recording_started(path: Path) -> Callable[[], bool]:
     """True once the receiver has written its first frame (the MP4 is opened on the first frame)."""
     return lambda: path.exists() and path.stat().st_size > 0
+
+
+class SessionWatch:
+    """Watches a stream's info topic (in a thread of its own) until `n` publisher sessions have
+    announced a captured frame (the info gains the frame size at the first frame)."""
+
+    def __init__(self, url: str, stream: str, n: int) -> None:
+        self.n = n
+        self.sessions: set[str] = set()
+        self.subscribed = threading.Event()
+        self.thread = threading.Thread(target=lambda: asyncio.run(self._watch(url, stream, n)), daemon=True)
+        self.thread.start()
+        assert self.subscribed.wait(30), "could not subscribe"
+
+    async def _watch(self, url: str, stream: str, n: int) -> None:
+        import aiomqtt
+
+        b = parse_broker_url(url)
+        async with aiomqtt.Client(b.host, b.port) as c:
+            await c.subscribe(f"livetok/{stream}/info", qos=1)
+            self.subscribed.set()
+            async for m in c.messages:
+                info = json.loads(bytes(m.payload)) if isinstance(m.payload, bytes) and m.payload else {}
+                if "width" in info and "session" in info:
+                    self.sessions.add(info["session"])
+                if len(self.sessions) >= n:
+                    return
+
+    def wait(self, timeout: float, *procs: subprocess.Popen[str]) -> None:
+        wait_until(lambda: not self.thread.is_alive(), timeout, f"{self.n} publisher(s) streaming", *procs)
+        assert len(self.sessions) >= self.n, self.sessions  # the watch ended without them: it failed
 
 
 def one_error_line(code: int, err: str, fragment: str) -> None:
@@ -172,7 +215,7 @@ def test_a_signal_ends_publish_and_receive_cleanly(mosquitto: Broker, tiny_weigh
     stopped_mp4, whole_mp4 = tmp_path / "stopped.mp4", tmp_path / "whole.mp4"
     rx_stopped = livetok("receive", *common, "--out", str(stopped_mp4))
     rx_whole = livetok("receive", *common, "--out", str(whole_mp4))
-    time.sleep(2.0)  # both subscribed before the first frame (a late joiner would start at a keyframe)
+    subscribed(rx_stopped, rx_whole)  # before the first frame
     pub = livetok("publish", "--source", str(BUNDLED_CLIP), "--loop", "--broker", mosquitto.url, "--stream", "live",
                   "--json", "--size", "128x96", *w)
     try:
@@ -301,12 +344,14 @@ def test_a_receiver_ends_within_its_timeout_when_its_publisher_is_killed(mosquit
     timeout = 3.0
     mp4 = tmp_path / "killed.mp4"
     w = ["--weights", str(tiny_weights), "--threads", "1"]
-    rx = livetok("receive", "--broker", mosquitto.url, "--stream", "doomed", "--timeout", f"{timeout:g}", "--json",
-                 "--out", str(mp4), *w)
-    time.sleep(1.0)
+    watch = SessionWatch(mosquitto.url, "doomed", 1)
     pub = livetok("publish", "--source", str(BUNDLED_CLIP), "--loop", "--broker", mosquitto.url, "--stream", "doomed",
                   "--size", "128x96", *w)
+    rx: subprocess.Popen[str] | None = None
     try:
+        watch.wait(120, pub)  # streaming before the receiver's 3 s start, however long the model took to load
+        rx = livetok("receive", "--broker", mosquitto.url, "--stream", "doomed", "--timeout", f"{timeout:g}", "--json",
+                     "--out", str(mp4), *w)
         wait_until(recording_started(mp4), 120, "first frame", rx, pub)
         time.sleep(1.0)
         pub.kill()
@@ -316,7 +361,8 @@ def test_a_receiver_ends_within_its_timeout_when_its_publisher_is_killed(mosquit
         waited = time.monotonic() - t_kill
     finally:
         for p in (rx, pub):
-            kill(p)
+            if p is not None:
+                kill(p)
     assert code == 0, err
     res = json.loads(out)
     assert res["ended_by"] == "timeout" and res["frames_decoded"] >= 20
@@ -335,7 +381,7 @@ def test_wildcard_receiver_lists_live_streams_only_and_ends_when_they_end(mosqui
                           *src))[0] == 0
     rx = livetok("receive", "--broker", mosquitto.url, "--stream", "+", "--timeout", "60", "--json",
                  "--out", str(tmp_path / "all.mp4"), *w)
-    time.sleep(2.0)
+    subscribed(rx)
     t0 = time.monotonic()
     code, _, err = finish(livetok("publish", "--source", str(BUNDLED_CLIP), "--source", "synthetic:calm", "--stream",
                                   "cam", "--max-frames", "15", "--keyframe-interval", "0", *src))
@@ -363,11 +409,13 @@ def test_two_publishers_on_one_stream_are_warned(mosquitto: Broker, tiny_weights
     publishers and counts them."""
     w = ["--weights", str(tiny_weights), "--threads", "1"]
     rx = livetok("receive", "--broker", mosquitto.url, "--stream", "shared", "--timeout", "30", "--json", *w)
-    time.sleep(1.0)
+    subscribed(rx)  # it sees the second publisher's info arrive while the first one's is live
+    watch = SessionWatch(mosquitto.url, "shared", 2)
     pubs = [livetok("publish", "--source", src, "--loop", "--broker", mosquitto.url, "--stream", "shared", "--json",
                     "--size", "64x48", *w) for src in (str(BUNDLED_CLIP), "synthetic:calm")]
     try:
-        time.sleep(6.0)  # both loaded and publishing
+        watch.wait(120, *pubs)  # both publishing (a frame captured), however long loading the model took
+        time.sleep(2.0)
         for p in pubs:
             assert p.poll() is None, p.communicate()
             p.send_signal(signal.SIGINT)
