@@ -287,29 +287,17 @@ class LtkReader:
         for number, offset, data in self._records():
             if verify:
                 try:
-                    header = verify_packet(data)
-                    if header.model_id != self.model_id:
-                        raise PacketError(f"packet is for model {header.model_id.hex()}, the file header "
-                                          f"says model {self.model_id.hex()}")
+                    self._check_model(verify_packet(data))
                 except PacketError as e:
                     raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
                                       f"offset {offset}: {e}") from e
             yield data
 
     def __iter__(self) -> Iterator[TokenPacket]:
-        levels = self.meta.get(LEVELS_META)
-        state = CoderState.empty(levels) if levels else None  # version 2: the stream's coder state
+        state = self._coder_state()
         for number, offset, data in self._records():
             try:
-                if self.screen is not None:
-                    self.screen(data)
-                if _is_v2(data):
-                    if state is None:
-                        raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "
-                                          f"to decode it with")
-                    packet, state = TokenPacket.unpack_v2(data, state, expect_model_id=self.model_id)
-                else:
-                    packet = TokenPacket.unpack(data, expect_model_id=self.model_id)
+                packet, state = self._unpack(data, state)
             except PacketError as e:
                 raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
                                   f"offset {offset}: {e}") from e
@@ -328,8 +316,7 @@ class LtkReader:
         Raises:
             PacketError: only for a damaged file header (the constructor's); damage after it is yielded.
         """
-        levels = self.meta.get(LEVELS_META)
-        state = CoderState.empty(levels) if levels else None
+        state = self._coder_state()
         number, offset = 0, self.data_offset
         damage: dict[str, Any] | None = None  # the stretch being passed over: its start and counts
         while True:
@@ -343,23 +330,13 @@ class LtkReader:
             try:
                 data = self._framed(prefix, where)  # its messages name the file and the record
                 header = verify_packet(data)  # CRC before anything: a damaged length reads here as a bad CRC
-                if header.model_id != self.model_id:
-                    raise PacketError(f"packet is for model {header.model_id.hex()}, the file header says model "
-                                      f"{self.model_id.hex()}")
+                self._check_model(header)  # another model's record: its length is true, passed over
                 eos = header.end_of_stream and header.n == 0
                 if damage is not None and not (header.keyframe or eos):
                     damage["records"] += 1  # intact, but its frame needs the ones lost before it
                     number, offset = number + 1, offset + RECORD_PREFIX.size + len(data)
                     continue
-                if self.screen is not None:
-                    self.screen(data)
-                if _is_v2(data):
-                    if state is None:
-                        raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "
-                                          f"to decode it with")
-                    packet, state = TokenPacket.unpack_v2(data, state, expect_model_id=self.model_id)
-                else:
-                    packet = TokenPacket.unpack(data, expect_model_id=self.model_id)
+                packet, state = self._unpack(data, state)
             except PacketError as e:
                 if damage is None:
                     error = str(e) if not data else f"corrupt packet in .ltk file {where}: {e}"
@@ -384,6 +361,29 @@ class LtkReader:
         if damage is not None:
             yield Damage(damage["number"], damage["offset"], damage["error"], damage["records"],
                          self._size() - damage["offset"], False)
+
+    def _coder_state(self) -> CoderState | None:
+        """The coder state a version 2 stream starts from (None: the metadata names no FSQ levels)."""
+        levels = self.meta.get(LEVELS_META)
+        return CoderState.empty(levels) if levels else None
+
+    def _check_model(self, header: PacketHeader) -> None:
+        """A verified packet's header is for this file's model (PacketError otherwise)."""
+        if header.model_id != self.model_id:
+            raise PacketError(f"packet is for model {header.model_id.hex()}, the file header says model "
+                              f"{self.model_id.hex()}")
+
+    def _unpack(self, data: bytes, state: CoderState | None) -> tuple[TokenPacket, CoderState | None]:
+        """One packet, screened (`screen`) and unpacked; a version 2 packet from the stream's coder state
+        `state`, which is returned advanced (unchanged for version 1)."""
+        if self.screen is not None:
+            self.screen(data)
+        if _is_v2(data):
+            if state is None:
+                raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "
+                                  f"to decode it with")
+            return TokenPacket.unpack_v2(data, state, expect_model_id=self.model_id)
+        return TokenPacket.unpack(data, expect_model_id=self.model_id), state
 
     def _framed(self, prefix: bytes, where: str) -> bytes:
         """The packet bytes of the record whose length prefix was just read (the file positioned after it)."""
