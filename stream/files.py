@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -15,7 +15,7 @@ from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
 
 from .heatmap import token_heatmap
-from .session import ReceiverSession, SenderSession
+from .session import EncodedFrame, ReceiverSession, SenderSession
 from .sources import open_source
 from .video_io import Mp4Writer
 from .wire import Damage, LtkReader, LtkWriter, PacketError
@@ -65,13 +65,63 @@ def encode_file(
             (`check_ltk_output`).
     """
     check_ltk_output(output)
+    out = Path(output)
+    stats, tx = encode_frames(model, input, sender, lambda meta: _LtkFrames(LtkWriter(out, meta)),
+                              max_frames=max_frames, meta_extra=meta_extra, progress=progress)
+    summary: dict[str, Any] = {"output": str(out), **stats, "bits_per_s": tx.rate.bits_per_s(),
+                               "bytes": out.stat().st_size}
+    check = tx.target_check()
+    if check is not None:
+        summary.update(check.as_json(), warning=check.warning())
+    return summary
+
+
+class FrameWriter(Protocol):
+    """Where `encode_frames` puts each encoded frame (a `.ltk` file; an MCAP file's camera channels)."""
+
+    def write(self, enc: EncodedFrame) -> None: ...
+
+    def close(self) -> None: ...
+
+
+class _LtkFrames:
+    def __init__(self, writer: LtkWriter) -> None:
+        self.writer = writer
+
+    def write(self, enc: EncodedFrame) -> None:
+        self.writer.write(enc.data)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def encode_frames(
+    model: Runtime,
+    input: str,
+    sender: SenderConfig,
+    open_writer: Callable[[dict[str, Any]], FrameWriter],
+    max_frames: int | None = None,
+    meta_extra: dict[str, Any] | None = None,
+    progress: ProgressCallback | None = None,
+) -> tuple[dict[str, Any], SenderSession]:
+    """The frame loop of `encode_file` and `stream.mcap_file.encode_mcap`: encode the source `input` frame by
+    frame with one `SenderSession`, frame i stamped i / fps seconds, into the writer `open_writer(meta)` makes
+    at the first frame (`meta`: the `.ltk` header's keys, see `encode_file`, updated with `meta_extra`). The
+    writer is closed however the loop ends (what was written is a valid prefix for a tolerant reader).
+    `progress(name, n)`: n = 0 once the source is open, then n = 1 per frame written.
+
+    Returns:
+        ({"frames", "tokens_per_frame", "bits_per_frame"}, the sender session: its bit rate and target check).
+
+    Raises:
+        ValueError: the source gave no frames (no writer is made).
+    """
     src = open_source(input, max_frames)
     if progress is not None:
         progress(src.name, 0)
     tx = SenderSession(model, sender)
-    out = Path(output)
     frames = bits = tokens = 0
-    writer: LtkWriter | None = None
+    writer: FrameWriter | None = None
     try:
         for i, frame in enumerate(src.frames):
             if writer is None:
@@ -80,24 +130,18 @@ def encode_file(
                         "preset": model.cfg.name, "source": src.name, "policy": sender.budget.policy,
                         "rate": sender.budget.rate, "wire": sender.wire,
                         "fsq_levels": list(model.cfg.fsq.levels), **(meta_extra or {})}
-                writer = LtkWriter(out, meta)
+                writer = open_writer(meta)
             enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
-            writer.write(enc.data)
+            writer.write(enc)
             frames, bits, tokens = frames + 1, bits + 8 * len(enc.data), tokens + enc.packet.k
             if progress is not None:
                 progress(src.name, 1)
     finally:
         if writer is not None:
-            writer.close()  # even on error: what was written is a valid prefix for a tolerant reader
+            writer.close()
     if frames == 0:
         raise ValueError(f"{input}: no frames to encode")
-    summary: dict[str, Any] = {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
-                               "bits_per_frame": bits / frames, "bits_per_s": tx.rate.bits_per_s(),
-                               "bytes": out.stat().st_size}
-    check = tx.target_check()
-    if check is not None:
-        summary.update(check.as_json(), warning=check.warning())
-    return summary
+    return {"frames": frames, "tokens_per_frame": tokens / frames, "bits_per_frame": bits / frames}, tx
 
 
 def ltk_records(path: str | Path) -> int | None:

@@ -22,15 +22,13 @@ from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
 
 from .errors import StreamError
-from .foxglove_feed import TOKEN_SCHEMA_NAME, FoxgloveFeed, packet_bytes
+from .files import ProgressCallback, encode_frames
+from .foxglove_feed import TOKEN_SCHEMA_NAME, CameraChannels, FoxgloveFeed, packet_bytes
 from .heatmap import token_heatmap
 from .optional import require
-from .session import ReceiverSession, SenderSession
-from .sources import open_source
+from .session import EncodedFrame, ReceiverSession
 from .video_io import Mp4Writer
 from .wire import PacketError, peek_header
-
-ProgressCallback = Callable[[str, int], None]  # (name, frames done since the last call), as stream/files.py
 
 
 def is_mcap(path: str | os.PathLike[str]) -> bool:
@@ -51,35 +49,34 @@ def encode_mcap(
 ) -> dict[str, Any]:
     """`stream.files.encode_file` into an MCAP file: the same packets (frame i stamped i / fps seconds), on
     camera `camera`'s tokens channel, and its decoded frames (the sender's reconstruction: what a receiver
-    shows) on the preview channel. Returns the same summary keys."""
-    src = open_source(input, max_frames)
-    if progress is not None:
-        progress(src.name, 0)
-    tx = SenderSession(model, sender)
+    shows) on the preview channel. Returns its summary keys but `bits_per_s` (and no target check), plus
+    `preview`."""
     out = Path(output)
-    frames = bits = tokens = 0
-    feed: FoxgloveFeed | None = None
-    try:
-        for i, frame in enumerate(src.frames):
-            if feed is None:
-                h, w = frame.shape[:2]
-                meta = {"fps": src.fps, "width": w, "height": h, "source": src.name,
-                        "policy": sender.budget.policy, "rate": sender.budget.rate, "wire": sender.wire,
-                        **(meta_extra or {})}
-                feed = FoxgloveFeed(model, mcap=out, preview=preview)
-                cam = feed.camera(camera, frame_id, meta)
-            enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
-            cam.log(enc.packet, enc.data, enc.recon)
-            frames, bits, tokens = frames + 1, bits + 8 * len(enc.data), tokens + enc.packet.k
-            if progress is not None:
-                progress(src.name, 1)
-    finally:
-        if feed is not None:
+
+    def open_writer(meta: dict[str, Any]) -> _McapFrames:
+        feed = FoxgloveFeed(model, mcap=out, preview=preview)
+        try:
+            return _McapFrames(feed, feed.camera(camera, frame_id, meta))
+        except BaseException:
             feed.close()
-    if frames == 0:
-        raise ValueError(f"{input}: no frames to encode")
-    return {"output": str(out), "frames": frames, "tokens_per_frame": tokens / frames,
-            "bits_per_frame": bits / frames, "bytes": out.stat().st_size, "preview": preview}
+            raise
+
+    stats, _ = encode_frames(model, input, sender, open_writer, max_frames=max_frames, meta_extra=meta_extra,
+                             progress=progress)
+    return {"output": str(out), **stats, "bytes": out.stat().st_size, "preview": preview}
+
+
+class _McapFrames:
+    """`files.FrameWriter` onto one camera's channels: the packet, and its reconstruction as the preview."""
+
+    def __init__(self, feed: FoxgloveFeed, cam: CameraChannels) -> None:
+        self.feed, self.cam = feed, cam
+
+    def write(self, enc: EncodedFrame) -> None:
+        self.cam.log(enc.packet, enc.data, enc.recon)
+
+    def close(self) -> None:
+        self.feed.close()
 
 
 @dataclass
