@@ -285,6 +285,21 @@ async def drain_frames(
     return drained.outputs
 
 
+def publisher_wanted(wildcard: bool, stream: str, where: str) -> str:
+    """Whom a receiver waits for (`record_frames`' `waiting_for`): a publisher of `stream` at `where`."""
+    return f"a publisher on any stream at {where}" if wildcard else f"a publisher on stream {stream!r} at {where}"
+
+
+async def record_summary(rx: PacketReceiver, **record: Any) -> dict[str, Any]:
+    """`record_frames(rx, **record)`, then the receiver's summary with the recording's `outputs` and `ended_by`:
+    what `livetok receive` returns over every transport. The caller has entered `rx`."""
+    drained = await record_frames(rx, **record)
+    summary = rx.summary()
+    summary["outputs"] = drained.outputs
+    summary["ended_by"] = drained.ended_by
+    return summary
+
+
 async def receive_stream(
     model: Runtime,
     broker: Brokers,
@@ -321,15 +336,10 @@ async def receive_stream(
     else:
         rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s,
                       max_lag_s=max_lag_s, end_when_all_ended=True)
-    what = (f"a publisher on any stream at {brokers_text(broker)}" if rx.topics.wildcard
-            else f"a publisher on stream {stream!r} at {brokers_text(broker)}")
+    what = publisher_wanted(rx.topics.wildcard, stream, brokers_text(broker))
     if worker is not None:
         what += f" (worker {worker} of {group})"
     async with rx:
-        drained = await record_frames(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
-                                      idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
-                                      stop=stop, on_status=on_status, waiting_for=what)
-        summary = rx.summary()
-    summary["outputs"] = drained.outputs
-    summary["ended_by"] = drained.ended_by
-    return summary
+        return await record_summary(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
+                                    idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
+                                    stop=stop, on_status=on_status, waiting_for=what)

@@ -18,7 +18,7 @@ from livetok.engine.runtime import Runtime
 
 from .capture import CAPTURE_CLOCK, Captured, capture
 from .foxglove_feed import FoxgloveFeed, FoxgloveSink
-from .live import record_frames, source_fps
+from .live import publisher_wanted, record_summary, source_fps
 from .mqtt import Brokers
 from .packet_receiver import ReceivedFrame
 from .pipeline import PacketSink, PipelineConfig, StreamInput, run_streams
@@ -190,15 +190,11 @@ async def receive_zenoh(
     packet; '+' (every stream) at `idle_timeout_s` without a frame; either at `stop` (SIGINT/SIGTERM: what was
     decoded is recorded and the MP4 finalised). `on_status`: lines while no frame comes."""
     rx = ZenohReceiver(model, cfg, stream, max_lag_s=max_lag_s)
-    what = (f"a publisher on any stream at zenoh {cfg.endpoint}" if rx.wildcard
-            else f"a publisher on stream {stream!r} at zenoh {cfg.endpoint}")
+    what = publisher_wanted(rx.wildcard, stream, f"zenoh {cfg.endpoint}")
     t0 = time.monotonic()
     async with rx:
-        drained = await record_frames(rx, out=out, per_stream_files=rx.wildcard, show=show,
-                                      idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
-                                      stop=stop, on_status=on_status, waiting_for=what)
-        summary = rx.summary()
-    summary["outputs"] = drained.outputs
-    summary["ended_by"] = drained.ended_by
+        summary = await record_summary(rx, out=out, per_stream_files=rx.wildcard, show=show,
+                                       idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
+                                       stop=stop, on_status=on_status, waiting_for=what)
     summary["seconds"] = round(time.monotonic() - t0, 3)
     return summary

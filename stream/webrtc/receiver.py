@@ -21,7 +21,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from livetok.engine.runtime import Runtime
 
 from ..errors import StreamError
-from ..live import record_frames
+from ..live import record_summary
 from ..packet_receiver import ReceivedFrame
 from .channel_receiver import ChannelReceiver
 from .config import SignalingConfig, WebRTCConfig
@@ -129,11 +129,8 @@ async def webrtc_recv(
     async with ReceiverEndpoint(model, signaling, cfg) as ep:
         if on_listening is not None:
             on_listening(ep.url)
-        drained = await record_frames(ep.receiver, out=out, show=show, idle_timeout_s=idle_timeout_s,
-                                      max_frames=max_frames, on_frame=on_frame, stop=stop, on_status=on_status,
-                                      waiting_for=f"a sender at {ep.url}")
-        summary = ep.receiver.summary()
+        summary = await record_summary(ep.receiver, out=out, show=show, idle_timeout_s=idle_timeout_s,
+                                       max_frames=max_frames, on_frame=on_frame, stop=stop, on_status=on_status,
+                                       waiting_for=f"a sender at {ep.url}")
         summary["signal_url"] = ep.url
-    summary["outputs"] = drained.outputs
-    summary["ended_by"] = drained.ended_by
     return summary
