@@ -66,13 +66,7 @@ async def publish_sources(
     goes out and its retained info is withdrawn); returns the stats summed over the streams.
     Each stream's retained info names its camera's `frame_ids[i]` (default: the stream name) and the
     one capture clock all the streams' timestamps come from (`clock`)."""
-    if len(sources) != len(streams) or not sources:
-        raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
-    if len(set(streams)) != len(streams):
-        raise ValueError(f"stream names must differ, got {list(streams)}")
-    ids = list(frame_ids) if frame_ids else list(streams)
-    if len(ids) != len(streams):
-        raise ValueError(f"{len(ids)} --frame-id for {len(streams)} streams: give one per --source")
+    ids = camera_frame_ids(sources, streams, frame_ids)
     async with contextlib.AsyncExitStack() as stack:
         inputs: list[StreamInput] = []
         pubs: list[TokenPublisher] = []
@@ -111,6 +105,19 @@ async def publish_sources(
         result["failovers"] = sum(p.link.failovers for p in pubs)
         result["outages_s"] = sorted(round(t, 3) for p in pubs for t in p.link.outages_s)
     return result
+
+
+def camera_frame_ids(sources: Sequence[str], streams: Sequence[str], frame_ids: Sequence[str] | None) -> list[str]:
+    """Each stream's camera frame id (default: the stream name), once one source per stream, distinct stream
+    names and one frame id per stream are checked (ValueError, one line)."""
+    if len(sources) != len(streams) or not sources:
+        raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
+    if len(set(streams)) != len(streams):
+        raise ValueError(f"stream names must differ, got {list(streams)}")
+    ids = list(frame_ids) if frame_ids else list(streams)
+    if len(ids) != len(streams):
+        raise ValueError(f"{len(ids)} --frame-id for {len(streams)} streams: give one per --source")
+    return ids
 
 
 async def _described(it: AsyncIterator[Captured], pub: TokenPublisher, info: dict[str, Any], source: str,

@@ -18,7 +18,7 @@ from livetok.engine.runtime import Runtime
 
 from .capture import CAPTURE_CLOCK, Captured, capture
 from .foxglove_feed import FoxgloveFeed, FoxgloveSink
-from .live import publisher_wanted, record_summary, source_fps
+from .live import camera_frame_ids, publisher_wanted, record_summary, source_fps
 from .mqtt import Brokers
 from .packet_receiver import ReceivedFrame
 from .pipeline import PacketSink, PipelineConfig, StreamInput, run_streams
@@ -97,13 +97,7 @@ async def publish_robot(
     gets {"foxglove_port"} once the outputs are up (before the first frame). `wait_for_receivers_s`: before
     the first frame, wait up to this long for a Zenoh subscriber on every stream (a recording receiver that
     must not miss frame 0; a live one joins whenever it likes, at a keyframe it asks for)."""
-    if len(sources) != len(streams) or not sources:
-        raise ValueError(f"{len(sources)} sources for {len(streams)} stream names")
-    if len(set(streams)) != len(streams):
-        raise ValueError(f"stream names must differ, got {list(streams)}")
-    ids = list(frame_ids) if frame_ids else list(streams)
-    if len(ids) != len(streams):
-        raise ValueError(f"{len(ids)} --frame-id for {len(streams)} streams: give one per stream")
+    ids = camera_frame_ids(sources, streams, frame_ids)
     if not outputs.names():
         raise ValueError("nowhere to publish: give --broker, --zenoh, --foxglove or --mcap")
     async with contextlib.AsyncExitStack() as stack:
