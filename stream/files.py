@@ -15,6 +15,7 @@ from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
 
 from .heatmap import token_heatmap
+from .info import reader_info
 from .session import EncodedFrame, ReceiverSession, SenderSession
 from .sources import open_source
 from .video_io import Mp4Writer
@@ -128,8 +129,7 @@ def encode_frames(
                 h, w = frame.shape[:2]
                 meta = {"model_id": tx.model_id.hex(), "fps": src.fps, "width": w, "height": h,
                         "preset": model.cfg.name, "source": src.name, "policy": sender.budget.policy,
-                        "rate": sender.budget.rate, "wire": sender.wire,
-                        "fsq_levels": list(model.cfg.fsq.levels), **(meta_extra or {})}
+                        "rate": sender.budget.rate, **reader_info(model, sender), **(meta_extra or {})}
                 writer = open_writer(meta)
             enc = tx.encode(frame, timestamp_us=round(i * 1e6 / src.fps))
             writer.write(enc)

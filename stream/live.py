@@ -17,6 +17,7 @@ from livetok.engine.runtime import Runtime
 
 from .capture import CAPTURE_CLOCK, Captured, capture
 from .errors import StreamError
+from .info import stream_info
 from .mqtt import Brokers, brokers_text
 from .packet_receiver import PacketReceiver, ReceivedFrame
 from .pipeline import PipelineConfig, StreamInput, run_streams
@@ -72,13 +73,7 @@ async def publish_sources(
         pubs: list[TokenPublisher] = []
         for source, stream, fid in zip(sources, streams, ids, strict=True):
             session = SenderSession(model, sender)
-            info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
-                                    "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
-                                    # what a receiver without the model needs to read the packets: the
-                                    # FSQ levels travel in no packet (docs/PACKET.md 6.2)
-                                    "fsq_levels": list(model.cfg.fsq.levels), "wire": sender.wire,
-                                    "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
-                                    "qos": qos, "frame_id": fid, "clock": CAPTURE_CLOCK}
+            info = stream_info(model, sender, source, qos=qos, frame_id=fid, clock=CAPTURE_CLOCK)
             pub = await stack.enter_async_context(TokenPublisher(broker, stream, info, first_connect_timeout_s,
                                                                  qos=qos))
             frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)

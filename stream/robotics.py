@@ -18,6 +18,7 @@ from livetok.engine.runtime import Runtime
 
 from .capture import CAPTURE_CLOCK, Captured, capture
 from .foxglove_feed import FoxgloveFeed, FoxgloveSink
+from .info import stream_info
 from .live import camera_frame_ids, publisher_wanted, record_summary, source_fps
 from .mqtt import Brokers
 from .packet_receiver import ReceivedFrame
@@ -113,11 +114,7 @@ async def publish_robot(
         counters: list[Any] = []
         for source, stream, fid in zip(sources, streams, ids, strict=True):
             session = SenderSession(model, sender)
-            info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
-                                    "keyframe_interval": sender.keyframe_interval, "bits_per_index": session.bits,
-                                    "policy": sender.budget.policy, "rate": sender.budget.rate, "source": source,
-                                    "frame_id": fid, "clock": CAPTURE_CLOCK, "wire": sender.wire,
-                                    "fsq_levels": [int(v) for v in model.cfg.fsq.levels]}
+            info = stream_info(model, sender, source, frame_id=fid, clock=CAPTURE_CLOCK)
             sinks: list[PacketSink] = []
             updaters: list[Callable[[dict[str, Any]], Any]] = []
             if outputs.broker is not None:
@@ -135,8 +132,7 @@ async def publish_robot(
                 counters.append(zp)
             cam = None
             if feed is not None:
-                cam = feed.camera(stream, fid, {"source": source, "policy": sender.budget.policy,
-                                                "rate": sender.budget.rate})
+                cam = feed.camera(stream, fid, {k: info[k] for k in ("source", "policy", "rate", "wire")})
                 sinks.append(FoxgloveSink(model, cam))
 
             async def first(c: Captured, info: dict[str, Any] = info,

@@ -27,6 +27,21 @@ class Source:
     self_paced: bool = False  # cameras and network streams deliver frames at their own rate
 
 
+def public_source(spec: str) -> str:
+    """`spec` as it may be shared with others (a stream's info on the broker, Zenoh and Foxglove, the metadata of
+    `.ltk` and MCAP files): a URL's user name and password become `***` (`rtsp://user:pass@cam/live` ->
+    `rtsp://***@cam/live`; scheme, host, port and path kept); anything else is returned as it is."""
+    if "://" not in spec:
+        return spec
+    scheme, rest = spec.split("://", 1)
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    if "@" in rest[:end]:  # user[:password]@host
+        return f"{scheme}://***@{rest[:end].rpartition('@')[2]}{rest[end:]}"
+    if "@" in rest:  # an '@' after a '/', '?' or '#' (a password with one of them in it?): all before it goes
+        return f"{scheme}://***@{rest.rpartition('@')[2]}"
+    return spec
+
+
 def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] | None = None) -> Source:
     """Open `spec`; `size` (width, height) applies to synthetic frames only."""
     if spec.startswith("webcam:"):
@@ -41,7 +56,7 @@ def open_source(spec: str, max_frames: int | None = None, size: tuple[int, int] 
             cfg = replace(cfg, width=size[0], height=size[1])
         return Source(_limit(synthetic_frames(cfg, seed=0), max_frames), 30.0, f"synthetic:{preset}", True)
     if "://" in spec:
-        return Source(_limit(_url(spec), max_frames), 30.0, spec.split("@")[-1], True, True)
+        return Source(_limit(_url(spec), max_frames), 30.0, public_source(spec), True, True)
     reader = VideoReader(spec)
     return Source(_limit(iter(reader), max_frames), reader.fps, str(reader.path.name), False)
 
@@ -87,8 +102,8 @@ def _url(url: str) -> Iterator[np.ndarray]:
     """An RTSP/HTTP(S) stream through OpenCV's FFmpeg backend (a live source: no pacing)."""
     cap = cv2.VideoCapture(url, cv2.CAP_FFMPEG)
     if not cap.isOpened():
-        raise VideoError(f"cannot open stream {url.split('@')[-1]} (unreachable, or not a video stream)")
-    yield from _read(cap, f"stream {url.split('@')[-1]}")
+        raise VideoError(f"cannot open stream {public_source(url)} (unreachable, or not a video stream)")
+    yield from _read(cap, f"stream {public_source(url)}")
 
 
 def _webcam(index: int) -> Iterator[np.ndarray]:

@@ -21,9 +21,11 @@ from livetok.engine.runtime import Runtime
 
 from ..capture import capture
 from ..errors import StreamError
+from ..info import reader_info
 from ..live import source_fps
 from ..pipeline import PipelineConfig, run_pipeline
 from ..session import SenderSession
+from ..sources import public_source
 from .channel_sink import ChannelSink
 from .config import WebRTCConfig
 from .ice import auto_addresses, offering, require_candidates, wait_connected
@@ -123,9 +125,8 @@ async def webrtc_send(
     session = SenderSession(model, sender)
     info: dict[str, Any] = {"model_id": model.identity.hex(), "preset": model.cfg.name,
                             "fps": source_fps(source), "keyframe_interval": sender.keyframe_interval,
-                            "bits_per_index": session.bits, "policy": sender.budget.policy, "source": source,
-                            # the FSQ levels travel in no packet (docs/PACKET.md 6.2)
-                            "fsq_levels": list(model.cfg.fsq.levels), "wire": sender.wire}
+                            "bits_per_index": session.bits, "policy": sender.budget.policy,
+                            "source": public_source(source), **reader_info(model, sender)}
     frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
     async with SenderPeer(signal_url, info, stream, cfg, token) as peer:
         live = realtime or source.startswith("webcam:") or "://" in source
