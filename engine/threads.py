@@ -7,10 +7,11 @@ lose nearly everything: each waits, spinning, for a thread of its team that the 
 taken the core from. Measured on 2 shared cores (docs/BENCHMARKS.md, "Threads under contention"):
 an encode of 48 frames took 84 s with torch's default beside a training run, 3.2 s with one thread.
 
-So the CLI (1) asks OpenMP to let idle threads sleep at once (``OMP_WAIT_POLICY=PASSIVE``, read when
-torch loads its OpenMP runtime: set before torch is imported) and (2) defaults to at most
+So the CLI (1) asks OpenMP to let idle threads sleep after a short spin (``GOMP_SPINCOUNT``, read when
+torch loads its OpenMP runtime: set before torch is imported; sleeping at once, ``OMP_WAIT_POLICY=PASSIVE``,
+halves a lone process's speed) and (2) defaults to at most
 :data:`DEFAULT_MAX_THREADS` threads, never more than the CPUs this process may run on. A user's own
-``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` win over both.
+``OMP_NUM_THREADS`` / ``OMP_WAIT_POLICY`` / ``GOMP_SPINCOUNT`` win over both.
 """
 
 from __future__ import annotations
@@ -47,7 +48,16 @@ def default_threads(requested: int = 0, environ: dict[str, str] | None = None) -
     return min(DEFAULT_MAX_THREADS, usable_cpus())
 
 
+# How long an idle OpenMP thread spins before it sleeps (libgomp's GOMP_SPINCOUNT; torch's CPU wheels use
+# libgomp). Measured on 2 cores (docs/BENCHMARKS.md, "Threads under contention"): libgomp's default
+# (300,000) collapses two encodes sharing the CPU (12.3 s each instead of 2.3 s); never spinning
+# (OMP_WAIT_POLICY=PASSIVE) keeps them at 2.6 s but halves one torch process's speed (bench speed 256x192:
+# 31.5 / 55 fps encode / decode instead of 83 / 151); 5,000 keeps both: 4.1 s shared, 77 / 141 fps alone.
+SPIN_COUNT = 5000
+
+
 def sleep_idle_threads() -> None:
-    """Let OpenMP's idle threads sleep instead of spinning (unless the user chose a policy). Takes
-    effect only in a process that has not loaded torch yet: call it first thing."""
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    """Let OpenMP's idle threads spin only briefly before they sleep (unless the user chose a policy or
+    a spin count). Takes effect only in a process that has not loaded torch yet: call it first thing."""
+    if "OMP_WAIT_POLICY" not in os.environ and "GOMP_SPINCOUNT" not in os.environ:
+        os.environ["GOMP_SPINCOUNT"] = str(SPIN_COUNT)

@@ -39,9 +39,9 @@ def _add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
     p.add_argument("--device", default="cpu", help="torch device: cpu, cuda, cuda:1, auto (default: cpu)")
     p.add_argument("--threads", type=int, default=0,
                    help="torch CPU threads (default: 2, or fewer when this process may use fewer CPUs; "
-                        "$OMP_NUM_THREADS when set). Idle threads sleep rather than spin "
-                        "(OMP_WAIT_POLICY=PASSIVE unless set), so processes sharing the CPU do not stall "
-                        "each other; on a machine of your own, --threads <cores> may run faster")
+                        "$OMP_NUM_THREADS when set). Idle threads spin only briefly before they sleep "
+                        "(GOMP_SPINCOUNT=5000 unless it or OMP_WAIT_POLICY is set), so processes sharing the "
+                        "CPU do not stall each other; on a machine of your own, --threads <cores> may run faster")
     if backend:
         p.add_argument("--backend", default="torch", choices=["torch", "onnx", "cuda-graph", "auto"],
                        help="run the model in torch (default), onnxruntime (CUDA EP when onnxruntime-gpu has "
