@@ -327,3 +327,14 @@ def markdown_table(result: dict[str, Any]) -> str:
                 rows.append(f"| {arm} | {policy} | {p['setting_rate']:g} | {p['psnr']:.2f} | {p['ssim']:.4f} | "
                             f"{p['tokens_per_frame']:.1f} | {p['bits_per_frame']:.0f} |")
     return "\n".join(rows)
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """bench_arms' result for people: the table, then the tokens each arm and policy saves."""
+    s = result["summary"]
+    ref = s["reference"]
+    saved = ", ".join(f"{arm}/{pol} {v:+.1%}" for arm, d in s["tokens_saved_vs_fixed"].items()
+                      for pol, v in d.items() if arm != "fixed")
+    return [markdown_table(result),
+            f"tokens saved vs the fixed arm at {ref['psnr']:.2f} dB (its 0.75 model): {saved}"
+            f"; best {s.get('best')}  ({result['wall_s']:.0f} s)"]

@@ -34,7 +34,7 @@ from livetok.stream.wire import TokenPacket
 from .live_stream import await_ends
 from .localbroker import LocalBroker
 
-__all__ = ["CapacityConfig", "find_max_streams", "measure_streams"]
+__all__ = ["CapacityConfig", "find_max_streams", "measure_streams", "summary_line", "trial_line"]
 
 
 @dataclass(frozen=True)
@@ -206,3 +206,14 @@ def find_max_streams(model: Runtime, source: str = "synthetic", size: tuple[int,
     return {"max_streams": good, "capped": bad is None, "size": f"{size[0]}x{size[1]}", "source": source,
             "fps": cfg.fps, "seconds": cfg.seconds, "min_ratio": cfg.min_ratio, "max_p99_ms": cfg.max_p99_ms,
             "trials": sorted(trials, key=lambda r: r["streams"])}
+
+
+def trial_line(r: dict[str, Any]) -> str:
+    """One trial of find_max_streams for people (what its `log` is given)."""
+    return (f"{r['streams']} stream(s): {'keeps up' if r['keeps_up'] else 'falls behind'}, "
+            f"{r['fps_per_stream_min']} fps/stream decoded in time (min), latency p99 {r['latency_ms_p99']} ms")
+
+
+def summary_line(res: dict[str, Any]) -> str:
+    """find_max_streams' result for people."""
+    return f"max {res['max_streams']}{'+' if res['capped'] else ''} streams at {res['size']} in real time"

@@ -55,7 +55,7 @@ def worker_cmd(urls: list[str], weights: Path, name: str, group: str, idle_s: fl
                *extra: str) -> list[str]:
     """The command line of one receiver worker (`livetok receive --worker`) of `group` over the cluster `urls`;
     it prints its summary as JSON and stops `idle_s` after its last frame."""
-    return [sys.executable, "-m", "livetok.stream.cli", "receive", *[a for u in urls for a in ("--broker", u)],
+    return [sys.executable, "-m", "livetok.cli", "receive", *[a for u in urls for a in ("--broker", u)],
             "--stream", "+", "--worker", name, "--group", group, "--timeout", f"{idle_s:g}", "--weights",
             str(weights), "--connect-timeout", f"{connect_timeout_s:g}", "--json", *extra]
 

@@ -86,3 +86,12 @@ def bench_stream(model: Runtime, streams: list[int], seconds: float = 10.0, sour
         for s in streams:
             results.append(asyncio.run(_bench(model, urls, s, seconds, source, size, sender, fps, max_lag_s)))
     return {"results": results}
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """bench_stream's result for people, one line per measurement."""
+    return [f"{r['streams']} stream(s) {r['size']}: {r['fps_per_stream']} fps/stream decoded, "
+            f"latency p50 {r['latency_ms_p50']} ms p99 {r['latency_ms_p99']} ms, "
+            f"{r['frames_dropped']} dropped at capture, {r['frames_shed']} shed by the receiver, "
+            f"{r['frames_lost']} lost"
+            for r in res["results"]]

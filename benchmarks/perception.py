@@ -369,6 +369,11 @@ def markdown_table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """bench_perception's result for people: the tables of markdown_table."""
+    return [markdown_table(res)]
+
+
 def plot_perception(res: dict[str, Any], path: str | os.PathLike[str]) -> None:
     """Score vs bits/frame per detector: livetok and x264, the originals' score as a line."""
     import matplotlib

@@ -219,3 +219,16 @@ def plot_rd(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def summary_lines(result: dict[str, Any]) -> list[str]:
+    """bench_rd's result for people (rich console markup): each policy's curve, then the tokens saved."""
+    lines = []
+    for name, pts in result["policies"].items():
+        row = "  ".join(f"{p['tokens_per_frame']:.0f} tok {p['psnr']:.2f} dB" for p in pts)
+        lines.append(f"[bold]{name:13s}[/] {row}")
+    s = result["summary"]
+    lines.append(f"tokens saved vs fixed at its 75% PSNR: infotok {s.get('tokens_saved_vs_fixed')}, "
+                 f"best {s.get('best_policy')} {s.get('best_tokens_saved_vs_fixed')}, "
+                 f"oracle {s.get('oracle_tokens_saved_vs_fixed')}")
+    return lines

@@ -113,3 +113,14 @@ def bench_soak(model: Runtime, minutes: float, window_s: float = 30.0, source: s
     with contextlib.ExitStack() as stack:
         url = broker_url or stack.enter_context(LocalBroker())
         return asyncio.run(_soak(model, url, minutes, window_s, source, size, sender or SenderConfig(), fps))
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """bench_soak's result for people: one line per window, then the growth from start to end."""
+    lines = [f"{w['t_s']:7.1f} s: {w['fps']} fps decoded, {w['frames_dropped']} dropped, {w['frames_lost']} lost, "
+             f"latency p50 {w['latency_ms_p50']} ms p99 {w['latency_ms_p99']} ms, RSS {w['rss_mib']} MiB, "
+             f"{w['open_fds']} fds"
+             for w in res["windows"]]
+    lines.append(f"{res['frames_decoded']}/{res['frames_captured']} frames decoded, RSS {res['start']['rss_mib']} -> "
+                 f"{res['end']['rss_mib']} MiB, fds {res['start']['open_fds']} -> {res['end']['open_fds']}")
+    return lines

@@ -286,3 +286,15 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
                    "source": cfg.source or "bundled demo clip", "policy": cfg.sender.budget.policy,
                    "ranking": cfg.sender.ranking, "signal": cfg.sender.budget.signal},
     }
+
+
+def summary_lines(res: dict[str, Any]) -> list[str]:
+    """bench_speed's result for people (rich console markup), one line per backend and size."""
+    return [f"[bold]{r['backend']:10s}[/] {r['size']:>8s} x{r['streams']}: "
+            f"encode+route {r['encode_fps']:.1f} fps "
+            f"(p50 {r['encode_ms_p50']:.1f} ms, p99 {r['encode_ms_p99']:.1f} ms, {r['decodes_per_frame']:.2f} "
+            f"decodes), decode {r['decode_fps']:.1f} fps (p50 {r['decode_ms_p50']:.1f} ms, p99 "
+            f"{r['decode_ms_p99']:.1f} ms), {r['gflops_per_frame']:.2f} GFLOP/frame"
+            + (f", {r['fraction_of_peak_flops']:.1%} of peak FLOP/s" if r["fraction_of_peak_flops"] is not None
+               else "")
+            for r in res["results"]]

@@ -17,10 +17,10 @@ import cv2
 import numpy as np
 import pytest
 
+from livetok.cli import main
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.model import Tokenizer
 from livetok.stream import sources
-from livetok.stream.cli import main
 from livetok.stream.errors import VideoError
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.video_io import Mp4Writer, as_rgb8, read_video
@@ -195,7 +195,7 @@ def cli(*argv: str, code: str | None = None) -> subprocess.CompletedProcess[str]
     """The CLI in a fresh process (what a user's terminal shows, C-level stderr included), with no
     OpenCV logging variables of the caller's."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV")}
-    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "livetok.stream.cli", *argv]
+    cmd = [sys.executable, "-c", code] if code else [sys.executable, "-m", "livetok.cli", *argv]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=120, env=env)
 
 
@@ -245,7 +245,7 @@ def test_unknown_flag_prints_the_subcommands_usage(capsys: pytest.CaptureFixture
 
 def test_bad_rate_is_refused_before_torch_is_imported() -> None:
     """`--rate 7` used to be refused only after the command had imported torch and loaded the model."""
-    r = cli(code=f"import sys; from livetok.stream.cli import main; "
+    r = cli(code=f"import sys; from livetok.cli import main; "
                  f"c = main(['eval', {str(BUNDLED_CLIP)!r}, '--rate', '7']); print(c, 'torch' in sys.modules)")
     assert r.stdout.split() == ["2", "False"] and r.stderr.strip() == "livetok: error: rate must be in (0, 1], got 7.0"
 

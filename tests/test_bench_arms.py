@@ -16,8 +16,8 @@ import numpy as np
 import pytest
 
 from livetok.bench.arms import ArmsConfig, bench_arms, train_model
+from livetok.cli import main
 from livetok.engine.synthetic import PRESETS, generate_clip
-from livetok.stream.cli import main
 from tests.conftest import BUNDLED_CLIP
 
 CFG = ArmsConfig(steps=2, batch=2, crop=32, clip_frames=2, stream_frames=(2, 4), calib_frames=3, threads=1)

@@ -26,7 +26,7 @@ def test_replayed_streams_all_arrive(mosquitto: Broker, tiny_model: Tokenizer) -
 
 
 def test_find_max_cli_reports_trials(mosquitto: Broker, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from livetok.stream.cli import main
+    from livetok.cli import main
 
     code = main(["bench", "stream", "--find-max", "--max-streams", "1", "--seconds", "1", "--size", "64x48",
                  "--broker", mosquitto.url, "--weights", str(tiny_weights), "--json"])

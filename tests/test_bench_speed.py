@@ -14,10 +14,10 @@ import torch
 from torch import nn
 
 from livetok.bench.speed import SpeedConfig, bench_speed
+from livetok.cli import main
 from livetok.engine.model import Tokenizer
 from livetok.export.flops import encode_cost, frame_costs, graph_cost
 from livetok.export.peak import measure_peak
-from livetok.stream.cli import main
 
 RESULT_KEYS = {"backend", "size", "streams", "encode_fps", "encode_ms_p50", "encode_ms_p99", "decode_fps",
                "decode_ms_p50", "decode_ms_p99", "gflops_per_frame"}  # DESIGN.md §6

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from livetok.cli import main
 from livetok.stream.bitrate import BitRate, check_target, stream_seconds
-from livetok.stream.cli import main
 
 from .conftest import eval_clips
 

@@ -97,8 +97,8 @@ def test_max_rate_is_a_hard_ceiling_after_the_policy() -> None:
 def test_skip_rule_exact_threshold() -> None:
     """Skip when beta * repeat_gain / population_gain < skip_fraction * N: with rate 0.5 and N/24 that is a
     repeat gain under 1/12 of the population gain; keyframes, NaN, fixed and a zero fraction never skip."""
+    from livetok.cli import get_parser
     from livetok.engine.budget import skip_frame
-    from livetok.stream.cli import get_parser
 
     cfg = BudgetConfig(policy="infotok", rate=0.5, skip_fraction=1 / 24)
     st = initial_budget_state(0.02)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from livetok.stream.cli import main
+from livetok.cli import main
 from livetok.stream.video_io import read_video
 from livetok.stream.wire import LtkReader, read_ltk
 

@@ -122,7 +122,7 @@ def test_cluster_profile_matches_the_tested_cluster() -> None:
 
 @pytest.mark.parametrize("name", ["publisher", "receiver", "publisher-gpu", "publisher-cluster", "receiver-cluster"])
 def test_commands_parse_with_the_real_cli(name: str) -> None:
-    from livetok.stream.cli import get_parser
+    from livetok.cli import get_parser
 
     argv = _commands()[name]
     try:

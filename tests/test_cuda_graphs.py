@@ -12,6 +12,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from livetok.cli import main
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.model import Tokenizer
@@ -19,7 +20,6 @@ from livetok.engine.state import FrameTokens, StreamState
 from livetok.export import backends
 from livetok.export.batching import MultiStreamDecoder, MultiStreamEncoder
 from livetok.export.cuda_graphs import CudaGraphTokenizer, GraphCache, GraphedStep, GraphKey
-from livetok.stream.cli import main
 
 from .conftest import BUNDLED_CLIP
 

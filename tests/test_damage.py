@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from livetok.stream.cli import main
+from livetok.cli import main
 from livetok.stream.wire import Damage, LtkReader
 
 from .conftest import EVAL_DIR, eval_clips

@@ -15,6 +15,8 @@ import onnx
 import pytest
 import torch
 
+from livetok.cli import get_parser, main
+from livetok.cli.options import open_model
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import BudgetConfig, SenderConfig, TokenizerConfig
 from livetok.engine.errors import TokenizerError
@@ -24,7 +26,6 @@ from livetok.engine.model import Tokenizer
 from livetok.export.onnx_export import GRAPHS
 from livetok.export.onnx_runtime import OnnxTokenizer, load_onnx
 from livetok.export.verify import graph_parity, verify_frames
-from livetok.stream.cli import _model, get_parser, main
 from livetok.stream.session import ReceiverSession, SenderSession, wire_roundtrip
 
 from .conftest import BUNDLED_CLIP
@@ -146,13 +147,13 @@ def test_cli_backend_option(exported: tuple[Path, dict[str, Any]], tiny_weights:
                             monkeypatch: pytest.MonkeyPatch) -> None:
     d, _ = exported
     parse = get_parser().parse_args
-    m = _model(parse(["eval", "x.mp4", "--backend", "onnx", "--onnx-dir", str(d)]))
+    m = open_model(parse(["eval", "x.mp4", "--backend", "onnx", "--onnx-dir", str(d)]))
     assert isinstance(m, OnnxTokenizer)
-    assert isinstance(_model(parse(["eval", "x.mp4", "--weights", str(tiny_weights)])), Tokenizer)
+    assert isinstance(open_model(parse(["eval", "x.mp4", "--weights", str(tiny_weights)])), Tokenizer)
     # auto with the extra installed: the cached export of the weights' identity, found without exporting
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path))
     shutil.copytree(d, tmp_path / "livetok" / "onnx" / m.identity.hex())
-    m2 = _model(parse(["eval", "x.mp4", "--backend", "auto", "--weights", str(tiny_weights)]))
+    m2 = open_model(parse(["eval", "x.mp4", "--backend", "auto", "--weights", str(tiny_weights)]))
     assert isinstance(m2, OnnxTokenizer) and m2.identity == m.identity
 
 

@@ -17,9 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from livetok.bench.fuzz_packets import CRAFTED, cost
+from livetok.cli import main
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.model import Tokenizer
-from livetok.stream.cli import main
 from livetok.stream.files import decode_file
 from livetok.stream.packet_guard import ReceiverLimits, check_packet_fits, largest_packet
 from livetok.stream.packet_receiver import PacketReceiver

@@ -28,8 +28,8 @@ from typing import Any
 import pytest
 
 from livetok.bench.cluster import wait_for_workers
+from livetok.cli import main
 from livetok.stream.broker_url import parse_broker_url
-from livetok.stream.cli import main
 
 from .broker import Broker, free_port
 from .conftest import BUNDLED_CLIP
@@ -38,7 +38,7 @@ from .recording import mp4_duration_s
 
 pytestmark = pytest.mark.broker
 
-CLI = [sys.executable, "-m", "livetok.stream.cli"]
+CLI = [sys.executable, "-m", "livetok.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 FPS = 30.0  # the bundled clip's rate: a paced run's capture times step by 1/30 s
 SMALL = ["--size", "128x96"]

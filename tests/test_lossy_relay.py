@@ -11,10 +11,10 @@ import pytest
 
 from livetok.bench.loss_real import RealLossConfig, real_loss_run
 from livetok.bench.lossy_relay import LossyRelay, MqttFramer, parse_publish
+from livetok.cli import get_parser
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
-from livetok.stream.cli import get_parser
 from livetok.stream.errors import StreamError
 from livetok.stream.publisher import TokenPublisher
 from livetok.stream.session import SenderSession

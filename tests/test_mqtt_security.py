@@ -15,9 +15,9 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from livetok.cli import main
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import ENV_PASSWORD, ENV_USERNAME, BrokerConfig, parse_broker_url
-from livetok.stream.cli import main
 from livetok.stream.errors import StreamError
 from livetok.stream.mqtt import MqttLink
 from livetok.stream.receiver import Receiver

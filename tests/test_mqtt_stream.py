@@ -239,13 +239,13 @@ def test_receiver_with_other_weights_refuses_the_stream(mosquitto: Broker, tiny_
 def test_cli_publish_and_receive(mosquitto: Broker, tiny_weights: Path, tmp_path: Path) -> None:
     out = tmp_path / "rx.mp4"
     rx = subprocess.Popen(
-        [sys.executable, "-m", "livetok.stream.cli", "receive", "--broker", mosquitto.url, "--stream", "cli",
+        [sys.executable, "-m", "livetok.cli", "receive", "--broker", mosquitto.url, "--stream", "cli",
          "--out", str(out), "--json", "--timeout", "30", "--weights", str(tiny_weights)],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"},
     )
     time.sleep(3.0)  # let the receiver subscribe
     pub = subprocess.run(
-        [sys.executable, "-m", "livetok.stream.cli", "publish", "--source", str(BUNDLED_CLIP), "--broker",
+        [sys.executable, "-m", "livetok.cli", "publish", "--source", str(BUNDLED_CLIP), "--broker",
          mosquitto.url, "--stream", "cli", "--max-frames", "10", "--as-fast-as-possible", "--size", "128x96",
          "--json", "--weights", str(tiny_weights)],
         capture_output=True, text=True, timeout=60,
@@ -263,7 +263,7 @@ def test_cli_publish_and_receive(mosquitto: Broker, tiny_weights: Path, tmp_path
 
 def test_bench_stream_reports_every_stream(tiny_weights: Path, mosquitto: Broker,
                                            capsys: pytest.CaptureFixture[str]) -> None:
-    from livetok.stream.cli import main
+    from livetok.cli import main
 
     code = main(["bench", "stream", "--streams", "2", "--seconds", "1", "--size", "64x48", "--broker", mosquitto.url,
                  "--weights", str(tiny_weights), "--json"])
@@ -281,7 +281,7 @@ def test_publish_several_sources_batches_them(tiny_weights: Path, tiny_model: To
     """`livetok publish --source A --source B --stream cam`: two cameras in one process, published as
     cam-0 and cam-1, every frame decoded by a real receiver, and the encoder ran them as batched
     steps (fewer steps than frames)."""
-    from livetok.stream.cli import main
+    from livetok.cli import main
 
     frames = 10
     broker = parse_broker_url(mosquitto.url)
@@ -355,7 +355,7 @@ def test_recording_lasts_as_long_as_the_stream_while_the_publisher_drops(mosquit
 
 def _publish_cli(tiny_weights: Path, *args: str, verbose: bool = False) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "livetok.stream.cli", *(["-v"] if verbose else []), "publish", "--source",
+        [sys.executable, "-m", "livetok.cli", *(["-v"] if verbose else []), "publish", "--source",
          str(BUNDLED_CLIP), "--stream", "cam0", "--size", "64x48", "--weights", str(tiny_weights), *args],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
 
@@ -503,12 +503,12 @@ def test_out_dash_streams_the_video_to_a_player_on_stdout(mosquitto: Broker, tin
     video = tmp_path / "piped.mkv"
     with video.open("wb") as sink:
         rx = subprocess.Popen(
-            [sys.executable, "-m", "livetok.stream.cli", "receive", "--broker", mosquitto.url, "--stream", "view",
+            [sys.executable, "-m", "livetok.cli", "receive", "--broker", mosquitto.url, "--stream", "view",
              "--out", "-", "--timeout", "30", "--weights", str(tiny_weights), "--threads", "1"],
             stdout=sink, stderr=subprocess.PIPE, env={"OMP_NUM_THREADS": "1", "PATH": "/usr/bin:/bin"})
         time.sleep(3.0)  # let the receiver subscribe
         pub = subprocess.run(
-            [sys.executable, "-m", "livetok.stream.cli", "publish", "--source", str(BUNDLED_CLIP), "--broker",
+            [sys.executable, "-m", "livetok.cli", "publish", "--source", str(BUNDLED_CLIP), "--broker",
              mosquitto.url, "--stream", "view", "--max-frames", "10", "--as-fast-as-possible", "--size", "128x96",
              "--weights", str(tiny_weights), "--threads", "1"],
             capture_output=True, text=True, timeout=60)

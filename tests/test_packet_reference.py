@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from livetok.stream.cli import main
+from livetok.cli import main
 from livetok.stream.wire import LtkReader, TokenPacket
 
 from .conftest import eval_clips

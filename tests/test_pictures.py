@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from livetok.stream.cli import main
+from livetok.cli import main
 from livetok.stream.evaluate import FrameRecord
 from livetok.stream.heatmap import token_heatmap
 
@@ -83,7 +83,7 @@ def tty(monkeypatch: pytest.MonkeyPatch, columns: int) -> None:
 
 def test_live_table_fits_80_columns_with_distinct_p50_and_p99(monkeypatch: pytest.MonkeyPatch,
                                                                capsys: pytest.CaptureFixture[str]) -> None:
-    from livetok.stream.cli import _LiveTable
+    from livetok.cli.output import LiveTable
     from livetok.stream.pipeline import PipelineStats
 
     tty(monkeypatch, 80)
@@ -94,7 +94,7 @@ def test_live_table_fits_80_columns_with_distinct_p50_and_p99(monkeypatch: pytes
     st.stages["capture"].dropped = 12345
     d = st.snapshot(1000.0 + 20000 / 30)
     d["bits_per_s"] = 1_234_567.0
-    table = _LiveTable()
+    table = LiveTable()
     table.update(d)
     table.stop()
     lines = [ANSI.sub("", ln).rstrip() for ln in capsys.readouterr().err.replace("\r", "\n").splitlines()]

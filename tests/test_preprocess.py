@@ -101,7 +101,7 @@ def test_backend_choice_without_a_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_nothing_gpu_related_happens_at_import() -> None:
     code = ("import sys, torch\n"
             "import livetok.export.preprocess, livetok.export.cuda_graphs, livetok.export.backends\n"
-            "import livetok.export.peak, livetok.export.flops, livetok.bench.speed, livetok.stream.cli\n"
+            "import livetok.export.peak, livetok.export.flops, livetok.bench.speed, livetok.cli\n"
             "assert 'cupy' not in sys.modules, 'cupy imported'\n"
             "assert 'onnxruntime' not in sys.modules, 'onnxruntime imported'\n"
             "assert not torch.cuda.is_initialized(), 'CUDA initialised'\n")

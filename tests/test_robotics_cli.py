@@ -27,10 +27,10 @@ import pytest
 pytest.importorskip("zenoh", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 mcap_reader = pytest.importorskip("mcap.reader", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 
+from livetok.cli import main  # noqa: E402
 from livetok.engine.model import Tokenizer  # noqa: E402
 from livetok.stream.broker_url import parse_broker_url, topics  # noqa: E402
 from livetok.stream.capture import CAPTURE_CLOCK  # noqa: E402
-from livetok.stream.cli import main  # noqa: E402
 from livetok.stream.session import ReceiverSession  # noqa: E402
 from livetok.stream.wire import peek_header  # noqa: E402
 from livetok.stream.zenoh_transport import open_router  # noqa: E402
@@ -44,7 +44,7 @@ from .robotics_helpers import (  # noqa: E402
     small_clip_fixture,  # noqa: F401  (the fixture `small_clip`)
 )
 
-CLI = [sys.executable, "-m", "livetok.stream.cli"]
+CLI = [sys.executable, "-m", "livetok.cli"]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1", "COLUMNS": "200"}
 
 

@@ -13,8 +13,8 @@ import pytest
 pytest.importorskip("foxglove", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 mcap_reader = pytest.importorskip("mcap.reader", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 
+from livetok.cli import main  # noqa: E402
 from livetok.engine.model import Tokenizer  # noqa: E402
-from livetok.stream.cli import main  # noqa: E402
 from livetok.stream.session import ReceiverSession  # noqa: E402
 from livetok.stream.video_io import read_video  # noqa: E402
 from livetok.stream.wire import LtkReader  # noqa: E402

@@ -20,8 +20,8 @@ from livetok.bench.perception import (
     render_markers,
     repeatability,
 )
+from livetok.cli import main
 from livetok.engine.model import Tokenizer
-from livetok.stream.cli import main
 
 from .conftest import BUNDLED_CLIP, EVAL_DIR, eval_clips
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from livetok.stream.cli import main
+from livetok.cli import main
 
 from .broker import Broker
 

@@ -27,7 +27,7 @@ def _encode_s(tmp_path: Path, *extra: str) -> float:
     """Wall time of `livetok encode` of 12 frames in a fresh process (OpenMP reads its settings at load)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "MKL_", "GOMP_"))}
     t0 = time.monotonic()
-    r = subprocess.run([sys.executable, "-m", "livetok.stream.cli", "encode", str(eval_clips()[0]), "-o",
+    r = subprocess.run([sys.executable, "-m", "livetok.cli", "encode", str(eval_clips()[0]), "-o",
                         str(tmp_path / "x.ltk"), "--max-frames", "12", *extra], env=env, capture_output=True,
                        text=True, timeout=600)
     assert r.returncode == 0, r.stderr

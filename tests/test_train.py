@@ -113,7 +113,7 @@ def test_progress_to_a_log_file_is_one_line_per_logged_step(tmp_path: Path,
 def test_cli_train_passes_the_data_options(tmp_path: Path) -> None:
     """`livetok train --scale-range` and `--crop` reach the run's DataConfig (train_config.json); a bad
     range is one line, exit code 2."""
-    from livetok.stream.cli import main
+    from livetok.cli import main
 
     out = tmp_path / "run"
     # `--data` with no paths: synthetic clips only, whatever the working directory holds

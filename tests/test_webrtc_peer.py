@@ -247,7 +247,7 @@ def test_cli_send_and_recv(tiny_weights: Path, tmp_path: Path) -> None:
     def run() -> tuple[subprocess.CompletedProcess[str], tuple[str, str], int]:
         # started from the namespace's thread: both processes live in the loopback-only namespace
         rx = subprocess.Popen(
-            [sys.executable, "-m", "livetok.stream.cli", "webrtc", "recv", "--listen", "127.0.0.1:8765",
+            [sys.executable, "-m", "livetok.cli", "webrtc", "recv", "--listen", "127.0.0.1:8765",
              "--out", str(out), "--json", "--timeout", "60", "--weights", str(tiny_weights)],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
         deadline = time.monotonic() + 180  # importing torch can take long on a busy machine
@@ -261,7 +261,7 @@ def test_cli_send_and_recv(tiny_weights: Path, tmp_path: Path) -> None:
                 assert time.monotonic() < deadline and rx.poll() is None, rx.communicate()
                 time.sleep(0.2)
         tx = subprocess.run(
-            [sys.executable, "-m", "livetok.stream.cli", "webrtc", "send", "--source", clip, "--signal",
+            [sys.executable, "-m", "livetok.cli", "webrtc", "send", "--source", clip, "--signal",
              "http://127.0.0.1:8765/offer", "--max-frames", "10", "--as-fast-as-possible", "--size", "128x96",
              "--json", "--weights", str(tiny_weights)],
             capture_output=True, text=True, timeout=300, env=env)
@@ -280,7 +280,7 @@ def test_cli_send_and_recv(tiny_weights: Path, tmp_path: Path) -> None:
 
 
 def test_cli_bad_input_is_one_line(tiny_weights: Path) -> None:
-    from livetok.stream.cli import main
+    from livetok.cli import main
 
     def run(argv: list[str]) -> int:
         return main(argv)

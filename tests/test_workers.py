@@ -92,7 +92,7 @@ def test_a_dead_workers_streams_move_to_the_other(nats_cluster: NatsCluster, tin
 
 
 def test_workers_need_every_stream(capsys: pytest.CaptureFixture[str]) -> None:
-    from livetok.stream.cli import main
+    from livetok.cli import main
 
     assert main(["receive", "--broker", "mqtt://127.0.0.1:1", "--stream", "cam0", "--workers", "2"]) == 2
     err = capsys.readouterr().err

@@ -1,6 +1,6 @@
-"""The robotics half of the command line (stream/cli.py calls in here): MCAP for `encode`/`decode`/`eval`, and
-`--zenoh`, `--foxglove`, `--mcap`, `--frame-id` for `publish`/`receive`. Like cli.py it only parses, calls
-the library and prints; the helpers it shares with cli.py are imported from there when a command runs."""
+"""The robotics half of the commands (docs/ROBOTICS.md): MCAP for `encode`/`decode`/`eval`, and `--zenoh`,
+`--foxglove`, `--mcap`, `--frame-id` for `publish`/`receive`. cli/files.py and cli/live.py hand over to the
+commands here when their arguments ask for these outputs."""
 
 from __future__ import annotations
 
@@ -8,17 +8,17 @@ import argparse
 from pathlib import Path
 from typing import Any
 
+from .options import open_model, parse_size, sender_config
+from .output import EXIT_DAMAGED, LiveTable, console, print_json, progress
+from .streaming import brokers, print_received, received_status, stream_names, until_stopped
+
 RECORDING_SUFFIXES = (".ltk", ".mcap")
 
 
-def add_arguments(publish: argparse.ArgumentParser, receive: argparse.ArgumentParser,
-                  evaluate: argparse.ArgumentParser, encode: argparse.ArgumentParser | None = None) -> None:
-    """The robotics options of `publish`, `receive`, `eval` and `encode`. `--broker` becomes optional on both
-    live commands (one of --broker / --zenoh / --foxglove / --mcap is needed; said in one line when none is)."""
+def add_live_arguments(publish: argparse.ArgumentParser, receive: argparse.ArgumentParser) -> None:
+    """The robotics options of `publish` and `receive` (one of --broker / --zenoh / --foxglove / --mcap is
+    needed: wants_robot says so in one line when none is)."""
     for p in (publish, receive):
-        for action in p._actions:
-            if action.dest == "broker":
-                action.required = False
         p.add_argument("--zenoh", nargs="?", const="", default=None, metavar="ENDPOINT",
                        help="Zenoh transport (beside or instead of --broker): publish listens on ENDPOINT, receive "
                             "connects to it (default tcp/127.0.0.1:7447; peer to peer, no router)")
@@ -32,12 +32,17 @@ def add_arguments(publish: argparse.ArgumentParser, receive: argparse.ArgumentPa
                          help="the camera's coordinate frame, one per --source (default: the stream name)")
     publish.add_argument("--no-preview", action="store_true",
                          help="Foxglove/MCAP: tokens only, no decoded preview (saves a decode per frame)")
+
+
+def add_eval_arguments(evaluate: argparse.ArgumentParser) -> None:
     evaluate.add_argument("--reference", default=None, metavar="CLIP",
                           help="for a .ltk/.mcap input: the clip it was made from, for PSNR and SSIM")
-    if encode is not None:
-        encode.add_argument("--no-preview", action="store_true",
-                            help="an .mcap output: tokens only, no decoded JPEG preview channel (a .ltk file has "
-                                 "none anyway)")
+
+
+def add_encode_arguments(encode: argparse.ArgumentParser) -> None:
+    encode.add_argument("--no-preview", action="store_true",
+                        help="an .mcap output: tokens only, no decoded JPEG preview channel (a .ltk file has "
+                             "none anyway)")
 
 
 def is_recording(path: str) -> bool:
@@ -62,54 +67,51 @@ def frame_ids(a: argparse.Namespace, streams: list[str]) -> list[str] | None:
 
 
 def cmd_encode_mcap(a: argparse.Namespace) -> int:
-    from livetok.stream import cli
     from livetok.stream.mcap_file import encode_mcap
     from livetok.stream.sources import frame_total
 
-    sender = cli._sender(a)
+    sender = sender_config(a)
     total = frame_total(a.input, a.max_frames)
-    model = cli._model(a)
-    with cli._progress() as prog:
+    model = open_model(a)
+    with progress() as prog:
         task = prog.add_task("encode", total=total)
         summary = encode_mcap(model, a.input, a.output, sender, max_frames=a.max_frames,
                               preview=not a.no_preview,
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
-    cli._console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
-                         f"{summary['tokens_per_frame']:.1f} tokens/frame, "
-                         f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame (MCAP: tokens"
-                         f"{' + preview' if summary.get('preview', True) else ''} channels)")
+    console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
+                    f"{summary['tokens_per_frame']:.1f} tokens/frame, "
+                    f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame (MCAP: tokens"
+                    f"{' + preview' if summary.get('preview', True) else ''} channels)")
     if a.json:
-        cli._print_json(summary)
+        print_json(summary)
     return 0
 
 
 def cmd_decode_mcap(a: argparse.Namespace) -> int:
-    from livetok.stream import cli
     from livetok.stream.mcap_file import decode_mcap, mcap_records
     from livetok.stream.wire import PacketError
 
     src = Path(a.input)
     if not src.is_file():
         raise ValueError(f"{src} is a folder, not an .mcap file" if src.is_dir() else f"no such file: {src}")
-    model = cli._model(a)
-    with cli._progress() as prog:
+    model = open_model(a)
+    with progress() as prog:
         task = prog.add_task("decode", total=mcap_records(src))
         res = decode_mcap(model, src, a.output, heatmap=a.heatmap,
                           progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
     if not res["frames"]:
         raise PacketError(f"{src}: no frame could be decoded, nothing written: {res['error'] or 'no frames'}")
-    con = cli._console()
+    con = console()
     for p in res["outputs"]:
         con.print(f"wrote {p}")
     con.print(f"{res['frames']} frames from {len(res['cameras'])} camera(s)"
               + (f", {res['frames_lost']} lost to damage; the first: {res['error']}" if res["error"] else ""))
     if a.json:
-        cli._print_json(res)
-    return 0 if res["error"] is None else 1
+        print_json(res)
+    return 0 if res["error"] is None else EXIT_DAMAGED
 
 
 def cmd_eval_recordings(a: argparse.Namespace) -> int:
-    from livetok.stream import cli
     from livetok.stream.errors import StreamError
     from livetok.stream.mcap_file import evaluate_recording
 
@@ -118,7 +120,7 @@ def cmd_eval_recordings(a: argparse.Namespace) -> int:
             raise ValueError(f"no such file: {p}")
     if a.reference is not None and len(a.inputs) != 1:
         raise ValueError("--reference names the clip of one recording: give one .ltk/.mcap with it")
-    model = cli._model(a)
+    model = open_model(a)
     clips: dict[str, Any] = {}
     for p in a.inputs:
         res = evaluate_recording(model, p, reference=a.reference, max_frames=a.max_frames)
@@ -128,51 +130,51 @@ def cmd_eval_recordings(a: argparse.Namespace) -> int:
                 raise StreamError(f"two inputs share the camera name {name!r}; rename one")
             clips[key] = m
     overall = _weighted(list(clips.values()))
-    con = cli._console()
+    con = console()
     for name, m in clips.items():
         q = f"PSNR {m['psnr']:.2f} dB, " if m["psnr"] is not None else "(no reference clip: no PSNR), "
         con.print(f"[bold]{name}[/]: {q}{m['tokens_per_frame']:.1f} tokens/frame, "
                   f"{m['bits_per_frame'] / 1000:.2f} kbit/frame, decode {m['decode_ms']:.1f} ms, {m['frames']} frames")
     if a.json:
-        cli._print_json({"overall": overall, "clips": clips})
+        print_json({"overall": overall, "clips": clips})
     return 0
 
 
 def _weighted(ms: list[dict[str, Any]]) -> dict[str, Any]:
+    """The recordings' overall figures: per-frame means weighted by frames (None where a clip has none)."""
     n = sum(m["frames"] for m in ms)
 
     def mean(k: str) -> float | None:
         if any(m[k] is None for m in ms):
             return None
-        return sum(m[k] * m["frames"] for m in ms) / n
+        return float(sum(m[k] * m["frames"] for m in ms) / n)
 
-    out = {k: mean(k) for k in ("psnr", "ssim", "tokens_per_frame", "bits_per_frame", "kept_fraction")}
+    out: dict[str, Any] = {k: mean(k) for k in ("psnr", "ssim", "tokens_per_frame", "bits_per_frame",
+                                                 "kept_fraction")}
     out.update(frames=n, keyframes=sum(m["keyframes"] for m in ms), decode_ms=max(m["decode_ms"] for m in ms),
                encode_ms=None, decodes_per_frame=1.0)
     return out
 
 
 def cmd_publish_robot(a: argparse.Namespace) -> int:
-    from livetok.stream import cli
     from livetok.stream.foxglove_feed import parse_host_port
     from livetok.stream.robotics import RobotOutputs, publish_robot
+    from livetok.stream.sources import frame_total
     from livetok.stream.zenoh_transport import parse_zenoh
 
-    streams = cli._stream_names(a.source, a.stream)
-    sender, size = cli._sender(a), cli._size(a.size)
+    streams = stream_names(a.source, a.stream)
+    sender, size = sender_config(a), parse_size(a.size)
     outputs = RobotOutputs(
-        broker=cli._broker(a) if a.broker else None, qos=a.qos,
+        broker=brokers(a) if a.broker else None, qos=a.qos,
         zenoh=parse_zenoh(a.zenoh, a.zenoh_mode) if a.zenoh is not None else None,
         foxglove=parse_host_port(a.foxglove) if a.foxglove is not None else None,
         mcap=a.mcap, preview=not a.no_preview)
     ids = frame_ids(a, streams)
     for source in a.source:
-        from livetok.stream.sources import frame_total
-
         frame_total(source)  # a missing file or bad spec, in one line, before the model loads
-    model = cli._model(a)
-    con = cli._console()
-    table = cli._LiveTable()
+    model = open_model(a)
+    con = console()
+    table = LiveTable()
 
     def ready(d: dict[str, Any]) -> None:
         if d.get("foxglove_port") is not None:
@@ -181,7 +183,7 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
                       f"Foxglove WebSocket)")
 
     try:  # SIGINT/SIGTERM: a clean stop, as MQTT's publish (end of stream out, the MCAP file finalised)
-        res, status = cli._until_stopped(lambda stop: publish_robot(
+        res, status = until_stopped(lambda stop: publish_robot(
             model, a.source, streams, sender, outputs, frame_ids=ids, realtime=not a.as_fast_as_possible,
             loop=a.loop, max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout,
             on_stats=table.update, on_ready=ready, stop=stop))
@@ -192,12 +194,11 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
               f"{'; '.join(res['outputs'])}: {res['fps']} fps, {res['frames_dropped']} dropped, "
               f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
     if a.json:
-        cli._print_json(res)
+        print_json(res)
     return status or 0
 
 
 def cmd_receive_zenoh(a: argparse.Namespace) -> int:
-    from livetok.stream import cli
     from livetok.stream.robotics import receive_zenoh
     from livetok.stream.zenoh_transport import parse_zenoh
 
@@ -207,15 +208,13 @@ def cmd_receive_zenoh(a: argparse.Namespace) -> int:
         raise ValueError("receive reads one transport: give --broker or --zenoh, not both")
     cfg = parse_zenoh(a.zenoh, a.zenoh_mode)
     timeout = a.timeout if a.timeout and a.timeout > 0 else None
-    model = cli._model(a)
-    con = cli._console()
+    model = open_model(a)
+    con = console()
     # SIGINT/SIGTERM: a clean stop, as MQTT's receive (the MP4 finalised, the summary printed, 128 + signal)
-    res, status = cli._until_stopped(lambda stop: receive_zenoh(
+    res, status = until_stopped(lambda stop: receive_zenoh(
         model, cfg, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
         max_lag_s=a.max_lag, stop=stop, on_status=con.print))
-    con.print(cli._received_line(res))
-    for p in res["outputs"]:
-        con.print(f"  wrote {p}")
+    print_received(res)
     if a.json:
-        cli._print_json(res)
-    return cli._received_status(res, status)
+        print_json(res)
+    return received_status(res, status)

@@ -1,0 +1,117 @@
+"""What the live commands share (`publish`/`receive`, `webrtc`, the robot transports): broker and source
+options, a clean stop on SIGINT/SIGTERM, and the receiver's summary."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from .output import EXIT_NO_FRAMES, console, fmt_ms
+
+if TYPE_CHECKING:
+    import asyncio
+
+    from livetok.stream.broker_url import BrokerConfig
+
+# `receive` and `webrtc recv` end after this many seconds without a frame (--timeout): a receiver
+# whose publisher was killed, or never came, ends on its own instead of waiting for ever
+IDLE_TIMEOUT_S = 30.0
+
+
+def add_broker_args(p: argparse.ArgumentParser, many_streams: bool = False) -> None:
+    # not required: `publish`/`receive` may go over --zenoh/--foxglove/--mcap instead (cli/robotics.py),
+    # and robotics.wants_robot says in one line when none of them is given
+    p.add_argument("--broker", required=False, action="append",
+                   help="mqtt://[user[:pass]@]host[:port] or mqtts://...; repeat it for the nodes of one broker "
+                        "cluster: a lost node fails over to the next and the persistent session resumes there")
+    if many_streams:
+        p.add_argument("--stream", required=True, action="append", help="stream name (one, or one per --source)")
+    else:
+        p.add_argument("--stream", required=True, help="stream name (receive: '+' for every stream)")
+    p.add_argument("--ca-file", default=None, help="CA certificate for mqtts://")
+    p.add_argument("--password-file", default=None, help="read the broker password from this file")
+    p.add_argument("--connect-timeout", type=float, default=10.0, metavar="SEC",
+                   help="give up (exit 2, one line naming the broker and the cause) if the first connection "
+                        "has not succeeded in SEC (default: 10); once connected, a lost broker is retried "
+                        "without end")
+
+
+def brokers(a: argparse.Namespace) -> list[BrokerConfig]:
+    """Every --broker (the nodes of one cluster, tried in order on failure), parsed."""
+    from livetok.stream.broker_url import parse_broker_url
+
+    if a.connect_timeout <= 0:
+        raise ValueError(f"--connect-timeout must be > 0 seconds, got {a.connect_timeout:g}")
+    return [parse_broker_url(url, ca_file=a.ca_file, password_file=a.password_file) for url in a.broker]
+
+
+def stream_names(sources: list[str], streams: list[str]) -> list[str]:
+    """One stream name per --source: as given, or NAME-0, NAME-1, ... from one --stream NAME."""
+    if len(streams) == len(sources):
+        return streams
+    if len(streams) == 1:
+        return [f"{streams[0]}-{i}" for i in range(len(sources))]
+    raise ValueError(f"{len(sources)} --source for {len(streams)} --stream: give one --stream, or one per --source")
+
+
+def check_sources(sources: Sequence[str]) -> None:
+    """Refuse a missing or unreadable file, a malformed webcam:N or an unknown synthetic preset in
+    one line before the model loads and the broker is reached (what encode and demo do, by the
+    same function); a camera or URL that cannot be opened is said in one line when capture starts."""
+    from livetok.stream.sources import frame_total
+
+    for source in sources:
+        frame_total(source)
+
+
+def idle_timeout(a: argparse.Namespace) -> float | None:
+    """`--timeout SEC` as the receiver's idle timeout (None: 0, wait for ever)."""
+    if a.timeout < 0:
+        raise ValueError(f"--timeout must be >= 0 seconds (0: wait for ever), got {a.timeout:g}")
+    return float(a.timeout) or None
+
+
+def until_stopped(work: Callable[[asyncio.Event], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], int | None]:
+    """Run `work(stop_event)` with SIGINT and SIGTERM as a clean stop (stream/stopping.py): the run
+    finishes its streams and returns its summary, with `ended_by` the signal's name. Returns the
+    summary and the exit status the signal asks for (128 + its number), or None."""
+    import asyncio
+
+    from livetok.stream.stopping import StopSignals
+
+    con = console()
+
+    def said(name: str) -> None:
+        con.print(f"{name}: stopping: finishing the stream(s) (send it again to quit at once)")
+
+    async def run() -> tuple[dict[str, Any], StopSignals]:
+        async with StopSignals(on_stop=said) as stop:
+            return await work(stop.event), stop
+
+    res, stop = asyncio.run(run())
+    if stop.name is not None:
+        res["ended_by"] = stop.name
+    return res, stop.exit_status
+
+
+def received_line(res: dict[str, Any]) -> str:
+    """The receiver's summary for people (receive, webrtc recv)."""
+    if not res["frames_received"]:
+        return "no frames received"  # latencies and rates of nothing would read "None"
+    return (f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, lost {res['frames_lost']}, "
+            f"keyframes {res['keyframes']}, latency p50 {fmt_ms(res['latency_ms_p50'])} ms p99 "
+            f"{fmt_ms(res['latency_ms_p99'])} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+
+
+def received_status(res: dict[str, Any], status: int | None) -> int:
+    """A receiver's exit status: a signal's, else EXIT_NO_FRAMES when it decoded nothing, else 0."""
+    return status or (0 if res["frames_decoded"] else EXIT_NO_FRAMES)
+
+
+def print_received(res: dict[str, Any]) -> None:
+    """A receiver's summary line and the files it wrote, on stderr."""
+    con = console()
+    con.print(received_line(res))
+    for p in res["outputs"]:
+        con.print(f"  wrote {p}")
