@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # One GPU window -> a trained model, its eval figures and CUDA-graph timings, in one command (issue 13).
 #
-#   scripts/gpu_prepare.sh                 # here, once: copies the clips and a constriction wheel into runs/
-#   run: scripts/gpu_session.sh 9          # on the device, carry ["runs/gpu-data", "runs/gpu-wheels"]
-#   REHEARSE=1 scripts/gpu_session.sh      # here, on the CPU: the same steps with a tiny step count
+#   experiments/gpu_prepare.sh               # here, once: copies the clips and a constriction wheel into runs/
+#   run: experiments/gpu_session.sh 9        # on the device, carry ["runs/gpu-data", "runs/gpu-wheels"]
+#   REHEARSE=1 experiments/gpu_session.sh    # here, on the CPU: the same steps with a tiny step count
 #
 # Trains for MINUTES of wall time (default 9) from INIT (default: the shipped weights, in their own preset;
 # PRESET may name a larger one, which grows INIT with the new modules starting as the identity) with the

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Stage what scripts/gpu_session.sh needs on the device (which reaches no network and sees only the
+# Stage what experiments/gpu_session.sh needs on the device (which reaches no network and sees only the
 # working tree plus carried paths): the training and eval clips and a constriction wheel for its Python.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)

@@ -1,4 +1,4 @@
-# skip mode measured with the engine's own rule: python runs/wire/skip2.py W SKIP [POLICY] [RATE]
+# skip mode measured with the engine's own rule: python experiments/wire/skip2.py W SKIP [POLICY] [RATE]
 import sys, glob, numpy as np, torch
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.export.backends import open_runtime

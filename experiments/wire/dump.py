@@ -1,4 +1,4 @@
-# dump (mask, indices, keyframe, bits) per frame for each eval clip: python runs/wire/dump.py WEIGHTS POLICY RATE OUT.npz
+# dump (mask, indices, keyframe, bits) per frame for each eval clip: python experiments/wire/dump.py WEIGHTS POLICY RATE OUT.npz
 import sys, glob, numpy as np, torch
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.export.backends import open_runtime

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# usage: runs/evalmatrix.sh WEIGHTS OUTDIR  -- evaluates a candidate at several operating points
+# usage: experiments/evalmatrix.sh WEIGHTS OUTDIR  -- evaluates a candidate at several operating points
 W=$1; O=$2; mkdir -p $O
 run() { name=$1; shift; livetok eval ../shared/data/eval/*.mkv --weights $W --max-frames 48 --threads ${TH:-2} --json "$@" > $O/$name.json 2>$O/$name.err
   python -c "import json; o=json.load(open('$O/$name.json'))['overall']; print('$name', round(o['psnr'],3), round(o['ssim'],4), round(o['bits_per_frame']), round(o['tokens_per_frame']), round(o['decodes_per_frame'],2), round(o['encode_ms'],1))"; }
