@@ -29,13 +29,13 @@ log() { echo "[$(date +%T)] $*" | tee -a "$OUT/session.log"; }
 
 PKG=$(mktemp -d)/pkg
 mkdir -p "$PKG/livetok"
-for d in engine stream export; do ln -s "$ROOT/$d" "$PKG/livetok/$d"; done
+for d in engine stream export cli; do ln -s "$ROOT/$d" "$PKG/livetok/$d"; done
 ln -s "$ROOT/benchmarks" "$PKG/livetok/bench"
 export PYTHONPATH="$PKG${PYTHONPATH:+:$PYTHONPATH}"
 if ls "$ROOT"/runs/gpu-wheels/*.whl >/dev/null 2>&1; then
   $PY -m pip install -q --no-index --no-deps "$ROOT"/runs/gpu-wheels/*.whl 2>&1 | tail -1 || true
 fi
-LT="$PY -m livetok.stream.cli"
+LT="$PY -m livetok.cli"
 
 if [[ -n "${REHEARSE:-}" ]]; then
   DEVICE=cpu; BATCH=2; CROP=32; STEPS=3; HEAD=2; FRAMES=4; CLIP_FRAMES=4; EVAL_FRAMES=3; CALIB_FRAMES=2; BACKENDS="torch"
