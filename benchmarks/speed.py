@@ -35,13 +35,14 @@ from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer
 from livetok.engine.state import FrameTokens
 from livetok.export.backends import available_backends, build_runtime, resolve_backend
-from livetok.export.batching import MultiStreamDecoder, MultiStreamEncoder
 from livetok.export.flops import GraphCost, encode_cost, frame_costs
 from livetok.export.peak import DevicePeak, measure_peak
 from livetok.export.preprocess import PreprocessConfig, Preprocessor
 from livetok.stream.session import SenderSession
 from livetok.stream.video_io import read_video
 from livetok.stream.wire import CoderState, TokenPacket
+
+from .batching import MultiStreamDecoder, MultiStreamEncoder
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ captured once per (graph, batch, frame size) in CUDA graphs and replayed on stat
 The budget decision (engine/router.py: how many tokens, which positions) depends on the data, so it
 stays outside the graphs: the host reads the encoder's outputs, picks the mask, and replays the
 decoder graph with it. Several streams share one replay by stacking them on the batch axis
-(export/batching.py). On a CPU the same buffers run eagerly, so the plumbing is testable anywhere;
+(engine/sender.py). On a CPU the same buffers run eagerly, so the plumbing is testable anywhere;
 nothing touches CUDA before a runtime is built on a CUDA model.
 """
 

@@ -1,4 +1,4 @@
-"""CUDA-graph runtime (export/cuda_graphs.py), multi-stream batching (export/batching.py) and backend
+"""CUDA-graph runtime (export/cuda_graphs.py), multi-stream batching (benchmarks/batching.py) and backend
 choice (export/backends.py). The graph plumbing (static buffers, keys, eviction, copies out) runs
 eagerly on a CPU and is tested here everywhere; capture and replay are `gpu` tests."""
 
@@ -12,13 +12,13 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from livetok.bench.batching import MultiStreamDecoder, MultiStreamEncoder
 from livetok.cli import main
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.model import Tokenizer
 from livetok.engine.state import FrameTokens, StreamState
 from livetok.export import backends
-from livetok.export.batching import MultiStreamDecoder, MultiStreamEncoder
 from livetok.export.cuda_graphs import CudaGraphTokenizer, GraphCache, GraphedStep, GraphKey
 
 from .conftest import BUNDLED_CLIP

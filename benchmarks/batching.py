@@ -4,7 +4,8 @@ replay under export/cuda_graphs.py) per frame time instead of one per camera. Ea
 own state, frame count, keyframe schedule and router memory (engine/sender.py does the batching);
 this module only keeps the streams by name and groups them by frame size.
 
-Works with any `Runtime` (torch, onnx, cuda-graph).
+Works with any `Runtime` (torch, onnx, cuda-graph). A harness of `livetok bench speed --streams S` (the
+live publisher batches its cameras through stream/session.py's `step_sessions` instead).
 """
 
 from __future__ import annotations
