@@ -26,8 +26,8 @@ from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.live import publish_source
 from livetok.stream.receiver import Receiver
-from tests.broker import INSTALL_HINT, Broker, find_mosquitto
 
+from .localbroker import INSTALL_HINT, Broker, find_mosquitto
 from .model_args import add_model_args, model_from_args
 
 

@@ -19,16 +19,12 @@ import time
 import urllib.request
 from pathlib import Path
 
+from .localbroker import free_port
+
 __all__ = ["INSTALL_HINT", "NatsCluster", "find_nats_server"]
 
 INSTALL_HINT = "nats-server is not installed: apt-get install nats-server (the cluster tests need a real cluster)"
 READY_TIMEOUT_S = 30.0  # three nodes must elect a JetStream metadata leader: a few seconds on a loaded machine
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def find_nats_server() -> str | None:

@@ -10,12 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from livetok.bench.localbroker import INSTALL_HINT, Broker, find_mosquitto
 from livetok.bench.nats_cluster import INSTALL_HINT as NATS_INSTALL_HINT
 from livetok.bench.nats_cluster import NatsCluster, find_nats_server
 from livetok.engine.checkpoint import DEFAULT_WEIGHTS, save_weights
 from livetok.engine.config import PRESETS
 from livetok.engine.model import Tokenizer
-from tests.broker import INSTALL_HINT, Broker, find_mosquitto
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("LIVETOK_DATA", ROOT.parent / "shared" / "data"))

@@ -1,8 +1,7 @@
-"""Shared by the robotics tests: a short small clip (fast encodes) and a free loopback port."""
+"""Shared by the robotics tests: a short small clip (fast encodes)."""
 
 from __future__ import annotations
 
-import socket
 from pathlib import Path
 
 import pytest
@@ -26,8 +25,3 @@ def small_clip_fixture(tmp_path_factory: pytest.TempPathFactory) -> Path:
             w.write(cv2.resize(f, (128, 96), interpolation=cv2.INTER_AREA))
     return path
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from .broker import Broker
+from livetok.bench.localbroker import Broker
 
 __all__ = ["SecureBroker", "make_ca_and_server_cert"]
 

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from livetok.bench.localbroker import Broker
 from livetok.cli import main
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.model import Tokenizer
@@ -25,7 +26,6 @@ from livetok.stream.errors import VideoError
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.video_io import Mp4Writer, as_rgb8, read_video
 from livetok.stream.wire import LtkWriter, read_ltk
-from tests.broker import Broker
 
 from .conftest import BUNDLED_CLIP
 

@@ -8,10 +8,9 @@ from pathlib import Path
 import pytest
 
 from livetok.bench.capacity import CapacityConfig, encode_clip, measure_streams
+from livetok.bench.localbroker import Broker
 from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
-
-from .broker import Broker
 
 pytestmark = pytest.mark.broker
 

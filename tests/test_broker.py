@@ -10,6 +10,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from livetok.bench.localbroker import Broker
 from livetok.stream.broker_url import (
     ENV_PASSWORD,
     ENV_USERNAME,
@@ -18,7 +19,6 @@ from livetok.stream.broker_url import (
     stream_from_topic,
     topics,
 )
-from tests.broker import Broker
 
 SECRET = "s3cr3t-pa55"
 TIMEOUT_S = 5.0

@@ -28,10 +28,10 @@ from typing import Any
 import pytest
 
 from livetok.bench.cluster import wait_for_workers
+from livetok.bench.localbroker import Broker, free_port
 from livetok.cli import main
 from livetok.stream.broker_url import parse_broker_url
 
-from .broker import Broker, free_port
 from .conftest import BUNDLED_CLIP
 from .netns import run_in_loopback_netns
 from .recording import mp4_duration_s

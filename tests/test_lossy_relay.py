@@ -9,6 +9,7 @@ import aiomqtt
 import numpy as np
 import pytest
 
+from livetok.bench.localbroker import Broker
 from livetok.bench.loss_real import RealLossConfig, real_loss_run
 from livetok.bench.lossy_relay import LossyRelay, MqttFramer, parse_publish
 from livetok.cli import get_parser
@@ -19,8 +20,6 @@ from livetok.stream.errors import StreamError
 from livetok.stream.publisher import TokenPublisher
 from livetok.stream.session import SenderSession
 from livetok.stream.wire import peek_header
-
-from .broker import Broker
 
 
 def publish_packet(topic: str, payload: bytes, qos: int = 0) -> bytes:

@@ -15,6 +15,7 @@ from typing import Any
 import aiomqtt
 import pytest
 
+from livetok.bench.localbroker import find_mosquitto
 from livetok.cli import main
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import ENV_PASSWORD, ENV_USERNAME, BrokerConfig, parse_broker_url
@@ -22,7 +23,6 @@ from livetok.stream.errors import StreamError
 from livetok.stream.mqtt import MqttLink
 from livetok.stream.receiver import Receiver
 
-from .broker import find_mosquitto
 from .conftest import BUNDLED_CLIP
 from .secure_broker import SecureBroker
 

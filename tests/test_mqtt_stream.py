@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 
+from livetok.bench.localbroker import Broker
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
@@ -31,7 +32,6 @@ from livetok.stream.receiver import ReceivedFrame, Receiver
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.wire import CoderState, TokenPacket
 
-from .broker import Broker
 from .conftest import BUNDLED_CLIP
 from .recording import every_other_dropped, mp4_duration_s
 

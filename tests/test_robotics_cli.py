@@ -27,6 +27,7 @@ import pytest
 pytest.importorskip("zenoh", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 mcap_reader = pytest.importorskip("mcap.reader", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 
+from livetok.bench.localbroker import Broker, free_port  # noqa: E402
 from livetok.cli import main  # noqa: E402
 from livetok.engine.model import Tokenizer  # noqa: E402
 from livetok.stream.broker_url import parse_broker_url, topics  # noqa: E402
@@ -35,12 +36,10 @@ from livetok.stream.session import ReceiverSession  # noqa: E402
 from livetok.stream.wire import peek_header  # noqa: E402
 from livetok.stream.zenoh_transport import open_router  # noqa: E402
 
-from .broker import Broker  # noqa: E402
 from .conftest import BUNDLED_CLIP  # noqa: E402
 from .recording import mp4_duration_s  # noqa: E402
 from .robotics_helpers import (  # noqa: E402
     SMALL_FRAMES,
-    free_port,
     small_clip_fixture,  # noqa: F401  (the fixture `small_clip`)
 )
 

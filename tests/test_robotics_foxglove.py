@@ -17,13 +17,13 @@ import pytest
 
 pytest.importorskip("foxglove", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 
+from livetok.bench.localbroker import free_port
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.robotics import RobotOutputs, publish_robot
 from livetok.stream.session import ReceiverSession
 
 from .robotics_helpers import (
-    free_port,
     small_clip_fixture,  # noqa: F401  (the fixture `small_clip`)
 )
 

@@ -12,6 +12,7 @@ import pytest
 
 pytest.importorskip("zenoh", reason="needs the robotics extra: pip install 'livetok[robotics]'")
 
+from livetok.bench.localbroker import free_port
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.capture import capture
@@ -28,7 +29,6 @@ from livetok.stream.zenoh_transport import (
 )
 
 from .robotics_helpers import (
-    free_port,
     small_clip_fixture,  # noqa: F401  (the fixture `small_clip`)
 )
 

@@ -10,6 +10,7 @@ import time
 import aiomqtt
 import pytest
 
+from livetok.bench.localbroker import Broker
 from livetok.engine.config import SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.engine.state import FrameTokens
@@ -18,8 +19,6 @@ from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.mqtt import MqttLink
 from livetok.stream.packet_receiver import PacketReceiver, ReceivedFrame
 from livetok.stream.session import SenderSession, tokens_to_packet
-
-from .broker import Broker
 
 
 async def _flood(url: str, n: int) -> tuple[int, int, list[bytes]]:

@@ -7,9 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from livetok.bench.localbroker import Broker
 from livetok.cli import main
-
-from .broker import Broker
 
 pytestmark = pytest.mark.broker
 

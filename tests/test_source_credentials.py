@@ -14,15 +14,14 @@ from typing import Any
 import numpy as np
 import pytest
 
+from livetok.bench.localbroker import Broker, free_port
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream import sources
 from livetok.stream.sources import public_source
 from livetok.stream.video_io import VideoReader
 
-from .broker import Broker
 from .robotics_helpers import (
-    free_port,
     small_clip_fixture,  # noqa: F401  (the fixture `small_clip`)
 )
 
