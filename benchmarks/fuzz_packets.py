@@ -114,18 +114,31 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
     return out
 
 
+# --- the packet mutator (the one the wire tests use too) ------------------------------------------------------
+
+
 def reseal(data: bytes) -> bytes:
+    """``data`` with its last 4 bytes replaced by the CRC of the rest: a changed body reaches the checks behind
+    the CRC. Shorter data is returned as it is."""
     if len(data) < CRC_SIZE:
         return data
     body = data[:-CRC_SIZE]
     return body + struct.pack("<I", zlib.crc32(body))
 
 
-def mutate(rng: np.random.Generator, data: bytes) -> bytes:
-    """One to four random edits; size-field inflation rewrites a header field."""
+def mutate(rng: np.random.Generator, data: bytes, *, packet: bool = True, keep_length: bool = False) -> bytes:
+    """One to four random edits of ``data``, drawn from ``rng``: bit flips (twice as likely as the others), byte
+    sets, truncations, insertions and deletions of 1..8 bytes and, where ``data`` is a packet, a header size
+    field set to a boundary or random value (version 1 or 2).
+
+    Args:
+        packet: False for bytes that are not a whole packet (an entropy-coded payload): no header edits.
+        keep_length: only bit flips and byte sets (bytes inside a packet's sections, behind its header).
+    """
     buf = bytearray(data)
+    ops = 3 if keep_length else 8 if packet else 6
     for _ in range(int(rng.integers(1, 5))):
-        op = int(rng.integers(0, 8))
+        op = int(rng.integers(0, ops))
         i = int(rng.integers(0, len(buf) + 1))
         if op <= 1 and i < len(buf):  # bit flip (twice as likely: the commonest transmission error)
             buf[i] ^= 1 << int(rng.integers(0, 8))

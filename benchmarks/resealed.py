@@ -18,15 +18,15 @@ from __future__ import annotations
 import argparse
 import json
 import random
-import struct
 import sys
-import zlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
 from livetok.stream.wire import CoderState, LtkReader, PacketError, TokenPacket
 from livetok.stream.wire.packet import _verify
+
+from .fuzz_packets import reseal
 
 REASONS = (  # the check that refused a packet, by a fragment of its message
     ("mask_popcount", "keeps"),
@@ -57,8 +57,7 @@ def resealed(paths: Sequence[str], values: int = 4, seed: int = 0) -> dict[str, 
             start = _verify(data, states[t]).header_size
             for j in range(start, len(data) - 4):
                 for v in rng.sample([b for b in range(256) if b != data[j]], values):
-                    body = data[:j] + bytes([v]) + data[j + 1:-4]
-                    bad = body + struct.pack("<I", zlib.crc32(body))
+                    bad = reseal(data[:j] + bytes([v]) + data[j + 1:])
                     total += 1
                     try:
                         _, state = TokenPacket.unpack_v2(bad, states[t])

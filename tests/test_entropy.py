@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from livetok.bench.fuzz_packets import mutate
 from livetok.stream.wire import CoderState, PacketError, TokenPacket, decode_frame, encode_frame, token_bits
 from livetok.stream.wire import entropy as ent
 
@@ -157,32 +158,10 @@ def test_trivial_masks_cost_nothing() -> None:
 # --- damaged payloads -----------------------------------------------------------------------------------------
 
 
-def mutate(rng: np.random.Generator, data: bytes) -> bytes:
-    b = bytearray(data)
-    kind = int(rng.integers(6))
-    if kind == 0 and b:  # flip a bit
-        i = int(rng.integers(len(b)))
-        b[i] ^= 1 << int(rng.integers(8))
-    elif kind == 1 and b:  # set a byte
-        b[int(rng.integers(len(b)))] = int(rng.integers(256))
-    elif kind == 2:  # truncate
-        del b[int(rng.integers(len(b) + 1)):]
-    elif kind == 3:  # append
-        b += rng.integers(0, 256, int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
-    elif kind == 4:  # random bytes of a similar length
-        b = bytearray(rng.integers(0, 256, max(1, len(b) + int(rng.integers(-4, 5))), dtype=np.uint8).tobytes())
-    else:  # insert or delete in the middle
-        i = int(rng.integers(len(b) + 1))
-        if rng.random() < 0.5:
-            b[i:i] = bytes([int(rng.integers(256))])
-        else:
-            del b[i:i + 1]
-    return bytes(b)
-
-
 def test_damaged_payloads_raise_packet_error_only() -> None:
-    """2400 seeded mutations of real payloads: PacketError, or (rarely) a payload that decodes and is
-    exactly what the encoder makes for what it decodes to; never another exception, never slow."""
+    """2400 seeded mutations of real payloads (livetok.bench.fuzz_packets.mutate; every sixth one random bytes
+    of the same length): PacketError, or (rarely) a payload that decodes and is exactly what the encoder
+    makes for what it decodes to; never another exception, never slow."""
     rng = np.random.default_rng(12)
     cases = []
     for setting in ("fixed", "infotok"):
@@ -195,7 +174,7 @@ def test_damaged_payloads_raise_packet_error_only() -> None:
     slowest = 0.0
     for i in range(2400):
         st, data, grid, k, key = cases[i % len(cases)]
-        bad = mutate(rng, data)
+        bad = rng.bytes(len(data)) if i % 6 == 5 else mutate(rng, data, packet=False)
         t0 = time.perf_counter()
         try:
             mask, idx, _ = decode_frame(st, bad, grid, k, key)
