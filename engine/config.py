@@ -14,7 +14,6 @@ from typing import Any
 
 from .rate_control import RateControlConfig
 
-ARCHS = ("v1", "rt")
 POLICIES = ("fixed", "infotok", "oracle", "search", "learned", "rdo", "prior")
 NORMALISERS = ("population", "ema")
 SIGNALS = ("error", "gain", "bits")
@@ -25,7 +24,7 @@ RANKINGS = ("error", "gain", "surprise", "prefix")
 class FSQConfig:
     """Finite scalar quantization: one code per latent position, `prod(levels)` codes."""
 
-    levels: tuple[int, ...] = (8, 5, 5, 5)
+    levels: tuple[int, ...] = (8, 8, 8, 5, 5, 5)  # the shipped model's: 64,000 codes
 
     def __post_init__(self) -> None:
         if not self.levels or any(int(lv) < 2 for lv in self.levels):
@@ -48,34 +47,32 @@ class FSQConfig:
 
 @dataclass(frozen=True)
 class EncoderConfig:
-    """Conv stem to stride 8, then ConvNeXt-style blocks fused with the decoder-side state."""
+    """Frame and previous reconstruction pixel-unshuffled to stride 8, then depthwise-separable blocks
+    (engine/encoder.py). The defaults are the shipped model's."""
 
-    stem_channels: tuple[int, int, int] = (32, 64, 96)  # at strides 2, 4, 8
     width: int = 96  # channels at stride 8
-    blocks: int = 3
-    kernel: int = 7  # depthwise kernel of the blocks
-    mlp_ratio: int = 2
+    blocks: int = 2
+    kernel: int = 3  # depthwise kernel of the blocks
+    mlp_ratio: int = 2  # hidden width of the gated feed-forward, in multiples of `width`
 
     def __post_init__(self) -> None:
         _positive(self, "width", "blocks", "kernel", "mlp_ratio")
-        if len(self.stem_channels) != 3 or min(self.stem_channels) < 1:
-            raise ValueError(f"EncoderConfig.stem_channels needs 3 positive ints, got {self.stem_channels}")
         if self.kernel % 2 == 0:
             raise ValueError(f"EncoderConfig.kernel must be odd, got {self.kernel}")
 
 
 @dataclass(frozen=True)
 class DecoderConfig:
-    """Token embedding + state fusion at stride 8, then a pixel-shuffle upsampler to full size."""
+    """Token embedding + state fusion at stride 8, blocks, pixel-shuffle out (engine/decoder.py). The
+    defaults are the shipped model's."""
 
     width: int = 96
-    blocks: int = 3
-    kernel: int = 7
+    blocks: int = 5
+    kernel: int = 3
     mlp_ratio: int = 2
-    state_channels: int = 32  # the recurrent hidden state kept at stride 8
-    up_channels: tuple[int, int] = (48, 24)  # at strides 4 and 2 (the last x2 is a pixel shuffle to RGB)
-    # "rt" only: a stride-4 refinement after the stride-8 output (0 = none; engine/rt_decoder.py).
-    # Left out of the JSON when 0, so the identities of models made before it existed stay as they were.
+    state_channels: int = 64  # the recurrent hidden state kept at stride 8 (the temporal context)
+    # a stride-4 refinement after the stride-8 output (0 = none). Left out of the JSON when 0, so the
+    # identities of models made before it existed stay as they were.
     refine_width: int = 0
     refine_blocks: int = 0
 
@@ -87,49 +84,50 @@ class DecoderConfig:
         if self.refine_width and self.width % 4:
             raise ValueError(f"DecoderConfig.width must be a multiple of 4 for the stride-4 refinement, "
                              f"got {self.width}")
-        if len(self.up_channels) != 2 or min(self.up_channels) < 1:
-            raise ValueError(f"DecoderConfig.up_channels needs 2 positive ints, got {self.up_channels}")
         if self.kernel % 2 == 0:
             raise ValueError(f"DecoderConfig.kernel must be odd, got {self.kernel}")
+
+
+# Keys every model's JSON carries, with these fixed values, from the time a second architecture
+# ("v1": a strided conv stem and an upsampler, removed in issue 26) existed: the model identity hashes
+# the JSON, so the shipped weights and every packet made with them keep theirs only if it stays
+# byte for byte the same. They configure nothing.
+LEGACY_KEYS: dict[str, Any] = {"arch": "rt"}
+LEGACY_ENCODER_KEYS: dict[str, Any] = {"stem_channels": [32, 64, 96]}
+LEGACY_DECODER_KEYS: dict[str, Any] = {"up_channels": [48, 24]}
 
 
 @dataclass(frozen=True)
 class TokenizerConfig:
     """Everything that defines the weights. Its JSON is part of the model identity.
 
-    `arch` picks the networks: "v1" (engine/encoder.py, engine/decoder.py: a strided conv stem, a
-    pixel-shuffle upsampler) or "rt" (engine/rt_encoder.py, engine/rt_decoder.py: DCVC-RT's shape,
-    everything at stride 8; it reads `width`, `blocks`, `kernel`, `mlp_ratio` and `state_channels`
-    and ignores `stem_channels` and `up_channels`). "v1" is left out of the JSON, so configs written
-    before the key existed, and their model identities, stay as they were.
+    The defaults are the shipped model's architecture (preset `default`, alias of `rt-fsq6-d5`).
     """
 
-    name: str = "default"
-    stride: int = 8  # pixels per latent position along each axis (three stride-2 stages)
+    name: str = "rt-fsq6-d5"
+    stride: int = 8  # pixels per latent position along each axis (one pixel-unshuffle by 8)
     fsq: FSQConfig = field(default_factory=FSQConfig)
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     decoder: DecoderConfig = field(default_factory=DecoderConfig)
     head_width: int = 32  # channels of the budget head (engine/budget_head.py)
-    arch: str = "v1"  # which encoder/decoder: "v1" or "rt" (see above)
-    # tokens a position may carry (issue 23): 2 adds a second FSQ stage coding what the first leaves
-    # ("rt" only). Left out of the JSON when 1, so the identities of one-stage models stay as they were.
+    # tokens a position may carry (issue 23): 2 adds a second FSQ stage coding what the first leaves.
+    # Left out of the JSON when 1, so the identities of one-stage models stay as they were.
     depth: int = 1
 
     def __post_init__(self) -> None:
-        if self.arch not in ARCHS:
-            raise ValueError(f"unknown arch {self.arch!r}; choose one of {', '.join(ARCHS)}")
         if self.head_width < 1:
             raise ValueError(f"TokenizerConfig.head_width must be >= 1, got {self.head_width}")
         if self.stride != 8:
-            raise ValueError(f"TokenizerConfig.stride must be 8 (three stride-2 stages), got {self.stride}")
-        if self.depth not in (1, 2) or (self.depth == 2 and self.arch != "rt"):
-            raise ValueError(f"TokenizerConfig.depth must be 1, or 2 with arch 'rt', got {self.depth} ({self.arch})")
+            raise ValueError(f"TokenizerConfig.stride must be 8, got {self.stride}")
+        if self.depth not in (1, 2):
+            raise ValueError(f"TokenizerConfig.depth must be 1 or 2, got {self.depth}")
 
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
-        if d["arch"] == "v1":
-            del d["arch"]  # the JSON (and so the identity) of every v1 model predates the key
-        if not d["decoder"]["refine_width"]:  # nor do those of models without the refinement
+        d.update(LEGACY_KEYS)
+        d["encoder"].update(LEGACY_ENCODER_KEYS)
+        d["decoder"].update(LEGACY_DECODER_KEYS)
+        if not d["decoder"]["refine_width"]:  # the JSON of models without the refinement predates it
             del d["decoder"]["refine_width"], d["decoder"]["refine_blocks"]
         if d["depth"] == 1:  # nor those of one-stage models
             del d["depth"]
@@ -141,15 +139,23 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TokenizerConfig:
+        if d.get("arch") != LEGACY_KEYS["arch"]:
+            # JSON with no "arch" is a v1 model's (livetok v5 and before): its networks are gone
+            raise ValueError(f"not a model this livetok builds: arch {d.get('arch', 'v1')!r} (only 'rt' remains)")
         try:
+            encoder, decoder = dict(d["encoder"]), dict(d["decoder"])
+            for part, legacy in ((encoder, LEGACY_ENCODER_KEYS), (decoder, LEGACY_DECODER_KEYS)):
+                for key, value in legacy.items():
+                    got = part.pop(key, value)
+                    if list(got) != value:  # a v1 field with a v1 value: configured nothing here
+                        raise ValueError(f"{key} {got!r} is not {value}: a v1 model's config")
             return cls(
                 name=str(d["name"]),
                 stride=int(d["stride"]),
                 fsq=FSQConfig(levels=tuple(d["fsq"]["levels"])),
-                encoder=EncoderConfig(**{**d["encoder"], "stem_channels": tuple(d["encoder"]["stem_channels"])}),
-                decoder=DecoderConfig(**{**d["decoder"], "up_channels": tuple(d["decoder"]["up_channels"])}),
+                encoder=EncoderConfig(**encoder),
+                decoder=DecoderConfig(**decoder),
                 head_width=int(d.get("head_width", 32)),
-                arch=str(d.get("arch", "v1")),
                 depth=int(d.get("depth", 1)),
             )
         except (KeyError, TypeError) as e:
@@ -265,38 +271,15 @@ def _positive(obj: object, *names: str) -> None:
 # presets
 
 PRESETS: dict[str, TokenizerConfig] = {
-    # the shipped model
-    "default": TokenizerConfig(name="default"),
-    # the paper's 64K-code FSQ on the same backbone (16 bits per token)
-    "paper-fsq": TokenizerConfig(name="paper-fsq", fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5))),
+    # DCVC-RT's shape (issue 13): pixel-unshuffle straight to stride 8, 1x1 -> depthwise 3x3 -> 1x1
+    # blocks with a gated feed-forward, the decoder's stride-8 feature as the temporal context; the
+    # 1000-code FSQ of the first models
+    "rt": TokenizerConfig(name="rt", fsq=FSQConfig(levels=(8, 5, 5, 5)), decoder=DecoderConfig(blocks=3)),
+    # the same with 6 FSQ dimensions (64000 codes, 16 bits per token)
+    "rt-fsq6": TokenizerConfig(name="rt-fsq6", decoder=DecoderConfig(blocks=3)),
     # tiny: for unit tests and quick experiments (seconds on a CPU)
     "tiny": TokenizerConfig(
         name="tiny",
-        fsq=FSQConfig(levels=(5, 5, 5)),
-        encoder=EncoderConfig(stem_channels=(8, 16, 24), width=24, blocks=1, kernel=3, mlp_ratio=2),
-        decoder=DecoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=2, state_channels=8, up_channels=(16, 8)),
-        head_width=8,
-    ),
-    # DCVC-RT's shape (issue 13): pixel-unshuffle straight to stride 8, 1x1 -> depthwise 3x3 -> 1x1
-    # blocks with a gated feed-forward, the decoder's stride-8 feature as the temporal context
-    "rt": TokenizerConfig(
-        name="rt",
-        arch="rt",
-        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
-        decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64),
-    ),
-    # the same with 6 FSQ dimensions (64000 codes, 16 bits per token)
-    "rt-fsq6": TokenizerConfig(
-        name="rt-fsq6",
-        arch="rt",
-        fsq=FSQConfig(levels=(8, 8, 8, 5, 5, 5)),
-        encoder=EncoderConfig(width=96, blocks=2, kernel=3, mlp_ratio=2),
-        decoder=DecoderConfig(width=96, blocks=3, kernel=3, mlp_ratio=2, state_channels=64),
-    ),
-    # tiny rt: for unit tests
-    "rt-tiny": TokenizerConfig(
-        name="rt-tiny",
-        arch="rt",
         fsq=FSQConfig(levels=(5, 5, 5)),
         encoder=EncoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=1),
         decoder=DecoderConfig(width=24, blocks=1, kernel=3, mlp_ratio=1, state_channels=16),
@@ -320,6 +303,10 @@ PRESETS["rt-fsq6-d5f4"] = _grown("rt-fsq6", "rt-fsq6-d5f4", blocks=5, mlp_ratio=
 # "-d5r2": rt-fsq6-d5 with residual token depth 2 (a second FSQ stage per position; issue 23). Grown
 # from rt-fsq6-d5 weights, the second stage's embedding starts at zero: depth 2 decodes as depth 1.
 PRESETS["rt-fsq6-d5r2"] = dataclasses.replace(PRESETS["rt-fsq6-d5"], name="rt-fsq6-d5r2", depth=2)
+# aliases: `default` is what ships (docs/MODEL_CARD.md; also `TokenizerConfig()`), `rt-tiny` the old
+# name of `tiny`
+PRESETS["default"] = PRESETS["rt-fsq6-d5"]
+PRESETS["rt-tiny"] = PRESETS["tiny"]
 
 
 def get_preset(name: str) -> TokenizerConfig:

@@ -12,8 +12,6 @@ from .decoder import Decoder
 from .encoder import Encoder
 from .fsq import FSQ
 from .identity import weights_identity
-from .rt_decoder import RTDecoder
-from .rt_encoder import RTEncoder
 from .runtime import StepRuntime
 
 # population means of the router signals assumed before calibration (0-1 L1 units); `livetok
@@ -40,10 +38,9 @@ class Tokenizer(nn.Module, StepRuntime):
     ) -> None:
         super().__init__()
         self.cfg = cfg
-        # cfg.arch picks the networks; both pairs have the same signatures and shapes
-        self.encoder: Encoder | RTEncoder = RTEncoder(cfg) if cfg.arch == "rt" else Encoder(cfg)
+        self.encoder = Encoder(cfg)
         self.fsq = FSQ(cfg.fsq)
-        self.decoder: Decoder | RTDecoder = RTDecoder(cfg) if cfg.arch == "rt" else Decoder(cfg)
+        self.decoder = Decoder(cfg)
         self.budget_head = BudgetHead(cfg)
         # InfoTok's E[ELBO]: population means of the router signals, stored with the weights
         self.register_buffer("population_error", torch.tensor(float(population_error)))

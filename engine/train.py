@@ -34,10 +34,9 @@ from .config import get_preset
 from .data import ClipSampler, DataConfig, StreamSampler, default_cache_dir, find_videos, load_clips
 from .device_data import DeviceStreamSampler
 from .frames import to_tensor
+from .layers import DepthConvBlock
 from .model import Tokenizer
 from .rate_prior import DigitPrior, empty_last
-from .rt_encoder import RTEncoder
-from .rt_layers import RTBlock
 from .selection import keep_mask, position_error
 
 log = logging.getLogger(__name__)
@@ -226,16 +225,14 @@ def run_clip(
             codes2: Tensor | None = None
             z2: Tensor | None = None
             if depth2:
-                assert isinstance(model.encoder, RTEncoder)
                 bounded = model.fsq.bound(z.float())
                 z2 = model.encoder.second(feats, codes, bounded - bounded.detach().round())
                 codes2, _ = model.fsq(z2)
             if router:
                 with torch.no_grad():
                     # the router's pass, under no-grad with the current weights (as InfoTok does each step)
-                    # (the second stage's codes only reach a depth-2 decoder: the v1 one takes four)
-                    extra = (codes2.detach(), full) if codes2 is not None else ()
-                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach(), *extra)
+                    c2 = codes2.detach() if codes2 is not None else None
+                    recon_full, _ = model.decoder(codes.detach(), full, recon.detach(), hidden.detach(), c2, full)
                     err = position_error(x, recon_full, s)
                     if signal == "gain":
                         recon_zero, _ = model.decoder(codes.detach(), ~full, recon.detach(), hidden.detach())
@@ -568,7 +565,7 @@ def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> list[str]:
                     for k in missing if not k.startswith("budget_head.")})
     with torch.no_grad():  # the refinement is the identity as built; a block starts near it: make it exact
         for block in (model.get_submodule(n) for n in grown):
-            if isinstance(block, RTBlock):
+            if isinstance(block, DepthConvBlock):
                 for conv in (block.conv.pw2, block.ffn.out):
                     conv.weight.zero_()
                     conv.bias.zero_()  # type: ignore[union-attr]  # built with bias=True

@@ -73,12 +73,14 @@ def untrained(preset: str, seed: int) -> Tokenizer:
 
 @pytest.fixture(scope="session")
 def tiny_model() -> Tokenizer:
+    """An untrained `tiny` model: the shipped networks at width 24, one block each, 125 codes."""
     return untrained("tiny", 1234)
 
 
 @pytest.fixture(scope="session")
 def rt_model() -> Tokenizer:
-    """An untrained model of the "rt" architecture (issue 13)."""
+    """An untrained `rt` model: the shipped networks with three decoder blocks and 1000 codes (a second,
+    full-width size for the contract tests)."""
     return untrained("rt", 7)
 
 

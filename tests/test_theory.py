@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from livetok.engine.theory import (
+from tests.theory import (
     elbo_lengths,
     elbo_loss,
     entropy,

@@ -1,6 +1,6 @@
-"""The "rt" architecture (issue 13, DCVC-RT's shape): the config key, the v1 contracts it keeps
-(shapes, the closed loop through packet bytes; causality and streaming == offline run on both
-architectures in tests/test_model.py) and ONNX parity."""
+"""The networks (DCVC-RT's shape, issue 13): the config and its JSON, grown and depth-2 models,
+shapes, the closed loop through packet bytes (causality and streaming == offline are in
+tests/test_model.py) and ONNX parity."""
 
 from __future__ import annotations
 
@@ -14,12 +14,8 @@ import torch
 
 from livetok.engine.checkpoint import load_weights, save_weights
 from livetok.engine.config import PRESETS, BudgetConfig, DecoderConfig, SenderConfig, TokenizerConfig, get_preset
-from livetok.engine.decoder import Decoder
-from livetok.engine.encoder import Encoder
 from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer
-from livetok.engine.rt_decoder import RTDecoder
-from livetok.engine.rt_encoder import RTEncoder
 from livetok.engine.train import _load_tolerating_head, depth_mask, run_clip
 from livetok.stream.session import ReceiverSession, SenderSession
 
@@ -29,26 +25,42 @@ FIXED_HALF = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyfram
 
 
 @pytest.fixture(scope="module")
-def rt_tiny() -> Tokenizer:
-    return untrained("rt-tiny", 8)
+def tiny() -> Tokenizer:
+    return untrained("tiny", 8)
 
 
 # -- config ---------------------------------------------------------------------------------------
 
 
-def test_arch_key_round_trips_and_old_configs_load_as_v1() -> None:
-    for name in ("default", "tiny", "rt", "rt-fsq6", "rt-tiny", "rt-fsq6-r", "rt-fsq6-d5"):
+def test_presets_round_trip_and_name_what_ships() -> None:
+    for name in PRESETS:
         cfg = get_preset(name)
         assert TokenizerConfig.from_dict(json.loads(cfg.to_json())) == cfg
-    assert get_preset("default").arch == "v1" and get_preset("rt").arch == "rt"
-    assert get_preset("rt-fsq6").fsq.levels == (8, 8, 8, 5, 5, 5)
-    # v1 JSON carries no "arch" (the identities of the shipped weights and old packets stay as they were)
-    v1 = json.loads(get_preset("default").to_json())
-    assert "arch" not in v1
-    assert TokenizerConfig.from_dict(v1).arch == "v1"
-    assert json.loads(get_preset("rt").to_json())["arch"] == "rt"
-    with pytest.raises(ValueError, match="unknown arch"):
-        TokenizerConfig(arch="v3")
+    # `default` is the shipped architecture (tests/test_checkpoint.py: equal to the shipped file's config)
+    assert get_preset("default") == get_preset("rt-fsq6-d5") == TokenizerConfig()
+    assert get_preset("rt-fsq6").fsq.levels == (8, 8, 8, 5, 5, 5) and get_preset("rt").fsq.levels == (8, 5, 5, 5)
+    assert get_preset("rt-tiny") == get_preset("tiny")
+    assert sum(p.numel() for p in Tokenizer(get_preset("tiny")).parameters()) < 60_000
+    with pytest.raises(ValueError, match="unknown preset 'paper-fsq'"):
+        get_preset("paper-fsq")  # it was the v1 backbone
+
+
+def test_the_json_keeps_the_keys_of_the_removed_v1_architecture() -> None:
+    """The identity hashes the config JSON: it still carries "arch": "rt" and the two v1 fields with
+    the values every rt model wrote, so the shipped weights keep their identity; a v1 model's JSON
+    (no "arch", or other v1 fields) is refused, not silently built as something else."""
+    d = json.loads(get_preset("tiny").to_json())
+    assert d["arch"] == "rt" and d["encoder"]["stem_channels"] == [32, 64, 96]
+    assert d["decoder"]["up_channels"] == [48, 24]
+    v1 = {k: v for k, v in d.items() if k != "arch"}
+    with pytest.raises(ValueError, match="arch 'v1'"):
+        TokenizerConfig.from_dict(v1)
+    with pytest.raises(ValueError, match="arch 'v3'"):
+        TokenizerConfig.from_dict({**d, "arch": "v3"})
+    odd = json.loads(json.dumps(d))
+    odd["decoder"]["up_channels"] = [16, 8]  # the old v1 `tiny`'s
+    with pytest.raises(ValueError, match="up_channels"):
+        TokenizerConfig.from_dict(odd)
 
 
 def test_refinement_keys_only_in_the_json_of_models_that_have_it() -> None:
@@ -69,34 +81,34 @@ def _grown(base: Tokenizer, **decoder: int) -> Tokenizer:
     return m.eval()
 
 
-def test_grown_decoder_starts_as_the_checkpoint(rt_tiny: Tokenizer) -> None:
+def test_grown_decoder_starts_as_the_checkpoint(tiny: Tokenizer) -> None:
     """Training may grow a checkpoint (a stride-4 refinement, more decoder blocks): the grown model
     decodes exactly as the checkpoint did, so a run starts from the checkpoint's quality."""
     torch.manual_seed(1)
-    for p in rt_tiny.parameters():  # make every residual branch non-zero, unlike a fresh init
+    for p in tiny.parameters():  # make every residual branch non-zero, unlike a fresh init
         p.data.add_(torch.randn_like(p) * 0.05)
-    g, gh, gw = rt_tiny.cfg.fsq.dim, 6, 8
+    g, gh, gw = tiny.cfg.fsq.dim, 6, 8
     codes, mask = torch.rand(2, g, gh, gw) * 2 - 1, torch.rand(2, gh * gw) < 0.6
-    prev, hid = torch.rand(2, 3, 8 * gh, 8 * gw) * 2 - 1, torch.rand(2, rt_tiny.cfg.decoder.state_channels, gh, gw)
+    prev, hid = torch.rand(2, 3, 8 * gh, 8 * gw) * 2 - 1, torch.rand(2, tiny.cfg.decoder.state_channels, gh, gw)
     with torch.no_grad():
-        want = rt_tiny.eval().decoder(codes, mask, prev, hid)
+        want = tiny.eval().decoder(codes, mask, prev, hid)
         for extra in ({"refine_width": 8, "refine_blocks": 2}, {"blocks": 3}, {"blocks": 2, "refine_width": 4,
                                                                                  "refine_blocks": 1},
                       {"mlp_ratio": 3}, {"blocks": 2, "mlp_ratio": 2}):
-            grown = _grown(rt_tiny, **extra)
-            assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in rt_tiny.parameters())
+            grown = _grown(tiny, **extra)
+            assert sum(p.numel() for p in grown.parameters()) > sum(p.numel() for p in tiny.parameters())
             got = grown.decoder(codes, mask, prev, hid)
             assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1]), extra
     # a checkpoint that does not fit is still refused: a wider decoder, or a block missing in the middle
     with pytest.raises(RuntimeError, match="does not fit"):
-        _grown(rt_tiny, width=28)
-    three = _grown(rt_tiny, blocks=3)
+        _grown(tiny, width=28)
+    three = _grown(tiny, blocks=3)
     sd = {k: v for k, v in three.state_dict().items() if not k.startswith("decoder.blocks.1.")}
     with pytest.raises(RuntimeError, match="does not fit"):
         _load_tolerating_head(Tokenizer(three.cfg), sd)
 
 
-def test_depth_two_grows_from_one_stage_and_keeps_old_identities(rt_tiny: Tokenizer,
+def test_depth_two_grows_from_one_stage_and_keeps_old_identities(tiny: Tokenizer,
                                                                    real_frames: np.ndarray) -> None:
     """Residual token depth (issue 23): depth is left out of one-stage JSON (identities unchanged); a
     depth-2 model grown from a one-stage checkpoint decodes exactly as it did, whatever share of
@@ -105,14 +117,14 @@ def test_depth_two_grows_from_one_stage_and_keeps_old_identities(rt_tiny: Tokeni
     d2 = get_preset("rt-fsq6-d5r2")
     assert d2.depth == 2 and TokenizerConfig.from_dict(json.loads(d2.to_json())) == d2
     with pytest.raises(ValueError, match="depth"):
-        TokenizerConfig(depth=2)  # v1 networks have no second stage
-    grown = Tokenizer(dataclasses.replace(rt_tiny.cfg, depth=2))
-    assert _load_tolerating_head(grown, rt_tiny.state_dict()) == ["decoder.embed2", "encoder.head2"]
+        TokenizerConfig(depth=3)
+    grown = Tokenizer(dataclasses.replace(tiny.cfg, depth=2))
+    assert _load_tolerating_head(grown, tiny.state_dict()) == ["decoder.embed2", "encoder.head2"]
     grown.eval()
     x = to_tensor(real_frames[:3, :64, :64])[None]
     with torch.no_grad():
         want: list[tuple[torch.Tensor, torch.Tensor]] = []
-        run_clip(rt_tiny, x, lambda err, t: torch.tensor([40]), collect=want)
+        run_clip(tiny, x, lambda err, t: torch.tensor([40]), collect=want)
         for frac in (0.0, 0.5, 1.0):
             got: list[tuple[torch.Tensor, torch.Tensor]] = []
             _, stats, _ = run_clip(grown, x, lambda err, t: torch.tensor([40]), collect=got,
@@ -136,13 +148,6 @@ def test_depth_mask_takes_the_top_ranked_kept_positions() -> None:
     assert not bool(depth_mask(scores, mask, torch.tensor([0.0])).any())
 
 
-def test_tokenizer_picks_the_networks_by_arch() -> None:
-    assert isinstance(Tokenizer(PRESETS["tiny"]).encoder, Encoder)
-    assert isinstance(Tokenizer(PRESETS["tiny"]).decoder, Decoder)
-    m = Tokenizer(PRESETS["rt-tiny"])
-    assert isinstance(m.encoder, RTEncoder) and isinstance(m.decoder, RTDecoder)
-
-
 def test_rt_has_no_convolution_above_stride_8() -> None:
     m = Tokenizer(PRESETS["rt"]).eval()
     sizes: list[tuple[int, int]] = []
@@ -163,14 +168,14 @@ def test_rt_has_no_convolution_above_stride_8() -> None:
     assert set(sizes) == {(8, 12), (16, 24)}
 
 
-def test_rt_weights_file_round_trip(tmp_path: Path, rt_tiny: Tokenizer) -> None:
-    path = save_weights(rt_tiny, tmp_path / "rt.safetensors")
+def test_rt_weights_file_round_trip(tmp_path: Path, tiny: Tokenizer) -> None:
+    path = save_weights(tiny, tmp_path / "rt.safetensors")
     back = load_weights(path)
-    assert back.cfg == rt_tiny.cfg and isinstance(back.encoder, RTEncoder)
-    assert back.identity == rt_tiny.identity
+    assert back.cfg == tiny.cfg
+    assert back.identity == tiny.identity
 
 
-# -- the v1 contracts ---------------------------------------------------------------------------------
+# -- the contracts ------------------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize("preset", ["rt", "rt-fsq6", "rt-fsq6-r"])
@@ -181,7 +186,7 @@ def test_shapes(preset: str, height: int, width: int) -> None:
     hp, wp = height + (-height) % 8, width + (-width) % 8
     gh, gw = hp // 8, wp // 8
     cs = m.cfg.decoder.state_channels
-    # the networks: the v1 signatures and shapes
+    # the networks' signatures and shapes
     x = torch.rand(2, 3, hp, wp) * 2 - 1
     hid = torch.zeros(2, cs, gh, gw)
     with torch.no_grad():
@@ -191,7 +196,7 @@ def test_shapes(preset: str, height: int, width: int) -> None:
         recon, hidden = m.decoder(codes, torch.rand(2, gh * gw) < 0.5, x, hid)
     assert recon.shape == x.shape and hidden.shape == hid.shape
     assert float(recon.abs().max()) <= 1.0 and float(hidden.abs().max()) <= 1.0
-    # the step API pads and crops as for v1
+    # the step API pads and crops
     frame = torch.rand(1, 3, height, width) * 2 - 1
     tok, state = m.encode_step(frame, None, FIXED_HALF)
     assert tok.grid == (gh, gw) and tok.size == (height, width)
@@ -201,13 +206,13 @@ def test_shapes(preset: str, height: int, width: int) -> None:
     assert out.shape == (1, 3, height, width)
 
 
-def test_full_rate_training_pass_skips_the_router(rt_tiny: Tokenizer, real_frames: np.ndarray) -> None:
+def test_full_rate_training_pass_skips_the_router(tiny: Tokenizer, real_frames: np.ndarray) -> None:
     """run_clip(router=False) (the full-rate fixed arm) is the same pass as the full-rate budget."""
     x = to_tensor(real_frames[:3, :64, :64])[None]
     n = 64
     with torch.no_grad():
-        a, _, (ra, ha, _, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
-        b, stats, (rb, hb, _, _) = run_clip(rt_tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0,
+        a, _, (ra, ha, _, _) = run_clip(tiny, x, lambda err, t: torch.tensor([n]), mse_weight=1.0)
+        b, stats, (rb, hb, _, _) = run_clip(tiny, x, lambda err, t: torch.tensor([0]), mse_weight=1.0,
                                          router=False)
     assert torch.equal(a, b) and torch.equal(ra, rb) and torch.equal(ha, hb)
     assert stats["rate"] == 1.0
@@ -252,7 +257,7 @@ def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, rt_model: Tokenizer,
     meta = export_onnx(rt_model, tmp_path / "rt")  # checks every graph in ORT at CHECK_SIZES
     assert TokenizerConfig.from_dict(meta["config"]) == rt_model.cfg
     ort = load_onnx(tmp_path / "rt", threads=1)
-    assert ort.identity == rt_model.identity and ort.cfg.arch == "rt"
+    assert ort.identity == rt_model.identity and ort.cfg == rt_model.cfg
     for batch, height, width in [(1, 192, 256), (2, 56, 40)]:
         p = graph_parity(rt_model, tmp_path / "rt", batch, height, width)
         assert p["indices_equal"] == 1.0 and p["max_abs_diff"] < 1e-4, p
