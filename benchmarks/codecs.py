@@ -37,7 +37,7 @@ import av
 import numpy as np
 from av.video.codeccontext import VideoCodecContext
 
-from livetok.engine.metrics import psnr as frame_psnr
+from livetok.engine.metrics import mean_psnr
 from livetok.engine.metrics import ssim as frame_ssim
 from livetok.stream.video_io import read_video
 
@@ -200,7 +200,7 @@ def encode_decode(frames: np.ndarray, fps: float, codec: str, setting: int) -> t
 
 
 def _quality(a: np.ndarray, b: np.ndarray) -> tuple[float, float]:
-    p = float(np.mean([frame_psnr(x, y) for x, y in zip(a, b, strict=True)]))
+    p = mean_psnr(a, b)
     s = float(np.mean([frame_ssim(x, y) for x, y in zip(a, b, strict=True)]))
     return p, s
 

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from pathlib import Path
 
@@ -31,6 +30,7 @@ from torch import Tensor
 
 from livetok.engine.checkpoint import load_weights
 from livetok.engine.frames import to_tensor
+from livetok.engine.metrics import psnr_from_mse
 from livetok.engine.rate_prior import DigitPrior
 from livetok.engine.train import BITS_FRAME_PIXELS, run_clip
 from livetok.stream.video_io import read_video
@@ -90,7 +90,7 @@ def probe(run: Path, clips: list[str], fractions: list[float], max_frames: int,
                                        prior2=prior2 if depth2 else None)
             for t, (rec, _) in enumerate(collect):
                 mse = float(((rec - x[:, t]) * 127.5).pow(2).mean())
-                psnrs.append(10 * math.log10(255.0 ** 2 / max(mse, 1e-9)))
+                psnrs.append(psnr_from_mse(mse))
             # stats["bits"] is per 256x192 frame: scale to these frames' size
             bits.append(stats["bits"] * (x.shape[-2] * x.shape[-1]) / BITS_FRAME_PIXELS)
         point = {"fraction": frac, "psnr": float(np.mean(psnrs)), "bits_per_frame": float(np.mean(bits))}

@@ -15,6 +15,7 @@ from typing import Any
 import numpy as np
 
 from livetok.engine.config import SenderConfig
+from livetok.engine.metrics import psnr
 from livetok.engine.runtime import Runtime
 from livetok.stream.packet_receiver import PacketReceiver, ReceivedFrame
 from livetok.stream.session import SenderSession
@@ -95,11 +96,6 @@ class _SimReceiver(PacketReceiver):
         self.requests.append(self.clock() + self.delay_s)
 
 
-def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = float(np.mean((a.astype(np.float32) - b.astype(np.float32)) ** 2))
-    return 99.0 if mse == 0 else 10.0 * np.log10(255.0 ** 2 / mse)
-
-
 async def _run(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig, sender: SenderConfig
                ) -> dict[str, Any]:
     clock = _Clock()
@@ -152,7 +148,7 @@ async def _run(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig, se
             shown = decoded[i][1]
         else:
             frozen += 1
-        psnrs.append(_psnr(shown, orig) if shown is not None else 0.0)
+        psnrs.append(psnr(shown, orig) if shown is not None else 0.0)
     # recovery: from the capture of each dropped frame to the next decoded frame after it
     recover = []
     for i in dropped:

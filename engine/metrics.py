@@ -1,8 +1,10 @@
 """Quality metrics on uint8 RGB frames: PSNR (0-255 peak) and SSIM (Wang et al. 2004, Gaussian
-window sigma 1.5 as in scikit-image's `gaussian_weights=True`), per frame, averaged over channels."""
+window sigma 1.5 as in scikit-image's `gaussian_weights=True`), per frame, averaged over channels.
+The only PSNR formula of the project: everything that reports a PSNR calls these."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import cast
 
 import cv2
@@ -19,11 +21,20 @@ def _pair(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> None:
         raise ValueError(f"metrics take uint8 frames, got {a.dtype} and {b.dtype}")
 
 
+def psnr_from_mse(mse: float, peak: float = 255.0) -> float:
+    """PSNR in dB of a mean squared error at a peak-to-peak `peak`, capped at PSNR_CAP (0 gives the cap)."""
+    return PSNR_CAP if mse == 0 else min(PSNR_CAP, float(10.0 * np.log10(peak**2 / mse)))
+
+
 def psnr(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:
     """PSNR in dB of one uint8 frame pair [H, W, 3] (peak 255)."""
     _pair(a, b)
-    mse = float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2))
-    return PSNR_CAP if mse == 0 else min(PSNR_CAP, 10.0 * np.log10(255.0**2 / mse))
+    return psnr_from_mse(float(np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)))
+
+
+def mean_psnr(a: Iterable[NDArray[np.uint8]], b: Iterable[NDArray[np.uint8]]) -> float:
+    """Mean of the per-frame PSNRs of two equally long frame sequences ([T, H, W, 3] arrays or lists of frames)."""
+    return float(np.mean([psnr(x, y) for x, y in zip(a, b, strict=True)]))
 
 
 def ssim(a: NDArray[np.uint8], b: NDArray[np.uint8]) -> float:

@@ -15,7 +15,7 @@ import torch
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
 from livetok.engine.frames import to_tensor, to_uint8
-from livetok.engine.metrics import psnr
+from livetok.engine.metrics import mean_psnr
 from livetok.engine.model import Tokenizer
 from livetok.engine.runtime import Runtime
 from livetok.engine.sender import SenderState, encode_streams
@@ -93,10 +93,6 @@ def _same(tokens: FrameTokens) -> FrameTokens:
     return tokens
 
 
-def _psnr(frames: np.ndarray, decoded: list[np.ndarray]) -> float:
-    return float(np.mean([psnr(f, d) for f, d in zip(frames, decoded, strict=True)]))
-
-
 def _max_diff(a: list[np.ndarray], b: list[np.ndarray]) -> list[int]:
     return [int(np.abs(x.astype(np.int16) - y.astype(np.int16)).max()) for x, y in zip(a, b, strict=True)]
 
@@ -120,11 +116,11 @@ def verify_frames(model: Tokenizer, ort: OnnxTokenizer, frames: np.ndarray, send
     o2t = _run(None, model, frames, sender, transport, on["sent"])
     idx_eq = float(np.mean([np.mean(a == b) for a, b in zip(th["indices"], on["indices"], strict=True)]))
     mask_eq = float(np.mean([np.mean(a == b) for a, b in zip(th["masks"], on["masks"], strict=True)]))
-    p_t, p_o = _psnr(frames, th["decoded"]), _psnr(frames, on["decoded"])
+    p_t, p_o = mean_psnr(frames, th["decoded"]), mean_psnr(frames, on["decoded"])
     diffs = _max_diff(th["decoded"], on["decoded"])
 
     def cross(run: dict[str, Any], same: dict[str, Any], same_psnr: float) -> dict[str, Any]:
-        p = _psnr(frames, run["decoded"])
+        p = mean_psnr(frames, run["decoded"])
         d = _max_diff(run["decoded"], same["recons"])  # vs the sender's own reconstruction
         return {"psnr": p, "psnr_drift": p - same_psnr, "max_abs_pixel_diff": max(d),
                 "last_frame_max_abs_pixel_diff": d[-1]}
