@@ -1,7 +1,8 @@
 """Finite scalar quantization (Mentzer et al. 2023, arXiv 2309.15505) with an exact codes<->indices inverse.
 
 Each latent position carries `dim` scalars; scalar i is bounded and rounded to `levels[i]` values, and
-the tuple of rounded values is one of `prod(levels)` codes, i.e. one token index.
+the tuple of rounded values is one of `prod(levels)` codes, i.e. one token index (the digits of a
+mixed-radix number: engine/fsq_index.py).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import FSQConfig
+from .fsq_index import digits_to_index, index_to_digits
 
 
 def round_ste(z: Tensor) -> Tensor:
@@ -21,16 +23,13 @@ class FSQ(nn.Module):
     """Quantizer over the channel axis of a [B, dim, H, W] latent."""
 
     levels: Tensor
-    basis: Tensor
 
     def __init__(self, cfg: FSQConfig) -> None:
         super().__init__()
         self.cfg = cfg
         levels = torch.tensor(cfg.levels, dtype=torch.int64)
-        basis = torch.cumprod(torch.tensor((1, *cfg.levels[:-1]), dtype=torch.int64), dim=0)
         # non-persistent: derived from the config, never stored with the weights
         self.register_buffer("levels", levels, persistent=False)
-        self.register_buffer("basis", basis, persistent=False)
 
     @property
     def dim(self) -> int:
@@ -68,17 +67,21 @@ class FSQ(nn.Module):
         codes = round_ste(self.bound(z)) / half_width
         return codes, self.codes_to_indices(codes.detach())
 
+    def digits_to_indices(self, digits: Tensor) -> Tensor:
+        """[B, dim, H, W] int64 digits (channel i in 0..levels[i]-1) -> [B, H*W] int64 indices."""
+        return digits_to_index(digits.unbind(1), self.cfg.levels).flatten(1)
+
+    def indices_to_digits(self, indices: Tensor, grid: tuple[int, int]) -> Tensor:
+        """[B, H*W] indices -> [B, dim, H, W] int64 digits; the exact inverse of `digits_to_indices`."""
+        idx = indices.long().view(indices.shape[0], *grid)
+        return torch.stack(index_to_digits(idx, self.cfg.levels), dim=1)
+
     def codes_to_indices(self, codes: Tensor) -> Tensor:
         """[B, dim, H, W] codes in [-1, 1] -> [B, H*W] int64 indices."""
         half_width = (self.levels // 2).view(self._shape(codes))
-        digits = (codes * half_width).round().long() + half_width
-        idx = (digits * self.basis.view(self._shape(codes))).sum(dim=1)
-        return idx.flatten(1)
+        return self.digits_to_indices((codes * half_width).round().long() + half_width)
 
     def indices_to_codes(self, indices: Tensor, grid: tuple[int, int]) -> Tensor:
         """[B, H*W] indices -> [B, dim, H, W] codes; the exact inverse of `codes_to_indices`."""
-        b = indices.shape[0]
-        idx = indices.long().view(b, 1, *grid)
-        digits = (idx // self.basis.view(1, -1, 1, 1)) % self.levels.view(1, -1, 1, 1)
-        half_width = self.levels // 2
-        return (digits - half_width.view(1, -1, 1, 1)).float() / half_width.view(1, -1, 1, 1).float()
+        half_width = (self.levels // 2).view(1, -1, 1, 1)
+        return (self.indices_to_digits(indices, grid) - half_width).float() / half_width.float()

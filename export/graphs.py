@@ -12,30 +12,24 @@ from livetok.engine.selection import position_error
 
 
 class _Fsq(nn.Module):
-    """FSQ without the training parts: latent -> indices and indices -> codes, integer arithmetic only."""
+    """FSQ without the training parts: latent -> indices and indices -> codes, integer arithmetic only
+    (the FSQ's own digits <-> indices, engine/fsq_index.py)."""
 
-    levels: Tensor
-    basis: Tensor
     half_width: Tensor
 
     def __init__(self, model: Tokenizer) -> None:
         super().__init__()
         self.fsq = model.fsq
-        self.register_buffer("levels", model.fsq.levels.view(1, -1, 1, 1).clone(), persistent=False)
-        self.register_buffer("basis", model.fsq.basis.view(1, -1, 1, 1).clone(), persistent=False)
         self.register_buffer("half_width", (model.fsq.levels // 2).view(1, -1, 1, 1).clone(), persistent=False)
 
     def indices(self, z: Tensor) -> Tensor:
         """[B, dim, h, w] latent -> [B, h*w] int64; equal to `FSQ.forward(z)[1]` (no straight-through)."""
         digits: Tensor = self.fsq.bound(z.float()).round().long() + self.half_width
-        return (digits * self.basis).sum(dim=1).flatten(1)
+        return self.fsq.digits_to_indices(digits)
 
     def codes(self, indices: Tensor, like: Tensor) -> Tensor:
         """[B, N] int64 -> [B, dim, h, w] codes in [-1, 1]; the grid (h, w) is read off `like` [B, C, h, w]."""
-        b, h, w = like.shape[0], like.shape[-2], like.shape[-1]
-        idx = indices.view(b, 1, h, w)
-        digits = (idx // self.basis) % self.levels
-        return (digits - self.half_width).float() / self.half_width.float()
+        return self.fsq.indices_to_codes(indices, (like.shape[-2], like.shape[-1]))
 
 
 class EncoderStep(nn.Module):

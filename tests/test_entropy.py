@@ -12,8 +12,8 @@ import numpy as np
 import pytest
 
 from livetok.bench.fuzz_packets import mutate
+from livetok.engine.fsq_index import digits_to_index
 from livetok.stream.wire import CoderState, PacketError, TokenPacket, decode_frame, encode_frame, token_bits
-from livetok.stream.wire import entropy as ent
 
 REAL = Path(__file__).parent / "data" / "tokens_real.npz"
 LEVELS = (8, 5, 5, 5)
@@ -237,9 +237,7 @@ def test_token_bits_prices_repeats_low() -> None:
     st = CoderState.empty(LEVELS)
     for grid, mask, idx, key in frames[:6]:
         _, st = encode_frame(st, mask, idx, grid, key)
-    last = np.zeros(768, np.int64)
-    for d, b in enumerate(ent.digit_basis(LEVELS)):
-        last += st.last[d].astype(np.int64) * b
+    last = digits_to_index([st.last[d].astype(np.int64) for d in range(len(LEVELS))], LEVELS)
     same = token_bits(st, last)
     other = token_bits(st, (last + 1) % 1000)
     assert same.shape == (768,) and (same > 0).all()

@@ -46,8 +46,7 @@ def test_uniform_prior_bits_and_last() -> None:
     assert torch.allclose(bits, torch.tensor([10 * per_token, 2 * per_token]), atol=1e-4)
     # the new last digits are the FSQ's own digits at kept positions, -1 elsewhere
     _, idx = fsq(z)
-    basis = torch.tensor([1, 8, 40])
-    digits = (idx[:, None, :] // basis[None, :, None]) % torch.tensor(LEVELS)[None, :, None]
+    digits = fsq.indices_to_digits(idx, (4, 4)).flatten(2)  # [2, 3, 16]
     assert torch.equal(new_last, torch.where(keep[:, None, :], digits, -1))
     # the gradient reaches the encoder's latent (through the soft assignment) and the logits
     skewed = DigitPrior(LEVELS)

@@ -1,12 +1,11 @@
 # offline: real coder bits (mask/digits split) vs ideal adaptive code lengths under variant contexts
 import sys, numpy as np
+from livetok.engine.fsq_index import index_to_digits
 from livetok.stream.wire import entropy as E
 z = np.load(sys.argv[1]); LV = (8, 8, 8, 5, 5, 5); G = (24, 32)
 names = sorted({k.rsplit('_', 1)[0] for k in z.files})
 def digits_of(idx):
-    out = []; b = 1
-    for lv in LV: out.append((idx // b) % lv); b *= lv
-    return out
+    return index_to_digits(idx, LV)
 class Sim:
     """ideal code length of an adaptive count model with the wire's chunking and halving"""
     def __init__(s, nctx, a): s.c = np.ones((nctx, a), np.int64)

@@ -24,6 +24,8 @@ import constriction
 import numpy as np
 from numpy.typing import NDArray
 
+from livetok.engine.fsq_index import digits_to_index, index_to_digits
+
 from .errors import PacketError
 
 __all__ = [
@@ -37,7 +39,6 @@ __all__ = [
     "CoderState",
     "chunk_bounds",
     "decode_frame",
-    "digit_basis",
     "encode_frame",
     "quantised_cdf",
     "token_bits",
@@ -61,15 +62,6 @@ def _family() -> Any:
 
 
 # --- the state ----------------------------------------------------------------------------------------------
-
-
-def digit_basis(levels: Sequence[int]) -> tuple[int, ...]:
-    """FSQ place values: ``index = sum(digit[d] * basis[d])``, ``basis[0] = 1`` (engine/fsq.py)."""
-    basis, b = [], 1
-    for lv in levels:
-        basis.append(b)
-        b *= lv
-    return tuple(basis)
 
 
 def _check_levels(levels: Sequence[int]) -> tuple[int, ...]:
@@ -342,8 +334,8 @@ def _run(state: CoderState, grid: tuple[int, int], k: int, rec: _Recorder, mask:
 
 
 def _digits_of(indices: NDArray[Any], levels: tuple[int, ...]) -> list[NDArray[np.int64]]:
-    idx = indices.astype(np.int64)
-    return [(idx // b) % lv for b, lv in zip(digit_basis(levels), levels, strict=True)]
+    digits: list[NDArray[np.int64]] = index_to_digits(indices.astype(np.int64), levels)
+    return digits
 
 
 def encode_frame(state: CoderState, mask: NDArray[np.bool_], indices: NDArray[np.integer[Any]],
@@ -434,10 +426,7 @@ def decode_frame(state: CoderState, data: bytes, grid: tuple[int, int], k: int,
     if again != data:
         raise PacketError(f"entropy-coded payload of {len(data)} bytes is not what the encoder makes for the "
                           f"symbols it decodes to ({len(again)} bytes): garbage or trailing bytes")
-    basis = digit_basis(state.levels)
-    idx = np.zeros(pos.shape[0], np.int64)
-    for b, dg in zip(basis, out, strict=True):
-        idx += dg * b
+    idx = digits_to_index(out, state.levels)
     return mask, idx.astype(np.uint32), _advance(state, mask, pos, out, mask_counts, counts)
 
 
