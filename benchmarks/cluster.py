@@ -210,9 +210,10 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory() as tmp:
         if a.preset is not None:
-            model: Runtime = Tokenizer(PRESETS[a.preset]).eval()
+            tok = Tokenizer(PRESETS[a.preset]).eval()
             weights = Path(tmp) / "w.safetensors"
-            save_weights(model, weights)
+            save_weights(tok, weights)
+            model: Runtime = tok
         else:
             weights = Path(a.weights) if getattr(a, "weights", None) else DEFAULT_WEIGHTS
             model = load_weights(weights)

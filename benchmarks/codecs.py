@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
-from typing import Any, cast
+from typing import Any
 
 import av
 import numpy as np
@@ -94,11 +94,11 @@ def _check(codec: str, setting: int) -> None:
 def _encoder(codec: str, setting: int, width: int, height: int, fps: float) -> VideoCodecContext:
     rate = Fraction(fps).limit_denominator(1001)
     if codec == "x264":
-        ctx = cast(VideoCodecContext, av.CodecContext.create("libx264", "w"))
+        ctx = av.CodecContext.create("libx264", "w")
         # What WebRTC-style x264 sends: fast preset, no lookahead, no B-frames, one thread here.
         options = {"preset": "veryfast", "tune": "zerolatency", "crf": str(int(setting)), "bf": "0", "threads": "1"}
     else:
-        ctx = cast(VideoCodecContext, av.CodecContext.create("libvpx", "w"))
+        ctx = av.CodecContext.create("libvpx", "w")
         # Realtime libvpx: fastest realtime speed, no lookahead (so no alt-ref frames), one thread.
         # Rate control: libvpx's default (VBR) towards the target bitrate; on 48-frame clips it lands
         # within a few % of bitrate/fps (above the q=63 floor, ~500..1250 bits/frame per clip) and beats
@@ -143,7 +143,7 @@ def _encode_decode(
     payloads: list[bytes | None] = [None] * t
     encode_ms: list[float] = []
 
-    def collect(packets: list[av.Packet]) -> None:
+    def collect(packets: list[av.Packet[Any]]) -> None:
         for p in packets:
             i = -1 if p.pts is None else int(p.pts)
             if not 0 <= i < t or payloads[i] is not None:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +31,7 @@ from torch import Tensor
 
 from livetok.engine.checkpoint import load_weights
 from livetok.engine.frames import to_tensor
+from livetok.engine.fsq import FSQ
 from livetok.engine.metrics import psnr_from_mse
 from livetok.engine.rate_prior import DigitPrior
 from livetok.engine.train import BITS_FRAME_PIXELS, run_clip
@@ -52,20 +54,22 @@ def _priors(run: Path, levels: tuple[int, ...]) -> tuple[DigitPrior | None, Digi
     return out[0], out[1]
 
 
-class _Unrounded(torch.nn.Module):
-    """An FSQ stand-in that returns the bounded latent over the half-width without rounding."""
-
-    def __init__(self, fsq: torch.nn.Module) -> None:
-        super().__init__()
-        self.fsq = fsq
-
-    def bound(self, z: Tensor) -> Tensor:
-        out: Tensor = self.fsq.bound(z)  # type: ignore[operator]
-        return out
+class _Unrounded(FSQ):
+    """An FSQ that returns the bounded latent over the half-width without rounding (and no indices)."""
 
     def forward(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        half = (self.fsq.levels // 2).to(torch.float32).view(1, -1, 1, 1)  # type: ignore[operator]
+        half = (self.levels // 2).to(torch.float32).view(1, -1, 1, 1)
         return self.bound(z.float()) / half, torch.zeros(z.shape[0], z.shape[2] * z.shape[3], dtype=torch.long)
+
+
+def _full_budget(n: int) -> Callable[[Tensor, int], Tensor]:
+    """A budget function keeping all n positions of every frame."""
+    return lambda error, t: torch.full((1,), n)
+
+
+def _constant_depth(fraction: float) -> Callable[[int], Tensor]:
+    """A depth function giving every frame the same second-level fraction."""
+    return lambda t: torch.tensor([fraction])
 
 
 def probe(run: Path, clips: list[str], fractions: list[float], max_frames: int,
@@ -73,7 +77,7 @@ def probe(run: Path, clips: list[str], fractions: list[float], max_frames: int,
     model = load_weights(run / "model.safetensors" if run.is_dir() else run)
     model.eval()
     if continuous:
-        model.fsq = _Unrounded(model.fsq)  # type: ignore[assignment]
+        model.fsq = _Unrounded(model.fsq.cfg).to(model.fsq.levels.device)
     prior, prior2 = _priors(run if run.is_dir() else run.parent, model.cfg.fsq.levels)
     depth2 = model.cfg.depth == 2
     out: dict[str, object] = {"model": str(run), "depth": model.cfg.depth, "continuous": continuous, "points": []}
@@ -85,8 +89,8 @@ def probe(run: Path, clips: list[str], fractions: list[float], max_frames: int,
             n = (x.shape[-2] // 8) * (x.shape[-1] // 8)
             collect: list[tuple[Tensor, Tensor]] = []
             with torch.no_grad():
-                _, stats, _ = run_clip(model, x, lambda e, t, n=n: torch.full((1,), n), collect=collect, signal="gain",
-                                       prior=prior, depth_fn=lambda t, f=frac: torch.tensor([f]),
+                _, stats, _ = run_clip(model, x, _full_budget(n), collect=collect, signal="gain",
+                                       prior=prior, depth_fn=_constant_depth(frac),
                                        prior2=prior2 if depth2 else None)
             for t, (rec, _) in enumerate(collect):
                 mse = float(((rec - x[:, t]) * 127.5).pow(2).mean())

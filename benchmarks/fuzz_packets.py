@@ -95,7 +95,8 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
         keyframe = i % 3 == 0 and bool(mask.any())  # a keyframe carries tokens
         out.append((TokenPacket(MODEL, i, i * 33_333, keyframe, i % 17 == 0, gw * 8, gh * 8, gh, gw, bits, mask,
                                 idx).pack(), None))
-    out.append((TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool), np.zeros(0)).pack(), None))
+    out.append((TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool),
+                            np.zeros(0, np.uint64)).pack(), None))
     # version 2 (entropy-coded) of the shipped levels: a keyframe, then a non-keyframe (no geometry in its
     # header) that decodes only with the state the keyframe left
     for i in range(count // 2):
@@ -170,10 +171,13 @@ def mutate(rng: np.random.Generator, data: bytes, *, packet: bool = True, keep_l
 
 def _repack_v2(h: PacketHeader, field: str, value: int) -> bytes:
     """``h``'s version 2 header bytes with one varint field replaced (the header may change length)."""
-    v = {**h.__dict__, field: value}
-    geometry = tuple(v[name] for name, _ in HEADER_V2_GEOMETRY) if h.has_geometry else None
-    return pack_header_v2(v["flags"], v["model_id"], v["frame_index"], v["timestamp_us"], v["k"],
-                          geometry)  # type: ignore[arg-type]
+
+    def get(name: str) -> int:
+        return value if name == field else int(getattr(h, name))
+
+    geometry = ((get("width"), get("height"), get("grid_h"), get("grid_w"), get("bits_per_index"))
+                if h.has_geometry else None)
+    return pack_header_v2(h.flags, h.model_id, get("frame_index"), get("timestamp_us"), get("k"), geometry)
 
 
 _CUT = re.compile(r"[0-9'\"(:]")
@@ -248,7 +252,7 @@ def run_atheris(packets: int, seed: int, done: Callable[[Tally], None]) -> Tally
     """libFuzzer ends the process itself when its run count is reached (C exit: no Python code runs
     after `atheris.Fuzz()`), so `done` is called from the fuzzed function at the last packet and the
     process ends there with its exit status."""
-    import atheris  # type: ignore[import-not-found]
+    import atheris
 
     tally = Tally()
 

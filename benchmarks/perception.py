@@ -68,13 +68,13 @@ def available_detectors() -> tuple[list[Detector], dict[str, str]]:
     missing: dict[str, str] = {}
     if hasattr(cv2, "HOGDescriptor"):
         hog = cv2.HOGDescriptor()
-        hog.setSVMDetector(cv2.HOGDescriptor_getDefaultPeopleDetector())
+        hog.setSVMDetector(np.asarray(cv2.HOGDescriptor.getDefaultPeopleDetector(), np.float32))
 
         def people(frame: np.ndarray) -> list[Box]:
             big = cv2.resize(frame, None, fx=2, fy=2, interpolation=cv2.INTER_LINEAR)
             rects, _ = hog.detectMultiScale(cv2.cvtColor(big, cv2.COLOR_RGB2GRAY), winStride=(8, 8),
                                             padding=(8, 8), scale=1.05)
-            return [tuple(int(v) // 2 for v in r) for r in rects]  # type: ignore[misc]
+            return [(int(x) // 2, int(y) // 2, int(w) // 2, int(h) // 2) for x, y, w, h in rects]
 
         dets.append(Detector("hog-people", "boxes", people, "F1 vs original"))
     else:
@@ -90,7 +90,8 @@ def available_detectors() -> tuple[list[Detector], dict[str, str]]:
 
         def haar(frame: np.ndarray, cc: Any = cc) -> list[Box]:
             gray = cv2.equalizeHist(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY))
-            return [tuple(int(v) for v in r) for r in cc.detectMultiScale(gray, 1.1, 4, minSize=(20, 20))]
+            return [(int(x), int(y), int(w), int(h))
+                    for x, y, w, h in cc.detectMultiScale(gray, 1.1, 4, minSize=(20, 20))]
 
         dets.append(Detector(name, "boxes", haar, "F1 vs original"))
     if hasattr(cv2, "aruco"):
@@ -104,7 +105,7 @@ def available_detectors() -> tuple[list[Detector], dict[str, str]]:
         dets.append(Detector("aruco", "aruco", aruco, "markers detected (fraction)"))
     else:
         missing["aruco"] = f"OpenCV {cv2.__version__} has no aruco module"
-    orb = cv2.ORB_create(nfeatures=500)
+    orb = cv2.ORB.create(nfeatures=500)
 
     def keypoints(frame: np.ndarray) -> np.ndarray:
         kps = orb.detect(cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY), None)

@@ -128,7 +128,7 @@ async def zenoh_link() -> AsyncIterator[Link]:
 
 @contextlib.asynccontextmanager
 async def webrtc_link() -> AsyncIterator[Link]:
-    from aiortc import RTCPeerConnection
+    from aiortc import RTCDataChannel, RTCPeerConnection
 
     from livetok.stream.webrtc.ice import LOOPBACK, offering
 
@@ -139,11 +139,12 @@ async def webrtc_link() -> AsyncIterator[Link]:
         opened = asyncio.Event()
 
         @pb.on("datachannel")
-        def on_channel(channel: Any) -> None:
-            @channel.on("message")
+        def on_channel(channel: RTCDataChannel) -> None:
             def on_message(m: bytes | str) -> None:
                 if isinstance(m, bytes):
                     inbox.put_nowait((m, time.perf_counter()))
+
+            channel.on("message", on_message)
 
         ch.on("open", opened.set)
         await pa.setLocalDescription(await pa.createOffer())

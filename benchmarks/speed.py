@@ -237,9 +237,10 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
         backend, ms = _preprocess_ms(frames[:12], (w, h), "auto")
         pre[f"{w}x{h}"] = {"backend": backend, "ms_p50": ms}
     peak: DevicePeak | None = None
-    if "cuda-graph" in backends or (cfg.device or "cpu").startswith("cuda"):
+    named = cfg.device or "cpu"
+    if "cuda-graph" in backends or named.startswith("cuda"):
         say("measuring the device's peak (copy bandwidth, matmul)")
-        peak = measure_peak(cfg.device if (cfg.device or "").startswith("cuda") else "cuda")
+        peak = measure_peak(named if named.startswith("cuda") else "cuda")
     results = []
     for backend in backends:
         dev = cfg.device if backend == "torch" and cfg.device else "cpu"

@@ -29,7 +29,7 @@ MARKS = (0, 1, 5, 15)
 
 
 def _bits(recs: list[FrameRecord]) -> float:
-    return float(np.mean([r.bits for r in recs if not r.keyframe] or [np.nan]))
+    return float(np.mean([float(r.bits) for r in recs if not r.keyframe] or [np.nan]))
 
 
 def static_vs_busy(model: Any, frames: np.ndarray, sender: SenderConfig) -> dict[str, Any]:
@@ -44,8 +44,8 @@ def static_vs_busy(model: Any, frames: np.ndarray, sender: SenderConfig) -> dict
         "static_bits": _bits(still),
         "busy_psnr": float(np.mean([r.psnr for r in busy])),
         "static_psnr_at": {k: round(v, 3) for k, v in at.items()},
-        "static_tokens": float(np.mean([r.k for r in still if not r.keyframe] or [np.nan])),
-        "busy_tokens": float(np.mean([r.k for r in busy if not r.keyframe] or [np.nan])),
+        "static_tokens": float(np.mean([float(r.k) for r in still if not r.keyframe] or [np.nan])),
+        "busy_tokens": float(np.mean([float(r.k) for r in busy if not r.keyframe] or [np.nan])),
     }
 
 

@@ -95,5 +95,5 @@ def open_runtime(backend: str = "torch", weights: str | os.PathLike[str] | None 
         return load_onnx(onnx_dir, threads=threads)
     # the onnx and cuda-graph runtimes place the model themselves
     home = device if resolved == "torch" else "cpu"
-    model = load_weights(weights, device=home) if weights is not None else load_default(device=home)
+    model = load_weights(Path(weights), device=home) if weights is not None else load_default(device=home)
     return build_runtime(resolved, model, onnx_dir, device, threads)

@@ -39,7 +39,7 @@ class GraphCost:
 
 class _ByteCounter(TorchDispatchMode):
     def __init__(self) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # torch: TorchDispatchMode.__init__ is untyped
         self.bytes = 0
 
     def __torch_dispatch__(self, func: Any, types: Any, args: Any = (), kwargs: Any = None) -> Any:

@@ -279,7 +279,7 @@ def evaluate_recording(model: Runtime, path: str | os.PathLike[str], reference: 
         if ref_path and Path(str(ref_path)).is_file():
             with VideoReader(str(ref_path)) as r:
                 ref = [f for _, f in zip(range(len(pk) if max_frames is None else max_frames), r, strict=False)]
-        rows = []
+        rows: list[dict[str, float]] = []
         for d in decode_packets(model, name, pk):
             if max_frames is not None and len(rows) >= max_frames:
                 break

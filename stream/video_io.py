@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import av
 import cv2
@@ -212,7 +213,7 @@ class Mp4Writer:
         self._pts = pts
         return pts
 
-    def _mux(self, packets: list[av.Packet]) -> None:
+    def _mux(self, packets: list[av.Packet[Any]]) -> None:
         assert self._container is not None
         try:
             for pkt in packets:
