@@ -147,14 +147,13 @@ async def run_pipeline(
     return await run_streams([StreamInput("", frames, session, sink)], cfg, on_stats, send_eos, stop)
 
 
-# BaseExceptionGroup is a builtin from Python 3.11, as asyncio.TaskGroup is (ruff targets 3.10)
-def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:  # noqa: F821
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
     """The error that failed a stage (the TaskGroup cancelled the others because of it)."""
     leaves: list[BaseException] = []
     pending: list[BaseException] = [group]
     while pending:
         e = pending.pop(0)
-        if isinstance(e, BaseExceptionGroup):  # noqa: F821
+        if isinstance(e, BaseExceptionGroup):
             pending.extend(e.exceptions)
         else:
             leaves.append(e)
@@ -312,7 +311,7 @@ async def run_streams(
                 tg.create_task(preprocess_stage(s), name=f"preprocess_stage {s.name}")
             for stage in (encode_stage, packetize_stage, publish_stage):
                 tg.create_task(stage(), name=stage.__name__)
-    except BaseExceptionGroup as group:  # noqa: F821
+    except BaseExceptionGroup as group:
         # one line for the user (`livetok: error: ...`), not a tree of cancelled stages
         e = _first_error(group)
         raise e.with_traceback(e.__traceback__) from None

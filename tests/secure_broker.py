@@ -34,7 +34,7 @@ def _write_key(key: ec.EllipticCurvePrivateKey, path: Path) -> None:
 
 def make_ca_and_server_cert(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path, Path]:
     """Write ca.pem, server.pem and server.key (P-256, valid for a day) into `folder`."""
-    now = dt.datetime.now(dt.timezone.utc)
+    now = dt.datetime.now(dt.UTC)
     ca_key = ec.generate_private_key(ec.SECP256R1())
     ca = (x509.CertificateBuilder().subject_name(_name("livetok test CA")).issuer_name(_name("livetok test CA"))
           .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
