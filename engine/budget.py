@@ -54,11 +54,6 @@ def _bounded(cfg: BudgetConfig, n: int, k: float) -> int:
     return min(k_max(cfg, n), max(k_min(cfg, n), round(k)))
 
 
-def needs_error(cfg: BudgetConfig) -> bool:
-    """Whether the policy needs frame t's full-rate error (one extra decode) to set its budget."""
-    return cfg.policy == "infotok"
-
-
 def frame_budget(
     cfg: BudgetConfig,
     n: int,

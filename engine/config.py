@@ -10,14 +10,19 @@ import dataclasses
 import json
 import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, get_args
 
 from .rate_control import RateControlConfig
 
-POLICIES = ("fixed", "infotok", "oracle", "search", "learned", "rdo", "prior")
-NORMALISERS = ("population", "ema")
-SIGNALS = ("error", "gain", "bits")
-RANKINGS = ("error", "gain", "surprise", "prefix")
+# the names a sender config takes (engine/router.py: what each does)
+Policy = Literal["fixed", "infotok", "oracle", "search", "learned", "rdo", "prior"]  # how many tokens
+Signal = Literal["error", "gain", "bits"]  # a frame's information proxy
+Ranking = Literal["error", "gain", "surprise", "prefix"]  # which positions fill the budget
+Normaliser = Literal["population", "ema"]  # what an average frame's signal is
+POLICIES: tuple[Policy, ...] = get_args(Policy)
+SIGNALS: tuple[Signal, ...] = get_args(Signal)
+RANKINGS: tuple[Ranking, ...] = get_args(Ranking)
+NORMALISERS: tuple[Normaliser, ...] = get_args(Normaliser)
 
 
 @dataclass(frozen=True)
@@ -190,16 +195,16 @@ class BudgetConfig:
     frame. 0 turns it off (every frame keeps at least the N/16 floor).
     """
 
-    policy: str = "learned"  # the budget head: no router decode (bench rd: 5 points below the oracle)
+    policy: Policy = "learned"  # the budget head: no router decode (bench rd: 5 points below the oracle)
     rate: float = 0.5
     max_rate: float | None = None  # hard per-frame ceiling on the kept fraction; None = no ceiling
     k_min_fraction: float = 1.0 / 16.0  # InfoTok's floor N/16
     # below this budget of repeat gain a frame is skipped (0: never). Between this line and the N/16
     # floor a frame is sent at the floor; N/24 keeps that band narrow (BENCHMARKS.md, "Static vs busy")
     skip_fraction: float = 1.0 / 24.0
-    normaliser: str = "population"
+    normaliser: Normaliser = "population"
     ema_decay: float = 0.9  # EMA normaliser: weight of the past
-    signal: str = "gain"
+    signal: Signal = "gain"
     lam: float = 20.0  # oracle: MSE (0-255 units) one frame's worth of all N tokens is worth
     tau: float = 40.0  # search: the frame MSE (0-255 units) a frame must reach; 40 = 32.1 dB
     threshold: float = 0.01  # rdo: keep a position when its predicted gain (0-1 L1) exceeds this
@@ -246,7 +251,7 @@ class SenderConfig:
     rate_control: RateControlConfig | None = None
     # which positions fill the budget: highest full-rate error (InfoTok), highest gain, highest
     # zero-token error (surprise), or the first k in raster order (ElasticTok's prefix)
-    ranking: str = "gain"
+    ranking: Ranking = "gain"
     # packet format version: 2 entropy-codes the mask and tokens (docs/PACKET.md §6), 1 is the fixed-length
     # format. The engine never makes bytes: the stream layer's packetizer reads this
     wire: int = 2

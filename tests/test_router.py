@@ -1,4 +1,4 @@
-"""Budget policies that decode to decide: oracle (grid + Lagrangian) and search (ElasticTok)."""
+"""Budget policies that decode to decide: oracle (grid + Lagrangian) and search (ElasticTok); the policy table."""
 
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.config import POLICIES, BudgetConfig, SenderConfig
 from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer
-from livetok.engine.router import ORACLE_GRID, frame_mse
+from livetok.engine.router import ORACLE_GRID, POLICY_ROUTES, frame_mse
 from livetok.engine.selection import keep_mask
 
 N = 192  # 96 x 128 frames
@@ -95,3 +95,9 @@ def test_prior_budget_is_decided_before_the_frame(tiny_model: Tokenizer, real_fr
     b, _ = tiny_model.encode_step(torch.rand_like(x[2:3]) * 2 - 1, st, sender)
     assert int(a.k[0]) == int(b.k[0])
     assert not torch.equal(a.mask, b.mask)  # which positions: decided on the frame itself
+
+
+def test_every_policy_routes_through_one_function() -> None:
+    assert tuple(POLICY_ROUTES) == POLICIES
+    # the head's three policies share one family; the rest are a function each
+    assert len(set(POLICY_ROUTES.values())) == len(POLICIES) - 2
