@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from livetok.engine.calibrate import calibrate_file
 from livetok.engine.checkpoint import load_weights, read_metadata
-from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.config import BudgetConfig, Policy, SenderConfig
 from livetok.engine.data import DataConfig, find_videos
 from livetok.engine.train import TrainConfig, train
 from livetok.stream.evaluate import clip_name, evaluate_files
@@ -58,7 +58,8 @@ class ArmsConfig:
     synthetic_fraction: float = 0.3
     freeze_prob: float = 0.3
     zero_k_prob: float = 0.1
-    router_signal: str = "gain"  # TrainConfig's default: the elbo arm's signal, the ranking, infotok's signal
+    # TrainConfig's default: the elbo arm's signal, the ranking, infotok's signal
+    router_signal: Literal["error", "gain"] = "gain"
     fixed_rates: tuple[float, ...] = (0.25, 0.5, 0.75)  # one fixed-arm model each
     rates: tuple[float, ...] = (0.25, 0.5, 0.75)  # operating points of the uniform and elbo models
     calib_frames: int = 8  # per training clip (the shipped weights: 32; 4x cheaper, same procedure)
@@ -172,7 +173,7 @@ def _read_json(path: Path) -> Any:
 # evaluation
 
 
-def _sender(policy: str, rate: float, signal: str) -> SenderConfig:
+def _sender(policy: Policy, rate: float, signal: Literal["error", "gain"]) -> SenderConfig:
     # as bench rd: one keyframe per clip, positions ranked by the same signal the model trained with; no
     # skips: the arms are compared on InfoTok's budgets (N/16 to N), which briefly trained models would
     # otherwise trade for repeats
@@ -275,7 +276,7 @@ def bench_arms(
         models[name]["calibration"] = calibrate_model(name, Path(models[name]["train"]["path"]), data, cfg, progress)
 
     sig = cfg.router_signal
-    runs: list[tuple[str, str, str, float]] = [("fixed", f"fixed-{r:g}", "fixed", r) for r in cfg.fixed_rates]
+    runs: list[tuple[str, str, Policy, float]] = [("fixed", f"fixed-{r:g}", "fixed", r) for r in cfg.fixed_rates]
     for arm in ("uniform", "elbo"):
         runs += [(arm, arm, policy, r) for policy in ("fixed", "infotok") for r in cfg.rates]
     per_run = _frames_in(clips, max_frames)

@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.config import BudgetConfig, Policy, Ranking, SenderConfig, Signal
 from livetok.engine.runtime import Runtime
 from livetok.stream.evaluate import evaluate_files
 
@@ -40,7 +40,7 @@ def policy_settings(model: Runtime, fixed_mse: dict[float, float] | None = None)
     anchors search's tau so its points land near the same rates."""
     pg = model.population("gain")
 
-    def beta(policy: str, signal: str, ranking: str, rates: tuple[float, ...] = RATES) -> list[SenderConfig]:
+    def beta(policy: Policy, signal: Signal, ranking: Ranking, rates: tuple[float, ...] = RATES) -> list[SenderConfig]:
         return [SenderConfig(budget=BudgetConfig(policy=policy, rate=r, signal=signal), ranking=ranking,
                              keyframe_interval=0) for r in rates]
 

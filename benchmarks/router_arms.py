@@ -14,15 +14,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from livetok.engine.checkpoint import load_default, load_weights
-from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.config import BudgetConfig, Normaliser, SenderConfig
 from livetok.stream.evaluate import evaluate_files
 
 
 def arms(rate: float) -> dict[str, SenderConfig]:
-    def infotok(signal: str, norm: str) -> SenderConfig:
+    def infotok(signal: Literal["error", "gain"], norm: Normaliser) -> SenderConfig:
         return SenderConfig(budget=BudgetConfig(policy="infotok", rate=rate, signal=signal, normaliser=norm),
                             ranking=signal)
 
