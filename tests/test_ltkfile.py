@@ -177,7 +177,7 @@ def test_bad_length_prefix(tmp_path: Path, recording: tuple[Path, list[TokenPack
     path.write_bytes(bytes(raw))
     _, got, err = read_ltk(path)
     assert got == packets[:1]
-    expected = f"packet #1 at byte offset {offsets[1]}: length prefix 4294967295 out of range 21..16777216"
+    expected = f"packet #1 at byte offset {offsets[1]}: length prefix 4294967295 out of range 8..16777216"
     assert err is not None and expected in str(err)
 
 

@@ -197,7 +197,8 @@ GOOD = FIXTURE.read_bytes()
         (GOOD[:10], r"^truncated: need 48 bytes for the header, got 10$"),
         (b"", r"^truncated: need 48 bytes for the header, got 0$"),
         (b"XXXX" + GOOD[4:], r"^bad magic b'XXXX', expected b'LTKP'$"),
-        (GOOD[:4] + b"\x03" + GOOD[5:], r"^unsupported packet version 3 \(this build supports versions 1 and 2\)$"),
+        (GOOD[:4] + b"\x03" + GOOD[5:], r"^unsupported packet version 3 \(this build supports versions 1 and 2 "
+                                          r"after b'LTKP', and version 3, whose first byte is 0xf0\.\.0xf3\)$"),
         (with_fields(GOOD, flags=0x05), r"^reserved flag bits set: flags=0x05"),
         (GOOD[:50] + b"\x00" + GOOD[51:], r"^CRC mismatch: stored 0x[0-9a-f]{8}, computed 0x[0-9a-f]{8}$"),
         (GOOD[:-1],

@@ -218,7 +218,8 @@ def test_version_1_is_unchanged_and_versions_do_not_mix() -> None:
     assert p == fixture_packets()[0] and st.started
     other = bytearray(fixture_packets()[0].pack())
     other[4] = 3
-    with pytest.raises(PacketError, match=r"^unsupported packet version 3 \(this build supports versions 1 and 2\)$"):
+    with pytest.raises(PacketError, match=r"^unsupported packet version 3 \(this build supports versions 1 and 2 "
+                                                 r"after b'LTKP', and version 3, whose first byte is 0xf0\.\.0xf3\)$"):
         TokenPacket.unpack(bytes(other))
 
 

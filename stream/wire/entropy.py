@@ -1,4 +1,4 @@
-"""Entropy coding of one frame's keep-mask and kept tokens (packet version 2; spec: docs/PACKET.md §6).
+"""Entropy coding of one frame's keep-mask and kept tokens (packet versions 2 and 3; spec: docs/PACKET.md §6).
 
 Both ends hold a :class:`CoderState` per stream: integer count tables, the previous frame's mask and the
 last digits sent at every grid position. It is explicit (passed in, returned updated), reset by every
@@ -100,10 +100,15 @@ class CoderState:
         digit_counts: per digit, ``[(levels[d] + 1) * levels[d-1], levels[d]]`` int64 counts
             (``levels[-1]`` read as 1 for digit 0).
         frame_index: the frame index of the last packet coded through ``TokenPacket.pack_v2`` /
-            ``unpack_v2`` (None otherwise): a non-keyframe packet must carry the next one.
+            ``unpack_v2`` / ``pack_v3`` / ``unpack_v3`` (None otherwise): a non-keyframe packet must carry
+            the next one (version 3 carries only its low byte: the state supplies the rest).
         frame_size: ``(width, height)`` in pixels of the frames since the last keyframe packet, and
-        bits_per_index: their index width; both set by ``pack_v2`` / ``unpack_v2`` (None otherwise). A
+        bits_per_index: their index width; both set by the packet functions (None otherwise). A
             non-keyframe packet does not carry its geometry (docs/PACKET.md §6.1): it is the state's.
+        model_id: the 8-byte model id of the keyframe packet that started the state (None otherwise): a
+            version 3 non-keyframe does not carry it, and its CRC covers this one (docs/PACKET.md §7).
+        timestamp_us: the capture timestamp of the last packet coded or decoded with the state (None
+            otherwise): a version 3 non-keyframe carries its own as the difference from this one.
     """
 
     levels: tuple[int, ...]
@@ -115,6 +120,8 @@ class CoderState:
     frame_index: int | None = None
     frame_size: tuple[int, int] | None = None
     bits_per_index: int | None = None
+    model_id: bytes | None = None
+    timestamp_us: int | None = None
 
     @classmethod
     def empty(cls, levels: Sequence[int]) -> CoderState:
@@ -151,6 +158,7 @@ class CoderState:
             return (a is None and b is None) or (a is not None and b is not None and np.array_equal(a, b))
         return (self.levels == other.levels and self.grid == other.grid and self.frame_index == other.frame_index
                 and self.frame_size == other.frame_size and self.bits_per_index == other.bits_per_index
+                and self.model_id == other.model_id and self.timestamp_us == other.timestamp_us
                 and same(self.prev_mask, other.prev_mask)
                 and np.array_equal(self.last, other.last) and np.array_equal(self.mask_counts, other.mask_counts)
                 and all(np.array_equal(a, b) for a, b in zip(self.digit_counts, other.digit_counts, strict=True)))

@@ -1,8 +1,8 @@
 """The ``.ltk`` recording: a small JSON-carrying header, then length-prefixed packets (the wire bytes).
 
 Damage is local: a reader yields every packet before a truncation or corruption, then says where it stopped.
-Version 2 (entropy-coded) packets are decoded in file order with one coder state, built from the metadata's
-``fsq_levels``.
+Version 2 and 3 (entropy-coded) packets are decoded in file order with one coder state, built from the
+metadata's ``fsq_levels``; a version 3 non-keyframe's CRC is checked with the file's model id.
 """
 
 from __future__ import annotations
@@ -19,14 +19,16 @@ from typing import IO, Any
 from .entropy import CoderState
 from .errors import PacketError
 from .packet import (
-    MAGIC,
+    HEADER_V2_PREFIX,
     MAX_PACKET_BYTES,
     MIN_PACKET_BYTES,
     MIN_PACKET_BYTES_V2,
+    MIN_PACKET_BYTES_V3,
     MODEL_ID_SIZE,
-    VERSION_V2,
+    VERSION,
     PacketHeader,
     TokenPacket,
+    packet_version,
     verify_packet,
 )
 
@@ -50,8 +52,11 @@ FILE_HEADER_SIZE = FILE_HEADER.size  # 9
 RECORD_PREFIX = struct.Struct("<I")  # length of the packet that follows
 MAX_META_BYTES = 1024 * 1024
 REQUIRED_META = ("model_id", "fps", "width", "height", "preset")
-LEVELS_META = "fsq_levels"  # the model's FSQ levels: required to read version 2 (entropy-coded) packets
-MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2)  # 21
+LEVELS_META = "fsq_levels"  # the model's FSQ levels: required to read version 2 and 3 (entropy-coded) packets
+MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2, MIN_PACKET_BYTES_V3)  # 8
+# where a packet carries its model id: after version 1 and 2's magic, version and flags (offset 6), after
+# version 3's first byte (offset 1; its keyframes and end-of-stream packets only)
+_MODEL_OFFSETS = (HEADER_V2_PREFIX.size - MODEL_ID_SIZE, 1)
 _SCAN_CHUNK = 1 << 20  # bytes read at a time while looking for the next record after damage
 
 
@@ -92,8 +97,9 @@ def _normalise_meta(meta: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _is_v2(data: bytes) -> bool:
-    return len(data) > 4 and data[4] == VERSION_V2
+def _is_coded(data: bytes) -> bool:
+    """Whether a packet is entropy-coded (version 2 or 3): it decodes with the stream's coder state."""
+    return packet_version(data) != VERSION
 
 
 def _is_model_hex(text: str) -> bool:
@@ -116,7 +122,7 @@ class LtkWriter:
         path: file to create (overwritten if it exists).
         meta: JSON-serialisable metadata with at least ``model_id`` (8 bytes or 16 hex digits),
             ``fps``, ``width``, ``height`` and ``preset``; ``fsq_levels`` (the model's FSQ levels) is
-            required before version 2 packets can be written; other keys are kept as given.
+            required before version 2 or 3 packets can be written; other keys are kept as given.
 
     Raises:
         ValueError: missing or ill-typed metadata, or metadata over :data:`MAX_META_BYTES`.
@@ -146,13 +152,15 @@ class LtkWriter:
         if self._file is None:
             raise ValueError(f"LtkWriter for {self.path} is closed")
         data = packet.pack() if isinstance(packet, TokenPacket) else bytes(memoryview(packet))
-        header = verify_packet(data)  # refuse to record bytes no reader would accept
+        # refuse to record bytes no reader would accept (a version 3 non-keyframe's CRC covers the file's
+        # model id: another model's fails it)
+        header = verify_packet(data, model_id=self.model_id)
         if header.model_id != self.model_id:
             raise ValueError(f"packet is for model {header.model_id.hex()}, this file records model "
                              f"{self.model_id.hex()}")
-        if header.version == VERSION_V2 and LEVELS_META not in self.meta:
-            raise ValueError(f"a version 2 packet needs the FSQ levels to be read back: put {LEVELS_META!r} "
-                             f"in the file's metadata")
+        if header.version != VERSION and LEVELS_META not in self.meta:
+            raise ValueError(f"a version {header.version} packet needs the FSQ levels to be read back: put "
+                             f"{LEVELS_META!r} in the file's metadata")
         self._file.write(RECORD_PREFIX.pack(len(data)) + data)
         self.packets_written += 1
 
@@ -287,7 +295,7 @@ class LtkReader:
         for number, offset, data in self._records():
             if verify:
                 try:
-                    self._check_model(verify_packet(data))
+                    self._check_model(verify_packet(data, model_id=self.model_id))
                 except PacketError as e:
                     raise PacketError(f"corrupt packet in .ltk file {self.path}: packet #{number} at byte "
                                       f"offset {offset}: {e}") from e
@@ -307,11 +315,13 @@ class LtkReader:
         """Every decodable packet of a possibly damaged file, with the damage in between.
 
         Where :meth:`__iter__` stops at the first damage, this passes over it: it looks for the next
-        intact record (one whose length, magic, CRC and model id check out; the length prefix of a
-        damaged record is not trusted), skips the intact non-keyframes after it — they need the frames
-        lost before them — and resumes at the next keyframe, or at an end-of-stream packet with no
-        grid. A :class:`Damage` is yielded just before the packet it resumes at (or last, when no
-        keyframe follows). Packets yielded are exactly those ``__iter__`` yields on an intact file.
+        intact record (one that carries the file's model id and whose length and CRC check out; the length
+        prefix of a damaged record is not trusted), skips the intact non-keyframes after it — they need the
+        frames lost before them — and resumes at the next keyframe, or at an end-of-stream packet with no
+        grid. A version 3 non-keyframe does not carry the model id, so in a version 3 recording the search
+        finds the next keyframe: the intact non-keyframes before it are part of the damaged stretch. A
+        :class:`Damage` is yielded just before the packet it resumes at (or last, when no keyframe follows).
+        Packets yielded are exactly those ``__iter__`` yields on an intact file.
 
         Raises:
             PacketError: only for a damaged file header (the constructor's); damage after it is yielded.
@@ -329,7 +339,8 @@ class LtkReader:
             header: PacketHeader | None = None
             try:
                 data = self._framed(prefix, where)  # its messages name the file and the record
-                header = verify_packet(data)  # CRC before anything: a damaged length reads here as a bad CRC
+                # CRC before anything: a damaged length reads here as a bad CRC
+                header = verify_packet(data, model_id=self.model_id)
                 self._check_model(header)  # another model's record: its length is true, passed over
                 eos = header.end_of_stream and header.n == 0
                 if damage is not None and not (header.keyframe or eos):
@@ -363,7 +374,7 @@ class LtkReader:
                          self._size() - damage["offset"], False)
 
     def _coder_state(self) -> CoderState | None:
-        """The coder state a version 2 stream starts from (None: the metadata names no FSQ levels)."""
+        """The coder state a version 2 or 3 stream starts from (None: the metadata names no FSQ levels)."""
         levels = self.meta.get(LEVELS_META)
         return CoderState.empty(levels) if levels else None
 
@@ -374,15 +385,15 @@ class LtkReader:
                               f"{self.model_id.hex()}")
 
     def _unpack(self, data: bytes, state: CoderState | None) -> tuple[TokenPacket, CoderState | None]:
-        """One packet, screened (`screen`) and unpacked; a version 2 packet from the stream's coder state
+        """One packet, screened (`screen`) and unpacked; a version 2 or 3 packet from the stream's coder state
         `state`, which is returned advanced (unchanged for version 1)."""
         if self.screen is not None:
             self.screen(data)
-        if _is_v2(data):
+        if _is_coded(data):
             if state is None:
-                raise PacketError(f"version 2 packet, but the file's metadata has no {LEVELS_META!r} "
-                                  f"to decode it with")
-            return TokenPacket.unpack_v2(data, state, expect_model_id=self.model_id)
+                raise PacketError(f"version {packet_version(data)} packet, but the file's metadata has no "
+                                  f"{LEVELS_META!r} to decode it with")
+            return TokenPacket.unpack_any(data, state, expect_model_id=self.model_id)
         return TokenPacket.unpack(data, expect_model_id=self.model_id), state
 
     def _framed(self, prefix: bytes, where: str) -> bytes:
@@ -401,19 +412,28 @@ class LtkReader:
 
     def _next_record(self, start: int) -> int | None:
         """Offset of the first intact record at or after `start` (length prefix in range, then a packet
-        of this file's model that passes its CRC), or None. Packets start with the magic b"LTKP": only
-        where it occurs is a record tried."""
-        pos = start + RECORD_PREFIX.size  # where a record at `start` would have its magic
+        of this file's model that passes its CRC), or None. Only where the file's model id occurs is a
+        record tried: at offset 6 of a version 1 or 2 packet, 1 of a version 3 keyframe or end-of-stream
+        packet (a version 3 non-keyframe, which does not carry it, is never found here)."""
+        model, first, later = self.model_id, min(_MODEL_OFFSETS), max(_MODEL_OFFSETS)
+        pos = start + RECORD_PREFIX.size + first  # the first place a record at `start` may have its model id
+        pending: list[int] = []  # candidates a model id in the next chunk may still precede
         while True:
             self._file.seek(pos)
-            chunk = self._file.read(_SCAN_CHUNK + len(MAGIC) - 1)
-            i = chunk.find(MAGIC)
+            chunk = self._file.read(_SCAN_CHUNK + len(model) - 1)
+            i = chunk.find(model)  # every id starting in [pos, pos + _SCAN_CHUNK), each found once
             while i >= 0:
-                at = pos + i - RECORD_PREFIX.size
+                pending += [at for off in _MODEL_OFFSETS if (at := pos + i - RECORD_PREFIX.size - off) >= start]
+                i = chunk.find(model, i + 1)
+            last = len(chunk) < _SCAN_CHUNK + len(model) - 1
+            # the ids of the next chunk give records from here on: try in file order only those before
+            limit = pos + _SCAN_CHUNK - RECORD_PREFIX.size - later
+            pending.sort()
+            while pending and (last or pending[0] < limit):
+                at = pending.pop(0)
                 if self._intact_at(at):
                     return at
-                i = chunk.find(MAGIC, i + 1)
-            if len(chunk) < _SCAN_CHUNK + len(MAGIC) - 1:
+            if last:
                 return None
             pos += _SCAN_CHUNK
 
@@ -421,7 +441,7 @@ class LtkReader:
         self._file.seek(at)
         try:
             data = self._framed(self._file.read(RECORD_PREFIX.size), "")
-            return verify_packet(data).model_id == self.model_id
+            return verify_packet(data, model_id=self.model_id).model_id == self.model_id
         except PacketError:
             return False
 

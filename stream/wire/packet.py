@@ -2,7 +2,10 @@
 
 MQTT, WebRTC and ``.ltk`` files all carry exactly these bytes. Version 1 (``pack``/``unpack``) stores the
 mask and fixed-width indices and decodes on its own; version 2 (``pack_v2``/``unpack_v2``) entropy-codes
-them (entropy.py) and decodes only with the stream's :class:`CoderState`, which it returns updated.
+them (entropy.py) and decodes only with the stream's :class:`CoderState`, which it returns updated;
+version 3 (``pack_v3``/``unpack_v3``) is version 2's payload behind a header that leaves out what the
+stream does not change (the model id, the geometry, the frame index but its low byte, the absolute
+timestamp): the coder state supplies them, and the CRC covers the model id all the same.
 """
 
 from __future__ import annotations
@@ -33,19 +36,27 @@ __all__ = [
     "HEADER_V2_MAX_SIZE",
     "HEADER_V2_MIN_SIZE",
     "HEADER_V2_PREFIX",
+    "HEADER_V3_MAX_SIZE",
+    "HEADER_V3_MIN_SIZE",
     "MAGIC",
+    "MARKER_V3",
     "MAX_PACKET_BYTES",
     "MAX_SIDE",
     "MIN_PACKET_BYTES",
     "MIN_PACKET_BYTES_V2",
+    "MIN_PACKET_BYTES_V3",
     "MODEL_ID_SIZE",
     "VERSION",
     "VERSIONS",
     "VERSION_V2",
+    "VERSION_V3",
     "PacketHeader",
     "TokenPacket",
+    "extend_frame_index",
     "max_payload_bytes",
     "pack_header_v2",
+    "pack_header_v3",
+    "packet_version",
     "peek_header",
     "verify_packet",
 ]
@@ -53,7 +64,8 @@ __all__ = [
 MAGIC = b"LTKP"
 VERSION = 1  # the fixed-length layout of pack()/unpack()
 VERSION_V2 = 2  # the entropy-coded layout of pack_v2()/unpack_v2()
-VERSIONS = (VERSION, VERSION_V2)
+VERSION_V3 = 3  # version 2's payload behind the trimmed header of pack_v3()/unpack_v3()
+VERSIONS = (VERSION, VERSION_V2, VERSION_V3)
 # magic, version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w,
 # bits_per_index, mask mode, k, mask byte length, token byte length
 HEADER = struct.Struct("<4sBB8sIQHHHHBBIII")
@@ -71,9 +83,21 @@ HEADER_V2_GEOMETRY: tuple[tuple[str, int], ...] = (
 HEADER_V2_MIN_SIZE = HEADER_V2_PREFIX.size + len(HEADER_V2_FIELDS)  # 17: a non-keyframe, every varint one byte
 HEADER_V2_MAX_SIZE = HEADER_V2_PREFIX.size + sum(
     uvarint_size(b) for _, b in HEADER_V2_FIELDS + HEADER_V2_GEOMETRY)  # 48: a keyframe, every varint its longest
+# version 3 (docs/PACKET.md §7): no magic. The first byte is MARKER_V3 | flags (0xf0..0xf3; 'L' = 0x4c begins
+# versions 1 and 2). A keyframe or end-of-stream packet then carries the model id and the varints of version
+# 2, geometry included; any other packet only the frame index's low byte (u8), the timestamp as the µs since
+# the stream's previous packet (a varint, mod 2**64) and k: the coder state holds the rest. The CRC covers
+# the stream's model id before the packet's bytes. A 256x192 non-keyframe's header is 7 bytes, from a file
+# or a camera (20 and 25 in version 2)
+MARKER_V3 = 0xF0
+_FLAGS_V3 = 0x0F  # the first byte's low nibble: the flags (bits 2 and 3 reserved)
+HEADER_V3_DELTA: tuple[tuple[str, int], ...] = (("timestamp_delta_us", 64), ("k", 32))
+HEADER_V3_MIN_SIZE = 4  # a non-keyframe: first byte, frame index low byte, two one-byte varints
+HEADER_V3_MAX_SIZE = 1 + 8 + sum(uvarint_size(b) for _, b in HEADER_V2_FIELDS + HEADER_V2_GEOMETRY)  # 43
 CRC_SIZE = 4
 MIN_PACKET_BYTES = HEADER_SIZE + CRC_SIZE  # 52: a version 1 end-of-stream packet with an empty grid
 MIN_PACKET_BYTES_V2 = HEADER_V2_MIN_SIZE + CRC_SIZE  # 21: the least a version 2 packet can be
+MIN_PACKET_BYTES_V3 = HEADER_V3_MIN_SIZE + CRC_SIZE  # 8: the least a version 3 packet can be
 MAX_PACKET_BYTES = 16 * 1024 * 1024
 MAX_SIDE = 16384
 MODEL_ID_SIZE = 8
@@ -97,9 +121,16 @@ class PacketHeader:
     length, :func:`peek_header` (maybe a header alone) leaves it 0. There ``mask_mode`` is -1,
     ``mask_bytes = token_bytes = 0``, and ``header_bytes`` is the header's length (its fields are varints).
 
-    ``has_geometry`` is False for a version 2 non-keyframe read without its stream's coder state: such a
-    packet does not carry its frame size, grid and index width (they are its keyframe's, which the coder
+    ``has_geometry`` is False for a version 2 or 3 non-keyframe read without its stream's coder state: such
+    a packet does not carry its frame size, grid and index width (they are its keyframe's, which the coder
     state keeps), so ``width``, ``height``, ``grid_h``, ``grid_w`` and ``bits_per_index`` are 0.
+
+    ``relative`` is True for a version 3 non-keyframe read without its stream's coder state. Such a packet
+    carries only the low byte of its frame index and its timestamp as a difference, so ``frame_index`` is
+    then that byte (0..255; :func:`extend_frame_index` finds the index near an expected one) and
+    ``timestamp_us`` the µs since the stream's previous packet; ``model_id`` is the one its CRC was
+    verified with (:func:`verify_packet`), or empty (:func:`peek_header`: not checked). With the coder
+    state (``verify_packet(data, state=...)``, ``unpack_v3``) every field is the packet's own.
     """
 
     version: int
@@ -119,6 +150,7 @@ class PacketHeader:
     payload_bytes: int = 0
     header_bytes: int = HEADER_SIZE
     has_geometry: bool = True
+    relative: bool = False
 
     @property
     def keyframe(self) -> bool:
@@ -140,7 +172,7 @@ class PacketHeader:
     @property
     def packet_size(self) -> int:
         """Total packet length in bytes (header + sections + CRC): announced by a version 1 header; for
-        version 2 the verified packet's length (from :func:`peek_header`, header and CRC only)."""
+        versions 2 and 3 the verified packet's length (from :func:`peek_header`, header and CRC only)."""
         return self.header_size + self.mask_bytes + self.token_bytes + self.payload_bytes + CRC_SIZE
 
 
@@ -178,12 +210,12 @@ def _validate_header(h: PacketHeader) -> None:
     _check_flags(h.flags)
     _check_keyframe_tokens(h.keyframe, h.k, PacketError)
     if not h.has_geometry:
-        return  # a version 2 non-keyframe without its coder state: k and P are checked with the state's grid
+        return  # a version 2 or 3 non-keyframe without its coder state: k and P are checked with the state's grid
     _check_geometry(h.width, h.height, h.grid_h, h.grid_w, h.bits_per_index, h.end_of_stream, PacketError)
     n = h.n
     if h.k > n:
         raise PacketError(f"k={h.k} exceeds the {n} positions of the {h.grid_h}x{h.grid_w} grid")
-    if h.version == VERSION_V2:
+    if h.version in (VERSION_V2, VERSION_V3):
         limit = max_payload_bytes(n, h.k, h.bits_per_index) if n else 0
         if h.payload_bytes > limit:
             raise PacketError(f"payload byte length {h.payload_bytes} is too large for N={n}, k={h.k} at "
@@ -229,9 +261,23 @@ def _check_flags(flags: int) -> None:
         raise PacketError(f"reserved flag bits set: flags=0x{flags:02x} (only 0x{_KNOWN_FLAGS:02x} are defined)")
 
 
+def packet_version(data: bytes) -> int:
+    """The version a packet's first bytes announce: 3 for a first byte 0xf0..0xff (0xf4 and up are refused
+    later, as reserved flags), 2 for ``b"LTKP"`` and a version byte 2, 1 for anything else (whose header
+    checks then refuse what is not version 1). Reads at most 5 bytes and checks nothing."""
+    if data[:1] and data[0] & 0xF0 == MARKER_V3:
+        return VERSION_V3
+    if len(data) > 4 and data[:4] == MAGIC and data[4] == VERSION_V2:
+        return VERSION_V2
+    return VERSION
+
+
 def _parse_header(data: bytes) -> PacketHeader:
     """Unpack the header after checking size, magic and version; no semantic checks."""
-    if len(data) > 4 and data[:4] == MAGIC and data[4] == VERSION_V2:
+    version = packet_version(data)
+    if version == VERSION_V3:
+        return _parse_header_v3(data)
+    if version == VERSION_V2:
         if len(data) < HEADER_V2_MIN_SIZE:
             raise PacketError(f"truncated: need at least {HEADER_V2_MIN_SIZE} bytes for a version 2 header, "
                               f"got {len(data)}")
@@ -254,21 +300,49 @@ def _parse_header(data: bytes) -> PacketHeader:
     if magic != MAGIC:
         raise PacketError(f"bad magic {magic!r}, expected {MAGIC!r}")
     if version != VERSION:
-        raise PacketError(f"unsupported packet version {version} (this build supports versions "
-                          f"{VERSION} and {VERSION_V2})")
+        raise PacketError(f"unsupported packet version {version} (this build supports versions 1 and 2 after "
+                          f"{MAGIC!r}, and version 3, whose first byte is 0xf0..0xf3)")
     return PacketHeader(version, flags, model_id, frame_index, timestamp_us, width, height, grid_h, grid_w,
                         bits, mode, k, mask_bytes, token_bytes)
+
+
+def _parse_header_v3(data: bytes) -> PacketHeader:
+    """A version 3 header (docs/PACKET.md §7.1): the flags, then the fields they say are there."""
+    if len(data) < HEADER_V3_MIN_SIZE:
+        raise PacketError(f"truncated: need at least {HEADER_V3_MIN_SIZE} bytes for a version 3 header, "
+                          f"got {len(data)}")
+    flags = data[0] & _FLAGS_V3
+    _check_flags(flags)  # the flags say which fields follow: checked before any is read
+    if flags & (FLAG_KEYFRAME | FLAG_END_OF_STREAM):
+        if len(data) < 1 + MODEL_ID_SIZE:
+            raise PacketError(f"truncated: the version 3 header ends inside its model_id field (got {len(data)} "
+                              f"bytes)")
+        pos, values = 1 + MODEL_ID_SIZE, []
+        for name, bits in HEADER_V2_FIELDS + HEADER_V2_GEOMETRY:
+            value, pos = read_uvarint(data, pos, bits, name, VERSION_V3)
+            values.append(value)
+        frame_index, timestamp_us, k, width, height, grid_h, grid_w, bits = values
+        return PacketHeader(VERSION_V3, flags, data[1:1 + MODEL_ID_SIZE], frame_index, timestamp_us, width, height,
+                            grid_h, grid_w, bits, -1, k, 0, 0, 0, pos, True)
+    pos, values = 2, []
+    for name, bits in HEADER_V3_DELTA:
+        value, pos = read_uvarint(data, pos, bits, name, VERSION_V3)
+        values.append(value)
+    delta, k = values
+    return PacketHeader(VERSION_V3, flags, b"", data[1], delta, 0, 0, 0, 0, 0, -1, k, 0, 0, 0, pos, False, True)
 
 
 def peek_header(data: bytes) -> PacketHeader:
     """Read and validate a packet header without the CRC check or decoding tokens.
 
     Enough for routers and receivers that only need the frame index, flags or model id; ``data`` may
-    be just the first :data:`HEADER_SIZE` bytes (for version 2, its header: at most
-    :data:`HEADER_V2_MAX_SIZE` bytes, ``header_size`` after parsing). Both versions
-    are read; ``version`` tells which. A version 2 header's ``payload_bytes`` is 0 here (the header does
-    not store it: :func:`verify_packet` derives it from a whole packet), and a version 2 non-keyframe's
-    geometry is absent (``has_geometry`` False).
+    be just the first :data:`HEADER_SIZE` bytes (for versions 2 and 3, their header: at most
+    :data:`HEADER_V2_MAX_SIZE` and :data:`HEADER_V3_MAX_SIZE` bytes, ``header_size`` after parsing). Every
+    version is read; ``version`` tells which. A version 2 or 3 header's ``payload_bytes`` is 0 here (the
+    header does not store it: :func:`verify_packet` derives it from a whole packet), and a non-keyframe's
+    geometry is absent (``has_geometry`` False). A version 3 non-keyframe's header is ``relative`` (see
+    :class:`PacketHeader`): its frame index is the low byte, its timestamp the difference from the
+    stream's previous packet and its model id empty (the packet does not carry it).
 
     Args:
         data: a packet, or at least its header.
@@ -284,20 +358,27 @@ def peek_header(data: bytes) -> PacketHeader:
     return h
 
 
-def _verify(data: bytes, state: CoderState | None = None) -> PacketHeader:
+def _crc_v3(key: bytes, body: bytes) -> int:
+    """A version 3 packet's CRC: ``zlib.crc32`` of the stream's model id, then of every byte before the CRC."""
+    return zlib.crc32(body, zlib.crc32(key)) & 0xFFFFFFFF
+
+
+def _verify(data: bytes, state: CoderState | None = None, model_id: bytes | None = None) -> PacketHeader:
     """Lengths, CRC and header fields of a whole packet. With ``state``, a version 2 non-keyframe takes
     the state's geometry (refused, before the CRC is computed, when the state has none) and its ``k``
-    and payload length are checked against it."""
+    and payload length are checked against it; a version 3 non-keyframe takes the state's model id for
+    its CRC, then its frame index (refused unless the low byte is the next one's), timestamp and geometry.
+    Without ``state``, a version 3 non-keyframe's CRC is computed over ``model_id`` (refused when None)."""
     if len(data) > MAX_PACKET_BYTES:
         raise PacketError(f"packet of {len(data)} bytes exceeds the limit of {MAX_PACKET_BYTES}")
     h = _parse_header(data)
-    if h.version == VERSION_V2:
+    if h.version in (VERSION_V2, VERSION_V3):
         # no length field: the transport frames the packet, and the payload is what header and CRC leave
         if len(data) < h.header_size + CRC_SIZE:
-            raise PacketError(f"truncated: a version 2 packet needs its {h.header_size}-byte header and a "
-                              f"{CRC_SIZE}-byte CRC, got {len(data)} bytes")
+            raise PacketError(f"truncated: a version {h.version} packet needs its {h.header_size}-byte header and "
+                              f"a {CRC_SIZE}-byte CRC, got {len(data)} bytes")
         h = replace(h, payload_bytes=len(data) - h.header_size - CRC_SIZE)
-        if state is not None and not h.has_geometry:
+        if h.version == VERSION_V2 and state is not None and not h.has_geometry:
             h = _geometry_from_state(h, state)
     else:
         size = h.packet_size
@@ -309,11 +390,36 @@ def _verify(data: bytes, state: CoderState | None = None) -> PacketHeader:
         if len(data) > size:
             raise PacketError(f"{len(data) - size} trailing bytes after the CRC (header announces {size} bytes)")
     stored = int.from_bytes(data[-CRC_SIZE:], "little")
-    computed = zlib.crc32(data[:-CRC_SIZE]) & 0xFFFFFFFF
-    if stored != computed:
-        # a version 2 packet has no length to check first: one cut short fails here
-        why = ": corrupt, or truncated (a version 2 packet carries no length)" if h.version == VERSION_V2 else ""
-        raise PacketError(f"CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}{why}")
+    if h.version == VERSION_V3:
+        if h.relative:  # the CRC covers the stream's model id, which this packet does not carry
+            if state is not None:
+                key = _started_v3(state).model_id
+                assert key is not None  # _started_v3 checked it
+            elif model_id is not None:
+                key = model_id
+            else:
+                raise PacketError("a version 3 non-keyframe's CRC covers its stream's model id, which the packet "
+                                  "does not carry: check it with the stream's model id or coder state")
+        else:
+            key = h.model_id
+        computed = _crc_v3(key, data[:-CRC_SIZE])
+        if stored != computed:
+            why = ("corrupt, truncated (a version 3 packet carries no length), or not this stream's (the CRC "
+                   "covers the model id of the stream's keyframe: a packet fed to another model's stream or coder "
+                   "state fails here)" if h.relative else
+                   "corrupt, or truncated (a version 3 packet carries no length)")
+            raise PacketError(f"CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x} over model "
+                              f"{key.hex()} and the packet: {why}")
+        if h.relative:
+            h = replace(h, model_id=key)
+            if state is not None:
+                h = _follow_state(h, state)
+    else:
+        computed = zlib.crc32(data[:-CRC_SIZE]) & 0xFFFFFFFF
+        if stored != computed:
+            # a version 2 packet has no length to check first: one cut short fails here
+            why = ": corrupt, or truncated (a version 2 packet carries no length)" if h.version == VERSION_V2 else ""
+            raise PacketError(f"CRC mismatch: stored 0x{stored:08x}, computed 0x{computed:08x}{why}")
     _validate_header(h)
     return h
 
@@ -332,15 +438,74 @@ def _geometry_from_state(h: PacketHeader, state: CoderState) -> PacketHeader:
                    has_geometry=True)
 
 
-def verify_packet(data: bytes) -> PacketHeader:
+def _started_v3(state: CoderState) -> CoderState:
+    """``state``, refused unless a keyframe packet started it: a version 3 non-keyframe needs its model id,
+    frame index, timestamp and geometry (checked before the CRC, which needs the model id)."""
+    if not isinstance(state, CoderState):
+        raise ValueError(f"state must be a CoderState, got {type(state).__name__}")
+    if state.grid is None:
+        raise PacketError("a non-keyframe cannot be decoded before the stream's first keyframe (the coder state is "
+                          "empty): join at a keyframe")
+    if (state.model_id is None or state.frame_index is None or state.timestamp_us is None
+            or state.frame_size is None or state.bits_per_index is None):
+        raise PacketError("the coder state holds no model id, frame index, timestamp or geometry (it was not "
+                          "started by a keyframe packet), and a version 3 non-keyframe does not carry them")
+    return state
+
+
+def _follow_state(h: PacketHeader, state: CoderState) -> PacketHeader:
+    """A relative (version 3 non-keyframe) header completed from the coder state of the packet before it:
+    the next frame index, whose low byte it must carry (another means a packet was lost or reordered),
+    the timestamp the difference leads to, and the state's geometry."""
+    assert state.frame_index is not None and state.timestamp_us is not None and state.frame_size is not None
+    assert state.bits_per_index is not None  # all checked by _started_v3
+    last = state.frame_index
+    index = (last + 1) & 0xFFFFFFFF
+    if h.frame_index != index & 0xFF:
+        raise PacketError(f"a non-keyframe whose frame index ends in byte 0x{h.frame_index:02x} does not follow "
+                          f"frame {last}, the last one this coder state decoded (frame {index} ends in "
+                          f"0x{index & 0xFF:02x}): a packet is missing or out of order; decode in order, and after "
+                          f"a loss wait for, or request, a keyframe")
+    (width, height), grid = state.frame_size, state.grid
+    assert grid is not None
+    return replace(h, frame_index=index, timestamp_us=(state.timestamp_us + h.timestamp_us) % (1 << 64),
+                   width=width, height=height, grid_h=grid[0], grid_w=grid[1],
+                   bits_per_index=state.bits_per_index, has_geometry=True, relative=False)
+
+
+def extend_frame_index(low: int, near: int) -> int:
+    """The frame index (u32) whose low byte is ``low`` nearest to ``near``: from ``near - 128`` to
+    ``near + 127`` (mod 2**32), as RTP extends its sequence numbers.
+
+    A receiver that orders packets before decoding them (a jitter buffer) reads a relative header's
+    ``frame_index`` (the low byte) with the index it expects next: packets up to 127 ahead (a gap: lost or
+    late ones) and 128 behind (late or repeated ones) come out right. Further off (a gap of 128 packets or
+    more), the index is wrong by a multiple of 256 (docs/PACKET.md §7.3 says what a receiver does then).
+    """
+    if not 0 <= low <= 0xFF:
+        raise ValueError(f"low must be a byte (0..255), got {low}")
+    return (near + ((low - near + 128) & 0xFF) - 128) & 0xFFFFFFFF
+
+
+def verify_packet(data: bytes, model_id: bytes | None = None, state: CoderState | None = None) -> PacketHeader:
     """Check a whole packet (header, lengths, CRC) without decoding mask or tokens.
 
     For relays that forward bytes: cheaper than :meth:`TokenPacket.unpack`, and rejects every
-    transmission error the CRC catches. A version 2 non-keyframe's ``k`` and payload length are
+    transmission error the CRC catches. A version 2 or 3 non-keyframe's ``k`` and payload length are
     bounded only with its coder state (:meth:`TokenPacket.unpack_v2`): here ``has_geometry`` is False.
+
+    A version 3 non-keyframe does not carry its model id, but its CRC covers it: it is verified with
+    ``model_id`` (the stream's, which a relay or recorder knows from the stream's description) or with
+    ``state``'s, and refused without either. Its header comes back ``relative`` (see
+    :class:`PacketHeader`, whose ``model_id`` is then the one it was verified with), or complete with
+    ``state`` (whose last frame it must follow).
 
     Args:
         data: one complete packet.
+        model_id: the stream's 8-byte model id, for a version 3 non-keyframe's CRC (other packets carry
+            theirs; their callers compare it).
+        state: the stream's coder state before this packet, to complete a version 2 or 3 non-keyframe's
+            header from it.
 
     Returns:
         The parsed header.
@@ -348,7 +513,9 @@ def verify_packet(data: bytes) -> PacketHeader:
     Raises:
         PacketError: anything :meth:`TokenPacket.unpack` rejects before decoding the sections.
     """
-    return _verify(_as_bytes(data))
+    if model_id is not None and (not isinstance(model_id, bytes) or len(model_id) != MODEL_ID_SIZE):
+        raise ValueError(f"model_id must be {MODEL_ID_SIZE} bytes, got {model_id!r}")
+    return _verify(_as_bytes(data), state, model_id)
 
 
 # --- the packet ---------------------------------------------------------------------------------------------
@@ -519,6 +686,9 @@ class TokenPacket:
 
     @classmethod
     def _unpack(cls, raw: bytes, expect_model_id: bytes | None) -> TokenPacket:
+        if packet_version(raw) == VERSION_V3:  # refused unverified: a non-keyframe's CRC needs its stream's state
+            raise PacketError("packet version 3 is entropy-coded and decodes only with its stream's coder state: "
+                              "use TokenPacket.unpack_v3(data, state) (TokenPacket.unpack reads version 1)")
         h = _verify(raw)
         _check_model(h, expect_model_id)
         if h.version == VERSION_V2:
@@ -533,7 +703,7 @@ class TokenPacket:
         return cls(h.model_id, h.frame_index, h.timestamp_us, h.keyframe, h.end_of_stream, h.width,
                    h.height, h.grid_h, h.grid_w, h.bits_per_index, mask, indices)
 
-    # --- version 2: entropy-coded -------------------------------------------------------------------------
+    # --- versions 2 and 3: entropy-coded ----------------------------------------------------------------
 
     def pack_v2(self, state: CoderState) -> tuple[bytes, CoderState]:
         """Serialise as a version 2 packet: header, entropy-coded mask and tokens, CRC32.
@@ -552,26 +722,69 @@ class TokenPacket:
                 that do not fit ``bits_per_index``; an index outside the codebook), or the packet would
                 exceed :data:`MAX_PACKET_BYTES`.
         """
-        _check_levels_fit(state, self.bits_per_index, ValueError)
-        if self.n == 0:
-            payload, new_state = b"", state
-        else:
-            _check_follows(state, self.frame_index, self.keyframe, ValueError)
-            if not self.keyframe:
-                _check_keeps_geometry(state, self.width, self.height, self.bits_per_index, ValueError)
-            payload, new_state = encode_frame(state, self.mask, self.indices, (self.grid_h, self.grid_w),
-                                              self.keyframe)
-            new_state = replace(new_state, frame_index=self.frame_index, frame_size=(self.width, self.height),
-                                bits_per_index=self.bits_per_index)
+        payload, new_state = self._code(state, VERSION_V2)
         flags = (FLAG_KEYFRAME if self.keyframe else 0) | (FLAG_END_OF_STREAM if self.end_of_stream else 0)
         geometry = ((self.width, self.height, self.grid_h, self.grid_w, self.bits_per_index)
                     if self.keyframe or self.end_of_stream else None)
         head = pack_header_v2(flags, self.model_id, self.frame_index, self.timestamp_us, self.k, geometry)
-        size = len(head) + len(payload) + CRC_SIZE
-        if size > MAX_PACKET_BYTES:
-            raise ValueError(f"packet would be {size} bytes, over the limit of {MAX_PACKET_BYTES}")
-        body = head + payload
+        body = _sized(head + payload)
         return body + (zlib.crc32(body) & 0xFFFFFFFF).to_bytes(CRC_SIZE, "little"), new_state
+
+    def pack_v3(self, state: CoderState) -> tuple[bytes, CoderState]:
+        """Serialise as a version 3 packet (docs/PACKET.md §7): version 2's payload behind a trimmed header.
+
+        A keyframe or end-of-stream packet's header carries the model id, frame index, timestamp, ``k`` and
+        geometry; any other packet's only the frame index's low byte, the timestamp's difference from the
+        state's (the previous packet's) and ``k``. The CRC covers the model id before the packet's bytes.
+
+        Args:
+            state: the stream's coder state before this packet, as for :meth:`pack_v2`. A non-keyframe
+                needs one a keyframe packet (version 2 or 3) started: it takes the model id, frame index
+                and timestamp from it.
+
+        Returns:
+            ``(bytes, new_state)``, as :meth:`pack_v2`.
+
+        Raises:
+            ValueError: as :meth:`pack_v2`; also a non-keyframe for another model than the state's keyframe,
+                or after a state no keyframe packet started.
+        """
+        payload, new_state = self._code(state, VERSION_V3)
+        flags = (FLAG_KEYFRAME if self.keyframe else 0) | (FLAG_END_OF_STREAM if self.end_of_stream else 0)
+        if flags:
+            head = pack_header_v3(flags, self.model_id, self.frame_index, self.timestamp_us, self.k,
+                                  (self.width, self.height, self.grid_h, self.grid_w, self.bits_per_index))
+        else:
+            assert state.timestamp_us is not None  # _code checked that a keyframe packet started the state
+            head = pack_header_v3(0, self.model_id, self.frame_index & 0xFF,
+                                  (self.timestamp_us - state.timestamp_us) % (1 << 64), self.k)
+        body = _sized(head + payload)
+        return body + _crc_v3(self.model_id, body).to_bytes(CRC_SIZE, "little"), new_state
+
+    def pack_as(self, version: int, state: CoderState) -> tuple[bytes, CoderState]:
+        """Serialise as packet version ``version`` (1, 2 or 3): ``(bytes, new_state)``, the state unchanged
+        by version 1 (:meth:`pack`), which codes nothing with it."""
+        if version == VERSION_V3:
+            return self.pack_v3(state)
+        if version == VERSION_V2:
+            return self.pack_v2(state)
+        if version == VERSION:
+            return self.pack(), state
+        raise ValueError(f"unknown packet version {version!r}; choose one of {VERSIONS}")
+
+    def _code(self, state: CoderState, version: int) -> tuple[bytes, CoderState]:
+        """The entropy-coded payload of version 2 or 3 and the state after it (checks of ``pack_v2``)."""
+        _check_levels_fit(state, self.bits_per_index, ValueError)
+        if self.n == 0:
+            return b"", state
+        _check_follows(state, self.frame_index, self.keyframe, ValueError)
+        if not self.keyframe:
+            _check_keeps_geometry(state, self.width, self.height, self.bits_per_index, ValueError)
+            if version == VERSION_V3:
+                _check_keeps_model(state, self.model_id, self.end_of_stream, ValueError)
+        payload, new_state = encode_frame(state, self.mask, self.indices, (self.grid_h, self.grid_w), self.keyframe)
+        return payload, _after(new_state, state, self.model_id, self.frame_index, self.timestamp_us, self.keyframe,
+                               (self.width, self.height), self.bits_per_index)
 
     @classmethod
     def unpack_v2(cls, data: bytes, state: CoderState,
@@ -588,11 +801,30 @@ class TokenPacket:
 
         Raises:
             PacketError: every defect of ``data`` (as :meth:`unpack`, plus a payload that is not exactly
-                what the encoder makes), a version 1 packet, or a packet this state cannot decode (a
-                non-keyframe before the first keyframe, or one that does not follow the state's last frame:
-                request a keyframe). A non-keyframe carries no geometry: it decodes on the state's.
+                what the encoder makes), a packet of another version, or a packet this state cannot decode
+                (a non-keyframe before the first keyframe, or one that does not follow the state's last
+                frame: request a keyframe). A non-keyframe carries no geometry: it decodes on the state's.
             ValueError: ``expect_model_id`` is not 8 bytes, or ``state`` is not a CoderState.
         """
+        return cls._unpack_checked(data, state, expect_model_id, VERSION_V2)
+
+    @classmethod
+    def unpack_v3(cls, data: bytes, state: CoderState,
+                  expect_model_id: bytes | None = None) -> tuple[TokenPacket, CoderState]:
+        """Parse, validate and decode a version 3 packet with the stream's coder state (docs/PACKET.md §7).
+
+        A non-keyframe takes its model id, frame index, timestamp and geometry from ``state``: its CRC is
+        computed over the state's model id (another model's stream, or another stream's state, fails it)
+        and its frame index's low byte must be the next one's (another means a lost packet: request a
+        keyframe).
+
+        Args, returns and raises: as :meth:`unpack_v2`.
+        """
+        return cls._unpack_checked(data, state, expect_model_id, VERSION_V3)
+
+    @classmethod
+    def _unpack_checked(cls, data: bytes, state: CoderState, expect_model_id: bytes | None,
+                        version: int) -> tuple[TokenPacket, CoderState]:
         if expect_model_id is not None and (not isinstance(expect_model_id, bytes)
                                             or len(expect_model_id) != MODEL_ID_SIZE):
             raise ValueError(f"expect_model_id must be {MODEL_ID_SIZE} bytes, got {expect_model_id!r}")
@@ -600,19 +832,25 @@ class TokenPacket:
             raise ValueError(f"state must be a CoderState, got {type(state).__name__}")
         raw = _as_bytes(data)
         try:
-            return cls._unpack_v2(raw, state, expect_model_id)
+            return cls._unpack_coded(raw, state, expect_model_id, version)
         except PacketError:
             raise
         except (ValueError, TypeError, IndexError, KeyError, ArithmeticError, struct.error) as e:
             raise PacketError(f"malformed packet: {type(e).__name__}: {e}") from e
 
     @classmethod
-    def _unpack_v2(cls, raw: bytes, state: CoderState,
-                   expect_model_id: bytes | None) -> tuple[TokenPacket, CoderState]:
-        h = _verify(raw, state)  # a non-keyframe takes the state's geometry (none: refused before the CRC)
+    def _unpack_coded(cls, raw: bytes, state: CoderState, expect_model_id: bytes | None,
+                      version: int) -> tuple[TokenPacket, CoderState]:
+        found = packet_version(raw)
+        if found == VERSION:
+            raise PacketError("packet version 1 is not entropy-coded: use TokenPacket.unpack")
+        if found != version:
+            raise PacketError(f"packet version {found} is not version {version}: use TokenPacket.unpack_v{found} "
+                              f"(TokenPacket.unpack_any reads every version)")
+        # a non-keyframe takes the state's geometry (none: refused before the CRC); in version 3 also its model
+        # id (for the CRC), frame index and timestamp
+        h = _verify(raw, state)
         _check_model(h, expect_model_id)
-        if h.version != VERSION_V2:
-            raise PacketError(f"packet version {h.version} is not entropy-coded: use TokenPacket.unpack")
         _check_levels_fit(state, h.bits_per_index, PacketError)
         if h.n == 0:
             mask, indices, new_state = np.zeros(0, bool), np.zeros(0, np.uint32), state
@@ -620,10 +858,12 @@ class TokenPacket:
             _check_follows(state, h.frame_index, h.keyframe, PacketError)
             if not h.keyframe:  # an end-of-stream non-keyframe carries its geometry: it must be the state's
                 _check_keeps_geometry(state, h.width, h.height, h.bits_per_index, PacketError)
+                if version == VERSION_V3:
+                    _check_keeps_model(state, h.model_id, h.end_of_stream, PacketError)
             payload = raw[h.header_size:h.header_size + h.payload_bytes]
             mask, indices, new_state = decode_frame(state, payload, (h.grid_h, h.grid_w), h.k, h.keyframe)
-            new_state = replace(new_state, frame_index=h.frame_index, frame_size=(h.width, h.height),
-                                bits_per_index=h.bits_per_index)
+            new_state = _after(new_state, state, h.model_id, h.frame_index, h.timestamp_us, h.keyframe,
+                               (h.width, h.height), h.bits_per_index)
         packet = cls(h.model_id, h.frame_index, h.timestamp_us, h.keyframe, h.end_of_stream, h.width,
                      h.height, h.grid_h, h.grid_w, h.bits_per_index, mask, indices)
         return packet, new_state
@@ -631,14 +871,31 @@ class TokenPacket:
     @classmethod
     def unpack_any(cls, data: bytes, state: CoderState,
                    expect_model_id: bytes | None = None) -> tuple[TokenPacket, CoderState]:
-        """Either version: version 2 through :meth:`unpack_v2`; version 1 through :meth:`unpack`, returning
-        ``state`` unchanged (a stream must not switch versions between keyframes)."""
+        """Any version, by its first bytes: version 3 through :meth:`unpack_v3`, version 2 through
+        :meth:`unpack_v2`; version 1 through :meth:`unpack`, returning ``state`` unchanged (a stream must
+        not switch from version 1 to 2 or 3 between keyframes; 2 and 3 share the state and may alternate)."""
         if not isinstance(state, CoderState):
             raise ValueError(f"state must be a CoderState, got {type(state).__name__}")
         raw = _as_bytes(data)
-        if len(raw) > 4 and raw[:4] == MAGIC and raw[4] == VERSION_V2:
-            return cls.unpack_v2(raw, state, expect_model_id)
-        return cls.unpack(raw, expect_model_id), state
+        version = packet_version(raw)
+        if version == VERSION:
+            return cls.unpack(raw, expect_model_id), state
+        return cls._unpack_checked(raw, state, expect_model_id, version)
+
+
+def _sized(body: bytes) -> bytes:
+    size = len(body) + CRC_SIZE
+    if size > MAX_PACKET_BYTES:
+        raise ValueError(f"packet would be {size} bytes, over the limit of {MAX_PACKET_BYTES}")
+    return body
+
+
+def _after(coded: CoderState, before: CoderState, model_id: bytes, frame_index: int, timestamp_us: int,
+           keyframe: bool, frame_size: tuple[int, int], bits: int) -> CoderState:
+    """The state after a version 2 or 3 packet: the coder's (``coded``) with what the packet layer keeps.
+    A keyframe sets the model id; a non-keyframe keeps its keyframe's (version 3 checks it is its own)."""
+    return replace(coded, frame_index=frame_index, frame_size=frame_size, bits_per_index=bits,
+                   model_id=model_id if keyframe else before.model_id, timestamp_us=timestamp_us)
 
 
 def pack_header_v2(flags: int, model_id: bytes, frame_index: int, timestamp_us: int, k: int,
@@ -651,14 +908,45 @@ def pack_header_v2(flags: int, model_id: bytes, frame_index: int, timestamp_us: 
     (tests and the fuzzer write headers that break it)."""
     fields = HEADER_V2_FIELDS + (HEADER_V2_GEOMETRY if geometry is not None else ())
     values = (frame_index, timestamp_us, k, *(geometry or ()))
-    for (name, bits), value in zip(fields, values, strict=True):
-        if not 0 <= value < 1 << bits:
-            raise ValueError(f"{name} = {value} does not fit {bits} bits")
+    _check_widths(fields, values)
     return HEADER_V2_PREFIX.pack(MAGIC, VERSION_V2, flags, model_id) + b"".join(map(uvarint, values))
 
 
+def pack_header_v3(flags: int, model_id: bytes, frame_index: int, timestamp_us: int, k: int,
+                   geometry: tuple[int, int, int, int, int] | None = None) -> bytes:
+    """A version 3 header (docs/PACKET.md §7.1). With ``geometry`` (a keyframe or end-of-stream packet):
+    the first byte ``0xf0 | flags``, ``model_id``, then frame_index, timestamp_us, k and the geometry as
+    varints. Without (any other packet): the first byte, ``frame_index`` as one byte (the index's low
+    byte), then ``timestamp_us`` (here the difference from the previous packet's) and k as varints;
+    ``model_id`` is not written.
+
+    A reader expects the long form exactly when ``flags`` has bit 0 or 1 set; that is the caller's to keep,
+    with every limit but the fields' widths (tests and the fuzzer write headers that break them)."""
+    if not 0 <= flags <= _FLAGS_V3:
+        raise ValueError(f"flags = {flags} does not fit the first byte's 4 bits")
+    if geometry is None:
+        if not 0 <= frame_index <= 0xFF:
+            raise ValueError(f"frame_index = {frame_index} is not a low byte (0..255)")
+        _check_widths(HEADER_V3_DELTA, (timestamp_us, k))
+        return bytes((MARKER_V3 | flags, frame_index)) + uvarint(timestamp_us) + uvarint(k)
+    if len(model_id) != MODEL_ID_SIZE:
+        raise ValueError(f"model_id must be {MODEL_ID_SIZE} bytes, got {model_id!r}")
+    values = (frame_index, timestamp_us, k, *geometry)
+    _check_widths(HEADER_V2_FIELDS + HEADER_V2_GEOMETRY, values)
+    return bytes((MARKER_V3 | flags,)) + model_id + b"".join(map(uvarint, values))
+
+
+def _check_widths(fields: tuple[tuple[str, int], ...], values: tuple[int, ...]) -> None:
+    for (name, bits), value in zip(fields, values, strict=True):
+        if not 0 <= value < 1 << bits:
+            raise ValueError(f"{name} = {value} does not fit {bits} bits")
+
+
 def _check_model(h: PacketHeader, expect_model_id: bytes | None) -> None:
-    if expect_model_id is not None and h.model_id != expect_model_id:
+    """Refuse a header of another model than ``expect_model_id``. A version 3 non-keyframe's header read
+    without its stream's model id or state (:func:`peek_header`) has none to compare (``model_id`` empty):
+    its CRC compares it where the packet is verified or decoded."""
+    if expect_model_id is not None and h.model_id and h.model_id != expect_model_id:
         raise PacketError(f"packet is for model {h.model_id.hex()}, this receiver runs model "
                           f"{expect_model_id.hex()}")
 
@@ -683,6 +971,19 @@ def _check_keeps_geometry(state: CoderState, width: int, height: int, bits: int,
                 f"{state.frame_size[0]}x{state.frame_size[1]} at {state.bits_per_index} bits per index")
         raise exc(f"a non-keyframe of a {width}x{height} frame at {bits} bits per index cannot follow the coder "
                   f"state's frames, {have}: frame size and index width change only at a keyframe")
+
+
+def _check_keeps_model(state: CoderState, model_id: bytes, eos: bool, exc: type[ValueError]) -> None:
+    """A version 3 non-keyframe is its keyframe's model's: it does not carry the model id (the state's,
+    which its CRC covers), so a sender may not change the model between keyframes. Only an end-of-stream
+    packet that carries a frame (and its model id) can show another one here."""
+    if state.model_id is not None and model_id != state.model_id:
+        what = "an end-of-stream non-keyframe" if eos else "a non-keyframe"
+        raise exc(f"{what} of model {model_id.hex()} cannot follow the coder state's frames of model "
+                  f"{state.model_id.hex()}: the model changes only at a keyframe")
+    if state.model_id is None and state.grid is not None and not eos:
+        raise exc("the coder state holds no model id, frame index or timestamp (it was not started by a keyframe "
+                  "packet), and a version 3 non-keyframe does not carry them")
 
 
 def _check_levels_fit(state: CoderState, bits: int, exc: type[ValueError]) -> None:

@@ -1,4 +1,4 @@
-"""Unsigned LEB128 varints for the version 2 packet header (docs/PACKET.md §6.1).
+"""Unsigned LEB128 varints for the version 2 and 3 packet headers (docs/PACKET.md §6.1, §7).
 
 Seven bits per byte, least significant group first, bit 7 set on every byte but the last — the varint
 of protobuf, WebAssembly and DWARF. Written here (twenty lines) rather than imported: the parser must
@@ -30,8 +30,9 @@ def uvarint_size(bits: int) -> int:
     return (bits + 6) // 7
 
 
-def read_uvarint(data: bytes, pos: int, bits: int, name: str) -> tuple[int, int]:
-    """Read the varint of field ``name`` (a ``bits``-bit unsigned integer) at ``pos``.
+def read_uvarint(data: bytes, pos: int, bits: int, name: str, version: int = 2) -> tuple[int, int]:
+    """Read the varint of field ``name`` (a ``bits``-bit unsigned integer) at ``pos`` of a version ``version``
+    header.
 
     Returns:
         ``(value, position after it)``.
@@ -43,7 +44,7 @@ def read_uvarint(data: bytes, pos: int, bits: int, name: str) -> tuple[int, int]
     value = shift = 0
     for i in range(uvarint_size(bits)):
         if pos + i >= len(data):
-            raise PacketError(f"truncated: the version 2 header ends inside its {name} field "
+            raise PacketError(f"truncated: the version {version} header ends inside its {name} field "
                               f"(got {len(data)} bytes)")
         byte = data[pos + i]
         value |= (byte & 0x7F) << shift
