@@ -13,6 +13,7 @@ tokens each arm+policy saves at the PSNR the fixed arm's 0.75 model reaches.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -26,11 +27,12 @@ from livetok.engine.calibrate import calibrate_file
 from livetok.engine.checkpoint import load_weights, read_metadata
 from livetok.engine.config import BudgetConfig, Policy, SenderConfig
 from livetok.engine.data import DataConfig, find_videos
+from livetok.engine.results import JsonResult, optional
 from livetok.engine.train import TrainConfig, train
 from livetok.stream.evaluate import clip_name, evaluate_files
 from livetok.stream.video_io import VideoReader
 
-from .rd import _interp, _point, _tokens_at_psnr
+from .rd import RdPoint, _interp, _point, _tokens_at_psnr
 
 # (task, done, total or None when unknown, a short note): drives the CLI's progress display
 Progress = Callable[[str, float, float | None, str], None]
@@ -106,8 +108,77 @@ def _jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj))
 
 
+@dataclass(frozen=True, kw_only=True)
+class TrainResult(JsonResult):
+    """One model's training (or the reuse of the one in its folder)."""
+
+    path: str
+    steps: int
+    train_s: float
+    frames_per_s: float
+    final_loss: float
+    final_train_psnr: float
+    reused: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class Calibration(JsonResult):
+    """A model's population means (the weights file's `calibration` metadata, engine/calibrate.py)."""
+
+    population: dict[str, float]
+    rate: float
+    clips: int
+    frames_per_clip: int
+    calibrate_s: float | None = optional()  # when it ran now
+    reused: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelInfo(JsonResult):
+    arm: str
+    train: TrainResult
+    calibration: Calibration | None = optional()  # the uniform and elbo arms
+
+
+@dataclass(frozen=True)
+class ArmsReference(JsonResult):
+    arm: str
+    rate: float
+    psnr: float
+    tokens_per_frame: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmsSummary(JsonResult):
+    """Tokens saved vs the fixed arm at the PSNR its 0.75 model reaches, per arm and policy; the PSNR gained
+    at equal mean tokens; the best arm and policy (when any curve reaches the reference)."""
+
+    reference: ArmsReference
+    tokens_saved_vs_fixed: dict[str, dict[str, float]]
+    tokens_saved_vs_fixed_by_arm: dict[str, float]
+    psnr_gain_vs_fixed_at_equal_tokens_db: dict[str, dict[str, dict[str, float]]]
+    best: str | None = optional()
+    best_tokens_saved_vs_fixed: float | None = optional()
+    best_arm: str | None = optional()
+    best_policy: str | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class ArmsBench(JsonResult):
+    """`livetok bench arms`: every arm's curves ({arm: {policy: [point per rate]}}), the models, the summary."""
+
+    arms: dict[str, dict[str, list[RdPoint]]]
+    models: dict[str, ModelInfo]
+    summary: ArmsSummary
+    config: dict[str, Any]  # ArmsConfig as JSON
+    positions: int
+    clips: list[str]
+    train_data_files: int
+    wall_s: float
+
+
 def train_model(name: str, tcfg: TrainConfig, run_dir: Path, data: list[Path],
-                progress: Progress | None = None) -> dict[str, Any]:
+                progress: Progress | None = None) -> TrainResult:
     """Train one model into `run_dir` (or reuse the one there); returns what the JSON reports."""
     weights, sidecar = run_dir / "model.safetensors", run_dir / "arm.json"
     want = {"train": _jsonable(asdict(tcfg)), "data": sorted(str(p.resolve()) for p in data)}
@@ -118,7 +189,7 @@ def train_model(name: str, tcfg: TrainConfig, run_dir: Path, data: list[Path],
         if extra.get("step") == tcfg.steps:
             if progress:
                 progress(f"train {name}", tcfg.steps, tcfg.steps, "reused")
-            return {**have["result"], "reused": True}
+            return TrainResult(**have["result"], reused=True)
     if not resume:  # another configuration (or none we know) ran here: start over rather than resume it
         for f in _RUN_FILES:
             (run_dir / f).unlink(missing_ok=True)
@@ -134,15 +205,16 @@ def train_model(name: str, tcfg: TrainConfig, run_dir: Path, data: list[Path],
     t0 = time.perf_counter()
     train(tcfg, run_dir, [str(p) for p in data], resume=resume, progress=False, on_step=on_step)
     seconds = time.perf_counter() - t0
-    result = {"path": str(weights), "steps": tcfg.steps, "train_s": seconds,
-              "frames_per_s": last.get("frames_per_s", math.nan), "final_loss": last.get("loss", math.nan),
-              "final_train_psnr": last.get("psnr", math.nan)}
-    sidecar.write_text(json.dumps({"config": want, "result": result}, indent=2))
-    return {**result, "reused": False}
+    result = TrainResult(path=str(weights), steps=tcfg.steps, train_s=seconds,
+                         frames_per_s=last.get("frames_per_s", math.nan), final_loss=last.get("loss", math.nan),
+                         final_train_psnr=last.get("psnr", math.nan), reused=False)
+    stored = {k: v for k, v in result.to_json().items() if k != "reused"}
+    sidecar.write_text(json.dumps({"config": want, "result": stored}, indent=2))
+    return result
 
 
 def calibrate_model(name: str, weights: Path, data: list[Path], cfg: ArmsConfig,
-                    progress: Progress | None = None) -> dict[str, Any]:
+                    progress: Progress | None = None) -> Calibration:
     """Population means on the training clips (`calibrate_file`, in place), unless already done alike."""
     extra = json.loads(read_metadata(weights).get("extra", "{}"))
     cal = extra.get("calibration")
@@ -150,7 +222,7 @@ def calibrate_model(name: str, weights: Path, data: list[Path], cfg: ArmsConfig,
             and cal.get("clips") == len(data):
         if progress:
             progress(f"calibrate {name}", 1, 1, "reused")
-        return {**cal, "reused": True}
+        return Calibration(**cal, reused=True)
     if progress:
         progress(f"calibrate {name}", 0, 1, f"{len(data)} training clips x {cfg.calib_frames} frames")
     t0 = time.perf_counter()
@@ -159,7 +231,7 @@ def calibrate_model(name: str, weights: Path, data: list[Path], cfg: ArmsConfig,
     if progress:
         progress(f"calibrate {name}", 1, 1, f"error {means['error']:.5f} gain {means['gain']:.5f}")
     cal = json.loads(read_metadata(weights).get("extra", "{}"))["calibration"]
-    return {**cal, "calibrate_s": seconds, "reused": False}
+    return Calibration(**cal, calibrate_s=seconds, reused=False)
 
 
 def _read_json(path: Path) -> Any:
@@ -195,37 +267,35 @@ def _frames_in(clips: list[str | os.PathLike[str]], max_frames: int | None) -> i
 # summary
 
 
-def summarize_arms(arms: dict[str, dict[str, list[dict[str, Any]]]]) -> dict[str, Any]:
+def summarize_arms(arms: dict[str, dict[str, list[RdPoint]]]) -> ArmsSummary:
     """Tokens saved vs the fixed arm at the PSNR its 0.75 model reaches, per arm and policy.
 
     A saved fraction is NaN exactly when that PSNR lies outside the PSNR range of the arm+policy's
     curve (nothing to interpolate: the curve never reaches it, or only passes it above its top rate).
     """
     fixed = arms["fixed"]["fixed"]
-    ref = min(fixed, key=lambda p: abs(p["setting_rate"] - 0.75))
-    target, ref_tokens = ref["psnr"], ref["tokens_per_frame"]
+    ref = min(fixed, key=lambda p: abs(p.setting_rate - 0.75))
+    target, ref_tokens = ref.psnr, ref.tokens_per_frame
     saved: dict[str, dict[str, float]] = {}
     gain_db: dict[str, dict[str, dict[str, float]]] = {}
-    fx_tokens, fx_psnr = [p["tokens_per_frame"] for p in fixed], [p["psnr"] for p in fixed]
+    fx_tokens, fx_psnr = [p.tokens_per_frame for p in fixed], [p.psnr for p in fixed]
     for arm, policies in arms.items():
         for policy, pts in policies.items():
             t = _tokens_at_psnr(pts, target)
             saved.setdefault(arm, {})[policy] = 1.0 - t / ref_tokens if not math.isnan(t) else math.nan
             # the other reading of the same curves: PSNR over the fixed arm at equal mean tokens
             gain_db.setdefault(arm, {})[policy] = {
-                f"{p['setting_rate']:g}": p["psnr"] - _interp(fx_tokens, fx_psnr, p["tokens_per_frame"]) for p in pts}
+                f"{p.setting_rate:g}": p.psnr - _interp(fx_tokens, fx_psnr, p.tokens_per_frame) for p in pts}
     cands = {f"{a}/{p}": v for a, d in saved.items() for p, v in d.items() if not math.isnan(v)}
     by_arm = {a: max((v for v in d.values() if not math.isnan(v)), default=math.nan) for a, d in saved.items()}
-    s: dict[str, Any] = {
-        "reference": {"arm": "fixed", "rate": ref["setting_rate"], "psnr": target, "tokens_per_frame": ref_tokens},
-        "tokens_saved_vs_fixed": saved,
-        "tokens_saved_vs_fixed_by_arm": by_arm,
-        "psnr_gain_vs_fixed_at_equal_tokens_db": gain_db,
-    }
+    s = ArmsSummary(reference=ArmsReference("fixed", ref.setting_rate, target, ref_tokens),
+                    tokens_saved_vs_fixed=saved, tokens_saved_vs_fixed_by_arm=by_arm,
+                    psnr_gain_vs_fixed_at_equal_tokens_db=gain_db)
     if cands:
         best = max(cands, key=lambda k: cands[k])
-        s["best"], s["best_tokens_saved_vs_fixed"] = best, cands[best]
-        s["best_arm"], s["best_policy"] = best.split("/")
+        best_arm, best_policy = best.split("/")
+        s = dataclasses.replace(s, best=best, best_tokens_saved_vs_fixed=cands[best], best_arm=best_arm,
+                                best_policy=best_policy)
     return s
 
 
@@ -240,8 +310,8 @@ def bench_arms(
     train_data: list[str | os.PathLike[str]] | None = None,
     max_frames: int | None = None,
     progress: Progress | None = None,
-) -> dict[str, Any]:
-    """Train (or reuse) every arm's models, calibrate, evaluate on `clips`; returns the JSON object.
+) -> ArmsBench:
+    """Train (or reuse) every arm's models, calibrate, evaluate on `clips`.
 
     Args:
         clips: evaluation clips (never trained or calibrated on).
@@ -249,9 +319,6 @@ def bench_arms(
         out_dir: checkpoints go to out_dir/<model name>/.
         train_data: training clip files/folders (also the calibration clips); empty = synthetic only.
         max_frames: evaluate only the first frames of each clip.
-    Returns:
-        {"arms": {arm: {policy: [point per rate]}}, "models": {name: training/calibration info},
-         "summary": ..., "config": ..., "positions": N, "clips": [...], "wall_s": ...}
     """
     import torch
 
@@ -268,12 +335,13 @@ def bench_arms(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     out = Path(out_dir)
-    models: dict[str, dict[str, Any]] = {}
+    models: dict[str, ModelInfo] = {}
     for name, (arm, rate) in model_names(cfg).items():
         tcfg = cfg.train_config(arm, rate, real_data=bool(data))
-        models[name] = {"arm": arm, "train": train_model(name, tcfg, out / name, data, progress)}
+        models[name] = ModelInfo(arm=arm, train=train_model(name, tcfg, out / name, data, progress))
     for name in ("uniform", "elbo"):  # population means on the training clips, never the eval clips
-        models[name]["calibration"] = calibrate_model(name, Path(models[name]["train"]["path"]), data, cfg, progress)
+        cal = calibrate_model(name, Path(models[name].train.path), data, cfg, progress)
+        models[name] = dataclasses.replace(models[name], calibration=cal)
 
     sig = cfg.router_signal
     runs: list[tuple[str, str, Policy, float]] = [("fixed", f"fixed-{r:g}", "fixed", r) for r in cfg.fixed_rates]
@@ -282,12 +350,12 @@ def bench_arms(
     per_run = _frames_in(clips, max_frames)
     total = per_run * len(runs) if per_run else None
     done = 0
-    arms: dict[str, dict[str, list[dict[str, Any]]]] = {}
+    arms: dict[str, dict[str, list[RdPoint]]] = {}
     loaded: dict[str, Any] = {}
     for arm, name, policy, rate in runs:
         if name not in loaded:
             loaded.clear()  # one model in memory at a time
-            loaded[name] = load_weights(models[name]["train"]["path"]).eval()
+            loaded[name] = load_weights(models[name].train.path).eval()
         model = loaded[name]
         sender = _sender(policy, rate, sig)
         label = f"{name} {policy} {rate:g}"
@@ -299,43 +367,41 @@ def bench_arms(
                 progress("evaluate", done, total, label)
 
         run = evaluate_files(model, list(clips), sender, max_frames=max_frames, progress=tick)
-        point = _point(rate, run, policy, sender.budget)
-        point["model"] = name
+        point = dataclasses.replace(_point(rate, run, policy, sender.budget), model=name)
         arms.setdefault(arm, {}).setdefault(policy, []).append(point)
         if progress:
-            progress(f"eval {label}", 1, 1, f"{point['psnr']:.2f} dB {point['tokens_per_frame']:.1f} tok "
-                                            f"{point['bits_per_frame']:.0f} bit/frame")
-    n = arms["fixed"]["fixed"][0]["positions"]
-    return {
-        "arms": arms,
-        "models": models,
-        "summary": summarize_arms(arms),
-        "config": _jsonable(asdict(cfg)),
-        "positions": n,
-        "clips": [clip_name(c) for c in clips],
-        "train_data_files": len(data),
-        "wall_s": time.perf_counter() - t_start,
-    }
+            progress(f"eval {label}", 1, 1, f"{point.psnr:.2f} dB {point.tokens_per_frame:.1f} tok "
+                                            f"{point.bits_per_frame:.0f} bit/frame")
+    n = arms["fixed"]["fixed"][0].positions
+    return ArmsBench(
+        arms=arms,
+        models=models,
+        summary=summarize_arms(arms),
+        config=_jsonable(asdict(cfg)),
+        positions=n,
+        clips=[clip_name(c) for c in clips],
+        train_data_files=len(data),
+        wall_s=time.perf_counter() - t_start,
+    )
 
 
-def markdown_table(result: dict[str, Any]) -> str:
+def markdown_table(result: ArmsBench) -> str:
     """One row per arm, policy and rate (what docs/BENCHMARKS.md shows)."""
     rows = ["| arm | policy | rate | PSNR (dB) | SSIM | tokens/frame | bits/frame |",
             "|---|---|---|---|---|---|---|"]
-    for arm, policies in result["arms"].items():
+    for arm, policies in result.arms.items():
         for policy, pts in policies.items():
             for p in pts:
-                rows.append(f"| {arm} | {policy} | {p['setting_rate']:g} | {p['psnr']:.2f} | {p['ssim']:.4f} | "
-                            f"{p['tokens_per_frame']:.1f} | {p['bits_per_frame']:.0f} |")
+                rows.append(f"| {arm} | {policy} | {p.setting_rate:g} | {p.psnr:.2f} | {p.ssim:.4f} | "
+                            f"{p.tokens_per_frame:.1f} | {p.bits_per_frame:.0f} |")
     return "\n".join(rows)
 
 
-def summary_lines(result: dict[str, Any]) -> list[str]:
+def summary_lines(result: ArmsBench) -> list[str]:
     """bench_arms' result for people: the table, then the tokens each arm and policy saves."""
-    s = result["summary"]
-    ref = s["reference"]
-    saved = ", ".join(f"{arm}/{pol} {v:+.1%}" for arm, d in s["tokens_saved_vs_fixed"].items()
+    s = result.summary
+    saved = ", ".join(f"{arm}/{pol} {v:+.1%}" for arm, d in s.tokens_saved_vs_fixed.items()
                       for pol, v in d.items() if arm != "fixed")
     return [markdown_table(result),
-            f"tokens saved vs the fixed arm at {ref['psnr']:.2f} dB (its 0.75 model): {saved}"
-            f"; best {s.get('best')}  ({result['wall_s']:.0f} s)"]
+            f"tokens saved vs the fixed arm at {s.reference.psnr:.2f} dB (its 0.75 model): {saved}"
+            f"; best {s.best}  ({result.wall_s:.0f} s)"]

@@ -15,15 +15,17 @@ import json
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.capture import CaptureOptions
 from livetok.stream.live import publish_source
 from livetok.stream.receiver import Receiver
 
@@ -31,8 +33,30 @@ from .localbroker import INSTALL_HINT, Broker, find_mosquitto
 from .model_args import add_model_args, model_from_args
 
 
+@dataclass(frozen=True, kw_only=True)
+class Restart(JsonResult):
+    """What a broker restart mid-stream cost: frames lost, each side's reconnects and outage, the latency gap."""
+
+    broker_down_s: float
+    frames_published: int
+    frames_decoded: int
+    frames_lost: int
+    every_frame_decoded_once_in_order: bool
+    frames_dropped_at_capture: int
+    publisher_reconnects: int
+    publisher_downtime_s: float
+    receiver_reconnects: int
+    receiver_downtime_s: float
+    latency_ms_p50_before: float | None
+    latency_ms_max_before: float | None
+    latency_ms_max_around_restart: float | None
+    latency_gap_ms: float | None
+    latency_ms_p50_after: float | None
+    frames_captured_around_restart_decoded: int
+
+
 async def run(model: Runtime, broker: Broker, source: str, size: tuple[int, int], seconds: float,
-              restart_after_s: float, down_s: float) -> dict[str, Any]:
+              restart_after_s: float, down_s: float) -> Restart:
     cfg = parse_broker_url(broker.url)
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
     frames: list[tuple[float, int, float]] = []  # (decode wall time, frame index, latency ms)
@@ -42,9 +66,10 @@ async def run(model: Runtime, broker: Broker, source: str, size: tuple[int, int]
                 frames.append((time.time(), f.frame_index, f.latency_ms))
 
         receiving = asyncio.create_task(receive())
-        pub = asyncio.create_task(publish_source(model, source, cfg, "restart", sender, realtime=True, loop=True,
-                                                 max_frames=round(seconds * 30), size=size,
-                                                 first_connect_timeout_s=30.0))
+        pub = asyncio.create_task(publish_source(
+            model, source, cfg, "restart", sender,
+            CaptureOptions(realtime=True, loop=True, max_frames=round(seconds * 30), size=size),
+            first_connect_timeout_s=30.0))
         deadline = time.monotonic() + 120
         while not frames and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -63,20 +88,20 @@ async def run(model: Runtime, broker: Broker, source: str, size: tuple[int, int]
     around = lat[(capture >= t_stop - 0.5) & (capture <= t_start + 2.0)]
     after = lat[capture > t_start + 5.0]
     indices = [x[1] for x in frames]
-    return {
-        "broker_down_s": round(t_start - t_stop, 3), "frames_published": stats["frames_published"],
-        "frames_decoded": len(frames), "frames_lost": summary["frames_lost"],
-        "every_frame_decoded_once_in_order": indices == list(range(stats["frames_published"])),
-        "frames_dropped_at_capture": stats["frames_dropped"],
-        "publisher_reconnects": stats["reconnects"], "publisher_downtime_s": stats["broker_downtime_s"],
-        "receiver_reconnects": summary["reconnects"], "receiver_downtime_s": summary["broker_downtime_s"],
-        "latency_ms_p50_before": round(float(np.median(before)), 1) if before.size else None,
-        "latency_ms_max_before": round(float(before.max()), 1) if before.size else None,
-        "latency_ms_max_around_restart": round(float(around.max()), 1) if around.size else None,
-        "latency_gap_ms": round(float(around.max() - np.median(before)), 1) if around.size and before.size else None,
-        "latency_ms_p50_after": round(float(np.median(after)), 1) if after.size else None,
-        "frames_captured_around_restart_decoded": int(around.size),
-    }
+    return Restart(
+        broker_down_s=round(t_start - t_stop, 3), frames_published=stats.frames_published,
+        frames_decoded=len(frames), frames_lost=summary.frames_lost,
+        every_frame_decoded_once_in_order=indices == list(range(stats.frames_published)),
+        frames_dropped_at_capture=stats.frames_dropped,
+        publisher_reconnects=stats.reconnects, publisher_downtime_s=stats.broker_downtime_s,
+        receiver_reconnects=summary.reconnects, receiver_downtime_s=summary.broker_downtime_s,
+        latency_ms_p50_before=round(float(np.median(before)), 1) if before.size else None,
+        latency_ms_max_before=round(float(before.max()), 1) if before.size else None,
+        latency_ms_max_around_restart=round(float(around.max()), 1) if around.size else None,
+        latency_gap_ms=round(float(around.max() - np.median(before)), 1) if around.size and before.size else None,
+        latency_ms_p50_after=round(float(np.median(after)), 1) if after.size else None,
+        frames_captured_around_restart_decoded=int(around.size),
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -104,11 +129,11 @@ def main(argv: list[str] | None = None) -> int:
             r = asyncio.run(run(model, broker, a.source, (w, h), a.seconds, a.restart_after, a.down_s))
         finally:
             broker.stop()
-    res = {"model": model.cfg.name, "source": a.source, "size": a.size, **r}
-    print(f"broker down {r['broker_down_s']} s: {r['frames_lost']} lost, latency p50 before "
-          f"{r['latency_ms_p50_before']} ms, max around the restart {r['latency_ms_max_around_restart']} ms "
-          f"(gap {r['latency_gap_ms']} ms); outage seen by publisher {r['publisher_downtime_s']} s, receiver "
-          f"{r['receiver_downtime_s']} s", file=sys.stderr)
+    res = {"model": model.cfg.name, "source": a.source, "size": a.size, **r.to_json()}
+    print(f"broker down {r.broker_down_s} s: {r.frames_lost} lost, latency p50 before "
+          f"{r.latency_ms_p50_before} ms, max around the restart {r.latency_ms_max_around_restart} ms "
+          f"(gap {r.latency_gap_ms} ms); outage seen by publisher {r.publisher_downtime_s} s, receiver "
+          f"{r.receiver_downtime_s} s", file=sys.stderr)
     if a.json:
         print(json.dumps(res, indent=2))
     return 0

@@ -16,12 +16,14 @@ import contextlib
 import dataclasses
 import multiprocessing as mp
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from livetok.engine.config import SenderConfig
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
 from livetok.stream.publisher import TokenPublisher
@@ -69,8 +71,50 @@ class CapacityConfig:
 # -- the sending process ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
+class Replayed(JsonResult):
+    """What the sending process reports: how long it sent, how late its sends were."""
+
+    send_wall_s: float
+    send_lag_ms_p99: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Trial(JsonResult):
+    """One trial: S streams into one receiver; `keeps_up` says whether it kept up."""
+
+    streams: int
+    frames_per_stream: int
+    keeps_up: bool
+    fps_per_stream_min: float  # decoded in time
+    fps_per_stream_mean: float
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    frames_decoded: int
+    frames_lost: int
+    messages_dropped: int
+    send_wall_s: float
+    send_lag_ms_p99: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class Capacity(JsonResult):
+    """`bench stream --find-max`: `max_streams` (0 when even one stream is too many), `capped` (True when
+    `cfg.max_streams` still kept up) and every trial, by stream count."""
+
+    max_streams: int
+    capped: bool
+    size: str
+    source: str
+    fps: float
+    seconds: float
+    min_ratio: float
+    max_p99_ms: float
+    trials: list[Trial]
+
+
 async def _replay(url: str, names: list[str], payloads: list[bytes], fps: float, frames: int,
-                  info: dict[str, Any]) -> dict[str, Any]:
+                  info: dict[str, Any]) -> Replayed:
     packets = [TokenPacket.unpack(p) for p in payloads]
     broker = parse_broker_url(url)
     lags: list[float] = []
@@ -95,7 +139,7 @@ async def _replay(url: str, names: list[str], payloads: list[bytes], fps: float,
         t0 = time.monotonic() + 0.2
         await asyncio.gather(*(one(j, p, t0) for j, p in enumerate(pubs)))
         wall = time.monotonic() - t0
-    return {"send_wall_s": round(wall, 3), "send_lag_ms_p99": round(percentile(lags, 99), 2) if lags else None}
+    return Replayed(round(wall, 3), round(percentile(lags, 99), 2) if lags else None)
 
 
 def _replay_main(conn: Any, url: str, names: list[str], payloads: list[bytes], fps: float, frames: int,
@@ -103,7 +147,7 @@ def _replay_main(conn: Any, url: str, names: list[str], payloads: list[bytes], f
     try:
         conn.send(asyncio.run(_replay(url, names, payloads, fps, frames, info)))
     except BaseException as e:  # reported to the parent, which raises it
-        conn.send({"error": f"{type(e).__name__}: {e}"})
+        conn.send(f"{type(e).__name__}: {e}")  # the error, in words
     finally:
         conn.close()
 
@@ -122,7 +166,7 @@ def encode_clip(model: Runtime, source: str, size: tuple[int, int], sender: Send
 
 
 async def _trial(model: Runtime, url: str, streams: int, payloads: list[bytes], cfg: CapacityConfig
-                 ) -> dict[str, Any]:
+                 ) -> Trial:
     names = [f"cap{j}" for j in range(streams)]
     frames = max(2, round(cfg.seconds * cfg.fps))
     decoded: dict[str, list[float]] = {n: [] for n in names}  # monotonic decode times
@@ -139,44 +183,41 @@ async def _trial(model: Runtime, url: str, streams: int, payloads: list[bytes], 
             target=_replay_main, args=(child, url, names, payloads, cfg.fps, frames, info), daemon=True)
         proc.start()
         child.close()
-        sent = await asyncio.to_thread(parent.recv)  # blocks until the sender is done
+        sent: Replayed | str = await asyncio.to_thread(parent.recv)  # blocks until the sender is done
         await asyncio.to_thread(proc.join, 30)
-        if "error" in sent:
-            raise RuntimeError(f"the replaying publishers failed: {sent['error']}")
+        if isinstance(sent, str):
+            raise RuntimeError(f"the replaying publishers failed: {sent}")
         t_end = time.monotonic()
         deadline = t_end + cfg.grace_s
         # after the deadline, let the backlog drain a while so its latency shows in the p99
         await await_ends(rx, names, drainer, deadline + 10.0)
         summary = rx.summary()
     ratios = [sum(1 for t in decoded[n] if t <= deadline) / frames for n in names]
-    p99 = summary["latency_ms_p99"]
+    p99 = summary.latency_ms_p99
     keeps_up = min(ratios) >= cfg.min_ratio and p99 is not None and p99 <= cfg.max_p99_ms
-    return {"streams": streams, "frames_per_stream": frames, "keeps_up": keeps_up,
-            "fps_per_stream_min": round(min(ratios) * cfg.fps, 2),
-            "fps_per_stream_mean": round(float(np.mean(ratios)) * cfg.fps, 2),
-            "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": p99,
-            "frames_decoded": summary["frames_decoded"], "frames_lost": summary["frames_lost"],
-            "messages_dropped": summary.get("messages_dropped", 0), **sent}
+    return Trial(streams=streams, frames_per_stream=frames, keeps_up=keeps_up,
+                 fps_per_stream_min=round(min(ratios) * cfg.fps, 2),
+                 fps_per_stream_mean=round(float(np.mean(ratios)) * cfg.fps, 2),
+                 latency_ms_p50=summary.latency_ms_p50, latency_ms_p99=p99,
+                 frames_decoded=summary.frames_decoded, frames_lost=summary.frames_lost,
+                 messages_dropped=summary.messages_dropped, send_wall_s=sent.send_wall_s,
+                 send_lag_ms_p99=sent.send_lag_ms_p99)
 
 
 def measure_streams(model: Runtime, url: str, streams: int, payloads: list[bytes], cfg: CapacityConfig
-                    ) -> dict[str, Any]:
+                    ) -> Trial:
     """One trial: `streams` replayed streams into one receiver; `keeps_up` says whether it kept up."""
     return asyncio.run(_trial(model, url, streams, payloads, cfg))
 
 
 def find_max_streams(model: Runtime, source: str = "synthetic", size: tuple[int, int] = (256, 192),
                      sender: SenderConfig | None = None, cfg: CapacityConfig | None = None,
-                     broker_url: str | None = None, log: Any = None) -> dict[str, Any]:
-    """Raise S (1, 2, 4, ... then bisect) until one receiver no longer decodes S streams in real time.
-
-    Returns:
-        `max_streams` (0 when even one stream is too many), `capped` (True when `cfg.max_streams`
-        still kept up) and every trial's figures in `trials`.
-    """
+                     broker_url: str | None = None, log: Callable[[Trial], Any] | None = None) -> Capacity:
+    """Raise S (1, 2, 4, ... then bisect) until one receiver no longer decodes S streams in real time;
+    `log` gets each trial."""
     cfg = cfg or CapacityConfig()
     payloads = encode_clip(model, source, size, sender or SenderConfig(), cfg.clip_frames)
-    trials: list[dict[str, Any]] = []
+    trials: list[Trial] = []
     with contextlib.ExitStack() as stack:
         url = broker_url or stack.enter_context(LocalBroker())
 
@@ -185,7 +226,7 @@ def find_max_streams(model: Runtime, source: str = "synthetic", size: tuple[int,
             trials.append(r)
             if log is not None:
                 log(r)
-            return bool(r["keeps_up"])
+            return r.keeps_up
 
         good, bad, s = 0, None, 1
         while s <= cfg.max_streams:
@@ -203,17 +244,17 @@ def find_max_streams(model: Runtime, source: str = "synthetic", size: tuple[int,
                     good = mid
                 else:
                     bad = mid
-    return {"max_streams": good, "capped": bad is None, "size": f"{size[0]}x{size[1]}", "source": source,
-            "fps": cfg.fps, "seconds": cfg.seconds, "min_ratio": cfg.min_ratio, "max_p99_ms": cfg.max_p99_ms,
-            "trials": sorted(trials, key=lambda r: r["streams"])}
+    return Capacity(max_streams=good, capped=bad is None, size=f"{size[0]}x{size[1]}", source=source, fps=cfg.fps,
+                    seconds=cfg.seconds, min_ratio=cfg.min_ratio, max_p99_ms=cfg.max_p99_ms,
+                    trials=sorted(trials, key=lambda r: r.streams))
 
 
-def trial_line(r: dict[str, Any]) -> str:
+def trial_line(r: Trial) -> str:
     """One trial of find_max_streams for people (what its `log` is given)."""
-    return (f"{r['streams']} stream(s): {'keeps up' if r['keeps_up'] else 'falls behind'}, "
-            f"{r['fps_per_stream_min']} fps/stream decoded in time (min), latency p99 {r['latency_ms_p99']} ms")
+    return (f"{r.streams} stream(s): {'keeps up' if r.keeps_up else 'falls behind'}, "
+            f"{r.fps_per_stream_min} fps/stream decoded in time (min), latency p99 {r.latency_ms_p99} ms")
 
 
-def summary_line(res: dict[str, Any]) -> str:
+def summary_line(res: Capacity) -> str:
     """find_max_streams' result for people."""
-    return f"max {res['max_streams']}{'+' if res['capped'] else ''} streams at {res['size']} in real time"
+    return f"max {res.max_streams}{'+' if res.capped else ''} streams at {res.size} in real time"

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import multiprocessing as mp
 import os
@@ -25,18 +26,22 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from livetok.engine.checkpoint import DEFAULT_WEIGHTS, load_weights, save_weights
 from livetok.engine.config import PRESETS, BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.capture import CaptureOptions
 from livetok.stream.live import publish_sources
+from livetok.stream.pipeline import PipelineSnapshot
 from livetok.stream.receiver import Receiver
 
-from .capacity import _replay_main, encode_clip
+from .capacity import Replayed, _replay_main, encode_clip
 from .nats_cluster import INSTALL_HINT, NatsCluster, find_nats_server
 
 __all__ = ["bench_failover", "bench_workers", "wait_for_workers", "worker_cmd"]
@@ -78,14 +83,69 @@ async def wait_for_workers(url: str, group: str, names: set[str], timeout_s: flo
         await asyncio.wait_for(watch(), timeout_s)
 
 
+@dataclass(frozen=True, kw_only=True)
+class WorkersRow(JsonResult):
+    """S streams over W worker processes: what they decoded together, how the streams were split."""
+
+    workers: int
+    streams: int
+    frames_sent: int
+    frames_decoded: int
+    frames_lost: int
+    decoded_fps: float
+    streams_per_worker: list[int]
+    latency_ms_p50: float | None  # the slowest worker's
+    latency_ms_p99: float | None
+    send_wall_s: float
+    scaling_efficiency: float | None  # decoded fps per worker against one worker's
+
+
+@dataclass(frozen=True, kw_only=True)
+class WorkersBench(JsonResult):
+    preset: str
+    size: list[int]
+    seconds: float
+    fps: float
+    cpus: int | None
+    rows: list[WorkersRow]
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailoverTrial(JsonResult):
+    """One node of the cluster killed mid-stream: what the stream lost, how long it stalled."""
+
+    killed: str  # "receiver's node" or "publisher's node"
+    frames_published: int
+    frames_decoded: int
+    in_order: bool
+    frames_lost: int
+    failovers: int  # the side whose node was killed
+    outage_s: list[float]
+    stall_s: float | None  # the kill to the next frame decoded
+
+
+@dataclass(frozen=True, kw_only=True)
+class FailoverSummary(JsonResult):
+    trials: int
+    frames_lost: int
+    stall_s_median: float | None
+    stall_s_max: float | None
+
+
+@dataclass(frozen=True)
+class FailoverBench(JsonResult):
+    trials: list[FailoverTrial]
+    summary: dict[str, FailoverSummary]  # by the node killed
+
+
 def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tuple[int, ...] = (1, 2, 4),
                   seconds: float = 10.0, fps: float = 30.0, size: tuple[int, int] = (256, 192),
-                  source: str = "synthetic") -> dict[str, Any]:
+                  source: str = "synthetic") -> WorkersBench:
     """Aggregate decoded fps of S replayed streams over W worker processes, for each W. Workers stop
     15 s after their last frame (their idle timeout also covers the sender's start-up)."""
     payloads = encode_clip(model, source, size, SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5)), 60)
     frames = max(2, round(seconds * fps))
-    rows = []
+    rows: list[WorkersRow] = []
     for w in workers:
         with tempfile.TemporaryDirectory() as tmp:
             cluster = _cluster(Path(tmp) / "nats")
@@ -103,10 +163,10 @@ def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tupl
                                      args=(child, cluster.urls[0], names_s, payloads, fps, frames, info))
                 sender.start()
                 child.close()
-                sent = parent.recv()
+                sent: Replayed | str = parent.recv()
                 sender.join(30)
-                if "error" in sent:
-                    raise RuntimeError(f"the replaying publishers failed: {sent['error']}")
+                if isinstance(sent, str):
+                    raise RuntimeError(f"the replaying publishers failed: {sent}")
                 outs = [p.communicate(timeout=300) for p in procs]
             finally:
                 for p in procs:
@@ -114,7 +174,7 @@ def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tupl
                         p.kill()
                         p.communicate()
                 cluster.stop()
-        results = []
+        results: list[dict[str, Any]] = []  # each worker's `receive --json` document
         for (out, err), p in zip(outs, procs, strict=True):
             if p.returncode != 0:
                 raise RuntimeError(f"a worker failed: {err.decode()[-500:]}")
@@ -123,20 +183,20 @@ def bench_workers(model: Runtime, weights: Path, streams: int = 8, workers: tupl
         decoded = sum(r["frames_decoded"] for r in results)
         p50 = [r["latency_ms_p50"] for r in results if r["latency_ms_p50"] is not None]
         p99 = [r["latency_ms_p99"] for r in results if r["latency_ms_p99"] is not None]
-        rows.append({"workers": w, "streams": streams, "frames_sent": streams * frames,
-                     "frames_decoded": decoded, "frames_lost": sum(r["frames_lost"] for r in results),
-                     "decoded_fps": round(decoded / seconds, 1),
-                     "streams_per_worker": [len(r["streams_owned"]) for r in results],
-                     "latency_ms_p50": max(p50) if p50 else None, "latency_ms_p99": max(p99) if p99 else None,
-                     "send_wall_s": sent["send_wall_s"]})
-    base = rows[0]["decoded_fps"] / rows[0]["workers"] if rows and rows[0]["decoded_fps"] else None
-    for r in rows:
-        r["scaling_efficiency"] = round(r["decoded_fps"] / (base * r["workers"]), 3) if base else None
-    return {"preset": model.cfg.name, "size": list(size), "seconds": seconds, "fps": fps, "cpus": os.cpu_count(),
-            "rows": rows}
+        rows.append(WorkersRow(workers=w, streams=streams, frames_sent=streams * frames,
+                               frames_decoded=decoded, frames_lost=sum(r["frames_lost"] for r in results),
+                               decoded_fps=round(decoded / seconds, 1),
+                               streams_per_worker=[len(r["streams_owned"]) for r in results],
+                               latency_ms_p50=max(p50) if p50 else None, latency_ms_p99=max(p99) if p99 else None,
+                               send_wall_s=sent.send_wall_s, scaling_efficiency=None))
+    base = rows[0].decoded_fps / rows[0].workers if rows and rows[0].decoded_fps else None
+    rows = [dataclasses.replace(r, scaling_efficiency=round(r.decoded_fps / (base * r.workers), 3) if base else None)
+            for r in rows]
+    return WorkersBench(preset=model.cfg.name, size=list(size), seconds=seconds, fps=fps, cpus=os.cpu_count(),
+                        rows=rows)
 
 
-async def _failover_trial(model: Runtime, cluster: NatsCluster, kill: int, frames: int) -> dict[str, Any]:
+async def _failover_trial(model: Runtime, cluster: NatsCluster, kill: int, frames: int) -> FailoverTrial:
     urls = cluster.urls
     rx_brokers = [parse_broker_url(u) for u in urls]  # the receiver on node 0, the publisher on node 1
     pub_brokers = [parse_broker_url(u) for u in urls[1:] + urls[:1]]
@@ -151,27 +211,28 @@ async def _failover_trial(model: Runtime, cluster: NatsCluster, kill: int, frame
         drain = asyncio.create_task(receive())
         killed: list[float] = []
 
-        def maybe_kill(d: dict[str, Any]) -> None:
+        def maybe_kill(d: PipelineSnapshot) -> None:
             if not killed and len(arrivals) >= 15:
                 cluster.kill(kill)
                 killed.append(time.monotonic())
 
-        stats = await publish_sources(model, ["synthetic:calm"], pub_brokers, ["cam0"], sender, max_frames=frames,
-                                      size=(128, 96), first_connect_timeout_s=60, on_stats=maybe_kill)
+        stats = await publish_sources(model, ["synthetic:calm"], pub_brokers, ["cam0"], sender,
+                                      CaptureOptions(max_frames=frames, size=(128, 96)), first_connect_timeout_s=60,
+                                      on_stats=maybe_kill)
         await asyncio.wait_for(drain, 180)
         summary = rx.summary()
     t_kill = killed[0] if killed else float("nan")
     after = [t for t, _ in arrivals if t > t_kill]
-    n = stats["frames_published"]
-    return {"killed": "receiver's node" if kill == 0 else "publisher's node", "frames_published": n,
-            "frames_decoded": len(arrivals), "in_order": [i for _, i in arrivals] == list(range(n)),
-            "frames_lost": summary["frames_lost"],
-            "failovers": summary["failovers"] if kill == 0 else stats["failovers"],
-            "outage_s": (summary["outages_s"] if kill == 0 else stats["outages_s"]) or [0.0],
-            "stall_s": round(after[0] - t_kill, 3) if after else None}
+    n = stats.frames_published
+    return FailoverTrial(killed="receiver's node" if kill == 0 else "publisher's node", frames_published=n,
+                         frames_decoded=len(arrivals), in_order=[i for _, i in arrivals] == list(range(n)),
+                         frames_lost=summary.frames_lost,
+                         failovers=summary.failovers if kill == 0 else stats.failovers,
+                         outage_s=(summary.outages_s if kill == 0 else stats.outages_s) or [0.0],
+                         stall_s=round(after[0] - t_kill, 3) if after else None)
 
 
-def bench_failover(model: Runtime, trials: int = 3, frames: int = 150) -> dict[str, Any]:
+def bench_failover(model: Runtime, trials: int = 3, frames: int = 150) -> FailoverBench:
     """Each trial: a fresh cluster, the receiver's node killed mid-stream; then again the publisher's."""
     rows = []
     for _ in range(trials):
@@ -184,12 +245,12 @@ def bench_failover(model: Runtime, trials: int = 3, frames: int = 150) -> dict[s
                     cluster.stop()
     summary = {}
     for who in ("receiver's node", "publisher's node"):
-        stalls = [r["stall_s"] for r in rows if r["killed"] == who and r["stall_s"] is not None]
-        summary[who] = {"trials": sum(r["killed"] == who for r in rows),
-                        "frames_lost": sum(r["frames_lost"] for r in rows if r["killed"] == who),
-                        "stall_s_median": round(statistics.median(stalls), 2) if stalls else None,
-                        "stall_s_max": round(max(stalls), 2) if stalls else None}
-    return {"trials": rows, "summary": summary}
+        stalls = [r.stall_s for r in rows if r.killed == who and r.stall_s is not None]
+        summary[who] = FailoverSummary(trials=sum(r.killed == who for r in rows),
+                                       frames_lost=sum(r.frames_lost for r in rows if r.killed == who),
+                                       stall_s_median=round(statistics.median(stalls), 2) if stalls else None,
+                                       stall_s_max=round(max(stalls), 2) if stalls else None)
+    return FailoverBench(rows, summary)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -219,7 +280,8 @@ def main(argv: list[str] | None = None) -> int:
             model = load_weights(weights)
         res = (bench_workers(model, weights, a.streams, tuple(a.workers), a.seconds) if a.what == "workers"
                else bench_failover(model, a.trials))
-    print(json.dumps(res, indent=2) if a.json else res)
+    doc = res.to_json()
+    print(json.dumps(doc, indent=2) if a.json else doc)
     return 0
 
 

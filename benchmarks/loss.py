@@ -16,7 +16,6 @@ import argparse
 import contextlib
 import json
 import sys
-from typing import Any
 
 import torch
 
@@ -24,8 +23,8 @@ from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.stream.sources import open_source
 
 from .localbroker import LocalBroker
-from .loss_real import RealLossConfig, real_loss_run
-from .lossy import LossConfig, simulate_loss
+from .loss_real import RealLoss, RealLossConfig, real_loss_run
+from .lossy import LossConfig, SimulatedLoss, simulate_loss
 from .model_args import add_model_args, model_from_args
 
 
@@ -48,24 +47,25 @@ def main(argv: list[str] | None = None) -> int:
     model = model_from_args(a)
     w, h = (int(v) for v in (a.size or ("256x192" if a.real else "128x96")).split("x"))
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
-    rows: list[dict[str, Any]] = []
+    rows: list[RealLoss | SimulatedLoss] = []
     with contextlib.ExitStack() as stack:
         if a.real:
             url = a.broker or stack.enter_context(LocalBroker())
         else:
             frames = list(open_source(a.source, max_frames=round(a.seconds * 30), size=(w, h)).frames)
         for loss in a.loss:
+            r: RealLoss | SimulatedLoss
             if a.real:
                 r = real_loss_run(model, a.source, url, RealLossConfig(loss=loss, burst=a.burst, seconds=a.seconds,
                                                                        size=(w, h), seed=a.seed), sender)
             else:
                 r = simulate_loss(model, frames, LossConfig(loss=loss, burst=a.burst, seed=a.seed), sender)
             rows.append(r)
-            print(f"loss {loss:.0%}: {r['packets_dropped']} dropped, {r['frames_frozen']} frozen, recovery p50 "
-                  f"{r['recovery_s_p50']} s max {r['recovery_s_max']} s, within 1 s {r['recovered_within_1s']:.0%}, "
-                  f"PSNR {r['psnr_seen']} dB", file=sys.stderr, flush=True)
+            print(f"loss {loss:.0%}: {r.packets_dropped} dropped, {r.frames_frozen} frozen, recovery p50 "
+                  f"{r.recovery_s_p50} s max {r.recovery_s_max} s, within 1 s {r.recovered_within_1s:.0%}, "
+                  f"PSNR {r.psnr_seen} dB", file=sys.stderr, flush=True)
     res = {"model": model.cfg.name, "source": a.source, "size": f"{w}x{h}", "seconds": a.seconds,
-           "mode": "real" if a.real else "simulated", "results": rows}
+           "mode": "real" if a.real else "simulated", "results": [r.to_json() for r in rows]}
     if a.json:
         print(json.dumps(res, indent=2))
     return 0

@@ -12,13 +12,13 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Any
 
 import cv2
 import numpy as np
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url, topics
 from livetok.stream.capture import Captured, capture
@@ -68,29 +68,80 @@ class _Sent:
 
 
 class _Tap:
-    """The real publisher, recording each packet it sends."""
+    """The real publisher, recording each packet it sends (with its full frame index and capture time: a
+    version 3 non-keyframe's header carries only a low byte and a difference, resolved here in send order)."""
 
     def __init__(self, pub: TokenPublisher, body_until_us: int) -> None:
         self.pub = pub
         self.body_until_us = body_until_us
         self.sent: list[_Sent] = []
+        self.full: dict[bytes, tuple[int, int]] = {}  # packet bytes -> (frame index, capture time), for the relay
+
+    def place(self, payload: bytes) -> tuple[int, int] | None:
+        """The frame index and capture time of a packet this tap sent (None: not one of them)."""
+        return self.full.get(payload)
 
     def take_keyframe_request(self) -> bool:
         return self.pub.take_keyframe_request()
 
     async def send(self, data: bytes) -> None:
         h = peek_header(data)
+        index, ts = h.frame_index, h.timestamp_us
+        if h.relative and self.sent:  # the packet before it in the stream is the last one sent
+            index, ts = self.sent[-1].frame_index + 1, self.sent[-1].timestamp_us + h.timestamp_us
         if not (h.end_of_stream and h.grid_h * h.grid_w == 0):
-            self.sent.append(_Sent(h.frame_index, h.timestamp_us, h.keyframe, h.timestamp_us < self.body_until_us))
+            self.sent.append(_Sent(index, ts, h.keyframe, ts < self.body_until_us))
+        self.full[bytes(data)] = (index, ts)
         await self.pub.send(data)
 
 
+@dataclass(frozen=True, kw_only=True)
+class RealLoss(JsonResult):
+    """A real stream through a lossy relay: the counts (published, dropped by the relay and which frames,
+    decoded, counted lost by the receiver, keyframe requests, keyframes sent and decoded), `losses_detected`,
+    the recovery time after each drop (p50, max, share within 1 s), frames frozen and the PSNR seen over the
+    lossy part, and the receiver's latency."""
+
+    loss: float
+    burst: float
+    seconds: float
+    size: str
+    frames_captured: int
+    frames_dropped_at_capture: int
+    frames_published: int
+    body_frames: int
+    publish_fps: float
+    packets_dropped: int
+    dropped_frames: list[int]
+    frames_decoded: int
+    frames_lost_counted: int
+    keyframe_requests: int
+    keyframes_requested_served: int
+    keyframes_sent: int
+    keyframes_decoded: int
+    # every published frame is accounted for (decoded, or counted lost) and no drop went unnoticed
+    losses_detected: bool
+    recovered_at_keyframe: bool
+    recovery_s: list[float]
+    recovery_s_p50: float | None
+    recovery_s_max: float | None
+    recovered_within_1s: float
+    frames_frozen: int
+    frozen_fraction: float
+    psnr_seen: float | None
+    latency_ms_p50: float | None
+    latency_ms_p99: float | None
+    packets_rejected: int
+
+
 async def _run(model: Runtime, source: str, broker_url: str, cfg: RealLossConfig, sender: SenderConfig,
-               stream: str) -> dict[str, Any]:
+               stream: str) -> RealLoss:
     broker = parse_broker_url(broker_url)
     dropped: list[int] = []
     t0_us = time.time_ns() // 1000
     body_until_us = t0_us + round(cfg.seconds * 1e6)
+
+    tap: _Tap | None = None  # the publisher's tap: the frame index and time of each packet it sent
 
     def spare(topic: str, payload: bytes) -> bool:
         # the first frame (losing it is a late join, not a loss), the loss-free tail, the end of stream
@@ -98,11 +149,13 @@ async def _run(model: Runtime, source: str, broker_url: str, cfg: RealLossConfig
             h = peek_header(payload)
         except PacketError:
             return False
-        return h.frame_index == 0 or h.timestamp_us >= body_until_us or h.end_of_stream
+        index, ts = (tap.place(payload) if tap is not None else None) or (h.frame_index, h.timestamp_us)
+        return index == 0 or ts >= body_until_us or h.end_of_stream
 
     def on_drop(topic: str, payload: bytes) -> None:
         with contextlib.suppress(PacketError):
-            dropped.append(peek_header(payload).frame_index)
+            placed = tap.place(payload) if tap is not None else None
+            dropped.append(placed[0] if placed is not None else peek_header(payload).frame_index)
 
     originals: dict[int, np.ndarray] = {}  # capture timestamp -> frame as coded
 
@@ -167,40 +220,32 @@ async def _run(model: Runtime, source: str, broker_url: str, cfg: RealLossConfig
     rec = np.array(recover)
     lost = counters.frames_lost if counters else 0
     n_decoded = counters.frames_decoded if counters else 0
-    return {
-        "loss": cfg.loss, "burst": cfg.burst, "seconds": cfg.seconds, "size": f"{cfg.size[0]}x{cfg.size[1]}",
-        "frames_captured": stats["frames_captured"], "frames_dropped_at_capture": stats["frames_dropped"],
-        "frames_published": n, "body_frames": len(body), "publish_fps": stats["fps"],
-        "packets_dropped": len(dropped), "dropped_frames": dropped,
-        "frames_decoded": n_decoded, "frames_lost_counted": lost,
-        "keyframe_requests": counters.keyframe_requests if counters else 0,
-        "keyframes_requested_served": pub.keyframe_requests,
-        "keyframes_sent": sum(1 for s in sent if s.keyframe),
-        "keyframes_decoded": counters.keyframes if counters else 0,
-        # every published frame is accounted for (decoded, or counted lost) and no drop went unnoticed
-        "losses_detected": lost + n_decoded == n and lost >= len(dropped),
-        "recovered_at_keyframe": all(at_key),
-        "recovery_s": [round(r, 3) for r in recover],
-        "recovery_s_p50": round(float(np.median(rec)), 3) if rec.size else None,
-        "recovery_s_max": round(float(rec.max()), 3) if rec.size else None,
-        "recovered_within_1s": round(float(np.mean(rec <= 1.0)), 4) if rec.size else 1.0,
-        "frames_frozen": frozen, "frozen_fraction": round(frozen / len(body), 4) if body else 0.0,
-        "psnr_seen": round(float(np.mean(psnrs)), 2) if psnrs else None,
-        "latency_ms_p50": summary["latency_ms_p50"], "latency_ms_p99": summary["latency_ms_p99"],
-        "packets_rejected": summary["packets_rejected"],
-    }
+    return RealLoss(
+        loss=cfg.loss, burst=cfg.burst, seconds=cfg.seconds, size=f"{cfg.size[0]}x{cfg.size[1]}",
+        frames_captured=stats.frames_captured, frames_dropped_at_capture=stats.frames_dropped,
+        frames_published=n, body_frames=len(body), publish_fps=stats.fps,
+        packets_dropped=len(dropped), dropped_frames=dropped,
+        frames_decoded=n_decoded, frames_lost_counted=lost,
+        keyframe_requests=counters.keyframe_requests if counters else 0,
+        keyframes_requested_served=pub.keyframe_requests,
+        keyframes_sent=sum(1 for s in sent if s.keyframe),
+        keyframes_decoded=counters.keyframes if counters else 0,
+        losses_detected=lost + n_decoded == n and lost >= len(dropped),
+        recovered_at_keyframe=all(at_key),
+        recovery_s=[round(r, 3) for r in recover],
+        recovery_s_p50=round(float(np.median(rec)), 3) if rec.size else None,
+        recovery_s_max=round(float(rec.max()), 3) if rec.size else None,
+        recovered_within_1s=round(float(np.mean(rec <= 1.0)), 4) if rec.size else 1.0,
+        frames_frozen=frozen, frozen_fraction=round(frozen / len(body), 4) if body else 0.0,
+        psnr_seen=round(float(np.mean(psnrs)), 2) if psnrs else None,
+        latency_ms_p50=summary.latency_ms_p50, latency_ms_p99=summary.latency_ms_p99,
+        packets_rejected=summary.packets_rejected,
+    )
 
 
 def real_loss_run(model: Runtime, source: str, broker_url: str, cfg: RealLossConfig,
-                  sender: SenderConfig | None = None, stream: str | None = None) -> dict[str, Any]:
+                  sender: SenderConfig | None = None, stream: str | None = None) -> RealLoss:
     """Stream `source` live (30 fps, looped) from a real publisher at QoS 0 through a lossy relay
-    into `broker_url`, and decode it with a real receiver subscribed to the broker directly.
-
-    Returns:
-        the counts (published, dropped by the relay and which frames, decoded, counted lost by the
-        receiver, keyframe requests, keyframes sent and decoded), `losses_detected`, the recovery
-        time after each drop (p50, max, share within 1 s), frames frozen and the PSNR seen over the
-        lossy part, and the receiver's latency.
-    """
+    into `broker_url`, and decode it with a real receiver subscribed to the broker directly (`RealLoss`)."""
     name = stream or f"loss-{round(cfg.loss * 1000)}-{cfg.seed}"
     return asyncio.run(_run(model, source, broker_url, cfg, sender or SenderConfig(), name))

@@ -10,12 +10,12 @@ import asyncio
 import json
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.packet_receiver import PacketReceiver, ReceivedFrame
 from livetok.stream.session import SenderSession
@@ -96,8 +96,33 @@ class _SimReceiver(PacketReceiver):
         self.requests.append(self.clock() + self.delay_s)
 
 
+@dataclass(frozen=True, kw_only=True)
+class SimulatedLoss(JsonResult):
+    """A simulated lossy run: counts (frames, packets dropped, decoded, frozen, losses counted by the receiver,
+    keyframe requests and keyframes sent), recovery time after each loss (capture of the dropped frame to the
+    next decoded frame: p50, max, share within 1 s) and the mean PSNR of what a viewer sees (frozen frames
+    compared with the frames they stand in for)."""
+
+    loss: float
+    burst: float
+    frames: int
+    packets_dropped: int
+    frames_decoded: int
+    frames_frozen: int
+    frozen_fraction: float
+    frames_lost_counted: int
+    keyframe_requests: int
+    keyframes_sent: int
+    # every frame of the run (tail included) is accounted for: decoded, or counted as lost
+    losses_detected: bool
+    recovery_s_p50: float | None
+    recovery_s_max: float | None
+    recovered_within_1s: float
+    psnr_seen: float
+
+
 async def _run(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig, sender: SenderConfig
-               ) -> dict[str, Any]:
+               ) -> SimulatedLoss:
     clock = _Clock()
     link = LossyLink(cfg)
     tx = SenderSession(model, sender)
@@ -157,30 +182,22 @@ async def _run(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig, se
     c = rx.streams["sim"].counters if "sim" in rx.streams else None
     n = len(originals)
     rec = np.array(recover) if recover else np.zeros(0)
-    return {
-        "loss": cfg.loss, "burst": cfg.burst, "frames": n, "packets_dropped": len(dropped),
-        "frames_decoded": sum(1 for i in decoded if i < n), "frames_frozen": frozen,
-        "frozen_fraction": round(frozen / n, 4),
-        "frames_lost_counted": c.frames_lost if c else 0, "keyframe_requests": c.keyframe_requests if c else 0,
-        "keyframes_sent": keyframes_sent,
-        # every frame of the run (tail included) is accounted for: decoded, or counted as lost
-        "losses_detected": (c is not None and c.frames_lost + c.frames_decoded == n_all
-                            and c.frames_lost >= len(dropped)),
-        "recovery_s_p50": round(float(np.median(rec)), 3) if rec.size else None,
-        "recovery_s_max": round(float(rec.max()), 3) if rec.size else None,
-        "recovered_within_1s": round(float(np.mean(rec <= 1.0)), 4) if rec.size else 1.0,
-        "psnr_seen": round(float(np.mean(psnrs)), 2),
-    }
+    return SimulatedLoss(
+        loss=cfg.loss, burst=cfg.burst, frames=n, packets_dropped=len(dropped),
+        frames_decoded=sum(1 for i in decoded if i < n), frames_frozen=frozen,
+        frozen_fraction=round(frozen / n, 4),
+        frames_lost_counted=c.frames_lost if c else 0, keyframe_requests=c.keyframe_requests if c else 0,
+        keyframes_sent=keyframes_sent,
+        losses_detected=(c is not None and c.frames_lost + c.frames_decoded == n_all
+                         and c.frames_lost >= len(dropped)),
+        recovery_s_p50=round(float(np.median(rec)), 3) if rec.size else None,
+        recovery_s_max=round(float(rec.max()), 3) if rec.size else None,
+        recovered_within_1s=round(float(np.mean(rec <= 1.0)), 4) if rec.size else 1.0,
+        psnr_seen=round(float(np.mean(psnrs)), 2),
+    )
 
 
 def simulate_loss(model: Runtime, frames: Iterable[np.ndarray], cfg: LossConfig,
-                  sender: SenderConfig | None = None) -> dict[str, Any]:
-    """Stream `frames` through a lossy link into a real `PacketReceiver` on a virtual clock.
-
-    Returns:
-        counts (frames, packets dropped, decoded, frozen, losses counted by the receiver, keyframe
-        requests and keyframes sent), recovery time after each loss (capture of the dropped frame to
-        the next decoded frame: p50, max, share within 1 s) and the mean PSNR of what a viewer sees
-        (frozen frames compared with the frames they stand in for).
-    """
+                  sender: SenderConfig | None = None) -> SimulatedLoss:
+    """Stream `frames` through a lossy link into a real `PacketReceiver` on a virtual clock (`SimulatedLoss`)."""
     return asyncio.run(_run(model, frames, cfg, sender or SenderConfig()))

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 
 from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.evaluate import run_frames
 from livetok.stream.video_io import read_video
@@ -222,12 +223,56 @@ def _x264(frames: np.ndarray, fps: float, crf: int) -> tuple[np.ndarray, float]:
     return out, 8.0 * sum(sizes) / len(frames)
 
 
-def bits_at_score(curve: Sequence[dict[str, float]], score: float) -> tuple[float, bool]:
+@dataclass(frozen=True)
+class ScorePoint(JsonResult):
+    """One codec setting (livetok's rate, x264's CRF): its bits per frame and the detector's score."""
+
+    setting: float
+    bits_per_frame: float
+    score: float  # nan: nothing found on the originals
+
+
+@dataclass(frozen=True)
+class BitsRatio(JsonResult):
+    """At one livetok point: the bits x264 needs for the same score, and livetok / x264."""
+
+    score: float
+    livetok_bits: float
+    x264_bits: float
+    # x264's cheapest point already scores higher, so the ratio is at least this
+    x264_bits_is_upper_bound: bool
+    ratio: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DetectorResult(JsonResult):
+    metric: str
+    reference: float  # the score on the originals
+    reference_detections: int
+    livetok: list[ScorePoint]  # by bits
+    x264: list[ScorePoint]
+    bits_ratio: list[BitsRatio]  # at each livetok point
+
+
+@dataclass(frozen=True, kw_only=True)
+class Perception(JsonResult):
+    """`livetok bench perception`: each detector's scores, the detectors this OpenCV cannot run and why."""
+
+    detectors: dict[str, DetectorResult]
+    unavailable: dict[str, str]
+    clips: list[str]
+    frames: int
+    opencv: str
+    rates: list[float]
+    crfs: list[int]
+
+
+def bits_at_score(curve: Sequence[ScorePoint], score: float) -> tuple[float, bool]:
     """The bits/frame at which `curve` (points with bits_per_frame, score) first reaches `score`, interpolated
     linearly in log(bits) between its points sorted by bits, and whether that is only an upper bound (the
     curve's cheapest point already reaches it: fewer bits would too, by how much is not measured). nan when
     the curve never reaches it."""
-    pts = sorted((p["bits_per_frame"], p["score"]) for p in curve if not math.isnan(p["score"]))
+    pts = sorted((p.bits_per_frame, p.score) for p in curve if not math.isnan(p.score))
     if not pts or math.isnan(score):
         return math.nan, False
     if pts[0][1] >= score:
@@ -239,29 +284,26 @@ def bits_at_score(curve: Sequence[dict[str, float]], score: float) -> tuple[floa
     return math.nan, False
 
 
-def add_bits_ratios(entry: dict[str, Any]) -> None:
-    """entry["bits_ratio"]: at each livetok point, the bits x264 needs for its score and livetok / x264. None
-    where the comparison means nothing: the detector found nothing on the originals (no score), or the
-    livetok point scores 0 (any rate does that)."""
-    entry["bits_ratio"] = []
-    for pt in entry["livetok"]:
+def bits_ratios(reference_detections: int, livetok: list[ScorePoint], x264: list[ScorePoint]) -> list[BitsRatio]:
+    """At each livetok point, the bits x264 needs for its score and livetok / x264. nan where the comparison
+    means nothing: the detector found nothing on the originals (no score), or the livetok point scores 0 (any
+    rate does that)."""
+    out = []
+    for pt in livetok:
         xb, bound = (math.nan, False)
-        if entry["reference_detections"] > 0 and pt["score"] > 0:
-            xb, bound = bits_at_score(entry["x264"], pt["score"])
-        # bound: x264's cheapest point already scores higher, so the ratio is at least this
-        entry["bits_ratio"].append({"score": pt["score"], "livetok_bits": pt["bits_per_frame"], "x264_bits": xb,
-                                    "x264_bits_is_upper_bound": bound,
-                                    "ratio": pt["bits_per_frame"] / xb if xb and not math.isnan(xb) else math.nan})
+        if reference_detections > 0 and pt.score > 0:
+            xb, bound = bits_at_score(x264, pt.score)
+        out.append(BitsRatio(pt.score, pt.bits_per_frame, xb, bound,
+                             pt.bits_per_frame / xb if xb and not math.isnan(xb) else math.nan))
+    return out
 
 
 def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], max_frames: int = 24,
                      rates: Sequence[float] = RATES, crfs: Sequence[int] = CRFS,
                      progress: Callable[[str], None] | None = None,
-                     detectors: Sequence[str] | None = None) -> dict[str, Any]:
+                     detectors: Sequence[str] | None = None) -> Perception:
     """Run every available detector (or only those named in `detectors`) on the originals, livetok's decoded
-    frames (policy learned at each rate) and x264's (each CRF). Returns {"detectors": {name: {metric,
-    reference, livetok: [points], x264: [points], bits_ratio: [...]}}, "unavailable": {name: reason}, "clips",
-    "frames", "opencv"}; a point is {setting, bits_per_frame, score}."""
+    frames (policy learned at each rate) and x264's (each CRF)."""
     import cv2
 
     def say(msg: str) -> None:
@@ -301,9 +343,7 @@ def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], ma
             variants.setdefault(("x264", c), []).append(_x264(frames, fps, c))
     marker_index = len(inputs) - 1 if marker_clip is not None else None
 
-    result: dict[str, Any] = {"detectors": {}, "unavailable": missing, "clips": names,
-                              "frames": int(sum(len(f) for f in originals)), "opencv": cv2.__version__,
-                              "rates": list(rates), "crfs": list(crfs)}
+    results: dict[str, DetectorResult] = {}
     for d in dets:
         say(f"detector {d.name}")
         # which clips a detector runs on: ArUco on the marked clip only; the others on the unmarked clips
@@ -318,14 +358,15 @@ def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], ma
         for i in use:
             for r in refs[i]:
                 ref_acc.add(r, r)
-        entry: dict[str, Any] = {"metric": d.metric, "reference": ref_acc.score(),
-                                 "reference_detections": int(sum(len(r) for i in use for r in refs[i]))}
+        reference = ref_acc.score()
+        detections = int(sum(len(r) for i in use for r in refs[i]))
         if d.kind == "aruco":
             acc = ScoreAcc("aruco")
             for i in use:
                 for r in refs[i]:
                     acc.add(None, r)
-            entry["reference"] = acc.score()
+            reference = acc.score()
+        curves: dict[str, list[ScorePoint]] = {"livetok": [], "x264": []}
         for (codec, setting), per_clip in variants.items():
             acc = ScoreAcc(d.kind)
             bits, n = 0.0, 0
@@ -335,47 +376,49 @@ def bench_perception(model: Runtime, clips: Sequence[str | os.PathLike[str]], ma
                     acc.add(ref, d.run(f))
                 bits += b * len(frames)
                 n += len(frames)
-            entry.setdefault(codec, []).append({"setting": setting, "bits_per_frame": bits / n, "score": acc.score()})
-        for codec in ("livetok", "x264"):
-            entry[codec].sort(key=lambda q: q["bits_per_frame"])
-        add_bits_ratios(entry)
-        result["detectors"][d.name] = entry
-    return result
+            curves[codec].append(ScorePoint(setting, bits / n, acc.score()))
+        livetok, x264 = (sorted(curves[c], key=lambda q: q.bits_per_frame) for c in ("livetok", "x264"))
+        results[d.name] = DetectorResult(metric=d.metric, reference=reference, reference_detections=detections,
+                                         livetok=livetok, x264=x264,
+                                         bits_ratio=bits_ratios(detections, livetok, x264))
+    return Perception(detectors=results, unavailable=missing, clips=names,
+                      frames=int(sum(len(f) for f in originals)), opencv=cv2.__version__, rates=list(rates),
+                      crfs=list(crfs))
 
 
-def markdown_table(res: dict[str, Any]) -> str:
+def markdown_table(res: Perception) -> str:
     """One table per detector: score per rate for livetok and x264, and the bits ratio at equal score."""
     lines = []
-    for name, e in res["detectors"].items():
-        ref = "nothing found: no score" if not e["reference_detections"] else f"{e['reference']:.3f}"
-        lines.append(f"**{name}** ({e['metric']}; on the originals: {ref}, {e['reference_detections']} detections)")
+    for name, e in res.detectors.items():
+        ref = "nothing found: no score" if not e.reference_detections else f"{e.reference:.3f}"
+        lines.append(f"**{name}** ({e.metric}; on the originals: {ref}, {e.reference_detections} detections)")
         lines.append("")
         lines.append("| livetok rate | bits/frame | score | x264 bits at that score | livetok / x264 |")
         lines.append("|---|---|---|---|---|")
-        for pt, br in zip(e["livetok"], e["bits_ratio"], strict=True):
-            le, ge = ("≤ ", "≥ ") if br["x264_bits_is_upper_bound"] else ("", "")
-            xb = f"{le}{br['x264_bits']:.0f}"
-            if math.isnan(br["x264_bits"]):
-                xb = "never reaches it" if e["reference_detections"] and br["score"] > 0 else "—"
-            ratio = "—" if math.isnan(br["ratio"]) else f"{ge}{br['ratio']:.2f}"
-            lines.append(f"| {pt['setting']} | {pt['bits_per_frame']:.0f} | {pt['score']:.3f} | {xb} | {ratio} |")
+        for pt, br in zip(e.livetok, e.bits_ratio, strict=True):
+            le, ge = ("≤ ", "≥ ") if br.x264_bits_is_upper_bound else ("", "")
+            xb = f"{le}{br.x264_bits:.0f}"
+            if math.isnan(br.x264_bits):
+                xb = "never reaches it" if e.reference_detections and br.score > 0 else "—"
+            ratio = "—" if math.isnan(br.ratio) else f"{ge}{br.ratio:.2f}"
+            lines.append(f"| {pt.setting} | {pt.bits_per_frame:.0f} | {pt.score:.3f} | {xb} | {ratio} |")
         lines.append("")
-        lines.append("| x264 CRF | " + " | ".join(str(p["setting"]) for p in e["x264"]) + " |")
-        lines.append("|---|" + "---|" * len(e["x264"]))
-        lines.append("| bits/frame | " + " | ".join(f"{p['bits_per_frame']:.0f}" for p in e["x264"]) + " |")
-        lines.append("| score | " + " | ".join(f"{p['score']:.3f}" for p in e["x264"]) + " |")
+        lines.append("| x264 CRF | " + " | ".join(str(p.setting) for p in e.x264) + " |")
+        lines.append("|---|" + "---|" * len(e.x264))
+        lines.append("| bits/frame | " + " | ".join(f"{p.bits_per_frame:.0f}" for p in e.x264) + " |")
+        lines.append("| score | " + " | ".join(f"{p.score:.3f}" for p in e.x264) + " |")
         lines.append("")
-    for name, why in res["unavailable"].items():
+    for name, why in res.unavailable.items():
         lines.append(f"- {name}: not run: {why}")
     return "\n".join(lines)
 
 
-def summary_lines(res: dict[str, Any]) -> list[str]:
+def summary_lines(res: Perception) -> list[str]:
     """bench_perception's result for people: the tables of markdown_table."""
     return [markdown_table(res)]
 
 
-def plot_perception(res: dict[str, Any], path: str | os.PathLike[str]) -> None:
+def plot_perception(res: Perception, path: str | os.PathLike[str]) -> None:
     """Score vs bits/frame per detector: livetok and x264, the originals' score as a line."""
     import matplotlib
 
@@ -383,33 +426,33 @@ def plot_perception(res: dict[str, Any], path: str | os.PathLike[str]) -> None:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import NullFormatter
 
-    names = list(res["detectors"])
+    names = list(res.detectors)
     cols = min(3, len(names))
     rows = math.ceil(len(names) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.4 * rows), dpi=120, squeeze=False)
     for ax, name in zip(axes.ravel(), names, strict=False):
-        e = res["detectors"][name]
+        e = res.detectors[name]
         scored = False
-        for codec, style in (("livetok", "o-"), ("x264", "s--")):
-            pts = [p for p in e[codec] if not math.isnan(p["score"])]  # nan: nothing found on the originals
+        for codec, style, curve in (("livetok", "o-", e.livetok), ("x264", "s--", e.x264)):
+            pts = [p for p in curve if not math.isnan(p.score)]  # nan: nothing found on the originals
             if pts:
-                ax.plot([p["bits_per_frame"] for p in pts], [p["score"] for p in pts], style, label=codec, ms=4)
+                ax.plot([p.bits_per_frame for p in pts], [p.score for p in pts], style, label=codec, ms=4)
                 scored = True
         if not scored:  # an empty log axis cannot be drawn
             ax.text(0.5, 0.5, "no score", ha="center", va="center", transform=ax.transAxes, fontsize=9)
             ax.set_title(f"{name} (nothing found on the originals)", fontsize=9)
             continue
-        ax.axhline(e["reference"], color="gray", lw=0.8, ls=":", label="original")
+        ax.axhline(e.reference, color="gray", lw=0.8, ls=":", label="original")
         ax.set_xscale("log")
         ax.xaxis.set_minor_formatter(NullFormatter())  # minor labels overlap on a short decade
-        ax.set_title(name if e["reference_detections"] else f"{name} (nothing found on the originals)", fontsize=9)
+        ax.set_title(name if e.reference_detections else f"{name} (nothing found on the originals)", fontsize=9)
         ax.set_xlabel("bits / frame", fontsize=8)
-        ax.set_ylabel(e["metric"], fontsize=8)
+        ax.set_ylabel(e.metric, fontsize=8)
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=7)
     for ax in axes.ravel()[len(names):]:
         ax.axis("off")
-    fig.suptitle(f"perception on decoded frames: livetok vs x264 ({len(res['clips'])} clips, {res['frames']} frames)",
+    fig.suptitle(f"perception on decoded frames: livetok vs x264 ({len(res.clips)} clips, {res.frames} frames)",
                  fontsize=10)
     fig.tight_layout()
     fig.savefig(path)

@@ -51,13 +51,13 @@ def main(argv: list[str] | None = None) -> int:
             if a.arms and arm not in a.arms:
                 continue
             res = evaluate_files(model, [Path(c) for c in a.clips], sender)
-            out.setdefault(str(rate), {})[arm] = res
-            o = res["overall"]
-            print(f"rate {rate:.2f} {arm:26s} overall {o['tokens_per_frame']:6.1f} tok {o['bits_per_frame']:7.0f} bit "
-                  f"{o['psnr']:.2f} dB  {o['decodes_per_frame']:.2f} decodes", file=sys.stderr)
-            for name, m in res["clips"].items():
-                print(f"{'':37s}{name:13s} {m['tokens_per_frame']:6.1f} tok {m['bits_per_frame']:7.0f} bit "
-                      f"{m['psnr']:.2f} dB", file=sys.stderr)
+            out.setdefault(str(rate), {})[arm] = res.to_json()
+            o = res.overall
+            print(f"rate {rate:.2f} {arm:26s} overall {o.tokens_per_frame:6.1f} tok {o.bits_per_frame:7.0f} bit "
+                  f"{o.psnr:.2f} dB  {o.decodes_per_frame:.2f} decodes", file=sys.stderr)
+            for name, m in res.clips.items():
+                print(f"{'':37s}{name:13s} {m.tokens_per_frame:6.1f} tok {m.bits_per_frame:7.0f} bit "
+                      f"{m.psnr:.2f} dB", file=sys.stderr)
     if a.json:
         print(json.dumps(out, indent=1))
     return 0

@@ -33,6 +33,7 @@ import torch
 from livetok.engine.config import SenderConfig
 from livetok.engine.frames import to_tensor
 from livetok.engine.model import Tokenizer
+from livetok.engine.results import JsonResult
 from livetok.engine.state import FrameTokens
 from livetok.export.backends import available_backends, build_runtime, resolve_backend
 from livetok.export.flops import GraphCost, encode_cost, frame_costs
@@ -92,10 +93,137 @@ def _clip_frames(source: str | None, count: int) -> np.ndarray:
     return np.concatenate([cycle] * reps)[:count]
 
 
-def _stats(ms: list[float]) -> dict[str, float]:
+@dataclass(frozen=True)
+class _Stats:
+    fps: float
+    ms_p50: float
+    ms_p99: float
+
+
+def _stats(ms: list[float]) -> _Stats:
     a = np.asarray(ms)
-    return {"fps": round(1e3 * len(a) / max(float(a.sum()), 1e-9), 2), "ms_p50": round(float(np.median(a)), 2),
-            "ms_p99": round(float(np.percentile(a, 99)), 2)}
+    return _Stats(round(1e3 * len(a) / max(float(a.sum()), 1e-9), 2), round(float(np.median(a)), 2),
+                  round(float(np.percentile(a, 99)), 2))
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunFigures(JsonResult):
+    """One run (or the median of several): encode+route and decode, wall clock and this process's CPU time."""
+
+    encode_fps: float
+    encode_ms_p50: float
+    encode_ms_p99: float
+    encode_cpu_fps: float
+    encode_cpu_ms_p50: float
+    decode_fps: float
+    decode_ms_p50: float
+    decode_ms_p99: float
+    decode_cpu_fps: float
+    decode_cpu_ms_p50: float
+    decodes_per_frame: float
+    tokens_per_frame: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class CoderFigures(JsonResult):
+    """Packet v2's entropy coder per frame, apart from the model (ms)."""
+
+    coder_encode_ms_p50: float
+    coder_decode_ms_p50: float
+    coder_encode_ms_p99: float
+    coder_decode_ms_p99: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeedResult(JsonResult):
+    """One backend at one size: the median run's figures (the keys DESIGN.md §6 names), the graphs' cost per
+    frame, pre-processing and the coder, the share of the device's peak on a GPU, and every run."""
+
+    backend: str
+    size: str
+    streams: int
+    frames: int
+    repeats: int
+    device: str
+    encode_fps: float
+    encode_ms_p50: float
+    encode_ms_p99: float
+    encode_cpu_fps: float
+    encode_cpu_ms_p50: float
+    decode_fps: float
+    decode_ms_p50: float
+    decode_ms_p99: float
+    decode_cpu_fps: float
+    decode_cpu_ms_p50: float
+    decodes_per_frame: float
+    tokens_per_frame: float
+    encode_fps_total: float
+    decode_fps_total: float
+    gflops_per_frame: float  # encode+route, per stream frame
+    decode_gflops_per_frame: float
+    preprocess_ms_p50: float
+    preprocess_backend: str
+    coder_encode_ms_p50: float  # packet v2's coder, on the CPU whatever the backend
+    coder_decode_ms_p50: float
+    coder_encode_ms_p99: float
+    coder_decode_ms_p99: float
+    encode_tflops: float
+    fraction_of_peak_flops: float | None  # on a GPU
+    fraction_of_peak_bandwidth: float | None
+    runs: list[RunFigures]
+
+
+@dataclass(frozen=True)
+class GraphFigures(JsonResult):
+    gflops: float
+    mbytes_unfused: float
+
+
+@dataclass(frozen=True)
+class PreprocessFigures(JsonResult):
+    backend: str
+    ms_p50: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class MachineInfo(JsonResult):
+    platform: str
+    processor: str
+    cpu_count: int | None
+    torch: str
+    threads: int
+    cuda: str | None
+    onnxruntime: str | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeedSettings(JsonResult):
+    """What a `bench speed` run measured (`SpeedConfig` as it ran)."""
+
+    backends: list[str]
+    sizes: list[str]
+    streams: int
+    frames: int
+    warmup: int
+    repeats: int
+    source: str
+    policy: str
+    ranking: str
+    signal: str
+
+
+@dataclass(frozen=True, kw_only=True)
+class SpeedBench(JsonResult):
+    """`livetok bench speed`: every (backend, size) result; per size the graphs' cost, pre-processing and the
+    coder; the device's peak (GPU only), the machine and the settings."""
+
+    results: list[SpeedResult]
+    graphs: dict[str, dict[str, GraphFigures]]
+    preprocess: dict[str, PreprocessFigures]
+    coder: dict[str, CoderFigures]
+    peak: DevicePeak | None
+    machine: MachineInfo
+    config: SpeedSettings
 
 
 class _Timer:
@@ -116,10 +244,9 @@ class _Timer:
             self.cpu.append((time.process_time() - c0) * 1e3)
         return out
 
-    def report(self, phase: str) -> dict[str, float]:
-        w, c = _stats(self.wall), _stats(self.cpu)
-        return {f"{phase}_fps": w["fps"], f"{phase}_ms_p50": w["ms_p50"], f"{phase}_ms_p99": w["ms_p99"],
-                f"{phase}_cpu_fps": c["fps"], f"{phase}_cpu_ms_p50": c["ms_p50"]}
+    def report(self) -> tuple[_Stats, _Stats]:
+        """(wall clock, CPU time)."""
+        return _stats(self.wall), _stats(self.cpu)
 
 
 def _sync(device: torch.device) -> None:
@@ -127,7 +254,7 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def _run_once(rt: Any, clips: list[list[torch.Tensor]], cfg: SpeedConfig) -> dict[str, Any]:
+def _run_once(rt: Any, clips: list[list[torch.Tensor]], cfg: SpeedConfig) -> RunFigures:
     """One stream run: warm-up + timed encode+route of every frame, then decode of all its tokens."""
     device = torch.device(getattr(rt, "device", "cpu"))
     names = [f"s{i}" for i in range(len(clips))]
@@ -146,12 +273,17 @@ def _run_once(rt: Any, clips: list[list[torch.Tensor]], cfg: SpeedConfig) -> dic
     dec = MultiStreamDecoder(rt)
     for t, out in enumerate(tokens):
         dec_t.step(functools.partial(dec.decode, out), t >= cfg.warmup)
-    return {**enc_t.report("encode"), **dec_t.report("decode"), "decodes_per_frame": round(statistics.mean(decodes), 3),
-            "tokens_per_frame": round(statistics.mean(kept), 1)}
+    (ew, ec), (dw, dc) = enc_t.report(), dec_t.report()
+    return RunFigures(encode_fps=ew.fps, encode_ms_p50=ew.ms_p50, encode_ms_p99=ew.ms_p99, encode_cpu_fps=ec.fps,
+                      encode_cpu_ms_p50=ec.ms_p50, decode_fps=dw.fps, decode_ms_p50=dw.ms_p50,
+                      decode_ms_p99=dw.ms_p99, decode_cpu_fps=dc.fps, decode_cpu_ms_p50=dc.ms_p50,
+                      decodes_per_frame=round(statistics.mean(decodes), 3),
+                      tokens_per_frame=round(statistics.mean(kept), 1))
 
 
-def _median_runs(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {k: round(float(statistics.median(r[k] for r in runs)), 3) for k in runs[0]}
+def _median_runs(runs: list[RunFigures]) -> RunFigures:
+    return RunFigures(**{f.name: round(float(statistics.median(getattr(r, f.name) for r in runs)), 3)
+                         for f in dataclasses.fields(RunFigures)})
 
 
 def _preprocess_ms(frames: np.ndarray, size: tuple[int, int], backend: str) -> tuple[str, float]:
@@ -169,7 +301,7 @@ def _preprocess_ms(frames: np.ndarray, size: tuple[int, int], backend: str) -> t
     return pre.backend, round(float(np.median(ms)), 3)
 
 
-def _coder_ms(model: Tokenizer, frames: list[np.ndarray], sender: SenderConfig) -> dict[str, float]:
+def _coder_ms(model: Tokenizer, frames: list[np.ndarray], sender: SenderConfig) -> CoderFigures:
     """The entropy coder's cost apart from the model (packet v2, docs/PACKET.md §6): the clip's
     packets are made once, then coded and decoded in stream order; medians per frame, in ms."""
     tx = SenderSession(model, dataclasses.replace(sender, wire=1))
@@ -185,39 +317,33 @@ def _coder_ms(model: Tokenizer, frames: list[np.ndarray], sender: SenderConfig) 
         t2 = time.perf_counter()
         enc_ms.append((t1 - t0) * 1e3)
         dec_ms.append((t2 - t1) * 1e3)
-    return {"coder_encode_ms_p50": round(float(np.median(enc_ms[1:])), 3),
-            "coder_decode_ms_p50": round(float(np.median(dec_ms[1:])), 3),
-            "coder_encode_ms_p99": round(float(np.percentile(enc_ms[1:], 99)), 3),
-            "coder_decode_ms_p99": round(float(np.percentile(dec_ms[1:], 99)), 3)}
+    return CoderFigures(coder_encode_ms_p50=round(float(np.median(enc_ms[1:])), 3),
+                        coder_decode_ms_p50=round(float(np.median(dec_ms[1:])), 3),
+                        coder_encode_ms_p99=round(float(np.percentile(enc_ms[1:], 99)), 3),
+                        coder_decode_ms_p99=round(float(np.percentile(dec_ms[1:], 99)), 3))
 
 
-def machine_info(threads: int) -> dict[str, Any]:
+def machine_info(threads: int) -> MachineInfo:
     import os
 
-    info: dict[str, Any] = {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
-                            "cpu_count": os.cpu_count(), "torch": torch.__version__, "threads": threads,
-                            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
     try:
         import onnxruntime
 
-        info["onnxruntime"] = onnxruntime.__version__
+        ort: str | None = onnxruntime.__version__
     except ImportError:
-        info["onnxruntime"] = None
-    return info
+        ort = None
+    return MachineInfo(platform=platform.platform(), processor=platform.processor() or platform.machine(),
+                       cpu_count=os.cpu_count(), torch=torch.__version__, threads=threads,
+                       cuda=torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, onnxruntime=ort)
 
 
-def _cost_dict(c: GraphCost) -> dict[str, Any]:
-    return {"gflops": round(c.gflops, 4), "mbytes_unfused": round(c.bytes / 1e6, 2)}
+def _cost_figures(c: GraphCost) -> GraphFigures:
+    return GraphFigures(round(c.gflops, 4), round(c.bytes / 1e6, 2))
 
 
 def bench_speed(model: Tokenizer, cfg: SpeedConfig,
-                progress: Callable[[str], None] | None = None) -> dict[str, Any]:
-    """Measure every (backend, size) of `cfg` on `model` (a torch Tokenizer on the CPU).
-
-    Returns:
-        {"results": [...], "graphs": {size: {graph: cost}}, "peak": DevicePeak dict or None,
-         "machine": {...}, "config": {...}}; each result has the keys DESIGN.md §6 names.
-    """
+                progress: Callable[[str], None] | None = None) -> SpeedBench:
+    """Measure every (backend, size) of `cfg` on `model` (a torch Tokenizer on the CPU)."""
     say = progress or (lambda m: None)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -227,15 +353,15 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
     model = model.eval()
     frames = _clip_frames(cfg.source, cfg.warmup + cfg.frames + cfg.streams * 7)
     graphs: dict[str, dict[str, GraphCost]] = {}
-    pre: dict[str, dict[str, Any]] = {}
-    coder: dict[str, dict[str, float]] = {}
+    pre: dict[str, PreprocessFigures] = {}
+    coder: dict[str, CoderFigures] = {}
     for w, h in cfg.sizes:
         graphs[f"{w}x{h}"] = frame_costs(model, h, w)
         say(f"entropy coder at {w}x{h}")
         coder[f"{w}x{h}"] = _coder_ms(model, [cv2.resize(f, (w, h), interpolation=cv2.INTER_AREA)
                                               for f in frames[:24]], cfg.sender)
         backend, ms = _preprocess_ms(frames[:12], (w, h), "auto")
-        pre[f"{w}x{h}"] = {"backend": backend, "ms_p50": ms}
+        pre[f"{w}x{h}"] = PreprocessFigures(backend, ms)
     peak: DevicePeak | None = None
     named = cfg.device or "cpu"
     if "cuda-graph" in backends or named.startswith("cuda"):
@@ -257,46 +383,45 @@ def bench_speed(model: Tokenizer, cfg: SpeedConfig,
             for r in range(cfg.repeats):
                 say(f"{backend} {key} x{cfg.streams} stream(s): run {r + 1}/{cfg.repeats}")
                 runs.append(_run_once(rt, clips, cfg))
-            res: dict[str, Any] = {"backend": backend, "size": key, "streams": cfg.streams, "frames": cfg.frames,
-                                   "repeats": cfg.repeats, "device": str(rt_dev), **_median_runs(runs)}
-            res["encode_fps_total"] = round(res["encode_fps"] * cfg.streams, 2)
-            res["decode_fps_total"] = round(res["decode_fps"] * cfg.streams, 2)
-            flops, nbytes = encode_cost(graphs[key], res["decodes_per_frame"])
-            res["gflops_per_frame"] = round(flops / 1e9, 4)  # encode+route, per stream frame
-            res["decode_gflops_per_frame"] = round(graphs[key]["decoder"].gflops, 4)
-            res["preprocess_ms_p50"] = pre[key]["ms_p50"]
-            res["preprocess_backend"] = pre[key]["backend"]
-            res.update(coder[key])  # packet v2's coder, on the CPU whatever the backend
+            med = _median_runs(runs)
+            encode_fps_total = round(med.encode_fps * cfg.streams, 2)
+            flops, nbytes = encode_cost(graphs[key], med.decodes_per_frame)
             on_gpu = peak is not None and rt_dev.type == "cuda"
-            res["encode_tflops"] = round(flops * res["encode_fps_total"] / 1e12, 4)
-            res["fraction_of_peak_flops"] = (round(res["encode_tflops"] / peak.matmul_tflops, 4)
-                                             if on_gpu and peak is not None else None)
-            res["fraction_of_peak_bandwidth"] = (round(nbytes * res["encode_fps_total"] / 1e9 / peak.copy_gbps, 4)
-                                                 if on_gpu and peak is not None else None)
-            res["runs"] = runs
-            results.append(res)
+            encode_tflops = round(flops * encode_fps_total / 1e12, 4)
+            results.append(SpeedResult(
+                backend=backend, size=key, streams=cfg.streams, frames=cfg.frames, repeats=cfg.repeats,
+                device=str(rt_dev), **dataclasses.asdict(med), encode_fps_total=encode_fps_total,
+                decode_fps_total=round(med.decode_fps * cfg.streams, 2), gflops_per_frame=round(flops / 1e9, 4),
+                decode_gflops_per_frame=round(graphs[key]["decoder"].gflops, 4),
+                preprocess_ms_p50=pre[key].ms_p50, preprocess_backend=pre[key].backend,
+                **dataclasses.asdict(coder[key]), encode_tflops=encode_tflops,
+                fraction_of_peak_flops=(round(encode_tflops / peak.matmul_tflops, 4)
+                                        if on_gpu and peak is not None else None),
+                fraction_of_peak_bandwidth=(round(nbytes * encode_fps_total / 1e9 / peak.copy_gbps, 4)
+                                            if on_gpu and peak is not None else None),
+                runs=runs))
         del rt
-    return {
-        "results": results,
-        "graphs": {k: {g: _cost_dict(c) for g, c in v.items()} for k, v in graphs.items()},
-        "preprocess": pre,
-        "coder": coder,
-        "peak": peak.to_dict() if peak is not None else None,
-        "machine": machine_info(threads),
-        "config": {"backends": backends, "sizes": [f"{w}x{h}" for w, h in cfg.sizes], "streams": cfg.streams,
-                   "frames": cfg.frames, "warmup": cfg.warmup, "repeats": cfg.repeats,
-                   "source": cfg.source or "bundled demo clip", "policy": cfg.sender.budget.policy,
-                   "ranking": cfg.sender.ranking, "signal": cfg.sender.budget.signal},
-    }
+    return SpeedBench(
+        results=results,
+        graphs={k: {g: _cost_figures(c) for g, c in v.items()} for k, v in graphs.items()},
+        preprocess=pre,
+        coder=coder,
+        peak=peak,
+        machine=machine_info(threads),
+        config=SpeedSettings(backends=backends, sizes=[f"{w}x{h}" for w, h in cfg.sizes], streams=cfg.streams,
+                             frames=cfg.frames, warmup=cfg.warmup, repeats=cfg.repeats,
+                             source=cfg.source or "bundled demo clip", policy=cfg.sender.budget.policy,
+                             ranking=cfg.sender.ranking, signal=cfg.sender.budget.signal),
+    )
 
 
-def summary_lines(res: dict[str, Any]) -> list[str]:
+def summary_lines(res: SpeedBench) -> list[str]:
     """bench_speed's result for people (rich console markup), one line per backend and size."""
-    return [f"[bold]{r['backend']:10s}[/] {r['size']:>8s} x{r['streams']}: "
-            f"encode+route {r['encode_fps']:.1f} fps "
-            f"(p50 {r['encode_ms_p50']:.1f} ms, p99 {r['encode_ms_p99']:.1f} ms, {r['decodes_per_frame']:.2f} "
-            f"decodes), decode {r['decode_fps']:.1f} fps (p50 {r['decode_ms_p50']:.1f} ms, p99 "
-            f"{r['decode_ms_p99']:.1f} ms), {r['gflops_per_frame']:.2f} GFLOP/frame"
-            + (f", {r['fraction_of_peak_flops']:.1%} of peak FLOP/s" if r["fraction_of_peak_flops"] is not None
+    return [f"[bold]{r.backend:10s}[/] {r.size:>8s} x{r.streams}: "
+            f"encode+route {r.encode_fps:.1f} fps "
+            f"(p50 {r.encode_ms_p50:.1f} ms, p99 {r.encode_ms_p99:.1f} ms, {r.decodes_per_frame:.2f} "
+            f"decodes), decode {r.decode_fps:.1f} fps (p50 {r.decode_ms_p50:.1f} ms, p99 "
+            f"{r.decode_ms_p99:.1f} ms), {r.gflops_per_frame:.2f} GFLOP/frame"
+            + (f", {r.fraction_of_peak_flops:.1%} of peak FLOP/s" if r.fraction_of_peak_flops is not None
                else "")
-            for r in res["results"]]
+            for r in res.results]

@@ -17,15 +17,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import shutil
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from livetok.engine.config import SenderConfig
+from livetok.engine.results import JsonResult, optional
 from livetok.engine.runtime import Runtime
+from livetok.stream.capture import CaptureOptions
 from livetok.stream.stages import percentile
 from livetok.stream.webrtc import ReceiverEndpoint, SignalingConfig, WebRTCConfig, webrtc_send
 from livetok.stream.webrtc.demo_server import DemoConfig, DemoServer
@@ -41,12 +44,55 @@ BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networkin
                 "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]
 
 
-def _pcts(values: list[float]) -> dict[str, Any]:
-    return {"n": len(values), "p50": round(percentile(values, 50), 1) if values else None,
-            "p99": round(percentile(values, 99), 1) if values else None}
+@dataclass(frozen=True)
+class Percentiles(JsonResult):
+    n: int
+    p50: float | None
+    p99: float | None
 
 
-async def peers(model: Runtime, seconds: float, unreliable: bool) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class PeersLatency(JsonResult):
+    """`webrtc send` -> `webrtc recv` on loopback: capture-to-decoded latency per frame, and the stream."""
+
+    mode: str  # "reliable" or "unreliable"
+    latency_ms: Percentiles
+    frames_captured: int
+    frames_dropped_before_encoder: int
+    frames_decoded: int
+    frames_lost: int
+    fps_decoded: float
+    kbit_per_s: float
+    tokens_per_frame: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BrowserLatency(JsonResult):
+    """The demo page in headless Chromium, probe mode: browser capture -> server -> shown, per frame."""
+
+    round_trip_ms: Percentiles
+    server_ms_p50: float
+    server_ms_p99: float
+    frames_decoded_by_server: int
+    fps_returned: float
+    console_errors: list[str]
+
+
+@dataclass(frozen=True, kw_only=True)
+class WebRTCLatency(JsonResult):
+    size: str
+    preset: str
+    clip: str
+    peers: list[PeersLatency] | None = optional()
+    browser: BrowserLatency | None = optional()
+
+
+def _pcts(values: list[float]) -> Percentiles:
+    return Percentiles(len(values), round(percentile(values, 50), 1) if values else None,
+                       round(percentile(values, 99), 1) if values else None)
+
+
+async def peers(model: Runtime, seconds: float, unreliable: bool) -> PeersLatency:
     cfg = WebRTCConfig(unreliable=unreliable)
     async with ReceiverEndpoint(model, SignalingConfig(port=0), cfg) as ep:
         lat: list[float] = []
@@ -56,19 +102,19 @@ async def peers(model: Runtime, seconds: float, unreliable: bool) -> dict[str, A
                 lat.append(f.latency_ms)
 
         task = asyncio.create_task(collect())
-        sent = await webrtc_send(model, str(CLIP), ep.url, SenderConfig(), cfg, loop=True,
-                                 max_frames=int(seconds * 30), size=SIZE)
+        sent = await webrtc_send(model, str(CLIP), ep.url, SenderConfig(), cfg,
+                                 CaptureOptions(loop=True, max_frames=int(seconds * 30), size=SIZE))
         await asyncio.wait_for(task, 30)
         summary = ep.receiver.summary()
-    return {"mode": "unreliable" if unreliable else "reliable", "latency_ms": _pcts(lat),
-            "frames_captured": sent["frames_captured"], "frames_dropped_before_encoder": sent["frames_dropped"],
-            "frames_decoded": summary["frames_decoded"], "frames_lost": summary["frames_lost"],
-            "fps_decoded": round(summary["frames_decoded"] / seconds, 2), "kbit_per_s": sent["bits_per_s"] / 1000,
-            "tokens_per_frame": sent["tokens_per_frame"]}
+    return PeersLatency(mode="unreliable" if unreliable else "reliable", latency_ms=_pcts(lat),
+                        frames_captured=sent.frames_captured, frames_dropped_before_encoder=sent.frames_dropped,
+                        frames_decoded=summary.frames_decoded, frames_lost=summary.frames_lost,
+                        fps_decoded=round(summary.frames_decoded / seconds, 2), kbit_per_s=sent.bits_per_s / 1000,
+                        tokens_per_frame=sent.tokens_per_frame)
 
 
 async def browser(model: Runtime, seconds: float, chromium: str, screenshot: Path | None,
-                  target_kbps: float) -> dict[str, Any]:
+                  target_kbps: float) -> BrowserLatency:
     from playwright.async_api import async_playwright
 
     sys.path.insert(0, str(ROOT))
@@ -103,20 +149,22 @@ async def browser(model: Runtime, seconds: float, chromium: str, screenshot: Pat
         await site.close()
         shutil.rmtree(tmp, ignore_errors=True)
     span = (hist[-1]["t"] - hist[0]["t"]) / 1000 if len(hist) > 1 else 0.0
-    return {"round_trip_ms": _pcts(s["probe"]["latencies"]), "server_ms_p50": s["serverMsP50"],
-            "server_ms_p99": s["serverMsP99"], "frames_decoded_by_server": s["serverDecoded"],
-            "fps_returned": round((len(hist) - 1) / span, 2) if span else 0.0, "console_errors": errors}
+    # `s` and `hist` are the page's own JSON (window.livetok)
+    return BrowserLatency(round_trip_ms=_pcts(s["probe"]["latencies"]), server_ms_p50=s["serverMsP50"],
+                          server_ms_p99=s["serverMsP99"], frames_decoded_by_server=s["serverDecoded"],
+                          fps_returned=round((len(hist) - 1) / span, 2) if span else 0.0, console_errors=errors)
 
 
-async def run(a: argparse.Namespace) -> dict[str, Any]:
+async def run(a: argparse.Namespace) -> WebRTCLatency:
     model = model_from_args(a)
-    res: dict[str, Any] = {"size": f"{SIZE[0]}x{SIZE[1]}", "preset": model.cfg.name, "clip": CLIP.name}
+    res = WebRTCLatency(size=f"{SIZE[0]}x{SIZE[1]}", preset=model.cfg.name, clip=CLIP.name)
     if a.only != "browser":
-        res["peers"] = [await peers(model, a.seconds, False), await peers(model, a.seconds, True)]
+        res = dataclasses.replace(res, peers=[await peers(model, a.seconds, False),
+                                              await peers(model, a.seconds, True)])
     chromium = shutil.which("chromium")
     if chromium is not None and a.only != "peers":
         shot = Path(a.screenshot) if a.screenshot else None
-        res["browser"] = await browser(model, a.seconds, chromium, shot, a.target_kbps)
+        res = dataclasses.replace(res, browser=await browser(model, a.seconds, chromium, shot, a.target_kbps))
     return res
 
 
@@ -131,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--only", choices=["peers", "browser"], default=None)
     p.add_argument("--json", action="store_true")
     a = p.parse_args(argv)
-    res = asyncio.run(run(a))
+    res = asyncio.run(run(a)).to_json()
     print(json.dumps(res, indent=2) if a.json else res)
     return 0
 

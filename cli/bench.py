@@ -129,7 +129,7 @@ def cmd_bench_stream(a: argparse.Namespace) -> int:
     res = bench_stream(model, a.streams, a.seconds, a.source, size, sender, a.broker, max_lag_s=a.max_lag)
     _say(console(), summary_lines(res))
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0
 
 
@@ -144,7 +144,7 @@ def _bench_find_max(a: argparse.Namespace, model: Runtime, sender: SenderConfig,
                            log=lambda r: con.print(trial_line(r)))
     con.print(summary_line(res))
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0
 
 
@@ -156,7 +156,7 @@ def cmd_bench_soak(a: argparse.Namespace) -> int:
     res = bench_soak(model, a.minutes, a.window, a.source, size, sender, a.broker)
     _say(console(), summary_lines(res))
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0
 
 
@@ -174,7 +174,7 @@ def cmd_bench_speed(a: argparse.Namespace) -> int:
     res = bench_speed(model, cfg, progress=con.print)
     _say(con, summary_lines(res))
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0
 
 
@@ -191,7 +191,7 @@ def cmd_bench_rd(a: argparse.Namespace) -> int:
         plot_rd(res, a.plot)
         con.print(f"wrote {a.plot}")
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0
 
 
@@ -216,7 +216,7 @@ def cmd_bench_arms(a: argparse.Namespace) -> int:
         res = bench_arms(a.inputs, cfg, a.out, a.data, a.max_frames, progress=on_progress)
     _say(con, summary_lines(res))
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0
 
 
@@ -234,5 +234,5 @@ def cmd_bench_perception(a: argparse.Namespace) -> int:
         plot_perception(res, a.plot)
         con.print(f"wrote {a.plot}")
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0

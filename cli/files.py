@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from . import robotics
 from .options import add_model_args, add_sender_args, open_model, sender_config
 from .output import EXIT_DAMAGED, EXIT_ERROR, console, print_json, progress, warn
 
 if TYPE_CHECKING:
+    from livetok.stream.evaluate import Metrics
+
     from .options import Subparsers
 
 
@@ -60,14 +62,15 @@ def register(sub: Subparsers) -> None:
     ev.set_defaults(func=cmd_eval)
 
 
-def metrics_line(m: dict[str, Any]) -> str:
+def metrics_line(m: Metrics) -> str:
     """A clip's quality, rate and speed figures on one line (eval, demo)."""
     # kbit/s at the clip's own frame rate (stream/bitrate.py), where the run knows it
-    rate = f" = {m['bits_per_s'] / 1000:.1f} kbit/s" if "bits_per_s" in m else ""
-    return (f"PSNR {m['psnr']:.2f} dB  SSIM {m['ssim']:.4f}  "
-            f"{m['tokens_per_frame']:.1f}/{m['positions']} tokens/frame  "
-            f"{m['bits_per_frame'] / 1000:.2f} kbit/frame{rate}  enc {m['encode_ms']:.1f} ms  "
-            f"dec {m['decode_ms']:.1f} ms  {m['decodes_per_frame']:.2f} decodes/frame  {m['frames']} frames")
+    bits_per_s = getattr(m, "bits_per_s", None)
+    rate = f" = {bits_per_s / 1000:.1f} kbit/s" if bits_per_s is not None else ""
+    return (f"PSNR {m.psnr:.2f} dB  SSIM {m.ssim:.4f}  "
+            f"{m.tokens_per_frame:.1f}/{m.positions} tokens/frame  "
+            f"{m.bits_per_frame / 1000:.2f} kbit/frame{rate}  enc {m.encode_ms:.1f} ms  "
+            f"dec {m.decode_ms:.1f} ms  {m.decodes_per_frame:.2f} decodes/frame  {m.frames} frames")
 
 
 def cmd_eval(a: argparse.Namespace) -> int:
@@ -85,15 +88,14 @@ def cmd_eval(a: argparse.Namespace) -> int:
         res = evaluate_files(model, a.inputs, sender, max_frames=a.max_frames, per_frame=a.per_frame,
                              progress=lambda name, n: prog.update(task, advance=n, description=f"eval {name}"))
     con = console()
-    for name, m in res["clips"].items():
+    for name, m in res.clips.items():
         con.print(f"[bold]{name}[/]: {metrics_line(m)}")
-    con.print(f"[bold]overall[/]: {metrics_line(res['overall'])}")
-    for m in res["clips"].values():
-        warn(m.get("warning"))
-    # what was asked for, named apart from what each clip reached (`kept_fraction`)
-    res["policy"], res["rate_target"], res["max_rate"] = a.policy, a.rate, a.max_rate
+    con.print(f"[bold]overall[/]: {metrics_line(res.overall)}")
+    for m in res.clips.values():
+        warn(m.warning)
     if a.json:
-        print_json(res)
+        # what was asked for, named apart from what each clip reached (`kept_fraction`)
+        print_json({**res.to_json(), "policy": a.policy, "rate_target": a.rate, "max_rate": a.max_rate})
     return 0
 
 
@@ -111,12 +113,12 @@ def cmd_encode(a: argparse.Namespace) -> int:
         task = prog.add_task("encode", total=total)
         summary = encode_file(model, a.input, a.output, sender, max_frames=a.max_frames,
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
-    console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
-                    f"{summary['tokens_per_frame']:.1f} tokens/frame, "
-                    f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame = {summary['bits_per_s'] / 1000:.1f} kbit/s")
-    warn(summary.get("warning"))
+    console().print(f"wrote {summary.output}: {summary.frames} frames, "
+                    f"{summary.tokens_per_frame:.1f} tokens/frame, "
+                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame = {summary.bits_per_s / 1000:.1f} kbit/s")
+    warn(summary.warning)
     if a.json:
-        print_json(summary)
+        print_json(summary.to_json())
     return 0
 
 
@@ -134,18 +136,18 @@ def cmd_decode(a: argparse.Namespace) -> int:
         task = prog.add_task("decode", total=ltk_records(a.input))
         res = decode_file(model, a.input, a.output, heatmap=a.heatmap,
                           progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
-    if not res["frames"]:  # nothing to watch: an error, not "wrote x.mp4: 0 frames" (no file was written)
-        why = res["error"] or "the file holds no frames"
+    if not res.frames:  # nothing to watch: an error, not "wrote x.mp4: 0 frames" (no file was written)
+        why = res.error or "the file holds no frames"
         raise PacketError(f"{src}: no frame could be decoded, nothing written: {why}")
     con = console()
-    lost = f", {res['frames_lost']} lost to damage (the last good frame held)" if res["frames_lost"] else ""
-    con.print(f"wrote {res['output']}: {res['frames']} frames{lost}")
-    if res["error"]:
-        con.print(f"[yellow]warning[/]: {res['damaged']} damaged packet(s) or stretch(es) skipped, decoding resumed "
-                  f"at the next keyframe; the first: {res['error']}")
+    lost = f", {res.frames_lost} lost to damage (the last good frame held)" if res.frames_lost else ""
+    con.print(f"wrote {res.output}: {res.frames} frames{lost}")
+    if res.error:
+        con.print(f"[yellow]warning[/]: {res.damaged} damaged packet(s) or stretch(es) skipped, decoding resumed "
+                  f"at the next keyframe; the first: {res.error}")
     if a.json:
-        print_json(res)
-    return 0 if res["error"] is None else EXIT_DAMAGED
+        print_json(res.to_json())
+    return 0 if res.error is None else EXIT_DAMAGED
 
 
 def cmd_demo(a: argparse.Namespace) -> int:
@@ -159,9 +161,9 @@ def cmd_demo(a: argparse.Namespace) -> int:
         task = prog.add_task("demo", total=total)
         res = run_demo(model, a.source, a.out, sender, a.frames, progress=lambda rec: prog.update(task, advance=1))
     con = console()
-    con.print(f"[bold]{res['source']}[/]: {metrics_line(res)}")
-    for p in res["outputs"]:
+    con.print(f"[bold]{res.source}[/]: {metrics_line(res)}")
+    for p in res.outputs:
         con.print(f"  wrote {p}")
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return 0

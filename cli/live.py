@@ -9,17 +9,18 @@ import sys
 from typing import TYPE_CHECKING, Any
 
 from . import robotics
-from .options import add_model_args, add_sender_args, open_model, parse_size, sender_config
+from .options import add_model_args, add_sender_args, open_model, sender_config
 from .output import EXIT_NO_FRAMES, LiveTable, console, fmt_ms, print_json, warn
 from .streaming import (
     IDLE_TIMEOUT_S,
     add_broker_args,
     brokers,
+    capture_options,
     check_sources,
-    idle_timeout,
     print_received,
     received_line,
     received_status,
+    record_options,
     stream_names,
     until_stopped,
 )
@@ -86,26 +87,26 @@ def cmd_publish(a: argparse.Namespace) -> int:
 
     streams = stream_names(a.source, a.stream)
     ids = robotics.frame_ids(a, streams)  # each camera's frame id in its retained info (default: the stream name)
-    sender, broker, size = sender_config(a), brokers(a), parse_size(a.size)
+    sender, broker, capture = sender_config(a), brokers(a), capture_options(a)
     check_sources(a.source)
     model = open_model(a)
     table = LiveTable()
     try:
         res, status = until_stopped(lambda stop: publish_sources(
-            model, a.source, broker, streams, sender, realtime=not a.as_fast_as_possible, loop=a.loop,
-            max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout, on_stats=table.update,
-            qos=a.qos, stop=stop, frame_ids=ids))
+            model, a.source, broker, streams, sender, capture, frame_ids=ids, qos=a.qos,
+            first_connect_timeout_s=a.connect_timeout, on_stats=table.update, stop=stop))
     finally:
         table.stop()
-    res.setdefault("ended_by", "end_of_source")
-    console().print(f"published {res['frames_published']} frames to {brokers_text(broker)} stream(s) "
-                    f"{', '.join(repr(s) for s in streams)}: {res['fps']} fps, {res['frames_dropped']} dropped, "
-                    f"latency p50 {fmt_ms(res['latency_ms_p50'])} ms p99 {fmt_ms(res['latency_ms_p99'])} ms, "
-                    f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
-    for w in res.get("warnings", []):
+    if res.ended_by is None:
+        res = res.ended("end_of_source")
+    console().print(f"published {res.frames_published} frames to {brokers_text(broker)} stream(s) "
+                    f"{', '.join(repr(s) for s in streams)}: {res.fps} fps, {res.frames_dropped} dropped, "
+                    f"latency p50 {fmt_ms(res.latency_ms_p50)} ms p99 {fmt_ms(res.latency_ms_p99)} ms, "
+                    f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s")
+    for w in res.warnings or []:
         warn(w)
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return status or 0
 
 
@@ -115,7 +116,7 @@ def cmd_receive(a: argparse.Namespace) -> int:
     from livetok.stream.live import receive_stream
 
     broker = brokers(a)
-    timeout = idle_timeout(a)
+    record = record_options(a, on_status=console().print)  # a bad --timeout is refused before anything starts
     if (a.workers > 1 or a.worker is not None) and a.stream != "+":
         raise ValueError(f"--workers/--worker split every stream: use --stream '+', not {a.stream!r}")
     if a.workers < 1:
@@ -123,15 +124,14 @@ def cmd_receive(a: argparse.Namespace) -> int:
     if a.workers > 1:
         return _run_workers(a)
     model = open_model(a)
-    con = console()
     res, status = until_stopped(lambda stop: receive_stream(
-        model, broker, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
-        identifier=a.client_id, first_connect_timeout_s=a.connect_timeout, max_lag_s=a.max_lag,
-        worker=a.worker, group=a.group, stop=stop, on_status=con.print))
-    print_received(res)
+        model, broker, a.stream, record, identifier=a.client_id, first_connect_timeout_s=a.connect_timeout,
+        max_lag_s=a.max_lag, worker=a.worker, group=a.group, stop=stop))
+    doc = res.to_json()
+    print_received(doc)
     if a.json:
-        print_json(res)
-    return received_status(res, status)
+        print_json(doc)
+    return received_status(doc, status)
 
 
 def _run_workers(a: argparse.Namespace) -> int:

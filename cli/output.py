@@ -13,6 +13,8 @@ if TYPE_CHECKING:  # rich loads when a command prints, not for `livetok --help`
     from rich.progress import Progress
     from rich.table import Table
 
+    from livetok.stream.pipeline import PipelineSnapshot
+
 EXIT_ERROR = 2  # an error said in one line (`livetok: error: ...`), or no command given
 EXIT_DAMAGED = 1  # `decode`: the video was written, but frames were lost to damage in the file
 # `receive` / `webrtc recv` when the run decoded no frame: a script must not read an empty recording
@@ -51,21 +53,21 @@ def fmt_ms(v: float | None) -> str:
     return "–" if v is None else f"{v:g}"
 
 
-# the live table's columns: (header, stats key). Headers short enough that the table fits an
-# 80-column terminal whole; the full names are the JSON keys
-_STAGE_COLUMNS = (("stage", "stage"), ("frames", "count"), ("fps", "fps"), ("p50 ms", "latency_ms_p50"),
-                  ("p99 ms", "latency_ms_p99"), ("queue", "queue_depth"), ("dropped", "dropped"))
+# the live table's columns. Headers short enough that the table fits an 80-column terminal whole; the
+# full names are the JSON keys
+_STAGE_COLUMNS = ("stage", "frames", "fps", "p50 ms", "p99 ms", "queue", "dropped")
 
 
-def _stats_table(d: dict[str, Any]) -> Table:
+def _stats_table(d: PipelineSnapshot) -> Table:
     from rich.table import Table
 
-    t = Table(title=f"{d['frames_published']} published, {d['frames_dropped']} dropped, "
-                    f"p50 {fmt_ms(d['latency_ms_p50'])} ms, {d['bits_per_s'] / 1000:.1f} kbit/s")
-    for header, _ in _STAGE_COLUMNS:
+    t = Table(title=f"{d.frames_published} published, {d.frames_dropped} dropped, "
+                    f"p50 {fmt_ms(d.latency_ms_p50)} ms, {d.bits_per_s / 1000:.1f} kbit/s")
+    for header in _STAGE_COLUMNS:
         t.add_column(header, justify="left" if header == "stage" else "right", no_wrap=True)
-    for s in d["stages"]:
-        t.add_row(*(fmt_ms(s[k]) if k.startswith("latency") else str(s[k]) for _, k in _STAGE_COLUMNS))
+    for s in d.stages:
+        t.add_row(s.stage, str(s.count), str(s.fps), fmt_ms(s.latency_ms_p50), fmt_ms(s.latency_ms_p99),
+                  str(s.queue_depth), str(s.dropped))
     return t
 
 
@@ -81,7 +83,7 @@ class LiveTable:
             self.live = Live(console=self.con, refresh_per_second=4, transient=True)
             self.live.start()
 
-    def update(self, d: dict[str, Any]) -> None:
+    def update(self, d: PipelineSnapshot) -> None:
         if self.live is None:
             return
         self.live.update(_stats_table(d))

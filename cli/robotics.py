@@ -6,11 +6,14 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
-from .options import open_model, parse_size, sender_config
+from .options import open_model, sender_config
 from .output import EXIT_DAMAGED, LiveTable, console, print_json, progress
-from .streaming import brokers, print_received, received_status, stream_names, until_stopped
+from .streaming import brokers, capture_options, print_received, received_status, stream_names, until_stopped
+
+if TYPE_CHECKING:
+    from livetok.stream.mcap_file import RecordingMetrics
 
 RECORDING_SUFFIXES = (".ltk", ".mcap")
 
@@ -78,12 +81,12 @@ def cmd_encode_mcap(a: argparse.Namespace) -> int:
         summary = encode_mcap(model, a.input, a.output, sender, max_frames=a.max_frames,
                               preview=not a.no_preview,
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
-    console().print(f"wrote {summary['output']}: {summary['frames']} frames, "
-                    f"{summary['tokens_per_frame']:.1f} tokens/frame, "
-                    f"{summary['bits_per_frame'] / 1000:.2f} kbit/frame (MCAP: tokens"
-                    f"{' + preview' if summary.get('preview', True) else ''} channels)")
+    console().print(f"wrote {summary.output}: {summary.frames} frames, "
+                    f"{summary.tokens_per_frame:.1f} tokens/frame, "
+                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame (MCAP: tokens"
+                    f"{' + preview' if summary.preview else ''} channels)")
     if a.json:
-        print_json(summary)
+        print_json(summary.to_json())
     return 0
 
 
@@ -99,16 +102,16 @@ def cmd_decode_mcap(a: argparse.Namespace) -> int:
         task = prog.add_task("decode", total=mcap_records(src))
         res = decode_mcap(model, src, a.output, heatmap=a.heatmap,
                           progress=lambda name, n: prog.update(task, advance=n, description=f"decode {name}"))
-    if not res["frames"]:
-        raise PacketError(f"{src}: no frame could be decoded, nothing written: {res['error'] or 'no frames'}")
+    if not res.frames:
+        raise PacketError(f"{src}: no frame could be decoded, nothing written: {res.error or 'no frames'}")
     con = console()
-    for p in res["outputs"]:
+    for p in res.outputs:
         con.print(f"wrote {p}")
-    con.print(f"{res['frames']} frames from {len(res['cameras'])} camera(s)"
-              + (f", {res['frames_lost']} lost to damage; the first: {res['error']}" if res["error"] else ""))
+    con.print(f"{res.frames} frames from {len(res.cameras)} camera(s)"
+              + (f", {res.frames_lost} lost to damage; the first: {res.error}" if res.error else ""))
     if a.json:
-        print_json(res)
-    return 0 if res["error"] is None else EXIT_DAMAGED
+        print_json(res.to_json())
+    return 0 if res.error is None else EXIT_DAMAGED
 
 
 def cmd_eval_recordings(a: argparse.Namespace) -> int:
@@ -121,10 +124,10 @@ def cmd_eval_recordings(a: argparse.Namespace) -> int:
     if a.reference is not None and len(a.inputs) != 1:
         raise ValueError("--reference names the clip of one recording: give one .ltk/.mcap with it")
     model = open_model(a)
-    clips: dict[str, Any] = {}
+    clips: dict[str, RecordingMetrics] = {}
     for p in a.inputs:
         res = evaluate_recording(model, p, reference=a.reference, max_frames=a.max_frames)
-        for name, m in res["clips"].items():
+        for name, m in res.clips.items():
             key = name if name not in clips else f"{Path(p).stem}/{name}"
             if key in clips:
                 raise StreamError(f"two inputs share the camera name {name!r}; rename one")
@@ -132,28 +135,34 @@ def cmd_eval_recordings(a: argparse.Namespace) -> int:
     overall = _weighted(list(clips.values()))
     con = console()
     for name, m in clips.items():
-        q = f"PSNR {m['psnr']:.2f} dB, " if m["psnr"] is not None else "(no reference clip: no PSNR), "
-        con.print(f"[bold]{name}[/]: {q}{m['tokens_per_frame']:.1f} tokens/frame, "
-                  f"{m['bits_per_frame'] / 1000:.2f} kbit/frame, decode {m['decode_ms']:.1f} ms, {m['frames']} frames")
+        q = f"PSNR {m.psnr:.2f} dB, " if m.psnr is not None else "(no reference clip: no PSNR), "
+        con.print(f"[bold]{name}[/]: {q}{m.tokens_per_frame:.1f} tokens/frame, "
+                  f"{m.bits_per_frame / 1000:.2f} kbit/frame, decode {m.decode_ms:.1f} ms, {m.frames} frames")
     if a.json:
-        print_json({"overall": overall, "clips": clips})
+        print_json({"overall": overall.to_json(), "clips": {k: m.to_json() for k, m in clips.items()}})
     return 0
 
 
-def _weighted(ms: list[dict[str, Any]]) -> dict[str, Any]:
-    """The recordings' overall figures: per-frame means weighted by frames (None where a clip has none)."""
-    n = sum(m["frames"] for m in ms)
+def _weighted(ms: list[RecordingMetrics]) -> RecordingMetrics:
+    """The recordings' overall figures: per-frame means weighted by frames (None where a clip has none); no
+    `positions` (the recordings' grids may differ)."""
+    from livetok.stream.mcap_file import RecordingMetrics
 
-    def mean(k: str) -> float | None:
-        if any(m[k] is None for m in ms):
+    n = sum(m.frames for m in ms)
+
+    def mean(values: list[float | None]) -> float | None:
+        if any(v is None for v in values):
             return None
-        return float(sum(m[k] * m["frames"] for m in ms) / n)
+        return float(sum(v * m.frames for v, m in zip(values, ms, strict=True) if v is not None) / n)
 
-    out: dict[str, Any] = {k: mean(k) for k in ("psnr", "ssim", "tokens_per_frame", "bits_per_frame",
-                                                 "kept_fraction")}
-    out.update(frames=n, keyframes=sum(m["keyframes"] for m in ms), decode_ms=max(m["decode_ms"] for m in ms),
-               encode_ms=None, decodes_per_frame=1.0)
-    return out
+    def mean_of(values: list[float]) -> float:
+        return float(sum(v * m.frames for v, m in zip(values, ms, strict=True)) / n)
+
+    return RecordingMetrics(psnr=mean([m.psnr for m in ms]), ssim=mean([m.ssim for m in ms]),
+                            tokens_per_frame=mean_of([m.tokens_per_frame for m in ms]),
+                            bits_per_frame=mean_of([m.bits_per_frame for m in ms]),
+                            kept_fraction=mean_of([m.kept_fraction for m in ms]), frames=n,
+                            keyframes=sum(m.keyframes for m in ms), decode_ms=max(m.decode_ms for m in ms))
 
 
 def cmd_publish_robot(a: argparse.Namespace) -> int:
@@ -163,12 +172,12 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
     from livetok.stream.zenoh_transport import parse_zenoh
 
     streams = stream_names(a.source, a.stream)
-    sender, size = sender_config(a), parse_size(a.size)
+    sender, capture = sender_config(a), capture_options(a)
     outputs = RobotOutputs(
         broker=brokers(a) if a.broker else None, qos=a.qos,
         zenoh=parse_zenoh(a.zenoh, a.zenoh_mode) if a.zenoh is not None else None,
         foxglove=parse_host_port(a.foxglove) if a.foxglove is not None else None,
-        mcap=a.mcap, preview=not a.no_preview)
+        mcap=a.mcap, preview=not a.no_preview, connect_timeout_s=a.connect_timeout)
     ids = frame_ids(a, streams)
     for source in a.source:
         frame_total(source)  # a missing file or bad spec, in one line, before the model loads
@@ -176,29 +185,30 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
     con = console()
     table = LiveTable()
 
-    def ready(d: dict[str, Any]) -> None:
-        if d.get("foxglove_port") is not None:
+    def ready(foxglove_port: int | None) -> None:
+        if foxglove_port is not None:
             host = outputs.foxglove[0] if outputs.foxglove else "127.0.0.1"
-            con.print(f"Foxglove: open ws://{host}:{d['foxglove_port']} in Foxglove (Open connection -> "
+            con.print(f"Foxglove: open ws://{host}:{foxglove_port} in Foxglove (Open connection -> "
                       f"Foxglove WebSocket)")
 
     try:  # SIGINT/SIGTERM: a clean stop, as MQTT's publish (end of stream out, the MCAP file finalised)
         res, status = until_stopped(lambda stop: publish_robot(
-            model, a.source, streams, sender, outputs, frame_ids=ids, realtime=not a.as_fast_as_possible,
-            loop=a.loop, max_frames=a.max_frames, size=size, first_connect_timeout_s=a.connect_timeout,
-            on_stats=table.update, on_ready=ready, stop=stop))
+            model, a.source, streams, sender, outputs, capture, frame_ids=ids, on_stats=table.update,
+            on_ready=ready, stop=stop))
     finally:
         table.stop()
-    res.setdefault("ended_by", "end_of_source")
-    con.print(f"published {res['frames_published']} frames of {', '.join(repr(s) for s in streams)} to "
-              f"{'; '.join(res['outputs'])}: {res['fps']} fps, {res['frames_dropped']} dropped, "
-              f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
+    if res.ended_by is None:
+        res = res.ended("end_of_source")
+    con.print(f"published {res.frames_published} frames of {', '.join(repr(s) for s in streams)} to "
+              f"{'; '.join(res.outputs)}: {res.fps} fps, {res.frames_dropped} dropped, "
+              f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s")
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return status or 0
 
 
 def cmd_receive_zenoh(a: argparse.Namespace) -> int:
+    from livetok.stream.live import RecordOptions
     from livetok.stream.robotics import receive_zenoh
     from livetok.stream.zenoh_transport import parse_zenoh
 
@@ -210,11 +220,13 @@ def cmd_receive_zenoh(a: argparse.Namespace) -> int:
     timeout = a.timeout if a.timeout and a.timeout > 0 else None
     model = open_model(a)
     con = console()
+    record = RecordOptions(out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
+                           on_status=con.print)
     # SIGINT/SIGTERM: a clean stop, as MQTT's receive (the MP4 finalised, the summary printed, 128 + signal)
-    res, status = until_stopped(lambda stop: receive_zenoh(
-        model, cfg, a.stream, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
-        max_lag_s=a.max_lag, stop=stop, on_status=con.print))
-    print_received(res)
+    res, status = until_stopped(lambda stop: receive_zenoh(model, cfg, a.stream, record, max_lag_s=a.max_lag,
+                                                           stop=stop))
+    doc = res.to_json()
+    print_received(doc)
     if a.json:
-        print_json(res)
-    return received_status(res, status)
+        print_json(doc)
+    return received_status(doc, status)

@@ -4,15 +4,18 @@ options, a clean stop on SIGINT/SIGTERM, and the receiver's summary."""
 from __future__ import annotations
 
 import argparse
-from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
+from .options import parse_size
 from .output import EXIT_NO_FRAMES, console, fmt_ms
 
 if TYPE_CHECKING:
     import asyncio
 
     from livetok.stream.broker_url import BrokerConfig
+    from livetok.stream.capture import CaptureOptions
+    from livetok.stream.live import RecordOptions
 
 # `receive` and `webrtc recv` end after this many seconds without a frame (--timeout): a receiver
 # whose publisher was killed, or never came, ends on its own instead of waiting for ever
@@ -72,7 +75,16 @@ def idle_timeout(a: argparse.Namespace) -> float | None:
     return float(a.timeout) or None
 
 
-def until_stopped(work: Callable[[asyncio.Event], Awaitable[dict[str, Any]]]) -> tuple[dict[str, Any], int | None]:
+class Ending(Protocol):
+    """A run's summary that can say why the run ended (`ended_by`)."""
+
+    def ended(self, by: str) -> Self: ...
+
+
+E = TypeVar("E", bound=Ending)
+
+
+def until_stopped(work: Callable[[asyncio.Event], Awaitable[E]]) -> tuple[E, int | None]:
     """Run `work(stop_event)` with SIGINT and SIGTERM as a clean stop (stream/stopping.py): the run
     finishes its streams and returns its summary, with `ended_by` the signal's name. Returns the
     summary and the exit status the signal asks for (128 + its number), or None."""
@@ -85,17 +97,35 @@ def until_stopped(work: Callable[[asyncio.Event], Awaitable[dict[str, Any]]]) ->
     def said(name: str) -> None:
         con.print(f"{name}: stopping: finishing the stream(s) (send it again to quit at once)")
 
-    async def run() -> tuple[dict[str, Any], StopSignals]:
+    async def run() -> tuple[E, StopSignals]:
         async with StopSignals(on_stop=said) as stop:
             return await work(stop.event), stop
 
     res, stop = asyncio.run(run())
     if stop.name is not None:
-        res["ended_by"] = stop.name
+        res = res.ended(stop.name)
     return res, stop.exit_status
 
 
-def received_line(res: dict[str, Any]) -> str:
+def capture_options(a: argparse.Namespace) -> CaptureOptions:
+    """How a sender command reads its sources: --as-fast-as-possible, --loop, --max-frames, --size."""
+    from livetok.stream.capture import CaptureOptions
+
+    return CaptureOptions(realtime=not a.as_fast_as_possible, loop=a.loop, max_frames=a.max_frames,
+                          size=parse_size(a.size))
+
+
+def record_options(a: argparse.Namespace, on_status: Callable[[str], Any] | None = None) -> RecordOptions:
+    """What a receiver command does with its frames: --out, --show (refused), --timeout, --max-frames."""
+    from livetok.stream.live import RecordOptions
+
+    return RecordOptions(out=a.out, show=a.show, idle_timeout_s=idle_timeout(a), max_frames=a.max_frames,
+                         on_status=on_status)
+
+
+# A receiver's summary for people reads its JSON document (`to_json()`): the same for every transport and for
+# a worker group, whose summary is merged from its workers' documents (stream/workers.py `merge_summaries`)
+def received_line(res: Mapping[str, Any]) -> str:
     """The receiver's summary for people (receive, webrtc recv)."""
     if not res["frames_received"]:
         return "no frames received"  # latencies and rates of nothing would read "None"
@@ -104,12 +134,12 @@ def received_line(res: dict[str, Any]) -> str:
             f"{fmt_ms(res['latency_ms_p99'])} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
 
 
-def received_status(res: dict[str, Any], status: int | None) -> int:
+def received_status(res: Mapping[str, Any], status: int | None) -> int:
     """A receiver's exit status: a signal's, else EXIT_NO_FRAMES when it decoded nothing, else 0."""
     return status or (0 if res["frames_decoded"] else EXIT_NO_FRAMES)
 
 
-def print_received(res: dict[str, Any]) -> None:
+def print_received(res: Mapping[str, Any]) -> None:
     """A receiver's summary line and the files it wrote, on stderr."""
     con = console()
     con.print(received_line(res))

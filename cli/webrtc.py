@@ -11,17 +11,17 @@ from .options import (
     add_model_args,
     add_sender_args,
     open_model,
-    parse_size,
     required_size,
     sender_config,
 )
 from .output import LiveTable, console, print_json, warn
 from .streaming import (
     IDLE_TIMEOUT_S,
+    capture_options,
     check_sources,
-    idle_timeout,
     print_received,
     received_status,
+    record_options,
     until_stopped,
 )
 
@@ -97,25 +97,25 @@ def _signal_token(a: argparse.Namespace) -> str | None:
 def cmd_webrtc_send(a: argparse.Namespace) -> int:
     from livetok.stream.webrtc import webrtc_send
 
-    sender, size, cfg = sender_config(a), parse_size(a.size), _webrtc_cfg(a)
+    sender, capture, cfg = sender_config(a), capture_options(a), _webrtc_cfg(a)
     check_sources([a.source])
     model = open_model(a)
     table = LiveTable()
     try:
         res, status = until_stopped(lambda stop: webrtc_send(
-            model, a.source, a.signal_url, sender, cfg, stream=a.stream, token=_signal_token(a),
-            realtime=not a.as_fast_as_possible, loop=a.loop, max_frames=a.max_frames, size=size,
+            model, a.source, a.signal_url, sender, cfg, capture, stream=a.stream, token=_signal_token(a),
             on_stats=table.update, stop=stop))
     finally:
         table.stop()
-    res.setdefault("ended_by", "end_of_source")
-    console().print(f"sent {res['frames_published']} frames to {a.signal_url}: {res['fps']} fps, "
-                    f"{res['frames_dropped']} dropped, {res['keyframe_requests']} keyframe requests, "
-                    f"{res['tokens_per_frame']} tokens/frame, {res['bits_per_s'] / 1000:.1f} kbit/s")
-    for w in res.get("warnings", []):
+    if res.ended_by is None:
+        res = res.ended("end_of_source")
+    console().print(f"sent {res.frames_published} frames to {a.signal_url}: {res.fps} fps, "
+                    f"{res.frames_dropped} dropped, {res.keyframe_requests} keyframe requests, "
+                    f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s")
+    for w in res.warnings or []:
         warn(w)
     if a.json:
-        print_json(res)
+        print_json(res.to_json())
     return status or 0
 
 
@@ -125,17 +125,18 @@ def cmd_webrtc_recv(a: argparse.Namespace) -> int:
     host, port = parse_listen(a.listen)
     sig = SignalingConfig(host=host, port=port, token=_signal_token(a))
     cfg = _webrtc_cfg(a)
-    timeout = idle_timeout(a)
-    model = open_model(a)
     con = console()
+    record = record_options(a, on_status=con.print)
+    model = open_model(a)
     res, status = until_stopped(lambda stop: webrtc_recv(
-        model, sig, cfg, out=a.out, show=a.show, idle_timeout_s=timeout, max_frames=a.max_frames,
+        model, sig, cfg, record,
         on_listening=lambda url: con.print(f"listening for a sender: livetok webrtc send --signal {url}"),
-        stop=stop, on_status=con.print))
-    print_received(res)
+        stop=stop))
+    doc = res.to_json()
+    print_received(doc)
     if a.json:
-        print_json(res)
-    return received_status(res, status)
+        print_json(doc)
+    return received_status(doc, status)
 
 
 def cmd_webrtc_serve(a: argparse.Namespace) -> int:

@@ -4,25 +4,24 @@ warm-up. Only on a CUDA device; on a CPU there is no peak to report (None)."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from typing import Any
 
 import torch
+
+from livetok.engine.results import JsonResult
 
 COPY_BYTES = 1 << 30  # 1 GiB: far beyond any cache, long enough to time
 MATMUL_N = 8192  # 8192^3 * 2 = 1.1 TFLOP per product
 
 
 @dataclass(frozen=True)
-class DevicePeak:
+class DevicePeak(JsonResult):
     device: str
     copy_gbps: float  # GB/s (1e9 bytes) read + written by a device-to-device copy
     matmul_tflops: float  # TFLOP/s of an N x N x N product in `matmul_dtype`
     matmul_dtype: str  # float32 with TF32 when cuDNN's convolutions use TF32 too (torch's default)
     matmul_n: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 def _time_ms(fn: Any, iters: int, warmup: int) -> float:

@@ -18,6 +18,7 @@ time from a pipeline's start. Several streams together: the sum of their rates.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypedDict
 
 from livetok.engine.budget import k_min
 from livetok.engine.config import SenderConfig
@@ -103,9 +104,17 @@ class TargetCheck:
                 f"stream can reach: {self.floor_share:.0%} of its frames kept only the floor of tokens (N/16 a frame "
                 f"unless skipped), and it ran at {self.bits_per_s / 1000:.1f} kbit/s")
 
-    def as_json(self) -> dict[str, object]:
+    def as_json(self) -> TargetJson:
         return {"target_bps": self.target_bps, "target_below_floor": self.below_floor,
                 "floor_share": round(self.floor_share, 3)}
+
+
+class TargetJson(TypedDict):
+    """A `TargetCheck`'s keys in a result (the keyword arguments of the results that carry them)."""
+
+    target_bps: float
+    target_below_floor: bool
+    floor_share: float
 
 
 def check_target(target_bps: float | None, bits_per_s: float, floor_frames: int,

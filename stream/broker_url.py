@@ -8,8 +8,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, NotRequired, TypedDict
 from urllib.parse import unquote, urlsplit
+
+if TYPE_CHECKING:
+    import aiomqtt
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -33,6 +36,17 @@ _MASK = "***"
 
 
 # --- broker address ---------------------------------------------------------------------------
+
+
+class ClientKwargs(TypedDict):
+    """`aiomqtt.Client`'s keyword arguments for one broker (`BrokerConfig.client_kwargs`)."""
+
+    hostname: str
+    port: int
+    username: str | None
+    password: str | None
+    keepalive: int
+    tls_params: NotRequired[aiomqtt.TLSParameters]
 
 
 @dataclass(frozen=True)
@@ -82,9 +96,9 @@ class BrokerConfig:
         user = f"{self.username}@" if self.username else ""
         return f"{'mqtts' if self.tls else 'mqtt'}://{user}{host}:{self.port}"
 
-    def client_kwargs(self) -> dict[str, Any]:
+    def client_kwargs(self) -> ClientKwargs:
         """Keyword arguments for `aiomqtt.Client(**kwargs)` (aiomqtt >= 2.3)."""
-        kwargs: dict[str, Any] = {
+        kwargs: ClientKwargs = {
             "hostname": self.host,
             "port": self.port,
             "username": self.username,

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -23,6 +23,25 @@ class Captured:
     frame: np.ndarray  # uint8 RGB [H, W, 3]
     timestamp_us: int  # wall-clock capture time (time.time), so another machine can measure latency
     index: int  # position in this capture (keeps counting across loops)
+
+
+@dataclass(frozen=True)
+class CaptureOptions:
+    """How a sender reads its sources (`publish`, `webrtc send`, the robot outputs): see `capture`."""
+
+    realtime: bool = True  # pace a file at its frame rate (False: as fast as possible)
+    loop: bool = False  # start a file again when it ends
+    max_frames: int | None = None
+    size: tuple[int, int] | None = None  # (width, height) every frame is resized to
+
+    def open(self, spec: str) -> AsyncIterator[Captured]:
+        """`capture(spec)` with these options."""
+        return capture(spec, realtime=self.realtime, loop=self.loop, max_frames=self.max_frames, size=self.size)
+
+    def live(self, sources: Sequence[str]) -> bool:
+        """Whether the pipeline drops the oldest frame for a slow encoder: paced files, cameras and URLs do;
+        a file read as fast as possible loses nothing."""
+        return self.realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
 
 
 def _next(it: Iterator[np.ndarray]) -> np.ndarray | None:

@@ -4,6 +4,7 @@ token heat-map) and a plot of tokens and PSNR per frame, and summarise."""
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import numpy as np
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .evaluate import FrameRecord, run_frames, summarize
+from .evaluate import FrameRecord, Metrics, run_frames, summarize
 from .heatmap import token_heatmap
 from .session import EncodedFrame
 from .sources import open_source
@@ -31,6 +32,14 @@ def demo_source(source: str | None, max_frames: int | None) -> tuple[str, int | 
     return source or str(DEMO_CLIP), limit
 
 
+@dataclass(frozen=True, kw_only=True)
+class DemoSummary(Metrics):
+    """The demo's metric set M, what it read and the files it wrote (video, plot, token file)."""
+
+    source: str
+    outputs: list[str]
+
+
 def run_demo(
     model: Runtime,
     source: str | None,
@@ -38,7 +47,7 @@ def run_demo(
     sender: SenderConfig,
     max_frames: int | None = None,
     progress: Any = None,
-) -> dict[str, Any]:
+) -> DemoSummary:
     """Run the demo; returns the metric set M plus `outputs` (paths written) and `source`."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -73,10 +82,8 @@ def run_demo(
     b = sender.budget
     title = f"livetok demo: {src.name} ({b.policy}, rate {b.rate}{'' if b.max_rate is None else f', max {b.max_rate}'})"
     plot_records(records, plot_path, title=title)
-    summary = summarize(records)
-    summary["source"] = src.name
-    summary["outputs"] = [str(video_path), str(plot_path), str(ltk_path)]
-    return summary
+    return DemoSummary.extending(summarize(records), source=src.name,
+                                 outputs=[str(video_path), str(plot_path), str(ltk_path)])
 
 
 def plot_records(records: list[FrameRecord], path: Path, title: str) -> None:

@@ -6,19 +6,20 @@ computed per frame on uint8 RGB and averaged over frames (DESIGN.md §7).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 import statistics
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.metrics import psnr, ssim
+from livetok.engine.results import JsonResult, optional
 from livetok.engine.runtime import Runtime
 
 from .bitrate import check_target, policy_floor
@@ -28,7 +29,7 @@ from .video_io import VideoReader
 
 
 @dataclass(frozen=True)
-class FrameRecord:
+class FrameRecord(JsonResult):
     index: int
     keyframe: bool
     k: int
@@ -87,27 +88,74 @@ def run_frames(
     return records
 
 
-def summarize(records: list[FrameRecord]) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class Metrics(JsonResult):
+    """The metric set M of DESIGN.md §6 over some frames (frame-weighted means; times are per-frame medians)."""
+
+    psnr: float
+    ssim: float
+    tokens_per_frame: float
+    bits_per_frame: float  # the packets as sent
+    bits_per_frame_v1: float  # the same tokens as fixed-length v1 packets
+    encode_ms: float
+    decode_ms: float  # NaN without a receiver (`run_frames`)
+    decodes_per_frame: float
+    frames: int
+    positions: int
+    # achieved, not requested: the requested rate is the sender's (`rate_target` in `eval --json`)
+    kept_fraction: float
+    keyframes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class OverallMetrics(Metrics):
+    """M over every clip, and all packets over all clips' durations."""
+
+    bits_per_s: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class ClipMetrics(Metrics):
+    """M of one clip, at its own frame rate; the target keys (`TargetCheck`) with a `target_bps`, the frames'
+    records when asked for."""
+
+    fps: float
+    bits_per_s: float  # its packets at `fps` (stream/bitrate.py: `bits_per_frame * fps`)
+    target_bps: float | None = optional()
+    target_below_floor: bool | None = optional()
+    floor_share: float | None = optional()
+    warning: str | None = optional(present_with="target_bps")
+    per_frame: list[FrameRecord] | None = optional()
+
+
+@dataclass(frozen=True)
+class EvalResult(JsonResult):
+    """`livetok eval`'s result: M overall (frame-weighted) and per clip (by name)."""
+
+    overall: OverallMetrics
+    clips: dict[str, ClipMetrics]
+
+
+def summarize(records: list[FrameRecord]) -> Metrics:
     """The metric set M of DESIGN.md §6 (frame-weighted means; times are per-frame medians)."""
     def mean(key: str) -> float:
         return float(np.mean([getattr(r, key) for r in records]))
 
     n = records[0].n
-    return {
-        "psnr": mean("psnr"),
-        "ssim": mean("ssim"),
-        "tokens_per_frame": mean("k"),
-        "bits_per_frame": mean("bits"),
-        "bits_per_frame_v1": mean("bits_v1"),
-        "encode_ms": float(statistics.median(r.encode_ms for r in records)),
-        "decode_ms": float(statistics.median(r.decode_ms for r in records)),
-        "decodes_per_frame": mean("decodes"),
-        "frames": len(records),
-        "positions": n,
-        # achieved, not requested: the requested rate is the sender's (`rate_target` in `eval --json`)
-        "kept_fraction": mean("k") / n if n else 0.0,
-        "keyframes": sum(r.keyframe for r in records),
-    }
+    return Metrics(
+        psnr=mean("psnr"),
+        ssim=mean("ssim"),
+        tokens_per_frame=mean("k"),
+        bits_per_frame=mean("bits"),
+        bits_per_frame_v1=mean("bits_v1"),
+        encode_ms=float(statistics.median(r.encode_ms for r in records)),
+        decode_ms=float(statistics.median(r.decode_ms for r in records)),
+        decodes_per_frame=mean("decodes"),
+        frames=len(records),
+        positions=n,
+        kept_fraction=mean("k") / n if n else 0.0,
+        keyframes=sum(r.keyframe for r in records),
+    )
 
 
 def video_files(paths: Iterable[str | os.PathLike[str]]) -> list[str]:
@@ -141,14 +189,14 @@ def evaluate_files(
     per_frame: bool = False,
     progress: Callable[[str, int], None] | None = None,
     receiver: bool = True,
-) -> dict[str, Any]:
-    """Evaluate clips; returns {"overall": M, "clips": {name: M}} (frame-weighted overall means).
+) -> EvalResult:
+    """Evaluate clips; returns M overall (frame-weighted means) and per clip.
     `receiver`: see run_frames.
 
     Besides M, each clip has `fps` (its own) and `bits_per_s`: its packets at that rate (stream/bitrate.py:
     `bits_per_frame * fps`); overall, all packets over all clips' durations. With a `target_bps`, each
     clip also has `target_bps`, `target_below_floor`, `floor_share` (`TargetCheck`) and `warning`."""
-    clips: dict[str, Any] = {}
+    clips: dict[str, ClipMetrics] = {}
     everything: list[FrameRecord] = []
     seconds = 0.0
     for p in paths:
@@ -161,24 +209,21 @@ def evaluate_files(
                               on_frame=(lambda *a, name=name: progress(name, 1)) if progress else None,
                               receiver=receiver)
             fps = reader.fps
-        m = summarize(recs)
         # frame i is stamped i / fps (run_frames): n frames last n / fps (stream/bitrate.py)
         clip_s = len(recs) / fps
-        m["fps"], m["bits_per_s"] = fps, sum(r.bits for r in recs) / clip_s
+        m = ClipMetrics.extending(summarize(recs), fps=fps, bits_per_s=sum(r.bits for r in recs) / clip_s,
+                                  per_frame=recs if per_frame else None)
         rc = sender.rate_control
         coded = [r for r in recs if not r.keyframe and r.k]
-        check = check_target(rc.target_bps if rc is not None else None, m["bits_per_s"],
+        check = check_target(rc.target_bps if rc is not None else None, m.bits_per_s,
                              sum(r.k <= policy_floor(sender, r.n) for r in coded), len(coded))
         if check is not None:
-            m.update(check.as_json(), warning=check.warning(name))
-        if per_frame:
-            m["per_frame"] = [asdict(r) for r in recs]
+            m = dataclasses.replace(m, **check.as_json(), warning=check.warning(name))
         clips[name] = m
         everything += recs
         seconds += clip_s
-    overall = summarize(everything)
-    overall["bits_per_s"] = sum(r.bits for r in everything) / seconds
-    return {"overall": overall, "clips": clips}
+    overall = OverallMetrics.extending(summarize(everything), bits_per_s=sum(r.bits for r in everything) / seconds)
+    return EvalResult(overall, clips)
 
 
 def _limit(frames: Iterable[np.ndarray], n: int | None) -> Iterable[np.ndarray]:

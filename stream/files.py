@@ -4,7 +4,9 @@ arguments, call these and print the summaries."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -12,6 +14,7 @@ import numpy as np
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
+from livetok.engine.results import JsonResult, optional
 from livetok.engine.runtime import Runtime
 
 from .heatmap import token_heatmap
@@ -39,6 +42,44 @@ def check_ltk_output(output: str | Path) -> None:
                          f"for the video")
 
 
+@dataclass(frozen=True, kw_only=True)
+class EncodeTotals(JsonResult):
+    """What `encode_frames` wrote: frames, and the means per frame."""
+
+    frames: int
+    tokens_per_frame: float
+    bits_per_frame: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class EncodeSummary(JsonResult):
+    """What `encode` wrote: the file, its frames and rates; the target keys (`TargetCheck`) with a `target_bps`."""
+
+    output: str
+    frames: int
+    tokens_per_frame: float
+    bits_per_frame: float
+    bits_per_s: float  # at the source's frame rate (stream/bitrate.py)
+    bytes: int
+    target_bps: float | None = optional()
+    target_below_floor: bool | None = optional()
+    floor_share: float | None = optional()
+    warning: str | None = optional(present_with="target_bps")  # when the target is below the floor
+
+
+@dataclass(frozen=True)
+class DecodeSummary(JsonResult):
+    """What `decode` wrote: `frames` decoded, `frames_lost` to damage (the gap in frame indices around it; after
+    the last good frame, the records left), `damaged` the damaged packets and stretches, `error` the first
+    damage in words (None for an intact file)."""
+
+    output: str
+    frames: int
+    frames_lost: int
+    damaged: int
+    error: str | None
+
+
 def encode_file(
     model: Runtime,
     input: str,
@@ -47,7 +88,7 @@ def encode_file(
     max_frames: int | None = None,
     meta_extra: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> EncodeSummary:
     """Encode the source `input` (a file, URL, `webcam:N` or `synthetic[:preset]`) into the `.ltk`
     file `output`, frame by frame with one `SenderSession`.
 
@@ -57,9 +98,7 @@ def encode_file(
     n = 0 when the source is open, then with n = 1 per frame written.
 
     Returns:
-        {"output", "frames", "tokens_per_frame", "bits_per_frame", "bits_per_s", "bytes"}: `bits_per_s` at
-        the source's frame rate (stream/bitrate.py); with a `target_bps`, also `target_bps`,
-        `target_below_floor` and `floor_share` (`TargetCheck`), and `warning` when it is below the floor.
+        the file, its frames and rates (`EncodeSummary`).
 
     Raises:
         ValueError: the source gave no frames (no file is written), or `output` is named like a video
@@ -69,11 +108,12 @@ def encode_file(
     out = Path(output)
     stats, tx = encode_frames(model, input, sender, lambda meta: _LtkFrames(LtkWriter(out, meta)),
                               max_frames=max_frames, meta_extra=meta_extra, progress=progress)
-    summary: dict[str, Any] = {"output": str(out), **stats, "bits_per_s": tx.rate.bits_per_s(),
-                               "bytes": out.stat().st_size}
+    summary = EncodeSummary(output=str(out), frames=stats.frames, tokens_per_frame=stats.tokens_per_frame,
+                            bits_per_frame=stats.bits_per_frame, bits_per_s=tx.rate.bits_per_s(),
+                            bytes=out.stat().st_size)
     check = tx.target_check()
     if check is not None:
-        summary.update(check.as_json(), warning=check.warning())
+        summary = dataclasses.replace(summary, **check.as_json(), warning=check.warning())
     return summary
 
 
@@ -104,7 +144,7 @@ def encode_frames(
     max_frames: int | None = None,
     meta_extra: dict[str, Any] | None = None,
     progress: ProgressCallback | None = None,
-) -> tuple[dict[str, Any], SenderSession]:
+) -> tuple[EncodeTotals, SenderSession]:
     """The frame loop of `encode_file` and `stream.mcap_file.encode_mcap`: encode the source `input` frame by
     frame with one `SenderSession`, frame i stamped i / fps seconds, into the writer `open_writer(meta)` makes
     at the first frame (`meta`: the `.ltk` header's keys, see `encode_file`, updated with `meta_extra`). The
@@ -112,7 +152,7 @@ def encode_frames(
     `progress(name, n)`: n = 0 once the source is open, then n = 1 per frame written.
 
     Returns:
-        ({"frames", "tokens_per_frame", "bits_per_frame"}, the sender session: its bit rate and target check).
+        (the frames and their means, the sender session: its bit rate and target check).
 
     Raises:
         ValueError: the source gave no frames (no writer is made).
@@ -141,7 +181,7 @@ def encode_frames(
             writer.close()
     if frames == 0:
         raise ValueError(f"{input}: no frames to encode")
-    return {"frames": frames, "tokens_per_frame": tokens / frames, "bits_per_frame": bits / frames}, tx
+    return EncodeTotals(frames=frames, tokens_per_frame=tokens / frames, bits_per_frame=bits / frames), tx
 
 
 def ltk_records(path: str | Path) -> int | None:
@@ -166,7 +206,7 @@ def decode_file(
     output: str | Path,
     heatmap: bool = False,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> DecodeSummary:
     """Decode the `.ltk` file `input` into the MP4 `output`, each frame at its capture time.
 
     With `heatmap`, each frame is shown beside a map of the token positions its packet kept. A
@@ -178,10 +218,8 @@ def decode_file(
     with n = 1 per frame written.
 
     Returns:
-        {"output", "frames", "frames_lost", "damaged", "error"}: `frames` decoded, `frames_lost` to
-        damage (the gap in frame indices around it; after the last good frame, the records left),
-        `damaged` the damaged packets and stretches, `error` the first damage in words (None for an
-        intact file). No file is written when no frame could be decoded (`frames` 0).
+        what was decoded and lost (`DecodeSummary`). No file is written when no frame could be decoded
+        (`frames` 0).
 
     Raises:
         PacketError: the file is not a `.ltk` file, or was made by another model (both ids named).
@@ -236,4 +274,4 @@ def decode_file(
                 if progress is not None:
                     progress(name, 1)
         lost += passed  # damage after the last good frame: the records left
-    return {"output": str(output), "frames": frames, "frames_lost": lost, "damaged": damaged, "error": first_error}
+    return DecodeSummary(str(output), frames, lost, damaged, first_error)

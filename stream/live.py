@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
@@ -15,20 +16,35 @@ from typing import Any
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .capture import CAPTURE_CLOCK, Captured, capture
+from .capture import CAPTURE_CLOCK, Captured, CaptureOptions
 from .errors import StreamError
 from .info import stream_info
 from .mqtt import Brokers, brokers_text
 from .packet_receiver import PacketReceiver, ReceivedFrame
-from .pipeline import PipelineConfig, StreamInput, run_streams
+from .pipeline import PipelineConfig, PipelineSnapshot, StreamInput, run_streams
 from .publisher import TokenPublisher
 from .receiver import Receiver
 from .session import SenderSession
 from .sources import open_source
+from .summaries import MqttReceiverSummary
 from .video_io import STDOUT, Mp4Writer
 from .workers import WorkerReceiver
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PublishSummary(PipelineSnapshot):
+    """What `publish` returns: the pipeline's stats summed over the streams, and what the broker links did."""
+
+    streams: list[str]
+    frame_ids: dict[str, str]  # each stream's camera frame id
+    keyframe_requests: int
+    other_publishers: list[str]  # other publisher sessions seen on our streams' names
+    reconnects: int
+    broker_downtime_s: float  # the longest of the streams' links
+    failovers: int
+    outages_s: list[float]
 
 
 async def publish_source(
@@ -37,11 +53,18 @@ async def publish_source(
     broker: Brokers,
     stream: str,
     sender: SenderConfig,
-    **kwargs: Any,
-) -> dict[str, Any]:
+    capture: CaptureOptions = CaptureOptions(),
+    *,
+    first_connect_timeout_s: float | None = None,
+    on_stats: Callable[[PipelineSnapshot], Any] | None = None,
+    qos: int = 1,
+    stop: asyncio.Event | None = None,
+) -> PublishSummary:
     """Capture `source`, tokenize it live and publish it as `stream` until the source ends; returns
     the stats (see `publish_sources`)."""
-    return await publish_sources(model, [source], broker, [stream], sender, **kwargs)
+    return await publish_sources(model, [source], broker, [stream], sender, capture,
+                                 first_connect_timeout_s=first_connect_timeout_s, on_stats=on_stats, qos=qos,
+                                 stop=stop)
 
 
 async def publish_sources(
@@ -50,23 +73,20 @@ async def publish_sources(
     broker: Brokers,
     streams: Sequence[str],
     sender: SenderConfig,
+    capture: CaptureOptions = CaptureOptions(),
     *,
-    realtime: bool = True,
-    loop: bool = False,
-    max_frames: int | None = None,
-    size: tuple[int, int] | None = None,
-    first_connect_timeout_s: float | None = None,
-    on_stats: Callable[[dict[str, Any]], Any] | None = None,
-    qos: int = 1,
-    stop: asyncio.Event | None = None,
     frame_ids: Sequence[str] | None = None,
-) -> dict[str, Any]:
-    """Capture every source, tokenize them live — the frames of one size as one batched step per
-    tick (stream/pipeline.py) — and publish source i as stream `streams[i]` (token packets at MQTT
-    QoS `qos`) until every source ends or `stop` is set (then each stream's end-of-stream packet
-    goes out and its retained info is withdrawn); returns the stats summed over the streams.
-    Each stream's retained info names its camera's `frame_ids[i]` (default: the stream name) and the
-    one capture clock all the streams' timestamps come from (`clock`)."""
+    qos: int = 1,
+    first_connect_timeout_s: float | None = None,
+    on_stats: Callable[[PipelineSnapshot], Any] | None = None,
+    stop: asyncio.Event | None = None,
+) -> PublishSummary:
+    """Capture every source (`capture`: paced, looped, resized ...), tokenize them live — the frames of one
+    size as one batched step per tick (stream/pipeline.py) — and publish source i as stream `streams[i]`
+    (token packets at MQTT QoS `qos`) until every source ends or `stop` is set (then each stream's
+    end-of-stream packet goes out and its retained info is withdrawn); returns the stats summed over the
+    streams. Each stream's retained info names its camera's `frame_ids[i]` (default: the stream name) and
+    the one capture clock all the streams' timestamps come from (`clock`)."""
     ids = camera_frame_ids(sources, streams, frame_ids)
     async with contextlib.AsyncExitStack() as stack:
         inputs: list[StreamInput] = []
@@ -76,30 +96,32 @@ async def publish_sources(
             info = stream_info(model, sender, source, qos=qos, frame_id=fid, clock=CAPTURE_CLOCK)
             pub = await stack.enter_async_context(TokenPublisher(broker, stream, info, first_connect_timeout_s,
                                                                  qos=qos))
-            frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
-            inputs.append(StreamInput(stream, _described(frames, pub, info, source, size), session, pub))
+            frames = capture.open(source)
+            inputs.append(StreamInput(stream, _described(frames, pub, info, source, capture.size), session, pub))
             pubs.append(pub)
 
-        async def stats(d: dict[str, Any]) -> None:
+        async def stats(d: PipelineSnapshot) -> None:
             if on_stats is not None:
                 on_stats(d)
             for pub in pubs:
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(pub.send_stats(d), 1.0)
+                    await asyncio.wait_for(pub.send_stats(d.to_json()), 1.0)
 
         # live sources drop what the encoder cannot take; a file read as fast as possible loses nothing
-        live = realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
-        cfg = PipelineConfig(size=size, drop=live)
+        cfg = PipelineConfig(size=capture.size, drop=capture.live(sources))
         result = await run_streams(inputs, cfg, on_stats=stats, stop=stop)
-        result["streams"] = list(streams)
-        result["frame_ids"] = dict(zip(streams, ids, strict=True))
-        result["keyframe_requests"] = sum(p.keyframe_requests for p in pubs)
-        result["other_publishers"] = sorted({s for p in pubs for s in p.other_sessions})
-        result["reconnects"] = sum(max(0, p.link.connects - 1) for p in pubs)
-        result["broker_downtime_s"] = round(max(p.link.downtime_s for p in pubs), 3)
-        result["failovers"] = sum(p.link.failovers for p in pubs)
-        result["outages_s"] = sorted(round(t, 3) for p in pubs for t in p.link.outages_s)
-    return result
+        summary = PublishSummary.extending(
+            result,
+            streams=list(streams),
+            frame_ids=dict(zip(streams, ids, strict=True)),
+            keyframe_requests=sum(p.keyframe_requests for p in pubs),
+            other_publishers=sorted({s for p in pubs for s in p.other_sessions}),
+            reconnects=sum(max(0, p.link.connects - 1) for p in pubs),
+            broker_downtime_s=round(max(p.link.downtime_s for p in pubs), 3),
+            failovers=sum(p.link.failovers for p in pubs),
+            outages_s=sorted(round(t, 3) for p in pubs for t in p.link.outages_s),
+        )
+    return summary
 
 
 def camera_frame_ids(sources: Sequence[str], streams: Sequence[str], frame_ids: Sequence[str] | None) -> list[str]:
@@ -161,6 +183,19 @@ class Drained:
     frames: int
 
 
+@dataclass(frozen=True)
+class RecordOptions:
+    """What a receiver does with its decoded frames and when it stops (`record_frames`): the same for
+    every transport (`receive` over MQTT or Zenoh, `webrtc recv`)."""
+
+    out: str | None = None  # MP4 file ("-": live Matroska on stdout); with several streams, one file per stream
+    show: bool = False  # refused (SHOW_UNSUPPORTED): there is no window
+    idle_timeout_s: float | None = None  # stop after this long without a frame (None or 0: never)
+    max_frames: int | None = None
+    on_frame: Callable[[ReceivedFrame], Any] | None = None
+    on_status: Callable[[str], Any] | None = None  # a line while no frame comes (`waiting_line`)
+
+
 def waiting_line(rx: PacketReceiver, idle_s: float, frames: int, timeout_s: float | None, what: str) -> str:
     """The status line of a receiver that has had no frame for `idle_s`: for whom it waits, what it
     knows of the stream(s) (announced or not, the last frame, a publisher gone) and when it gives up."""
@@ -180,31 +215,28 @@ def waiting_line(rx: PacketReceiver, idle_s: float, frames: int, timeout_s: floa
 
 async def record_frames(
     rx: PacketReceiver,
+    opts: RecordOptions = RecordOptions(),
     *,
-    out: str | None = None,
     per_stream_files: bool = False,
-    show: bool = False,
-    idle_timeout_s: float | None = None,
-    max_frames: int | None = None,
-    on_frame: Callable[[ReceivedFrame], Any] | None = None,
     stop: asyncio.Event | None = None,
-    on_status: Callable[[str], Any] | None = None,
     waiting_for: str = "a stream",
 ) -> Drained:
-    """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `idle_timeout_s` passes
-    without a frame (None or 0: never), `max_frames`, or `stop` is set; write MP4 (one file per
+    """Take decoded frames from any receiver (MQTT, WebRTC) until it ends, `opts.idle_timeout_s` passes
+    without a frame (None or 0: never), `opts.max_frames`, or `stop` is set; write MP4 (one file per
     stream with `per_stream_files`; each frame at its capture time, so a recording lasts as long as
-    its stream; `out` "-": one stream as live Matroska on stdout, for a player), call `on_frame`.
-    `show` is refused (SHOW_UNSUPPORTED: there is no window). The files are finalised however it ends (a stopped
-    run leaves playable files as long as what was received). While no frame comes, `on_status`
-    gets a line (`waiting_line`) after STATUS_FIRST_S and then every STATUS_EVERY_S."""
+    its stream; `opts.out` "-": one stream as live Matroska on stdout, for a player), call `opts.on_frame`.
+    `opts.show` is refused (SHOW_UNSUPPORTED: there is no window). The files are finalised however it ends
+    (a stopped run leaves playable files as long as what was received). While no frame comes,
+    `opts.on_status` gets a line (`waiting_line`, naming `waiting_for`) after STATUS_FIRST_S and then every
+    STATUS_EVERY_S."""
+    out, show, max_frames, on_frame, on_status = opts.out, opts.show, opts.max_frames, opts.on_frame, opts.on_status
     if show:
         raise StreamError(SHOW_UNSUPPORTED)
     if out == STDOUT and per_stream_files:
         raise StreamError("--out - carries one stream: receive one --stream, not '+' (or write one file per "
                           "stream with --out FILE.mp4)")
     writers: dict[str, Mp4Writer] = {}
-    timeout = idle_timeout_s or None
+    timeout = opts.idle_timeout_s or None
     n = 0
     ended_by = "max_frames"
     stopped: asyncio.Future[Any] = asyncio.ensure_future((stop or asyncio.Event()).wait())
@@ -271,19 +303,10 @@ async def record_frames(
     return Drained([str(w.path) for w in writers.values()], ended_by, n)
 
 
-async def drain_frames(
-    rx: PacketReceiver,
-    *,
-    out: str | None = None,
-    per_stream_files: bool = False,
-    show: bool = False,
-    idle_timeout_s: float | None = None,
-    max_frames: int | None = None,
-    on_frame: Callable[[ReceivedFrame], Any] | None = None,
-) -> list[str]:
+async def drain_frames(rx: PacketReceiver, opts: RecordOptions = RecordOptions(), *,
+                       per_stream_files: bool = False) -> list[str]:
     """`record_frames` without a stop event or status lines; returns the written file paths."""
-    drained = await record_frames(rx, out=out, per_stream_files=per_stream_files, show=show,
-                                  idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame)
+    drained = await record_frames(rx, opts, per_stream_files=per_stream_files)
     return drained.outputs
 
 
@@ -292,39 +315,24 @@ def publisher_wanted(wildcard: bool, stream: str, where: str) -> str:
     return f"a publisher on any stream at {where}" if wildcard else f"a publisher on stream {stream!r} at {where}"
 
 
-async def record_summary(rx: PacketReceiver, **record: Any) -> dict[str, Any]:
-    """`record_frames(rx, **record)`, then the receiver's summary with the recording's `outputs` and `ended_by`:
-    what `livetok receive` returns over every transport. The caller has entered `rx`."""
-    drained = await record_frames(rx, **record)
-    summary = rx.summary()
-    summary["outputs"] = drained.outputs
-    summary["ended_by"] = drained.ended_by
-    return summary
-
-
 async def receive_stream(
     model: Runtime,
     broker: Brokers,
     stream: str,
+    record: RecordOptions = RecordOptions(),
     *,
-    out: str | None = None,
-    show: bool = False,
-    idle_timeout_s: float | None = None,
-    max_frames: int | None = None,
     identifier: str | None = None,
-    on_frame: Callable[[ReceivedFrame], Any] | None = None,
     first_connect_timeout_s: float | None = 10.0,
     max_lag_s: float | None = None,
     worker: str | None = None,
     group: str = "receivers",
     stop: asyncio.Event | None = None,
-    on_status: Callable[[str], Any] | None = None,
-) -> dict[str, Any]:
+) -> MqttReceiverSummary:
     """Receive until end of stream (a named stream; with '+', once every stream it has seen has
-    ended and no other is announced), `idle_timeout_s` without frames (None or 0: never),
-    `max_frames`, or `stop`; returns the receiver's summary (DESIGN.md §6 keys, plus `ended_by`:
-    see `Drained`). `max_lag_s`: see PacketReceiver. `on_status`: lines while no frame comes.
-    With `worker` (and `stream` '+'), run as that worker of `group`: decode only the streams it owns
+    ended and no other is announced), `record.idle_timeout_s` without frames (None or 0: never),
+    `record.max_frames`, or `stop`; returns the receiver's summary (DESIGN.md §6 keys, plus `outputs` and
+    `ended_by`: see `Drained`). `max_lag_s`: see PacketReceiver. `record.on_status`: lines while no frame
+    comes. With `worker` (and `stream` '+'), run as that worker of `group`: decode only the streams it owns
     among the group's live workers (stream/workers.py); its files are OUT-<worker>-<stream>.mp4."""
     rx: Receiver
     if worker is not None:
@@ -332,9 +340,9 @@ async def receive_stream(
             raise ValueError(f"a receiver worker splits every stream ('+') with its group, not {stream!r}")
         rx = WorkerReceiver(model, broker, group, worker, first_connect_timeout_s=first_connect_timeout_s,
                             max_lag_s=max_lag_s, end_when_all_ended=True)
-        if out is not None:
-            p = Path(out)
-            out = str(p.with_name(f"{p.stem}-{worker}{p.suffix or '.mp4'}"))
+        if record.out is not None:
+            p = Path(record.out)
+            record = dataclasses.replace(record, out=str(p.with_name(f"{p.stem}-{worker}{p.suffix or '.mp4'}")))
     else:
         rx = Receiver(model, broker, stream, identifier=identifier, first_connect_timeout_s=first_connect_timeout_s,
                       max_lag_s=max_lag_s, end_when_all_ended=True)
@@ -342,6 +350,5 @@ async def receive_stream(
     if worker is not None:
         what += f" (worker {worker} of {group})"
     async with rx:
-        return await record_summary(rx, out=out, per_stream_files=rx.topics.wildcard, show=show,
-                                    idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
-                                    stop=stop, on_status=on_status, waiting_for=what)
+        drained = await record_frames(rx, record, per_stream_files=rx.topics.wildcard, stop=stop, waiting_for=what)
+        return rx.summary().recorded(drained)

@@ -19,6 +19,7 @@ import numpy as np
 
 from livetok.engine.config import SenderConfig
 from livetok.engine.errors import TokenizerError
+from livetok.engine.results import JsonResult, optional
 from livetok.engine.runtime import Runtime
 
 from .errors import StreamError
@@ -35,6 +36,59 @@ def is_mcap(path: str | os.PathLike[str]) -> bool:
     return Path(path).suffix.lower() == ".mcap"
 
 
+@dataclass(frozen=True, kw_only=True)
+class McapEncodeSummary(JsonResult):
+    """What `encode -o x.mcap` wrote: `EncodeSummary`'s keys but `bits_per_s` and the target check, and whether
+    the preview channel was written."""
+
+    output: str
+    frames: int
+    tokens_per_frame: float
+    bits_per_frame: float
+    bytes: int
+    preview: bool
+
+
+@dataclass(frozen=True, kw_only=True)
+class McapDecodeSummary(JsonResult):
+    """What `decode x.mcap` wrote: `DecodeSummary`'s keys over every camera, each camera's file and frames."""
+
+    output: str  # the one file, or the name the per-camera files were made from
+    outputs: list[str]
+    frames: int
+    frames_lost: int
+    damaged: int
+    error: str | None
+    cameras: dict[str, int]  # frames decoded per camera
+
+
+@dataclass(frozen=True, kw_only=True)
+class RecordingMetrics(JsonResult):
+    """The metric set M of a recording's frames, from the recorded bytes: PSNR and SSIM only against a
+    reference clip (None without), no encode time. `positions` is left out of a mean over recordings."""
+
+    psnr: float | None
+    ssim: float | None
+    tokens_per_frame: float
+    bits_per_frame: float
+    encode_ms: None = None
+    decode_ms: float
+    decodes_per_frame: float = 1.0
+    frames: int
+    positions: int | None = optional()
+    kept_fraction: float
+    keyframes: int
+
+
+@dataclass(frozen=True)
+class RecordingEval(JsonResult):
+    """`livetok eval` of a recording: M overall and per camera."""
+
+    overall: RecordingMetrics
+    clips: dict[str, RecordingMetrics]
+    recording: str
+
+
 def encode_mcap(
     model: Runtime,
     input: str,
@@ -46,7 +100,7 @@ def encode_mcap(
     camera: str = "cam0",
     frame_id: str | None = None,
     preview: bool = True,
-) -> dict[str, Any]:
+) -> McapEncodeSummary:
     """`stream.files.encode_file` into an MCAP file: the same packets (frame i stamped i / fps seconds), on
     camera `camera`'s tokens channel, and its decoded frames (the sender's reconstruction: what a receiver
     shows) on the preview channel. Returns its summary keys but `bits_per_s` (and no target check), plus
@@ -63,7 +117,8 @@ def encode_mcap(
 
     stats, _ = encode_frames(model, input, sender, open_writer, max_frames=max_frames, meta_extra=meta_extra,
                              progress=progress)
-    return {"output": str(out), **stats, "bytes": out.stat().st_size, "preview": preview}
+    return McapEncodeSummary(output=str(out), frames=stats.frames, tokens_per_frame=stats.tokens_per_frame,
+                             bits_per_frame=stats.bits_per_frame, bytes=out.stat().st_size, preview=preview)
 
 
 class _McapFrames:
@@ -198,7 +253,7 @@ def decode_mcap(
     output: str | Path,
     heatmap: bool = False,
     progress: ProgressCallback | None = None,
-) -> dict[str, Any]:
+) -> McapDecodeSummary:
     """`stream.files.decode_file` for an MCAP file: each camera's frames into an MP4 at their capture times
     (`output` for one camera; OUTPUT-<camera>.mp4 for several). Returns the same keys, plus `outputs` and
     `cameras` (frames per camera)."""
@@ -234,9 +289,9 @@ def decode_mcap(
     total = sum(per.values())
     # frames recorded: every packet but the end-of-stream ones; those not decoded were lost to damage
     recorded = sum(1 for c in cams.values() for p in c.packets if not _is_eos(p))
-    return {"output": outputs[0] if len(outputs) == 1 else str(output), "outputs": outputs, "frames": total,
-            "frames_lost": recorded - total, "damaged": len(errors), "error": errors[0] if errors else None,
-            "cameras": per}
+    return McapDecodeSummary(output=outputs[0] if len(outputs) == 1 else str(output), outputs=outputs, frames=total,
+                             frames_lost=recorded - total, damaged=len(errors), error=errors[0] if errors else None,
+                             cameras=per)
 
 
 def recording_packets(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str, Any]], dict[str, list[bytes]]]:
@@ -256,12 +311,11 @@ def recording_packets(path: str | os.PathLike[str]) -> tuple[dict[str, dict[str,
 
 
 def evaluate_recording(model: Runtime, path: str | os.PathLike[str], reference: str | None = None,
-                       max_frames: int | None = None) -> dict[str, Any]:
+                       max_frames: int | None = None) -> RecordingEval:
     """`livetok eval` of a recording (.ltk or .mcap): decode every camera's packets and report tokens and bits
     per frame from the recorded bytes, decode time, keyframes; with a reference clip (`reference`, else the
     recording's `source` when it names a readable file) also PSNR and SSIM of frame i against the clip's
-    frame i (an offline recording numbers every frame, so indices match). Returns {"overall": M,
-    "clips": {camera: M}}."""
+    frame i (an offline recording numbers every frame, so indices match). Returns M overall and per camera."""
     from livetok.engine.metrics import psnr, ssim
 
     from .video_io import VideoReader
@@ -271,7 +325,7 @@ def evaluate_recording(model: Runtime, path: str | os.PathLike[str], reference: 
         if meta.get("model_id") != model.identity.hex():
             raise PacketError(f"{path} (camera {name!r}) was made by model {meta.get('model_id')}; this receiver "
                               f"runs model {model.identity.hex()}: use --weights <that model's weights>")
-    clips: dict[str, Any] = {}
+    clips: dict[str, RecordingMetrics] = {}
     allrows: list[dict[str, float]] = []
     for name, pk in packets.items():
         ref_path = reference or metas[name].get("source")
@@ -293,20 +347,21 @@ def evaluate_recording(model: Runtime, path: str | os.PathLike[str], reference: 
             raise StreamError(f"{path}: camera {name!r} has no decodable frame")
         clips[name] = _summary(rows)
         allrows += rows
-    return {"overall": _summary(allrows), "clips": clips, "recording": str(path)}
+    return RecordingEval(_summary(allrows), clips, str(path))
 
 
-def _summary(rows: list[dict[str, float]]) -> dict[str, Any]:
+def _summary(rows: list[dict[str, float]]) -> RecordingMetrics:
     def mean(k: str) -> float | None:
         vals = [r[k] for r in rows if k in r]
         return float(np.mean(vals)) if len(vals) == len(rows) else None
 
     n = rows[0]["n"]
-    return {"psnr": mean("psnr"), "ssim": mean("ssim"), "tokens_per_frame": mean("k"), "bits_per_frame": mean("bits"),
-            "encode_ms": None, "decode_ms": float(np.median([r["decode_ms"] for r in rows])),
-            "decodes_per_frame": 1.0, "frames": len(rows), "positions": int(n),
-            "kept_fraction": float(np.mean([r["k"] for r in rows])) / n if n else 0.0,
-            "keyframes": int(sum(bool(r["keyframe"]) for r in rows))}
+    return RecordingMetrics(psnr=mean("psnr"), ssim=mean("ssim"),
+                            tokens_per_frame=float(np.mean([r["k"] for r in rows])),
+                            bits_per_frame=float(np.mean([r["bits"] for r in rows])),
+                            decode_ms=float(np.median([r["decode_ms"] for r in rows])), frames=len(rows),
+                            positions=int(n), kept_fraction=float(np.mean([r["k"] for r in rows])) / n if n else 0.0,
+                            keyframes=int(sum(bool(r["keyframe"]) for r in rows)))
 
 
 def _is_eos(data: bytes) -> bool:

@@ -25,6 +25,7 @@ from .errors import StreamError
 from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
 from .stages import LATENCY_SAMPLES, percentile
+from .summaries import ReceiverSummary, StreamSummary
 from .wire import PacketError, PacketHeader, verify_packet
 from .wire.packet import _check_model
 
@@ -97,26 +98,26 @@ class StreamCounters:
     ended: bool = False
     sessions: set[str] = field(default_factory=set)  # publisher sessions seen in the stream's info
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> StreamSummary:
         lat = self.latencies_ms
-        return {
-            "frames_received": self.frames_received,
-            "frames_decoded": self.frames_decoded,
-            "frames_lost": self.frames_lost,
-            "frames_shed": self.frames_shed,
-            "keyframes": self.keyframes,
-            "duplicates": self.duplicates,
-            "packets_rejected": self.packets_rejected,
-            "keyframe_requests": self.keyframe_requests,
-            "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
-            "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
+        return StreamSummary(
+            frames_received=self.frames_received,
+            frames_decoded=self.frames_decoded,
+            frames_lost=self.frames_lost,
+            frames_shed=self.frames_shed,
+            keyframes=self.keyframes,
+            duplicates=self.duplicates,
+            packets_rejected=self.packets_rejected,
+            keyframe_requests=self.keyframe_requests,
+            latency_ms_p50=round(percentile(lat, 50), 2) if lat else None,
+            latency_ms_p99=round(percentile(lat, 99), 2) if lat else None,
             # over the stream's capture time, not arrival times: the sender's figure (stream/bitrate.py)
-            "tokens_per_s": round(self.rate.tokens_per_s(), 1),
-            "bits_per_s": round(self.rate.bits_per_s(), 1),
-            "ended": self.ended,
-            "conflicting_packets": self.conflicting_packets,
-            "publishers": len(self.sessions),
-        }
+            tokens_per_s=round(self.rate.tokens_per_s(), 1),
+            bits_per_s=round(self.rate.bits_per_s(), 1),
+            ended=self.ended,
+            conflicting_packets=self.conflicting_packets,
+            publishers=len(self.sessions),
+        )
 
 
 # frame index -> capture time of a stream's last frames, to tell a redelivered packet (same time)
@@ -247,23 +248,27 @@ class PacketReceiver:
 
     # -- stats ---------------------------------------------------------------------------------
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> ReceiverSummary:
         """Totals over all streams (keys of DESIGN.md §6) plus `streams`: the same per stream."""
-        per = {name: s.counters.summary() for name, s in self.streams.items()}
         allc = [s.counters for s in self.streams.values()]
         lat = [x for c in allc for x in c.latencies_ms]
-        total: dict[str, Any] = {k: sum(c.summary()[k] for c in allc) for k in
-                                 ("frames_received", "frames_decoded", "frames_lost", "frames_shed", "keyframes",
-                                  "duplicates", "keyframe_requests", "packets_rejected", "conflicting_packets")}
-        total.update({
-            "latency_ms_p50": round(percentile(lat, 50), 2) if lat else None,
-            "latency_ms_p99": round(percentile(lat, 99), 2) if lat else None,
+        return ReceiverSummary(
+            frames_received=sum(c.frames_received for c in allc),
+            frames_decoded=sum(c.frames_decoded for c in allc),
+            frames_lost=sum(c.frames_lost for c in allc),
+            frames_shed=sum(c.frames_shed for c in allc),
+            keyframes=sum(c.keyframes for c in allc),
+            duplicates=sum(c.duplicates for c in allc),
+            keyframe_requests=sum(c.keyframe_requests for c in allc),
+            packets_rejected=sum(c.packets_rejected for c in allc),
+            conflicting_packets=sum(c.conflicting_packets for c in allc),
+            latency_ms_p50=round(percentile(lat, 50), 2) if lat else None,
+            latency_ms_p99=round(percentile(lat, 99), 2) if lat else None,
             # several streams together: the sum of their rates (stream/bitrate.py)
-            "tokens_per_s": round(sum(c.rate.tokens_per_s() for c in allc), 1),
-            "bits_per_s": round(sum(c.rate.bits_per_s() for c in allc), 1),
-            "streams": per,
-        })
-        return total
+            tokens_per_s=round(sum(c.rate.tokens_per_s() for c in allc), 1),
+            bits_per_s=round(sum(c.rate.bits_per_s() for c in allc), 1),
+            streams={name: s.counters.summary() for name, s in self.streams.items()},
+        )
 
     # -- feeding -------------------------------------------------------------------------------
 

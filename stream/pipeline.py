@@ -15,21 +15,23 @@ latency and queue depth.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, Self
 
 from torch import Tensor
 
+from livetok.engine.results import JsonResult, optional
 from livetok.engine.state import FrameTokens
 from livetok.export.preprocess import PreprocessConfig, Preprocessor, cupy_usable
 
 from .capture import Captured
 from .errors import StreamError
 from .session import SenderSession, step_sessions
-from .stages import LATENCY_SAMPLES, DropOldestQueue, LatestSlots, StageStats, percentile
+from .stages import LATENCY_SAMPLES, DropOldestQueue, LatestSlots, StageSnapshot, StageStats, percentile
 
 STAGES = ("capture", "preprocess", "encode", "packetize", "publish")
 
@@ -101,36 +103,79 @@ class PipelineStats:
         self.t_start = time.monotonic()
         self.t_last = self.t_start
 
-    def snapshot(self, now: float | None = None) -> dict[str, Any]:
+    def snapshot(self, now: float | None = None) -> PipelineSnapshot:
         now = time.monotonic() if now is None else now
         pub = self.stages["publish"].count
         span = max(self.t_last - self.t_start, 1e-9)
         checks = {n: c for n, s in self.sessions.items() if (c := s.target_check()) is not None}
-        out: dict[str, Any] = {
-            "frames_captured": self.stages["capture"].count,
-            "frames_dropped": self.stages["capture"].dropped,
-            "frames_published": pub,
-            "keyframes": self.keyframes,
-            "fps": round(pub / span, 2) if pub > 1 else 0.0,
-            "latency_ms_p50": round(percentile(self.e2e_ms, 50), 2) if self.e2e_ms else None,
-            "latency_ms_p99": round(percentile(self.e2e_ms, 99), 2) if self.e2e_ms else None,
-            "tokens_per_frame": round(self.tokens / pub, 2) if pub else 0.0,
+        many = len(self.sessions) > 1
+
+        def published(name: str, captured: int) -> StreamPublished:
+            bps = round(self.sessions[name].rate.bits_per_s(), 1) if name in self.sessions else 0.0
+            row = StreamPublished(frames_captured=captured, frames_published=self.published.get(name, 0),
+                                  bits_per_s=bps)
+            return dataclasses.replace(row, **checks[name].as_json()) if name in checks else row
+
+        return PipelineSnapshot(
+            frames_captured=self.stages["capture"].count,
+            frames_dropped=self.stages["capture"].dropped,
+            frames_published=pub,
+            keyframes=self.keyframes,
+            fps=round(pub / span, 2) if pub > 1 else 0.0,
+            latency_ms_p50=round(percentile(self.e2e_ms, 50), 2) if self.e2e_ms else None,
+            latency_ms_p99=round(percentile(self.e2e_ms, 99), 2) if self.e2e_ms else None,
+            tokens_per_frame=round(self.tokens / pub, 2) if pub else 0.0,
             # packet bits over the streams' capture time, summed over the streams (stream/bitrate.py); not
             # over the time since the pipeline started, which counted its start-up as a quiet stream
-            "bits_per_s": round(sum(s.rate.bits_per_s() for s in self.sessions.values()), 1),
-            "stages": [s.snapshot(now) for s in self.stages.values()],
-            "encode_steps": self.encode_steps,
-            "per_stream": {n: {"frames_captured": c, "frames_published": self.published.get(n, 0),
-                               "bits_per_s": round(self.sessions[n].rate.bits_per_s(), 1) if n in self.sessions
-                               else 0.0, **(checks[n].as_json() if n in checks else {})}
-                           for n, c in self.captured.items()},
-        }
-        if checks:  # a --target-bps: was it below what a stream can reach?
-            out["target_bps"] = next(iter(checks.values())).target_bps
-            out["target_below_floor"] = any(c.below_floor for c in checks.values())
-            many = len(self.sessions) > 1
-            out["warnings"] = [w for n, c in checks.items() if (w := c.warning(n if many else ""))]
-        return out
+            bits_per_s=round(sum(s.rate.bits_per_s() for s in self.sessions.values()), 1),
+            stages=[s.snapshot(now) for s in self.stages.values()],
+            encode_steps=self.encode_steps,
+            per_stream={n: published(n, c) for n, c in self.captured.items()},
+            # a --target-bps: was it below what a stream can reach?
+            target_bps=next(iter(checks.values())).target_bps if checks else None,
+            target_below_floor=any(c.below_floor for c in checks.values()) if checks else None,
+            warnings=[w for n, c in checks.items() if (w := c.warning(n if many else ""))] if checks else None,
+        )
+
+
+@dataclass(frozen=True)
+class StreamPublished(JsonResult):
+    """One stream of a pipeline's snapshot (`per_stream`); the target keys only with a --target-bps."""
+
+    frames_captured: int
+    frames_published: int  # the rest were dropped
+    bits_per_s: float
+    target_bps: float | None = optional()
+    target_below_floor: bool | None = optional()
+    floor_share: float | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PipelineSnapshot(JsonResult):
+    """A publishing pipeline's figures, summed over its streams: the live stats (`on_stats`, the live table,
+    the stats topic) and, at the end, what the run returns. The target keys only with a --target-bps."""
+
+    frames_captured: int
+    frames_dropped: int
+    frames_published: int
+    keyframes: int
+    fps: float
+    latency_ms_p50: float | None  # capture -> published; None before the first frame
+    latency_ms_p99: float | None
+    tokens_per_frame: float
+    bits_per_s: float
+    stages: list[StageSnapshot]
+    encode_steps: int  # batched encoder steps (fewer than frames when cameras share a step)
+    per_stream: dict[str, StreamPublished]
+    target_bps: float | None = optional()
+    target_below_floor: bool | None = optional()
+    warnings: list[str] | None = optional()
+    # why the run ended: "end_of_source", or the signal that stopped it (set by the caller)
+    ended_by: str | None = optional()
+
+    def ended(self, by: str) -> Self:
+        """This summary with `ended_by`."""
+        return dataclasses.replace(self, ended_by=by)
 
 
 async def run_pipeline(
@@ -138,10 +183,10 @@ async def run_pipeline(
     session: SenderSession,
     sink: PacketSink,
     cfg: PipelineConfig | None = None,
-    on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    on_stats: Callable[[PipelineSnapshot], Any] | None = None,
     send_eos: bool = True,
     stop: asyncio.Event | None = None,
-) -> dict[str, Any]:
+) -> PipelineSnapshot:
     """One stream: run until the source ends or `stop` is set (then an end-of-stream packet is
     sent); returns the final stats."""
     return await run_streams([StreamInput("", frames, session, sink)], cfg, on_stats, send_eos, stop)
@@ -163,10 +208,10 @@ def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
 async def run_streams(
     streams: Sequence[StreamInput],
     cfg: PipelineConfig | None = None,
-    on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    on_stats: Callable[[PipelineSnapshot], Any] | None = None,
     send_eos: bool = True,
     stop: asyncio.Event | None = None,
-) -> dict[str, Any]:
+) -> PipelineSnapshot:
     """Several streams (cameras) through one encoder: the frames that are ready when the encoder is
     free — the newest of each stream — run as one batched step per frame size; each stream keeps
     its own session, keyframe requests and sink. Runs until every source ends or `stop` is set

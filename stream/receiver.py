@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 from types import TracebackType
-from typing import Any
 
 import aiomqtt
 
@@ -20,6 +19,7 @@ from livetok.engine.runtime import Runtime
 from .broker_url import stream_from_topic, topics
 from .mqtt import Brokers, MqttLink, OnConnect
 from .packet_receiver import KEYFRAME_REQUEST_INTERVAL_S, PacketReceiver, ReceivedFrame, StreamCounters
+from .summaries import MqttReceiverSummary
 
 __all__ = ["KEYFRAME_REQUEST_INTERVAL_S", "ReceivedFrame", "Receiver", "StreamCounters"]
 
@@ -66,14 +66,15 @@ class Receiver(PacketReceiver):
         await self.stop_tasks()
         await self.link.close()
 
-    def summary(self) -> dict[str, Any]:
-        total = super().summary()
-        total["reconnects"] = max(0, self.link.connects - 1)
-        total["broker_downtime_s"] = round(self.link.downtime_s, 3)
-        total["failovers"] = self.link.failovers  # reconnections that landed on another cluster node
-        total["outages_s"] = [round(t, 3) for t in self.link.outages_s]
-        total["messages_dropped"] = self.link.messages_dropped  # the consumer fell behind
-        return total
+    def summary(self) -> MqttReceiverSummary:
+        return MqttReceiverSummary.extending(
+            super().summary(),
+            reconnects=max(0, self.link.connects - 1),
+            broker_downtime_s=round(self.link.downtime_s, 3),
+            failovers=self.link.failovers,  # reconnections that landed on another cluster node
+            outages_s=[round(t, 3) for t in self.link.outages_s],
+            messages_dropped=self.link.messages_dropped,  # the consumer fell behind
+        )
 
     async def send_keyframe_request(self, stream: str, payload: str) -> None:
         await self.link.publish(topics(stream).control, payload, qos=1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
@@ -16,14 +17,14 @@ from typing import Any
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from .capture import CAPTURE_CLOCK, Captured, capture
+from .capture import CAPTURE_CLOCK, Captured, CaptureOptions
 from .foxglove_feed import FoxgloveFeed, FoxgloveSink
 from .info import stream_info
-from .live import camera_frame_ids, publisher_wanted, record_summary, source_fps
+from .live import RecordOptions, camera_frame_ids, publisher_wanted, record_frames, source_fps
 from .mqtt import Brokers
-from .packet_receiver import ReceivedFrame
-from .pipeline import PacketSink, PipelineConfig, StreamInput, run_streams
+from .pipeline import PacketSink, PipelineConfig, PipelineSnapshot, StreamInput, run_streams
 from .session import SenderSession
+from .summaries import ZenohReceiverSummary
 from .zenoh_transport import ZenohConfig, ZenohPublisher, ZenohReceiver, open_session
 
 
@@ -51,6 +52,10 @@ class RobotOutputs:
     foxglove: tuple[str, int] | None = None  # serve live at (host, port)
     mcap: str | None = None  # record to this MCAP file
     preview: bool = True  # Foxglove/MCAP: also the decoded frames as JPEG
+    connect_timeout_s: float | None = 10.0  # the broker's first connection
+    # before the first frame, wait up to this long for a Zenoh subscriber on every stream (a recording receiver
+    # that must not miss frame 0; a live one joins whenever it likes, at a keyframe it asks for)
+    wait_for_receivers_s: float = 0.0
 
     def names(self) -> list[str]:
         out = []
@@ -74,30 +79,34 @@ async def _sized(frames: AsyncIterator[Captured], on_first: Callable[[Captured],
         yield c
 
 
+@dataclass(frozen=True, kw_only=True)
+class RobotPublishSummary(PipelineSnapshot):
+    """What `publish` to the robot outputs returns: the pipeline's stats and where the streams went."""
+
+    streams: list[str]
+    frame_ids: dict[str, str]
+    outputs: list[str]  # RobotOutputs.names()
+    keyframe_requests: int
+    foxglove_port: int | None  # the live Foxglove server's port (None without one)
+
+
 async def publish_robot(
     model: Runtime,
     sources: Sequence[str],
     streams: Sequence[str],
     sender: SenderConfig,
     outputs: RobotOutputs,
+    capture: CaptureOptions = CaptureOptions(),
     *,
     frame_ids: Sequence[str] | None = None,
-    realtime: bool = True,
-    loop: bool = False,
-    max_frames: int | None = None,
-    size: tuple[int, int] | None = None,
-    first_connect_timeout_s: float | None = 10.0,
-    on_stats: Callable[[dict[str, Any]], Any] | None = None,
-    on_ready: Callable[[dict[str, Any]], Any] | None = None,
-    wait_for_receivers_s: float = 0.0,
+    on_stats: Callable[[PipelineSnapshot], Any] | None = None,
+    on_ready: Callable[[int | None], Any] | None = None,
     stop: asyncio.Event | None = None,
-) -> dict[str, Any]:
-    """Capture every source and publish source i as stream `streams[i]` (camera frame `frame_ids[i]`,
-    default the stream name) on every output of `outputs`, until the sources end or `stop` is set. Returns
-    the pipeline's stats plus `outputs`, `foxglove_port`, `keyframe_requests` and `frame_ids`. `on_ready`
-    gets {"foxglove_port"} once the outputs are up (before the first frame). `wait_for_receivers_s`: before
-    the first frame, wait up to this long for a Zenoh subscriber on every stream (a recording receiver that
-    must not miss frame 0; a live one joins whenever it likes, at a keyframe it asks for)."""
+) -> RobotPublishSummary:
+    """Capture every source (`capture`) and publish source i as stream `streams[i]` (camera frame
+    `frame_ids[i]`, default the stream name) on every output of `outputs`, until the sources end or `stop`
+    is set. Returns the pipeline's stats plus where they went. `on_ready` gets the Foxglove server's port
+    (None without one) once the outputs are up (before the first frame)."""
     ids = camera_frame_ids(sources, streams, frame_ids)
     if not outputs.names():
         raise ValueError("nowhere to publish: give --broker, --zenoh, --foxglove or --mcap")
@@ -121,7 +130,7 @@ async def publish_robot(
                 from .publisher import TokenPublisher
 
                 mq = await stack.enter_async_context(TokenPublisher(outputs.broker, stream, info,
-                                                                    first_connect_timeout_s, qos=outputs.qos))
+                                                                    outputs.connect_timeout_s, qos=outputs.qos))
                 sinks.append(mq)
                 updaters.append(mq.update_info)
                 counters.append(mq)
@@ -137,54 +146,45 @@ async def publish_robot(
 
             async def first(c: Captured, info: dict[str, Any] = info,
                             updaters: list[Callable[[dict[str, Any]], Any]] = updaters, source: str = source) -> None:
-                h, w = (size[1], size[0]) if size else c.frame.shape[:2]
+                h, w = (capture.size[1], capture.size[0]) if capture.size else c.frame.shape[:2]
                 full = {**info, "width": int(w), "height": int(h), "fps": source_fps(source)}
                 for u in updaters:
                     await u(full)
 
-            frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
-            inputs.append(StreamInput(stream, _sized(frames, first), session, FanoutSink(sinks)))
+            inputs.append(StreamInput(stream, _sized(capture.open(source), first), session, FanoutSink(sinks)))
         zpubs = [c for c in counters if isinstance(c, ZenohPublisher)]
-        if wait_for_receivers_s > 0 and zpubs:
-            await asyncio.gather(*(z.wait_matched(wait_for_receivers_s) for z in zpubs))
+        if outputs.wait_for_receivers_s > 0 and zpubs:
+            await asyncio.gather(*(z.wait_matched(outputs.wait_for_receivers_s) for z in zpubs))
         if on_ready is not None:
-            on_ready({"foxglove_port": feed.port if feed is not None else None})
-        live = realtime or any(s.startswith("webcam:") or "://" in s for s in sources)
+            on_ready(feed.port if feed is not None else None)
         # `stop` (SIGINT/SIGTERM): capture ends, what was captured goes out, then each stream's end of stream;
         # leaving the exit stack then finalises the MCAP file and withdraws the streams' info
-        result = await run_streams(inputs, PipelineConfig(size=size, drop=live), on_stats=on_stats, stop=stop)
-        result["streams"] = list(streams)
-        result["frame_ids"] = dict(zip(streams, ids, strict=True))
-        result["outputs"] = outputs.names()
-        result["keyframe_requests"] = sum(getattr(c, "keyframe_requests", 0) for c in counters)
-        result["foxglove_port"] = feed.port if feed is not None else None
-    return result
+        result = await run_streams(inputs, PipelineConfig(size=capture.size, drop=capture.live(sources)),
+                                   on_stats=on_stats, stop=stop)
+        summary = RobotPublishSummary.extending(
+            result, streams=list(streams), frame_ids=dict(zip(streams, ids, strict=True)), outputs=outputs.names(),
+            keyframe_requests=sum(getattr(c, "keyframe_requests", 0) for c in counters),
+            foxglove_port=feed.port if feed is not None else None)
+    return summary
 
 
 async def receive_zenoh(
     model: Runtime,
     cfg: ZenohConfig,
     stream: str,
+    record: RecordOptions = RecordOptions(),
     *,
-    out: str | None = None,
-    show: bool = False,
-    idle_timeout_s: float | None = None,
-    max_frames: int | None = None,
     max_lag_s: float | None = None,
-    on_frame: Callable[[ReceivedFrame], Any] | None = None,
     stop: asyncio.Event | None = None,
-    on_status: Callable[[str], Any] | None = None,
-) -> dict[str, Any]:
+) -> ZenohReceiverSummary:
     """`live.receive_stream` over Zenoh: the receiver's summary (DESIGN.md §6 keys) plus `outputs`, `ended_by`
     (see `live.Drained`), `transport`, `frame_ids` and `seconds`. A named stream ends at its end-of-stream
-    packet; '+' (every stream) at `idle_timeout_s` without a frame; either at `stop` (SIGINT/SIGTERM: what was
-    decoded is recorded and the MP4 finalised). `on_status`: lines while no frame comes."""
+    packet; '+' (every stream) at `record.idle_timeout_s` without a frame; either at `stop` (SIGINT/SIGTERM:
+    what was decoded is recorded and the MP4 finalised). `record.on_status`: lines while no frame comes."""
     rx = ZenohReceiver(model, cfg, stream, max_lag_s=max_lag_s)
     what = publisher_wanted(rx.wildcard, stream, f"zenoh {cfg.endpoint}")
     t0 = time.monotonic()
     async with rx:
-        summary = await record_summary(rx, out=out, per_stream_files=rx.wildcard, show=show,
-                                       idle_timeout_s=idle_timeout_s, max_frames=max_frames, on_frame=on_frame,
-                                       stop=stop, on_status=on_status, waiting_for=what)
-    summary["seconds"] = round(time.monotonic() - t0, 3)
-    return summary
+        drained = await record_frames(rx, record, per_stream_files=rx.wildcard, stop=stop, waiting_for=what)
+        summary = rx.summary().recorded(drained)
+    return dataclasses.replace(summary, seconds=round(time.monotonic() - t0, 3))

@@ -9,7 +9,9 @@ import math
 from collections import deque
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Generic, TypeVar
+
+from livetok.engine.results import JsonResult
 
 T = TypeVar("T")
 
@@ -150,14 +152,27 @@ class StageStats:
         span = max(now - recent[0], 1e-9)
         return (len(recent) - 1) / span if now - recent[-1] < self.window_s else 0.0
 
-    def snapshot(self, now: float) -> dict[str, Any]:
+    def snapshot(self, now: float) -> StageSnapshot:
         lat = list(self._latencies)
-        return {
-            "stage": self.name,
-            "count": self.count,
-            "fps": round(self.fps(now), 2),
-            "latency_ms_p50": round(percentile(lat, 50), 3) if lat else None,
-            "latency_ms_p99": round(percentile(lat, 99), 3) if lat else None,
-            "queue_depth": self.queue_depth,
-            "dropped": self.dropped,
-        }
+        return StageSnapshot(
+            stage=self.name,
+            count=self.count,
+            fps=round(self.fps(now), 2),
+            latency_ms_p50=round(percentile(lat, 50), 3) if lat else None,
+            latency_ms_p99=round(percentile(lat, 99), 3) if lat else None,
+            queue_depth=self.queue_depth,
+            dropped=self.dropped,
+        )
+
+
+@dataclass(frozen=True)
+class StageSnapshot(JsonResult):
+    """One stage's figures at one moment (a row of the live table)."""
+
+    stage: str
+    count: int
+    fps: float  # over the stage's trailing window
+    latency_ms_p50: float | None  # None before the first item
+    latency_ms_p99: float | None
+    queue_depth: int
+    dropped: int

@@ -31,6 +31,7 @@ from .broker_url import PREFIX, stream_from_topic
 from .mqtt import Brokers
 from .ownership import owner
 from .receiver import Receiver
+from .summaries import WorkerSummary
 from .wire import PacketError, peek_header
 
 __all__ = ["WORKERS_LEVEL", "WorkerReceiver", "merge_summaries", "presence_topic"]
@@ -103,12 +104,10 @@ class WorkerReceiver(Receiver):
         # so a worker that owned no stream also ends when the group's streams have
         return bool(self._others_ended)
 
-    def summary(self) -> dict[str, Any]:
-        total = super().summary()
-        total.update({"worker": self.worker, "group": self.group, "members": sorted(self.members),
-                      "streams_owned": sorted(self._owned), "handoffs_in": self.handoffs_in,
-                      "handoffs_out": self.handoffs_out})
-        return total
+    def summary(self) -> WorkerSummary:
+        return WorkerSummary.extending(
+            super().summary(), worker=self.worker, group=self.group, members=sorted(self.members),
+            streams_owned=sorted(self._owned), handoffs_in=self.handoffs_in, handoffs_out=self.handoffs_out)
 
     def _membership(self, topic: str, payload: bytes) -> None:
         name = topic.rsplit("/", 1)[-1]

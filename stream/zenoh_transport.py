@@ -32,6 +32,7 @@ from livetok.engine.runtime import Runtime
 from .errors import StreamError
 from .optional import require
 from .packet_receiver import PacketReceiver
+from .summaries import ZenohReceiverSummary
 
 log = logging.getLogger(__name__)
 
@@ -278,11 +279,8 @@ class ZenohReceiver(PacketReceiver):
             raise StreamError("the Zenoh session is closed")
         await asyncio.to_thread(self.session.put, key(stream, "control"), payload)
 
-    def summary(self) -> dict[str, Any]:
-        total = super().summary()
-        total["transport"] = "zenoh"
-        total["frame_ids"] = dict(self.frame_ids)
-        return total
+    def summary(self) -> ZenohReceiverSummary:
+        return ZenohReceiverSummary.extending(super().summary(), transport="zenoh", frame_ids=dict(self.frame_ids))
 
     async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
                         tb: TracebackType | None) -> None:

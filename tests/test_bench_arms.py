@@ -81,19 +81,19 @@ def _quality(res: dict[str, Any]) -> list[tuple[Any, ...]]:
 
 
 def test_bench_arms_trains_evaluates_and_reuses(tmp_path: Path, train_clip: Path) -> None:
-    res = bench_arms([BUNDLED_CLIP], CFG, tmp_path / "arms", [train_clip], max_frames=3)
+    res = bench_arms([BUNDLED_CLIP], CFG, tmp_path / "arms", [train_clip], max_frames=3).to_json()
     _check(res, CFG)
     assert not any(m["train"]["reused"] for m in res["models"].values())
     json.dumps(res)  # serialisable as it is
     # a second run finds every checkpoint and calibration in place: it only evaluates, same numbers
-    again = bench_arms([BUNDLED_CLIP], CFG, tmp_path / "arms", [train_clip], max_frames=3)
+    again = bench_arms([BUNDLED_CLIP], CFG, tmp_path / "arms", [train_clip], max_frames=3).to_json()
     assert all(m["train"]["reused"] for m in again["models"].values())
     assert all(again["models"][k]["calibration"]["reused"] for k in ("uniform", "elbo"))
     assert _quality(again) == _quality(res)  # timings aside, identical
     # another step count is another configuration: the model is trained again, from scratch
     other = replace(CFG, steps=1)
     info = train_model("elbo", other.train_config("elbo"), tmp_path / "arms" / "elbo", [train_clip])
-    assert not info["reused"] and info["steps"] == 1
+    assert not info.reused and info.steps == 1
     steps = [json.loads(line)["step"] for line in (tmp_path / "arms" / "elbo" / "log.jsonl").read_text().splitlines()]
     assert steps == [1]
 

@@ -19,9 +19,9 @@ def test_replayed_streams_all_arrive(mosquitto: Broker, tiny_model: Tokenizer) -
     payloads = encode_clip(tiny_model, "synthetic", (64, 48), SenderConfig(), 10)
     # a p99 bound no CI machine misses: this checks the plumbing, not the speed
     r = measure_streams(tiny_model, mosquitto.url, 2, payloads, CapacityConfig(seconds=1.0, max_p99_ms=60_000))
-    assert r["streams"] == 2 and r["frames_per_stream"] == 30
-    assert r["frames_decoded"] == 60 and r["frames_lost"] == 0  # every replayed frame decoded (loops at keyframes)
-    assert r["latency_ms_p99"] is not None and r["send_wall_s"] > 0.5
+    assert r.streams == 2 and r.frames_per_stream == 30
+    assert r.frames_decoded == 60 and r.frames_lost == 0  # every replayed frame decoded (loops at keyframes)
+    assert r.latency_ms_p99 is not None and r.send_wall_s > 0.5
 
 
 def test_find_max_cli_reports_trials(mosquitto: Broker, tiny_weights: Path, capsys: pytest.CaptureFixture[str]) -> None:

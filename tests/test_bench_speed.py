@@ -117,7 +117,7 @@ def test_cuda_graph_bench_reports_the_fraction_of_peak(tiny_model: Tokenizer) ->
     model = Tokenizer(tiny_model.cfg)
     model.load_state_dict(tiny_model.state_dict())
     res = bench_speed(model, SpeedConfig(backends=("cuda-graph",), sizes=((256, 256),), streams=4, frames=10,
-                                         warmup=3))
+                                         warmup=3)).to_json()
     peak = res["peak"]
     assert peak is not None and peak["copy_gbps"] > 100 and peak["matmul_tflops"] > 1
     (r,) = res["results"]

@@ -52,7 +52,7 @@ async def _stream_through(cluster: NatsCluster, model: Tokenizer, rx_first: int,
         killed_at = time.monotonic()
         stats = await asyncio.wait_for(pub, FAILOVER_BUDGET_S + 30)
         await frames_task
-        return stats, [f.frame_index for f in got], rx.summary(), time.monotonic() - killed_at
+        return stats, [f.frame_index for f in got], rx.summary().to_json(), time.monotonic() - killed_at
 
 
 def test_receivers_node_dies_mid_stream_nothing_lost(nats_cluster: NatsCluster, tiny_model: Tokenizer) -> None:

@@ -20,7 +20,7 @@ from livetok.bench.fuzz_packets import CRAFTED, cost, mutate, reseal
 from livetok.cli import main
 from livetok.engine.checkpoint import model_identity
 from livetok.engine.model import Tokenizer
-from livetok.stream.files import decode_file
+from livetok.stream.files import DecodeSummary, decode_file
 from livetok.stream.packet_guard import ReceiverLimits, check_packet_fits, largest_packet
 from livetok.stream.packet_receiver import PacketReceiver
 from livetok.stream.session import ReceiverSession, SenderSession
@@ -245,8 +245,8 @@ def test_ltk_reader_screens_records_before_decoding(tmp_path: Path, tiny_model: 
     with LtkWriter(path, meta) as w:
         w.write(craft_v2_keyframe(tiny_model, (16384, 16384)))
     seconds, peak, out = cost(lambda: decode_file(tiny_model, path, tmp_path / "out.mp4"))
-    assert isinstance(out, dict) and out["frames"] == 0
-    assert re.search(r"packet #0 at byte offset \d+: frame 16384x16384 is over this receiver's limit", out["error"])
+    assert isinstance(out, DecodeSummary) and out.frames == 0
+    assert re.search(r"packet #0 at byte offset \d+: frame 16384x16384 is over this receiver's limit", str(out.error))
     assert seconds < CPU_LIMIT_S and peak < PEAK_LIMIT, (seconds, peak)
     rx = ReceiverSession(tiny_model)
     reader = LtkReader(path, max_packet_bytes=30)  # a record over the bound is refused before it is read

@@ -24,7 +24,8 @@ def frames(real_frames: np.ndarray) -> list[np.ndarray]:
 def test_every_loss_is_detected_and_repaired_within_a_second(tiny_model: Tokenizer, frames: list[np.ndarray],
                                                              loss: float) -> None:
     # seeds chosen so each run loses something; the loss pattern is reproducible
-    r = simulate_loss(tiny_model, frames, LossConfig(loss=loss, seed={0.01: 3, 0.05: 1, 0.20: 1}[loss]), SENDER)
+    seed = {0.01: 3, 0.05: 1, 0.20: 1}[loss]
+    r = simulate_loss(tiny_model, frames, LossConfig(loss=loss, seed=seed), SENDER).to_json()
     assert r["packets_dropped"] >= 1
     assert r["losses_detected"] and r["frames_lost_counted"] >= r["packets_dropped"]
     assert r["keyframe_requests"] >= 1 and r["keyframes_sent"] >= 2  # the first, and the repair
@@ -36,7 +37,7 @@ def test_every_loss_is_detected_and_repaired_within_a_second(tiny_model: Tokeniz
 
 
 def test_no_loss_means_nothing_frozen(tiny_model: Tokenizer, frames: list[np.ndarray]) -> None:
-    r = simulate_loss(tiny_model, frames[:30], LossConfig(loss=0.0), SENDER)
+    r = simulate_loss(tiny_model, frames[:30], LossConfig(loss=0.0), SENDER).to_json()
     assert r["frames_frozen"] == 0 and r["keyframe_requests"] == 0 and r["keyframes_sent"] == 1
 
 

@@ -130,7 +130,7 @@ def test_qos0_publisher_sends_keyframes_and_end_of_stream_reliably(mosquitto: Br
 def test_real_qos0_stream_at_20_percent_loss_recovers(mosquitto: Broker, tiny_model: Tokenizer) -> None:
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=0)
     cfg = RealLossConfig(loss=0.2, seconds=2.0, tail_s=2.0, size=(64, 48), seed=3)
-    r = real_loss_run(tiny_model, "synthetic", mosquitto.url, cfg, sender, stream="lossy")
+    r = real_loss_run(tiny_model, "synthetic", mosquitto.url, cfg, sender, stream="lossy").to_json()
     # the pattern is seeded per candidate packet: seed 3 drops the first one (frame 1), however slow the machine
     assert r["packets_dropped"] >= 1 and r["dropped_frames"][0] == 1, r
     assert r["losses_detected"], r  # every published frame decoded or counted lost, each drop among them

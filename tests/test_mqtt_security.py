@@ -110,6 +110,7 @@ def test_acl_keeps_a_viewer_from_injecting_packets(secure: SecureBroker) -> None
 
 async def _stream(secure: SecureBroker, model: Tokenizer) -> tuple[dict[str, Any], dict[str, Any]]:
     from livetok.engine.config import BudgetConfig, SenderConfig
+    from livetok.stream.capture import CaptureOptions
     from livetok.stream.live import publish_source
 
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=0)
@@ -125,10 +126,11 @@ async def _stream(secure: SecureBroker, model: Tokenizer) -> tuple[dict[str, Any
         drained = asyncio.create_task(drain())
         tx_broker = parse_broker_url(f"mqtts://camera:{CAMERA_PW.replace('!', '%21')}@{secure.host}:{secure.port}",
                                      ca_file=str(secure.ca_file))
-        pub = await publish_source(model, str(BUNDLED_CLIP), tx_broker, "cam0", sender, realtime=False,
-                                   max_frames=8, size=(64, 48), first_connect_timeout_s=5.0)
+        pub = await publish_source(model, str(BUNDLED_CLIP), tx_broker, "cam0", sender,
+                                   CaptureOptions(realtime=False, max_frames=8, size=(64, 48)),
+                                   first_connect_timeout_s=5.0)
         await asyncio.wait_for(drained, 30)
-        return pub, rx.summary()
+        return pub.to_json(), rx.summary().to_json()
 
 
 def test_user_with_credentials_streams_over_tls(secure: SecureBroker, tiny_model: Tokenizer,

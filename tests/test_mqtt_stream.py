@@ -23,9 +23,9 @@ from livetok.engine.checkpoint import model_identity
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
-from livetok.stream.capture import capture
+from livetok.stream.capture import CaptureOptions, capture
 from livetok.stream.errors import StreamError
-from livetok.stream.live import drain_frames
+from livetok.stream.live import RecordOptions, drain_frames
 from livetok.stream.pipeline import PipelineConfig, run_pipeline
 from livetok.stream.publisher import TokenPublisher
 from livetok.stream.receiver import ReceivedFrame, Receiver
@@ -62,9 +62,7 @@ async def publish(model: Tokenizer, url: str | list[str], stream: str, source: s
         pub.sent = tee if tee is not None else []
         src = capture(source, realtime=realtime, max_frames=frames, size=SIZE)
         stats = await run_pipeline(src, session, pub, PipelineConfig(size=SIZE, drop=realtime))
-        stats["reconnects"] = pub.link.connects - 1
-        stats["failovers"] = pub.link.failovers
-        return stats
+        return {**stats.to_json(), "reconnects": pub.link.connects - 1, "failovers": pub.link.failovers}
 
 
 async def collect(rx: Receiver, until: float = 20.0) -> list[ReceivedFrame]:
@@ -90,7 +88,7 @@ def test_published_file_arrives_whole_and_identical(mosquitto: Broker, tiny_mode
             stats = await publish(tiny_model, mosquitto.url, "cam0", str(BUNDLED_CLIP), realtime=False, frames=12,
                                   tee=sent)
             got = await task
-            return got, stats, sent, rx.summary()
+            return got, stats, sent, rx.summary().to_json()
 
     got, stats, sent, summary = asyncio.run(main())
     assert stats["frames_published"] == 12 and stats["frames_dropped"] == 0
@@ -122,7 +120,7 @@ def test_late_joiner_starts_at_a_keyframe_within_a_second(mosquitto: Broker, tin
             t0 = time.monotonic()
             first = await asyncio.wait_for(anext(rx), 5.0)
             waited = time.monotonic() - t0
-            summary = rx.summary()
+            summary = rx.summary().to_json()
         pub.cancel()
         return first, waited, summary
 
@@ -153,7 +151,7 @@ def test_two_streams_through_one_wildcard_receiver(mosquitto: Broker, tiny_model
                 assert time.monotonic() < deadline, rx.summary()
                 await asyncio.sleep(0.05)
             task.cancel()
-            return rx.summary()
+            return rx.summary().to_json()
 
     s = asyncio.run(main())
     assert s["streams"]["cam0"]["frames_decoded"] == 6 and s["streams"]["cam1"]["frames_decoded"] == 9
@@ -178,7 +176,7 @@ def test_publish_with_the_broker_down_logs_and_retries(mosquitto: Broker, tiny_m
         stats = await asyncio.wait_for(pub, 30)
         async with Receiver(tiny_model, broker, "cam0", identifier="rx-down") as rx:
             await collect(rx)
-            return stats, rx.summary()
+            return stats, rx.summary().to_json()
 
     stats, summary = asyncio.run(main())
     msgs = [r.getMessage() for r in caplog.records]
@@ -209,7 +207,7 @@ def test_broker_restart_mid_stream_loses_no_frame(mosquitto: Broker, tiny_model:
             mosquitto.start()
             stats = await asyncio.wait_for(pub, 60)
             await frames_task
-            return stats, [f.frame_index for f in got], rx.summary()
+            return stats, [f.frame_index for f in got], rx.summary().to_json()
 
     stats, indices, summary = asyncio.run(main())
     n = stats["frames_published"]
@@ -302,7 +300,7 @@ def test_publish_several_sources_batches_them(tiny_weights: Path, tiny_model: To
                 "--broker", mosquitto.url, "--size", "64x48", "--as-fast-as-possible", "--max-frames", str(frames),
                 "--keyframe-interval", "0", "--weights", str(tiny_weights), "--json"])
             await task
-            return code, got, rx.summary()
+            return code, got, rx.summary().to_json()
 
     code, got, summary = asyncio.run(run())
     assert code == 0
@@ -334,14 +332,15 @@ def test_recording_lasts_as_long_as_the_stream_while_the_publisher_drops(mosquit
     async def main() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         broker = parse_broker_url(mosquitto.url)
         async with Receiver(tiny_model, broker, "rec") as rx:
-            recording = asyncio.create_task(drain_frames(rx, out=str(out), idle_timeout_s=30))
+            recording = asyncio.create_task(drain_frames(rx, RecordOptions(out=str(out), idle_timeout_s=30)))
             session = SenderSession(tiny_model, SENDER)
             info = {"model_id": session.model_id.hex(), "fps": fps}
             async with TokenPublisher(broker, "rec", info, first_connect_timeout_s=5.0) as pub:
                 src = capture(str(BUNDLED_CLIP), realtime=True, loop=True, max_frames=source_frames, size=SIZE)
-                stats = await run_pipeline(every_other_dropped(src), session, pub, PipelineConfig(size=SIZE, drop=True))
+                stats = (await run_pipeline(every_other_dropped(src), session, pub,
+                                            PipelineConfig(size=SIZE, drop=True))).to_json()
             outputs = await recording
-            return stats, rx.summary(), outputs
+            return stats, rx.summary().to_json(), outputs
 
     stats, summary, outputs = asyncio.run(main())
     assert outputs == [str(out)]
@@ -444,8 +443,8 @@ def test_retained_info_lets_a_receiver_without_the_model_read_the_tokens(mosquit
                         info.update(json.loads(payload))
 
             reader = asyncio.create_task(read())
-            await publish_sources(tiny_model, ["synthetic:calm"], [broker], ["bare"], SENDER, realtime=False,
-                                  max_frames=6, size=SIZE)
+            await publish_sources(tiny_model, ["synthetic:calm"], [broker], ["bare"], SENDER,
+                                  CaptureOptions(realtime=False, max_frames=6, size=SIZE))
             await asyncio.wait_for(reader, 10)
         return packets, info
 
@@ -477,7 +476,7 @@ def test_publisher_and_receiver_report_one_bit_rate(mosquitto: Broker, tiny_mode
             stats = await publish(tiny_model, mosquitto.url, "rate", str(BUNDLED_CLIP), realtime=True, frames=15,
                                   tee=sent)
             await task
-            return stats, sent, rx.summary()
+            return stats, sent, rx.summary().to_json()
 
     stats, sent, summary = asyncio.run(main())
     # a live source: the publisher may drop frames it cannot encode in time; those it sent all arrive

@@ -4,6 +4,7 @@ bars that know their totals."""
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from itertools import pairwise
 from pathlib import Path
@@ -92,8 +93,7 @@ def test_live_table_fits_80_columns_with_distinct_p50_and_p99(monkeypatch: pytes
         for j in range(20000):
             s.record(100.0 + i + j % 7 * 33.3, 1000.0 + j / 30)
     st.stages["capture"].dropped = 12345
-    d = st.snapshot(1000.0 + 20000 / 30)
-    d["bits_per_s"] = 1_234_567.0
+    d = dataclasses.replace(st.snapshot(1000.0 + 20000 / 30), bits_per_s=1_234_567.0)
     table = LiveTable()
     table.update(d)
     table.stop()

@@ -57,8 +57,8 @@ def test_eval_floors_with_shipped_weights(shipped_model: Tokenizer) -> None:
     if not clips:
         pytest.fail(f"the evaluation clips are missing from {EVAL_DIR} (set LIVETOK_DATA)")
     torch.set_num_threads(max(1, torch.get_num_threads()))
-    full = evaluate_files(shipped_model, clips, SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0)))
-    half = evaluate_files(shipped_model, clips, SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5)))
+    full = evaluate_files(shipped_model, clips, SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0))).to_json()
+    half = evaluate_files(shipped_model, clips, SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5))).to_json()
     assert full["overall"]["frames"] == 276  # 5 clips x 48 + realshort's 36
     assert full["overall"]["psnr"] >= 27.5, full["overall"]
     assert half["overall"]["psnr"] >= 27.4, half["overall"]

@@ -20,6 +20,7 @@ pytest.importorskip("foxglove", reason="needs the robotics extra: pip install 'l
 from livetok.bench.localbroker import free_port
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
+from livetok.stream.capture import CaptureOptions
 from livetok.stream.robotics import RobotOutputs, publish_robot
 from livetok.stream.session import ReceiverSession
 
@@ -78,10 +79,10 @@ def test_foxglove_client_receives_tokens_and_preview(small_clip: Path, tiny_mode
     async def main() -> tuple[dict[str, list[tuple[int, bytes]]], dict[str, Any]]:
         pub = asyncio.create_task(publish_robot(
             tiny_model, [str(small_clip)], ["cam0"], sender, RobotOutputs(foxglove=("127.0.0.1", port)),
-            frame_ids=["cam0_optical"], realtime=True, loop=True, max_frames=90))
+            CaptureOptions(realtime=True, loop=True, max_frames=90), frame_ids=["cam0_optical"]))
         await asyncio.sleep(1.0)  # join a running stream: its keyframe (frame 0) has gone by
         got = await asyncio.wait_for(_client(port, want=12), 60)
-        return got, await asyncio.wait_for(pub, 60)
+        return got, (await asyncio.wait_for(pub, 60)).to_json()
 
     got, res = asyncio.run(main())
     # paced at the clip's rate, a live source drops what the encoder cannot take on a busy machine

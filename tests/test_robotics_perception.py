@@ -12,6 +12,7 @@ import pytest
 
 from livetok.bench.perception import (
     ARUCO_IDS,
+    ScorePoint,
     available_detectors,
     bench_perception,
     bits_at_score,
@@ -44,7 +45,7 @@ def test_repeatability_counts_keypoints_within_the_radius() -> None:
 
 
 def test_bits_at_score_interpolates_in_log_bits() -> None:
-    curve = [{"bits_per_frame": 1000.0, "score": 0.5}, {"bits_per_frame": 4000.0, "score": 0.9}]
+    curve = [ScorePoint(24, 1000.0, 0.5), ScorePoint(18, 4000.0, 0.9)]
     b, bound = bits_at_score(curve, 0.7)
     assert b == pytest.approx(2000.0) and not bound  # halfway in score: the geometric mean of the bits
     assert bits_at_score(curve, 0.95)[0] != bits_at_score(curve, 0.95)[0]  # never reached: nan
@@ -76,8 +77,9 @@ def test_hog_and_haar_scores_on_people_and_faces(tmp_path: Path, tiny_model: Tok
     The bundled clip has a face in every frame; asl-please (the eval set, where present) a person HOG finds."""
     people = EVAL_DIR / "asl-please.mkv"
     clips = [str(people), str(BUNDLED_CLIP)] if people.is_file() else [str(BUNDLED_CLIP)]
-    res = bench_perception(tiny_model, clips, max_frames=2, rates=(0.5,), crfs=(24, 51),
-                           detectors=("hog-people", "haar-face"))
+    result = bench_perception(tiny_model, clips, max_frames=2, rates=(0.5,), crfs=(24, 51),
+                              detectors=("hog-people", "haar-face"))
+    res = result.to_json()
     assert res["unavailable"] == {} and set(res["detectors"]) == {"hog-people", "haar-face"}
     assert res["frames"] == 2 * len(clips)  # no marker clip: ArUco not asked for
     checked = ["haar-face", *(["hog-people"] if people.is_file() else [])]
@@ -89,15 +91,16 @@ def test_hog_and_haar_scores_on_people_and_faces(tmp_path: Path, tiny_model: Tok
         crf24 = next(pt for pt in e["x264"] if pt["setting"] == 24)
         assert crf24["score"] >= 0.5, (name, e["x264"])  # x264 at ~15 kbit/frame keeps the boxes
     plot = tmp_path / "p.png"
-    plot_perception(res, plot)  # also with a detector that found nothing (no score): drawn, not an error
+    plot_perception(result, plot)  # also with a detector that found nothing (no score): drawn, not an error
     assert plot.stat().st_size > 5_000
 
 
 def test_bench_perception_small_run(tmp_path: Path, tiny_model: Tokenizer, tiny_weights: Path,
                                     capsys: pytest.CaptureFixture[str]) -> None:
     clip = str(eval_clips()[0])
-    res = bench_perception(tiny_model, [clip], max_frames=3, rates=(0.25, 1.0), crfs=(24, 51),
-                           detectors=("aruco", "orb"))  # HOG and Haar: the test above
+    result = bench_perception(tiny_model, [clip], max_frames=3, rates=(0.25, 1.0), crfs=(24, 51),
+                              detectors=("aruco", "orb"))  # HOG and Haar: the test above
+    res = result.to_json()
     assert set(res["detectors"]) == {"aruco", "orb"} and res["unavailable"] == {}
     assert res["frames"] == 6 and res["clips"] == [Path(clip).stem, f"{Path(clip).stem}+aruco"]
     for e in res["detectors"].values():
@@ -112,7 +115,7 @@ def test_bench_perception_small_run(tmp_path: Path, tiny_model: Tokenizer, tiny_
     assert orb["reference"] == 1.0 and orb["reference_detections"] > 100
     assert max(p["score"] for p in orb["x264"]) > 0.5
     plot = tmp_path / "p.png"
-    plot_perception(res, plot)
+    plot_perception(result, plot)
     assert plot.stat().st_size > 10_000
 
     # the command: the same keys on stdout

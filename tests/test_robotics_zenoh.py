@@ -15,7 +15,8 @@ pytest.importorskip("zenoh", reason="needs the robotics extra: pip install 'live
 from livetok.bench.localbroker import free_port
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
-from livetok.stream.capture import capture
+from livetok.stream.capture import CaptureOptions, capture
+from livetok.stream.live import RecordOptions
 from livetok.stream.packet_receiver import ReceivedFrame
 from livetok.stream.pipeline import PipelineConfig, StreamInput, run_streams
 from livetok.stream.robotics import RobotOutputs, publish_robot, receive_zenoh
@@ -49,7 +50,8 @@ async def _publish_and_receive(model: Tokenizer, clip: Path, cfg: ZenohConfig, s
     async def rx() -> dict[str, Any]:
         for _ in range(100):  # the publisher's session listens first (peer mode): wait for it
             try:
-                return await receive_zenoh(model, cfg, name, idle_timeout_s=3.0, on_frame=got.append)
+                res = await receive_zenoh(model, cfg, name, RecordOptions(idle_timeout_s=3.0, on_frame=got.append))
+                return res.to_json()
             except Exception as e:
                 if "cannot open a Zenoh" not in str(e):
                     raise
@@ -57,9 +59,10 @@ async def _publish_and_receive(model: Tokenizer, clip: Path, cfg: ZenohConfig, s
         raise AssertionError("the receiver never reached the publisher")
 
     receiving = asyncio.create_task(rx())
-    pub = await publish_robot(model, [str(clip)] * len(streams), streams, SENDER, RobotOutputs(zenoh=cfg),
-                              frame_ids=frame_ids, realtime=False, max_frames=frames, wait_for_receivers_s=20.0)
-    return pub, await asyncio.wait_for(receiving, 60), got
+    pub = await publish_robot(model, [str(clip)] * len(streams), streams, SENDER,
+                              RobotOutputs(zenoh=cfg, wait_for_receivers_s=20.0),
+                              CaptureOptions(realtime=False, max_frames=frames), frame_ids=frame_ids)
+    return pub.to_json(), await asyncio.wait_for(receiving, 60), got
 
 
 def test_zenoh_peer_to_peer_decodes_every_frame(small_clip: Path, tiny_model: Tokenizer) -> None:
@@ -121,7 +124,7 @@ async def _stream(model: Tokenizer, clip: Path, cfg: ZenohConfig, frames: int, l
                 async with ZenohReceiver(model, cfg, "cam0") as rx:
                     async for f in rx:
                         got.append(f)
-                    return rx.summary()
+                    return rx.summary().to_json()
 
             receiving = asyncio.create_task(receive())
             if join_after_s == 0:

@@ -18,6 +18,7 @@ from livetok.bench.localbroker import Broker, free_port
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream import sources
+from livetok.stream.capture import CaptureOptions
 from livetok.stream.sources import public_source
 from livetok.stream.video_io import VideoReader
 
@@ -85,8 +86,8 @@ def test_retained_info_on_the_broker_has_no_password(mosquitto: Broker, tiny_mod
                             return
 
             reader = asyncio.create_task(read())
-            await publish_sources(tiny_model, [camera_url], [broker], ["cam"], SENDER, realtime=False,
-                                  max_frames=4)
+            await publish_sources(tiny_model, [camera_url], [broker], ["cam"], SENDER,
+                                  CaptureOptions(realtime=False, max_frames=4))
             await asyncio.wait_for(reader, 10)
         return infos
 
@@ -144,8 +145,9 @@ def test_zenoh_and_foxglove_info_carry_levels_and_no_password(tmp_path: Path, ti
             raise AssertionError("the receiver never reached the publisher")
 
         receiving = asyncio.create_task(receive())
-        await publish_robot(tiny_model, [camera_url], ["cam"], SENDER, RobotOutputs(zenoh=cfg, mcap=str(mcap)),
-                            realtime=False, max_frames=4, wait_for_receivers_s=20.0)
+        await publish_robot(tiny_model, [camera_url], ["cam"], SENDER,
+                            RobotOutputs(zenoh=cfg, mcap=str(mcap), wait_for_receivers_s=20.0),
+                            CaptureOptions(realtime=False, max_frames=4))
         return await asyncio.wait_for(receiving, 60)
 
     info = asyncio.run(main())

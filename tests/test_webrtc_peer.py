@@ -24,7 +24,7 @@ from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.capture import capture
 from livetok.stream.errors import StreamError
-from livetok.stream.live import drain_frames
+from livetok.stream.live import RecordOptions, drain_frames
 from livetok.stream.packet_receiver import ReceivedFrame
 from livetok.stream.pipeline import PipelineConfig, run_pipeline
 from livetok.stream.session import ReceiverSession, SenderSession
@@ -84,7 +84,7 @@ async def stream(model: Tokenizer, source: str, frames: int, cfg: WebRTCConfig, 
             src = capture(source, realtime=realtime, max_frames=frames, size=SIZE)
             stats = await run_pipeline(src, SenderSession(model, SENDER), tee, PipelineConfig(size=SIZE, drop=False))
         await asyncio.wait_for(task, 20)
-        return got, tee, stats, ep.receiver.summary()
+        return got, tee, stats.to_json(), ep.receiver.summary().to_json()
 
 
 def test_a_file_arrives_whole_and_identical(tiny_model: Tokenizer) -> None:
@@ -114,13 +114,13 @@ def test_recording_lasts_as_long_as_the_stream_while_the_sender_drops(tiny_model
 
     async def main() -> tuple[dict[str, Any], dict[str, Any], list[str]]:
         async with ReceiverEndpoint(tiny_model, SignalingConfig(port=0), WebRTCConfig()) as ep:
-            recording = asyncio.create_task(drain_frames(ep.receiver, out=str(out), idle_timeout_s=30))
+            recording = asyncio.create_task(drain_frames(ep.receiver, RecordOptions(out=str(out), idle_timeout_s=30)))
             async with SenderPeer(ep.url, info_of(tiny_model), "cam", WebRTCConfig()) as peer:
                 src = capture(str(BUNDLED_CLIP), realtime=True, loop=True, max_frames=source_frames, size=SIZE)
                 stats = await run_pipeline(every_other_dropped(src), SenderSession(tiny_model, SENDER), peer.sink,
                                            PipelineConfig(size=SIZE, drop=True))
             outputs = await recording  # ends at the end-of-stream packet
-            return stats, ep.receiver.summary(), outputs
+            return stats.to_json(), ep.receiver.summary().to_json(), outputs
 
     stats, summary, outputs = run_in_loopback_netns(lambda: asyncio.run(main()))
     assert outputs == [str(out)] and stats["frames_dropped"] >= source_frames // 2

@@ -10,7 +10,6 @@ import os
 import signal
 import subprocess
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -19,8 +18,10 @@ from livetok.bench.nats_cluster import NatsCluster
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.model import Tokenizer
 from livetok.stream.broker_url import parse_broker_url
-from livetok.stream.live import publish_sources
+from livetok.stream.capture import CaptureOptions
+from livetok.stream.live import PublishSummary, publish_sources
 from livetok.stream.ownership import owned, owner
+from livetok.stream.pipeline import PipelineSnapshot
 from livetok.stream.workers import presence_topic
 
 STREAMS = [f"cam{i}" for i in range(6)]
@@ -56,18 +57,18 @@ def test_a_dead_workers_streams_move_to_the_other(nats_cluster: NatsCluster, tin
         sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5), keyframe_interval=0)
         brokers = [parse_broker_url(u) for u in nats_cluster.urls]
 
-        def kill_mid_stream(d: dict[str, Any]) -> None:
+        def kill_mid_stream(d: PipelineSnapshot) -> None:
             # once every stream has published frames: wa has decoded its streams for a while
-            per = d.get("per_stream", {})
-            if workers["wa"].poll() is None and per and min(v["frames_published"] for v in per.values()) >= 5:
+            per = d.per_stream
+            if workers["wa"].poll() is None and per and min(v.frames_published for v in per.values()) >= 5:
                 workers["wa"].send_signal(signal.SIGKILL)  # no goodbye: the broker publishes its will
 
-        async def run() -> dict[str, Any]:
+        async def run() -> PublishSummary:
             return await publish_sources(tiny_model, ["synthetic:calm"] * len(STREAMS), brokers, STREAMS, sender,
-                                         max_frames=150, size=(128, 96), first_connect_timeout_s=30,
+                                         CaptureOptions(max_frames=150, size=(128, 96)), first_connect_timeout_s=30,
                                          on_stats=kill_mid_stream)
 
-        stats = asyncio.run(run())
+        stats = asyncio.run(run()).to_json()
         assert workers["wa"].poll() is not None, "the stream ended before wa could be killed mid-stream"
         out, err = workers["wb"].communicate(timeout=120)
     finally:

@@ -30,7 +30,7 @@ from livetok.engine.state import FrameTokens
 
 from ..capture import Captured
 from ..heatmap import token_heatmap
-from ..pipeline import PipelineConfig, run_pipeline
+from ..pipeline import PipelineConfig, PipelineSnapshot, run_pipeline
 from ..reachable import RateMeter, frame_bounds
 from ..session import ReceiverSession, SenderSession
 from ..stages import percentile
@@ -104,8 +104,8 @@ class DemoPeer:
         self.set_target(target_kbps)
         self.decoded = 0
         self.server_ms: deque[float] = deque(maxlen=300)  # capture (arrival) -> decoded, last frames
-        self._pipeline: dict[str, Any] = {}
-        self.task: asyncio.Task[dict[str, Any]] | None = None
+        self._pipeline: PipelineSnapshot | None = None  # the last stats
+        self.task: asyncio.Task[PipelineSnapshot | None] | None = None
 
     # -- control -------------------------------------------------------------------------------
 
@@ -193,10 +193,12 @@ class DemoPeer:
             yield Captured(rgb, ts, i)
             i += 1
 
-    async def _run(self, camera: MediaStreamTrack) -> dict[str, Any]:
-        def on_stats(d: dict[str, Any]) -> None:
+    async def _run(self, camera: MediaStreamTrack) -> PipelineSnapshot | None:
+        def on_stats(d: PipelineSnapshot) -> None:
             self._pipeline = d
-            self._send({"type": "pipeline", **{k: v for k, v in d.items() if k != "stages"}, "stages": d["stages"]})
+            doc = d.to_json()
+            stages = doc.pop("stages")
+            self._send({"type": "pipeline", **doc, "stages": stages})
 
         try:
             return await run_pipeline(self._frames(camera), self.session, self, PipelineConfig(drop=True),
@@ -204,7 +206,7 @@ class DemoPeer:
         except Exception as e:  # one browser's failure must not take the server down
             log.warning("demo stream ended: %s", e)
             self._send({"type": "error", "message": str(e)})
-            return {}
+            return None
 
     async def stop(self) -> None:
         if self.task is not None:
@@ -246,6 +248,7 @@ class DemoPeer:
             "reachable_kbps": [round(reach[0], 1), round(reach[1], 1)] if reach is not None else None,
             "server_ms": round(ms, 1), "server_ms_p50": round(percentile(lat, 50), 1),
             "server_ms_p99": round(percentile(lat, 99), 1), "decoded": self.decoded,
-            "dropped": int(self._pipeline.get("frames_dropped", 0)), "target_kbps": self.target_kbps,
+            "dropped": self._pipeline.frames_dropped if self._pipeline is not None else 0,
+            "target_kbps": self.target_kbps,
             "requested_kbps": self.requested_kbps,
         })

@@ -22,7 +22,7 @@ from ..errors import StreamError
 from .config import SignalingConfig
 from .demo_peer import DemoPeer
 from .ice import auto_addresses, offering, require_candidates, wait_connected
-from .signaling import SignalingRefused, make_app, start_site
+from .signaling import Answer, SignalingRefused, make_app, start_site
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class DemoServer:
                                   "width": d.size[0], "height": d.size[1], "preset": self.model.cfg.name,
                                   "token_required": self.signaling.token is not None})
 
-    async def _on_offer(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    async def _on_offer(self, body: dict[str, Any], request: web.Request) -> Answer:
         if len(self.peers) >= self.demo.max_peers:
             raise SignalingRefused(503, f"the demo already serves {self.demo.max_peers} browsers; try again later")
         pc = RTCPeerConnection(RTCConfiguration(iceServers=[]))

@@ -21,12 +21,12 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 from livetok.engine.runtime import Runtime
 
 from ..errors import StreamError
-from ..live import record_summary
-from ..packet_receiver import ReceivedFrame
+from ..live import RecordOptions, record_frames
+from ..summaries import WebRTCReceiverSummary
 from .channel_receiver import ChannelReceiver
 from .config import SignalingConfig, WebRTCConfig
 from .ice import auto_addresses, offering, require_candidates, wait_connected
-from .signaling import RunningSite, SignalingRefused, make_app, start_site
+from .signaling import Answer, RunningSite, SignalingRefused, make_app, start_site
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +74,7 @@ class ReceiverEndpoint:
         if self.site is not None:
             await self.site.close()
 
-    async def _on_offer(self, body: dict[str, Any], request: web.Request) -> dict[str, Any]:
+    async def _on_offer(self, body: dict[str, Any], request: web.Request) -> Answer:
         if self.pc is not None:
             raise SignalingRefused(409, "this receiver already has a sender")
         name = str(body.get("stream") or "webrtc")[:MAX_STREAM_NAME]
@@ -113,24 +113,18 @@ async def webrtc_recv(
     model: Runtime,
     signaling: SignalingConfig,
     cfg: WebRTCConfig | None = None,
+    record: RecordOptions = RecordOptions(),
     *,
-    out: str | None = None,
-    show: bool = False,
-    idle_timeout_s: float | None = None,
-    max_frames: int | None = None,
-    on_frame: Callable[[ReceivedFrame], Any] | None = None,
     on_listening: Callable[[str], Any] | None = None,
     stop: asyncio.Event | None = None,
-    on_status: Callable[[str], Any] | None = None,
-) -> dict[str, Any]:
-    """Listen, receive one sender's stream until it ends (or `idle_timeout_s` without a frame —
-    None or 0: never —, `max_frames`, or `stop`); returns the receiver's summary (DESIGN.md §6
-    keys and `ended_by`, as `livetok receive`). `on_status`: lines while no frame comes."""
+) -> WebRTCReceiverSummary:
+    """Listen, receive one sender's stream until it ends (or `record.idle_timeout_s` without a frame —
+    None or 0: never —, `record.max_frames`, or `stop`); returns the receiver's summary (DESIGN.md §6
+    keys, `outputs` and `ended_by`, as `livetok receive`, and `signal_url`). `record.on_status`: lines
+    while no frame comes."""
     async with ReceiverEndpoint(model, signaling, cfg) as ep:
         if on_listening is not None:
             on_listening(ep.url)
-        summary = await record_summary(ep.receiver, out=out, show=show, idle_timeout_s=idle_timeout_s,
-                                       max_frames=max_frames, on_frame=on_frame, stop=stop, on_status=on_status,
-                                       waiting_for=f"a sender at {ep.url}")
-        summary["signal_url"] = ep.url
+        drained = await record_frames(ep.receiver, record, stop=stop, waiting_for=f"a sender at {ep.url}")
+        summary = WebRTCReceiverSummary.extending(ep.receiver.summary().recorded(drained), signal_url=ep.url)
     return summary

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlparse
@@ -19,11 +20,11 @@ from aiortc import RTCConfiguration, RTCPeerConnection, RTCSessionDescription
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
-from ..capture import capture
+from ..capture import CaptureOptions
 from ..errors import StreamError
 from ..info import reader_info
 from ..live import source_fps
-from ..pipeline import PipelineConfig, run_pipeline
+from ..pipeline import PipelineConfig, PipelineSnapshot, run_pipeline
 from ..session import SenderSession
 from ..sources import public_source
 from .channel_sink import ChannelSink
@@ -102,23 +103,28 @@ class SenderPeer:
             await self.pc.close()
 
 
+@dataclass(frozen=True, kw_only=True)
+class WebRTCSendSummary(PipelineSnapshot):
+    """What `webrtc send` returns: the pipeline's stats, the receiver's keyframe requests, the channel mode."""
+
+    keyframe_requests: int
+    unreliable: bool
+
+
 async def webrtc_send(
     model: Runtime,
     source: str,
     signal_url: str,
     sender: SenderConfig,
     cfg: WebRTCConfig | None = None,
+    capture: CaptureOptions = CaptureOptions(),
     *,
     stream: str = "webrtc",
     token: str | None = None,
-    realtime: bool = True,
-    loop: bool = False,
-    max_frames: int | None = None,
-    size: tuple[int, int] | None = None,
-    on_stats: Callable[[dict[str, Any]], Any] | None = None,
+    on_stats: Callable[[PipelineSnapshot], Any] | None = None,
     stop: asyncio.Event | None = None,
-) -> dict[str, Any]:
-    """Capture `source`, tokenize it live and stream the packets to the receiver at `signal_url`
+) -> WebRTCSendSummary:
+    """Capture `source` (`capture`), tokenize it live and stream the packets to the receiver at `signal_url`
     until the source ends or `stop` is set (the end-of-stream packet goes out either way); returns
     the pipeline's statistics."""
     cfg = cfg or WebRTCConfig()
@@ -127,11 +133,11 @@ async def webrtc_send(
                             "fps": source_fps(source), "keyframe_interval": sender.keyframe_interval,
                             "bits_per_index": session.bits, "policy": sender.budget.policy,
                             "source": public_source(source), **reader_info(model, sender)}
-    frames = capture(source, realtime=realtime, loop=loop, max_frames=max_frames, size=size)
+    frames = capture.open(source)
     async with SenderPeer(signal_url, info, stream, cfg, token) as peer:
-        live = realtime or source.startswith("webcam:") or "://" in source
-        result = await run_pipeline(frames, session, peer.sink, PipelineConfig(size=size, drop=live),
+        result = await run_pipeline(frames, session, peer.sink,
+                                    PipelineConfig(size=capture.size, drop=capture.live([source])),
                                     on_stats=on_stats, stop=stop)
-        result["keyframe_requests"] = peer.sink.keyframe_requests
-        result["unreliable"] = cfg.unreliable
-    return result
+        summary = WebRTCSendSummary.extending(result, keyframe_requests=peer.sink.keyframe_requests,
+                                              unreliable=cfg.unreliable)
+    return summary

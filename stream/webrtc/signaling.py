@@ -13,7 +13,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import aiohttp
 from aiohttp import web
@@ -23,7 +23,17 @@ from .config import SignalingConfig
 
 log = logging.getLogger(__name__)
 
-OfferHandler = Callable[[dict[str, Any], web.Request], Awaitable[dict[str, Any]]]
+
+
+class Answer(TypedDict):
+    """An SDP answer as signalling sends it (the JSON body of the reply to an offer)."""
+
+    sdp: str
+    type: str  # "answer"
+
+
+# the offer is the JSON body a sender posted: "sdp", "type" and what else the endpoint reads (stream, probe ...)
+OfferHandler = Callable[[dict[str, Any], web.Request], Awaitable[Answer]]
 
 
 class SignalingRefused(Exception):
@@ -119,7 +129,7 @@ async def start_site(app: web.Application, host: str, port: int) -> RunningSite:
 
 
 async def post_offer(url: str, offer: dict[str, Any], token: str | None = None, timeout_s: float = 10.0
-                     ) -> dict[str, Any]:
+                     ) -> Answer:
     """Send an offer to a signalling endpoint; returns its answer or raises StreamError with the reason."""
     headers = {"Authorization": f"Bearer {token}"} if token else {}
     try:
@@ -139,4 +149,4 @@ async def post_offer(url: str, offer: dict[str, Any], token: str | None = None, 
         raise StreamError(f"the signalling endpoint {url} did not answer within {timeout_s:g} s") from None
     if not isinstance(body, dict) or body.get("type") != "answer" or not isinstance(body.get("sdp"), str):
         raise StreamError(f"signalling at {url} sent no SDP answer")
-    return body
+    return {"sdp": body["sdp"], "type": "answer"}
