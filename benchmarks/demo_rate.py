@@ -14,10 +14,12 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,7 @@ from aiortc import MediaStreamTrack, RTCConfiguration, RTCPeerConnection, RTCSes
 from aiortc.mediastreams import MediaStreamError
 
 from livetok.engine.config import SenderConfig
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.video_io import read_video
 from livetok.stream.webrtc import SignalingConfig
@@ -73,9 +76,32 @@ async def _drain(track: MediaStreamTrack) -> None:
             await track.recv()  # the page shows them; here they are only taken off the receiver
 
 
-def _phase(msgs: list[dict[str, Any]], t0: float, t1: float, requested: float) -> dict[str, Any]:
+@dataclass(frozen=True, kw_only=True)
+class RatePhase(JsonResult):
+    """One target's stretch: what the server aimed at and could reach, the rate achieved over every 10 s
+    window of capture times, what the page showed, and the server's target messages of the stretch."""
+
+    requested_kbps: float
+    target_kbps: float  # what the server aimed at (the request, within reach)
+    reachable_kbps: list[float] | None
+    fps: float
+    windows: int
+    achieved_kbps_mean: float | None
+    achieved_kbps_max: float | None
+    achieved_kbps_min: float | None
+    worst_vs_target: float | None
+    # what the page shows: its live (1 s) figure and, where the server sends it, the 10 s mean
+    page_kbps_1s_mean: float | None
+    page_kbps_1s_max: float | None
+    page_kbps_10s_last: float | None
+    tokens_per_frame: float | None
+    told: list[dict[str, Any]] = dataclasses.field(default_factory=list)  # the server's target messages
+
+
+def _phase(msgs: list[dict[str, Any]], t0: float, t1: float, requested: float) -> RatePhase:
     """One target's stretch (the frames whose stats arrived in [t0, t1)): the achieved rate over
-    every 10 s window of their capture times (1 s apart), as rate control counts time."""
+    every 10 s window of their capture times (1 s apart), as rate control counts time. `msgs` are the
+    page's data-channel messages (JSON) with their arrival time `t`."""
     frames = [m for m in msgs if m["type"] == "frame" and t0 <= m["t"] < t1]
     t = np.array([m["timestamp_us"] / 1e6 for m in frames])
     bits = np.array([m["bits"] for m in frames], dtype=np.float64)
@@ -84,30 +110,29 @@ def _phase(msgs: list[dict[str, Any]], t0: float, t1: float, requested: float) -
     windows = [bits[(t >= s) & (t < s + WINDOW_S)].sum() / WINDOW_S / 1000 for s in starts]
     last = frames[-1] if frames else {}
     aimed = float(last.get("target_kbps", float("nan")))
-    return {
-        "requested_kbps": requested,
-        "target_kbps": round(aimed, 2),  # what the server aimed at (the request, within reach)
-        "reachable_kbps": last.get("reachable_kbps"),
-        "fps": round((len(frames) - 1) / (t[-1] - t[0]), 2) if len(frames) > 1 else 0.0,
-        "windows": len(windows),
-        "achieved_kbps_mean": round(float(np.mean(windows)), 2) if windows else None,
-        "achieved_kbps_max": round(float(np.max(windows)), 2) if windows else None,
-        "achieved_kbps_min": round(float(np.min(windows)), 2) if windows else None,
-        "worst_vs_target": round(float(max(abs(w / aimed - 1) for w in windows)), 4) if windows else None,
-        # what the page shows: its live (1 s) figure and, where the server sends it, the 10 s mean
-        "page_kbps_1s_mean": round(float(np.mean([m["kbps"] for m in frames])), 2) if frames else None,
-        "page_kbps_1s_max": round(float(np.max([m["kbps"] for m in frames])), 2) if frames else None,
-        "page_kbps_10s_last": last.get("kbps_mean"),
-        "tokens_per_frame": round(float(np.mean([m["tokens"] for m in frames])), 1) if frames else None,
-    }
+    return RatePhase(
+        requested_kbps=requested,
+        target_kbps=round(aimed, 2),
+        reachable_kbps=last.get("reachable_kbps"),
+        fps=round((len(frames) - 1) / (t[-1] - t[0]), 2) if len(frames) > 1 else 0.0,
+        windows=len(windows),
+        achieved_kbps_mean=round(float(np.mean(windows)), 2) if windows else None,
+        achieved_kbps_max=round(float(np.max(windows)), 2) if windows else None,
+        achieved_kbps_min=round(float(np.min(windows)), 2) if windows else None,
+        worst_vs_target=round(float(max(abs(w / aimed - 1) for w in windows)), 4) if windows else None,
+        page_kbps_1s_mean=round(float(np.mean([m["kbps"] for m in frames])), 2) if frames else None,
+        page_kbps_1s_max=round(float(np.max([m["kbps"] for m in frames])), 2) if frames else None,
+        page_kbps_10s_last=last.get("kbps_mean"),
+        tokens_per_frame=round(float(np.mean([m["tokens"] for m in frames])), 1) if frames else None,
+    )
 
 
 async def demo_rate(model: Runtime, clip: Path, targets: Sequence[float], settle_s: float, record_s: float,
                     size: tuple[int, int] = SIZE, sender: SenderConfig | None = None, fps: float = 30.0
-                    ) -> list[dict[str, Any]]:
+                    ) -> list[RatePhase]:
     """Run the demo server and one aiortc peer; for each target: send it, wait `settle_s`, record
-    `record_s` seconds (a little over 10 for one window). The camera plays at `fps`. Returns one dict
-    per target (see `_phase`), with the server's target messages of its stretch under "told"."""
+    `record_s` seconds (a little over 10 for one window). The camera plays at `fps`. Returns one phase
+    per target (see `_phase`), with the server's target messages of its stretch under `told`."""
     video, _ = read_video(clip)
     frames = [cv2.resize(f, size, interpolation=cv2.INTER_AREA) for f in video]
     server = DemoServer(model, sender or SenderConfig(), SignalingConfig(port=0),
@@ -144,8 +169,8 @@ async def demo_rate(model: Runtime, clip: Path, targets: Sequence[float], settle
             await asyncio.sleep(settle_s)
             t0 = time.monotonic()
             await asyncio.sleep(record_s)
-            out.append({**_phase(msgs, t0, time.monotonic(), kbps),
-                        "told": [m for m in msgs if m["type"] == "target" and m["t"] >= t0 - settle_s]})
+            told = [m for m in msgs if m["type"] == "target" and m["t"] >= t0 - settle_s]
+            out.append(dataclasses.replace(_phase(msgs, t0, time.monotonic(), kbps), told=told))
         return out
     finally:
         for task in drains:
@@ -170,9 +195,8 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(a.clip).is_file():
         p.error(f"no such clip: {a.clip}")
     model = model_from_args(a)
-    res = asyncio.run(demo_rate(model, Path(a.clip), a.targets, a.settle, a.record, fps=a.fps))
-    for r in res:
-        r.pop("told")
+    phases = asyncio.run(demo_rate(model, Path(a.clip), a.targets, a.settle, a.record, fps=a.fps))
+    res = [{k: v for k, v in p.to_json().items() if k != "told"} for p in phases]
     print(json.dumps(res, indent=2) if a.json else res)
     return 0
 

@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.results import JsonResult
 from livetok.stream.session import SenderSession
 from livetok.stream.video_io import read_video
 from livetok.stream.wire import CoderState, TokenPacket, token_bits
@@ -133,7 +134,16 @@ def summary(values: list[float]) -> dict[str, float]:
     return {"p50": round(statistics.median(s), 3), "p99": round(s[min(len(s) - 1, int(0.99 * len(s)))], 3)}
 
 
-def population_bits(model: Any, clips: list[Path], max_frames: int) -> dict[str, Any]:
+@dataclass(frozen=True)
+class PopulationBits(JsonResult):
+    """The `bits` signal's population mean, over how many frames, and per clip."""
+
+    population_bits: float
+    frames: int
+    clips: dict[str, float]
+
+
+def population_bits(model: Any, clips: list[Path], max_frames: int) -> PopulationBits:
     """The `bits` router signal's population mean (BudgetConfig.population_bits): each non-key frame's
     mean code length per position (tokens under the sender's coder state before the frame, as the
     router sees them), over every frame of `clips` streamed with the default sender."""
@@ -150,7 +160,7 @@ def population_bits(model: Any, clips: list[Path], max_frames: int) -> dict[str,
                 mine.append(float(np.mean(token_bits(coder, enc.tokens.indices[0].cpu().numpy()))))
         per_clip[path.stem] = round(float(np.mean(mine)), 4) if mine else float("nan")
         means += mine
-    return {"population_bits": round(float(np.mean(means)), 4), "frames": len(means), "clips": per_clip}
+    return PopulationBits(round(float(np.mean(means)), 4), len(means), per_clip)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,8 +179,8 @@ def main(argv: list[str] | None = None) -> int:
     levels = tuple(model.cfg.fsq.levels)
     if a.population:
         pop = population_bits(model, a.clips, a.frames)
-        print(json.dumps(pop, indent=2) if a.json else f"population_bits {pop['population_bits']} over "
-              f"{pop['frames']} frames")
+        print(json.dumps(pop.to_json(), indent=2) if a.json else f"population_bits {pop.population_bits} over "
+              f"{pop.frames} frames")
         return 0
     report: dict[str, Any] = {"levels": list(levels), "frames_per_clip": a.frames, "settings": {}}
     enc_all: list[float] = []

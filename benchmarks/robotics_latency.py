@@ -25,12 +25,14 @@ import json
 import sys
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 
 from livetok.engine.config import BudgetConfig, SenderConfig
+from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.stages import percentile
@@ -170,12 +172,31 @@ async def webrtc_link() -> AsyncIterator[Link]:
 LINKS = {"mqtt": mqtt_link, "zenoh": zenoh_link, "webrtc": webrtc_link}
 
 
-def _pcts(values: list[float]) -> dict[str, float]:
-    return {"p50": round(percentile(values, 50), 2), "p95": round(percentile(values, 95), 2)}
+@dataclass(frozen=True)
+class Percentiles(JsonResult):
+    p50: float
+    p95: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class TransportLatency(JsonResult):
+    """One transport: each step's p50/p95 in ms over the counted frames, and the packets' size."""
+
+    transport: str
+    frames: int
+    encode_ms: Percentiles
+    transport_ms: Percentiles
+    decode_ms: Percentiles
+    total_ms: Percentiles
+    bits_per_frame: float
+
+
+def _pcts(values: list[float]) -> Percentiles:
+    return Percentiles(round(percentile(values, 50), 2), round(percentile(values, 95), 2))
 
 
 async def measure(model: Runtime, frames: np.ndarray, transport: str, sender: SenderConfig,
-                  warmup: int = 5) -> dict[str, Any]:
+                  warmup: int = 5) -> TransportLatency:
     """Encode, send, receive and decode `frames` one at a time over `transport`; p50/p95 of each step in ms
     (the first `warmup` frames are not counted: first-call costs, connection set-up)."""
     tx, rx = SenderSession(model, sender), ReceiverSession(model)
@@ -199,17 +220,16 @@ async def measure(model: Runtime, frames: np.ndarray, transport: str, sender: Se
                 total.append((t3 - t0) * 1e3)
                 bits += 8 * len(e.data)
     n = len(enc)
-    return {"transport": transport, "frames": n, "encode_ms": _pcts(enc), "transport_ms": _pcts(tr),
-            "decode_ms": _pcts(dec), "total_ms": _pcts(total), "bits_per_frame": round(bits / n, 1)}
+    return TransportLatency(transport=transport, frames=n, encode_ms=_pcts(enc), transport_ms=_pcts(tr),
+                            decode_ms=_pcts(dec), total_ms=_pcts(total), bits_per_frame=round(bits / n, 1))
 
 
-def markdown_table(rows: list[dict[str, Any]]) -> str:
+def markdown_table(rows: list[TransportLatency]) -> str:
     out = ["| transport | encode p50 / p95 ms | transport p50 / p95 ms | decode p50 / p95 ms | total p50 / p95 ms |",
            "|---|---|---|---|---|"]
     for r in rows:
-        cells = [f"{r[k]['p50']:.2f} / {r[k]['p95']:.2f}" for k in ("encode_ms", "transport_ms", "decode_ms",
-                                                                     "total_ms")]
-        out.append(f"| {r['transport']} | " + " | ".join(cells) + " |")
+        cells = [f"{p.p50:.2f} / {p.p95:.2f}" for p in (r.encode_ms, r.transport_ms, r.decode_ms, r.total_ms)]
+        out.append(f"| {r.transport} | " + " | ".join(cells) + " |")
     return "\n".join(out)
 
 
@@ -232,10 +252,10 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for t in a.transports:
         rows.append(asyncio.run(measure(model, frames, t, sender)))
-        print(f"{t}: {json.dumps(rows[-1])}", file=sys.stderr)
+        print(f"{t}: {json.dumps(rows[-1].to_json())}", file=sys.stderr)
     print(markdown_table(rows), file=sys.stderr)
     if a.json:
-        print(json.dumps({"results": rows, "frames": len(frames) - 5, "source": a.source,
+        print(json.dumps({"results": [r.to_json() for r in rows], "frames": len(frames) - 5, "source": a.source,
                           "size": list(frames.shape[1:3][::-1]), "threads": a.threads}, indent=2))
     return 0
 

@@ -43,7 +43,7 @@ def cmd_export_onnx(a: argparse.Namespace) -> int:
     con.print(f"wrote {a.output}: encoder/decoder/router.onnx + model.json for model {meta['model_id']} "
               f"(opset {meta['opset']}, {', '.join(f'{k} {v}' for k, v in exporters.items())}, "
               f"{meta['seconds']:.1f} s)")
-    for p in res["parity"]:
+    for p in res["parity"]:  # GraphParity documents
         con.print(f"  onnxruntime vs torch at {p['size']}: indices equal {p['indices_equal']:.4%}, "
                   f"max |diff| {p['max_abs_diff']:.2e}")
     if a.verify:
@@ -58,13 +58,13 @@ def cmd_export_onnx(a: argparse.Namespace) -> int:
                 raise ValueError(f"no such file: {c}")
         frames = {Path(c).stem: read_video(c, max_frames=a.max_frames)[0] for c in clips}
         v = verify(model, a.output, frames, sender_config(a), transport=wire_roundtrip(model))
-        res["verify"] = v
-        con.print(f"  verify on {v['providers'][0]}:")
-        for name, c in v["clips"].items():
-            con.print(f"  [bold]{name}[/] ({c['frames']} frames): indices equal {c['indices_equal']:.4%}, "
-                      f"PSNR torch {c['psnr_torch']:.3f} dB onnx {c['psnr_onnx']:.3f} dB, "
-                      f"max pixel diff {c['max_abs_pixel_diff']}, cross-backend drift "
-                      f"{c['torch_to_onnx']['psnr_drift']:+.4f} / {c['onnx_to_torch']['psnr_drift']:+.4f} dB")
+        res["verify"] = v.to_json()
+        con.print(f"  verify on {v.providers[0]}:")
+        for name, c in v.clips.items():
+            con.print(f"  [bold]{name}[/] ({c.frames} frames): indices equal {c.indices_equal:.4%}, "
+                      f"PSNR torch {c.psnr_torch:.3f} dB onnx {c.psnr_onnx:.3f} dB, "
+                      f"max pixel diff {c.max_abs_pixel_diff}, cross-backend drift "
+                      f"{c.torch_to_onnx.psnr_drift:+.4f} / {c.onnx_to_torch.psnr_drift:+.4f} dB")
     if a.json:
         print_json(res)
     return 0

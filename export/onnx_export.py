@@ -17,7 +17,7 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NotRequired, TypedDict
 
 import torch
 from torch import nn
@@ -155,8 +155,37 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+class GraphEntry(TypedDict):
+    """One graph in model.json."""
+
+    file: str
+    exporter: str  # "dynamo" or "torchscript"
+    sha256: str
+    inputs: list[str]
+    outputs: list[str]
+    dynamic_axes: dict[str, dict[str, str]]
+
+
+class Sidecar(TypedDict):
+    """model.json, the export folder's description (a file format, read back by `read_sidecar`); `parity` with
+    the export's check, `seconds` only in what `export_onnx` returns."""
+
+    format: str
+    format_version: int
+    model_id: str
+    config: dict[str, Any]  # TokenizerConfig.to_dict()
+    population: dict[str, float]
+    stride: int
+    opset: int
+    example: dict[str, int]
+    graphs: dict[str, GraphEntry]
+    versions: dict[str, str]
+    parity: NotRequired[list[dict[str, Any]]]  # GraphParity documents
+    seconds: NotRequired[float]
+
+
 def export_onnx(model: Tokenizer, out_dir: str | os.PathLike[str], opset: int = 18,
-                check: bool = True) -> dict[str, Any]:
+                check: bool = True) -> Sidecar:
     """Write encoder.onnx, decoder.onnx, router.onnx and model.json into `out_dir`.
 
     Every graph takes and returns the stream state explicitly; batch, height and width are dynamic
@@ -180,7 +209,7 @@ def export_onnx(model: Tokenizer, out_dir: str | os.PathLike[str], opset: int = 
     ex = example_inputs(cpu, **EXAMPLE)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     try:
-        graphs: dict[str, Any] = {}
+        graphs: dict[str, GraphEntry] = {}
         for spec in GRAPHS:
             path = tmp / f"{spec.name}.onnx"
             exporter = _export_one(_module(spec, cpu), spec, tuple(ex[n] for n in spec.inputs), path, opset,
@@ -192,7 +221,7 @@ def export_onnx(model: Tokenizer, out_dir: str | os.PathLike[str], opset: int = 
                 "dynamic_axes": {n: {str(a): lbl for a, lbl in AXES[n].items()} for n in (*spec.inputs, *spec.outputs)},
             }
             log.info("exported %s with the %s exporter", spec.name, exporter)
-        meta: dict[str, Any] = {
+        meta: Sidecar = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "model_id": cpu.identity.hex(),
@@ -208,10 +237,11 @@ def export_onnx(model: Tokenizer, out_dir: str | os.PathLike[str], opset: int = 
         if check:
             from .verify import graph_parity
 
-            meta["parity"] = [graph_parity(cpu, tmp, b, h, w) for b, h, w in CHECK_SIZES]
-            for p in meta["parity"]:
-                if p["max_abs_diff"] > 1e-3 or p["indices_equal"] < 0.999:
-                    raise TokenizerError(f"the exported graphs disagree with torch at {p['size']}: {p}")
+            parity = [graph_parity(cpu, tmp, b, h, w) for b, h, w in CHECK_SIZES]
+            meta["parity"] = [p.to_json() for p in parity]
+            for p in parity:
+                if p.max_abs_diff > 1e-3 or p.indices_equal < 0.999:
+                    raise TokenizerError(f"the exported graphs disagree with torch at {p.size}: {p.to_json()}")
             (tmp / SIDECAR).write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n")
         # move the files in, the sidecar last: a reader never sees a model.json with missing graphs
         # (and files of an older export fail their sha256 check); nothing else in out_dir is touched

@@ -8,7 +8,7 @@ import json
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -19,7 +19,7 @@ from livetok.engine.errors import TokenizerError
 from livetok.engine.model import Tokenizer
 from livetok.engine.runtime import StepRuntime
 
-from .onnx_export import FORMAT, FORMAT_VERSION, GRAPHS, SIDECAR, export_onnx, file_sha256
+from .onnx_export import FORMAT, FORMAT_VERSION, GRAPHS, SIDECAR, Sidecar, export_onnx, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ def requested_providers() -> list[str]:
     return [CUDA_EP, CPU_EP] if CUDA_EP in ort.get_available_providers() else [CPU_EP]
 
 
-def read_sidecar(onnx_dir: str | os.PathLike[str]) -> dict[str, Any]:
+def read_sidecar(onnx_dir: str | os.PathLike[str]) -> Sidecar:
     """model.json of an export folder, checked (format, files present, sha256); TokenizerError if not."""
     d = Path(onnx_dir)
     path = d / SIDECAR
@@ -56,7 +56,7 @@ def read_sidecar(onnx_dir: str | os.PathLike[str]) -> dict[str, Any]:
             raise TokenizerError(f"{d} lacks the {spec.name} graph ({f.name}); export again")
         if file_sha256(f) != g.get("sha256"):
             raise TokenizerError(f"{f} does not match its sha256 in {SIDECAR} (corrupt, or from another export)")
-    return meta
+    return cast(Sidecar, meta)  # a JSON document, its format and graphs checked above
 
 
 class OnnxTokenizer(StepRuntime):

@@ -17,7 +17,7 @@ from .conftest import eval_clips
 
 def test_static_vs_busy_counts(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=1.0))
-    r = static_vs_busy(tiny_model, real_frames[:6], sender)
+    r = static_vs_busy(tiny_model, real_frames[:6], sender).to_json()
     assert r["frames"] == 6
     assert list(r["static_psnr_at"]) == ["0", "1", "5", "last"]
     # full rate: every non-key frame sends all N tokens in both runs

@@ -76,8 +76,9 @@ def test_frame_bounds_price_real_frames(shipped_model: Tokenizer, real_frames: n
 
 def run_demo(model: Tokenizer, targets: list[float]) -> list[dict[str, Any]]:
     sender = SenderConfig(budget=BudgetConfig(policy="learned", rate=0.5))
-    return run_in_loopback_netns(lambda: asyncio.run(demo_rate(
+    phases = run_in_loopback_netns(lambda: asyncio.run(demo_rate(
         model, eval_clips()[0], targets, settle_s=3.0, record_s=11.5, sender=sender, fps=10.0)))
+    return [p.to_json() for p in phases]
 
 
 @pytest.mark.slow

@@ -76,7 +76,7 @@ def test_export_writes_checked_graphs_and_sidecar(exported: tuple[Path, dict[str
 def test_ort_matches_the_torch_wrappers_at_other_sizes(
     exported: tuple[Path, dict[str, Any]], tiny_model: Tokenizer, batch: int, height: int, width: int
 ) -> None:
-    p = graph_parity(tiny_model, exported[0], batch, height, width)  # the export example was 2x3x64x96
+    p = graph_parity(tiny_model, exported[0], batch, height, width).to_json()  # the export example was 2x3x64x96
     assert p["indices_equal"] == 1.0
     assert p["max_abs_diff"] < 1e-4, p
     assert p["providers"][0] == "CPUExecutionProvider" or torch.cuda.is_available()
@@ -115,7 +115,7 @@ def test_cross_backend_drift_is_bounded(
     ort_model: OnnxTokenizer, tiny_model: Tokenizer, real_frames: np.ndarray
 ) -> None:
     r = verify_frames(tiny_model, ort_model, real_frames[:12], SenderConfig(keyframe_interval=0),
-                      transport=wire_roundtrip(tiny_model))
+                      transport=wire_roundtrip(tiny_model)).to_json()
     assert r["frames"] == 12 and r["closed_loop_exact"]
     for direction in ("torch_to_onnx", "onnx_to_torch"):
         assert abs(r[direction]["psnr_drift"]) < 0.1, r[direction]

@@ -259,12 +259,12 @@ def test_onnx_export_and_onnxruntime_parity(tmp_path: Path, rt_model: Tokenizer,
     ort = load_onnx(tmp_path / "rt", threads=1)
     assert ort.identity == rt_model.identity and ort.cfg == rt_model.cfg
     for batch, height, width in [(1, 192, 256), (2, 56, 40)]:
-        p = graph_parity(rt_model, tmp_path / "rt", batch, height, width)
+        p = graph_parity(rt_model, tmp_path / "rt", batch, height, width).to_json()
         assert p["indices_equal"] == 1.0 and p["max_abs_diff"] < 1e-4, p
     # error ranking: the untrained model's gain map is near-tied everywhere (see tests/test_export.py)
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5, signal="error"), ranking="error",
                           keyframe_interval=0)
-    r = verify_frames(rt_model, ort, real_frames[:6], sender, transport=wire_roundtrip(rt_model))
+    r = verify_frames(rt_model, ort, real_frames[:6], sender, transport=wire_roundtrip(rt_model)).to_json()
     assert r["closed_loop_exact"], r
     assert r["indices_equal"] > 0.999 and r["mask_equal"] > 0.999, r
     assert r["max_abs_pixel_diff"] <= 2, r

@@ -23,7 +23,7 @@ def test_latency_per_transport(real_frames: np.ndarray, tiny_model: Tokenizer) -
     frames = np.stack([cv2.resize(f, (64, 48), interpolation=cv2.INTER_AREA) for f in real_frames[:4]])
     sender = SenderConfig(budget=BudgetConfig(policy="fixed", rate=0.5))
     rows = [asyncio.run(measure(tiny_model, frames, t, sender, warmup=1)) for t in TRANSPORTS]
-    for r in rows:
+    for r in (row.to_json() for row in rows):
         assert r["frames"] == 3 and r["bits_per_frame"] > 0
         for k in ("encode_ms", "transport_ms", "decode_ms", "total_ms"):
             assert 0 <= r[k]["p50"] <= r[k]["p95"] < 10_000
