@@ -19,4 +19,4 @@ for p in sorted(glob.glob("../shared/data/eval/*.mkv")):
     marks.append([still[m].psnr for m in (0, 1, 5, 15, 30)] + [still[-1].psnr])
     print(p.split('/')[-1], round(sb[-1]), round(bb[-1]), [round(float(x), 2) for x in marks[-1]], [r.k for r in still[:24]], flush=True)
 s = summarize(busy_all)
-print("SKIP", SKIP, pol, rate, "eval", round(s["psnr"], 3), round(s["bits_per_frame"]), "skipped busy frames", skips, "static/busy", round(np.mean(sb) / np.mean(bb), 3), np.round(np.mean(marks, 0), 2))
+print("SKIP", SKIP, pol, rate, "eval", round(s.psnr, 3), round(s.bits_per_frame), "skipped busy frames", skips, "static/busy", round(np.mean(sb) / np.mean(bb), 3), np.round(np.mean(marks, 0), 2))
