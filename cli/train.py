@@ -17,7 +17,8 @@ def register(sub: Subparsers) -> None:
     t.add_argument("--preset", default="default")
     t.add_argument("--arm", default="elbo", choices=["fixed", "uniform", "elbo"])
     t.add_argument("--fixed-rate", type=float, default=1.0, help="rate of the `fixed` arm")
-    t.add_argument("--steps", type=int, default=6000)
+    t.add_argument("--steps", type=int, default=6000,
+                   help="trunk steps (0 = train only the budget head, e.g. of --init)")
     t.add_argument("--batch", type=int, default=8)
     t.add_argument("--crop", type=int, default=96)
     t.add_argument("--clip-frames", type=int, default=8, help="frames per gradient window (truncated BPTT)")
@@ -34,6 +35,9 @@ def register(sub: Subparsers) -> None:
     t.add_argument("--zero-k-prob", type=float, default=0.1, help="share of frames trained with no tokens")
     t.add_argument("--head-steps", type=int, default=1500,
                    help="then train the budget head alone for this many steps (0 = skip)")
+    t.add_argument("--no-head-skips", action="store_true",
+                   help="the budget head's training streams never skip a frame (default: they skip as the "
+                        "served router does, so the head learns on held frames)")
     t.add_argument("--synthetic-fraction", type=float, default=0.3)
     t.add_argument("--freeze-prob", type=float, default=0.3, help="share of streams with a frozen stretch")
     t.add_argument("--scale-range", type=float, nargs=2, metavar=("LO", "HI"), default=[0.6, 1.0],
@@ -74,6 +78,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         amp=a.amp, channels_last=a.channels_last, seed=a.seed, threads=a.threads, device=a.device,
         depth_rate_scale=a.depth_rate_scale,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
+        head_skips=not a.no_head_skips,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob,
                         scale_range=(a.scale_range[0], a.scale_range[1])),
     )

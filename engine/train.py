@@ -30,7 +30,7 @@ from numpy.typing import NDArray
 from torch import Tensor
 
 from .checkpoint import save_weights
-from .config import get_preset
+from .config import BudgetConfig, get_preset
 from .data import ClipSampler, DataConfig, StreamSampler, default_cache_dir, find_videos, load_clips
 from .device_data import DeviceStreamSampler
 from .frames import to_tensor
@@ -38,6 +38,7 @@ from .layers import DepthConvBlock
 from .model import Tokenizer
 from .rate_prior import DigitPrior, empty_last
 from .selection import keep_mask, position_error
+from .step import hold_where
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +77,7 @@ class TrainConfig:
     checkpoint_every: int = 500
     head_steps: int = 1500  # then the budget head alone, on the frozen tokenizer (0 = skip)
     head_lr: float = 2e-3
+    head_skips: bool = True  # the head's streams skip frames as the served router does (hold the shown frame)
     # stop after this much wall time (0 = only `steps`); the learning-rate schedule then follows
     # whichever of steps and time runs out first, so a fixed GPU window ends annealed
     max_minutes: float = 0.0
@@ -93,8 +95,10 @@ class TrainConfig:
         if self.arm not in ARMS:
             raise ValueError(f"unknown arm {self.arm!r}; choose one of {', '.join(ARMS)}")
         get_preset(self.preset)
-        if self.steps < 1 or self.batch < 1 or self.clip_frames < 1:
-            raise ValueError("steps, batch and clip_frames must be >= 1")
+        if self.steps < 0 or self.batch < 1 or self.clip_frames < 1:
+            raise ValueError("steps must be >= 0, batch and clip_frames >= 1")
+        if self.steps == 0 and self.head_steps < 1:
+            raise ValueError("steps 0 trains the budget head alone: it needs head_steps >= 1")
         if not 1 <= self.stream_frames[0] <= self.stream_frames[1]:
             raise ValueError(f"stream_frames must satisfy 1 <= min <= max, got {self.stream_frames}")
         if self.router_signal not in ("error", "gain"):
@@ -592,6 +596,7 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
     n = (crop // s) ** 2
     full = torch.ones(cfg.batch, n, dtype=torch.bool, device=device)
     model.eval()
+    skip_fraction = BudgetConfig().skip_fraction if cfg.head_skips else 0.0
     while head_step < cfg.head_steps:
         frames, new = sample(cfg.clip_frames)
         new_t = torch.from_numpy(new)
@@ -610,7 +615,17 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
                 err = position_error(x, model.decoder(codes, full, recon, hidden)[0], s)
                 gain = (position_error(x, model.decoder(codes, ~full, recon, hidden)[0], s) - err).clamp_min(0)
                 k = draw_budgets("elbo", gain, betas, pop, replace(cfg, zero_k_prob=0.0), gen).to(device)
+                held = recon, hidden
                 recon, hidden = model.decoder(codes, keep_mask(gain, k), recon, hidden)
+                if skip_fraction > 0:
+                    # the served skip (engine/budget.py skip_frame, on the measured repeat gain): a
+                    # skipped frame leaves the receiver on the frame it shows, so the head learns from
+                    # held states as it meets them in use. A stream's first frame is a keyframe.
+                    repeat_gain = (position_error(x, held[0], s).mean(dim=1) - err.mean(dim=1)).clamp_min(0)
+                    skip = betas.to(device) * repeat_gain / max(pop, 1e-8) < skip_fraction
+                    if t == 0:
+                        skip &= ~new_t.to(device)
+                    recon, hidden = hold_where(skip, held, (recon, hidden))
                 feats.append(f)
                 errs.append(err)
                 gains.append(gain)

@@ -47,6 +47,29 @@ def test_other_arms_run(tmp_path: Path, arm: str) -> None:
         assert rate == pytest.approx(0.5)
 
 
+def test_head_only_from_weights_trains_the_head_alone_and_skips_change_its_streams(tmp_path: Path) -> None:
+    """`--steps 0` on `--init` weights: the trunk is bit-identical after, only the budget head moves;
+    with the served skips on, the head sees held frames, so it learns something else than without."""
+    base = TrainConfig(preset="tiny", arm="elbo", steps=1, batch=2, clip_frames=3, stream_frames=(6, 6),
+                       log_every=1, head_steps=0, data=DataConfig(crop=32, synthetic_fraction=1.0, freeze_prob=1.0,
+                                                                  freeze_frames=(6, 6)))
+    init = train(base, tmp_path / "init", [], resume=False, progress=False)
+    before = load_weights(init).state_dict()
+    heads = {}
+    for skips in (True, False):
+        cfg = TrainConfig(**{**base.__dict__, "steps": 0, "head_steps": 3, "head_skips": skips})
+        p = train(cfg, tmp_path / f"head{skips}", [], resume=False, progress=False, init_weights=str(init))
+        after = load_weights(p).state_dict()
+        changed = {k for k in after if not torch.equal(after[k], before[k])}
+        assert changed and all(k.startswith("budget_head.") for k in changed), sorted(changed)[-3:]
+        log = [json.loads(line) for line in (tmp_path / f"head{skips}" / "log.jsonl").read_text().splitlines()]
+        assert [r["head_step"] for r in log] == [1, 2, 3]
+        heads[skips] = after["budget_head.out.weight"]
+    assert not torch.equal(heads[True], heads[False])
+    with pytest.raises(ValueError, match="head_steps"):
+        TrainConfig(steps=0, head_steps=0)
+
+
 def test_bad_train_config() -> None:
     with pytest.raises(ValueError, match="arm"):
         TrainConfig(arm="magic")
