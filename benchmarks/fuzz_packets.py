@@ -11,7 +11,7 @@ Two engines:
   last packet, since libFuzzer ends the process itself.
 
 Either way the only exception allowed out of `TokenPacket.unpack` is `PacketError`; anything it
-accepts must re-pack to the same bytes (version 1) or to a packet that decodes equal (version 2).
+accepts must re-pack to the same bytes (version 1) or to a packet that decodes equal (versions 2 and 3).
 Prints counts (accepted, refused by reason, crashes), the slowest packet and the peak RSS as one JSON object.
 
     OMP_NUM_THREADS=1 nice -n 19 python -m livetok.bench.fuzz_packets --packets 1000000 --json
@@ -56,9 +56,15 @@ from livetok.stream.wire.packet import (
     HEADER,
     HEADER_V2_FIELDS,
     HEADER_V2_GEOMETRY,
+    HEADER_V3_DELTA,
+    MARKER_V3,
+    VERSION_V2,
+    VERSION_V3,
     PacketHeader,
     _parse_header,
     pack_header_v2,
+    pack_header_v3,
+    packet_version,
 )
 
 MODEL = bytes.fromhex("0123456789abcdef")
@@ -71,12 +77,12 @@ INTERESTING = (0, 1, 7, 8, 255, 256, 2047, 2048, 2049, 16384, 16385, 65535, 1 <<
                MAX32 := (1 << 32) - 1)
 
 
-Seed = tuple[bytes, CoderState | None]  # a packet, and the coder state it decodes with (v2 non-keyframes)
+Seed = tuple[bytes, CoderState | None]  # a packet, and the coder state it decodes with (v2/v3 non-keyframes)
 
 
 def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
     """Valid packets: grids 1..48 a side, 1..32 bits, masks from empty to full (every mask mode); version 2
-    keyframes (a fresh coder state decodes them) and non-keyframes with the state their keyframe left."""
+    and 3 keyframes (a fresh coder state decodes them) and non-keyframes with the state their keyframe left."""
     out: list[Seed] = []
     for i in range(count):
         gh, gw = int(rng.integers(1, 49)), int(rng.integers(1, 49))
@@ -97,9 +103,11 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
                                 idx).pack(), None))
     out.append((TokenPacket(MODEL, 0, 0, False, True, 0, 0, 0, 0, 8, np.zeros(0, bool),
                             np.zeros(0, np.uint64)).pack(), None))
-    # version 2 (entropy-coded) of the shipped levels: a keyframe, then a non-keyframe (no geometry in its
-    # header) that decodes only with the state the keyframe left
-    for i in range(count // 2):
+    # versions 2 and 3 (entropy-coded) of the fixtures' levels: a keyframe, then a non-keyframe (no geometry in
+    # its header; in version 3 no model id, frame index or timestamp either) that decodes only with the state
+    # the keyframe left
+    for i in range(count):
+        version = VERSION_V2 if i % 2 == 0 else VERSION_V3
         gh, gw = int(rng.integers(1, 49)), int(rng.integers(1, 49))
         state = CoderState.empty(LEVELS)
         for j, keyframe in enumerate((True, False)):
@@ -109,7 +117,7 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
             idx = rng.integers(0, 1000, size=int(mask.sum()), dtype=np.uint64)
             p = TokenPacket(MODEL, i + j, (i + j) * 33_333, keyframe, not keyframe and i % 17 == 0, gw * 8, gh * 8,
                             gh, gw, 10, mask, idx)
-            data, after = p.pack_v2(state)
+            data, after = p.pack_as(version, state)
             out.append((data, None if keyframe else state))
             state = after
     return out
@@ -118,19 +126,26 @@ def seed_packets(rng: np.random.Generator, count: int = 200) -> list[Seed]:
 # --- the packet mutator (the one the wire tests use too) ------------------------------------------------------
 
 
-def reseal(data: bytes) -> bytes:
+def reseal(data: bytes, model_id: bytes = MODEL) -> bytes:
     """``data`` with its last 4 bytes replaced by the CRC of the rest: a changed body reaches the checks behind
-    the CRC. Shorter data is returned as it is."""
+    the CRC. Shorter data is returned as it is.
+
+    A version 3 packet's CRC covers its stream's model id first (docs/PACKET.md §7.4): the one in its header
+    where its first byte says it has one (a keyframe or end-of-stream packet), else ``model_id`` (the stream's:
+    default the fixtures' ``MODEL``), as a reader computes it."""
     if len(data) < CRC_SIZE:
         return data
     body = data[:-CRC_SIZE]
-    return body + struct.pack("<I", zlib.crc32(body))
+    crc = 0
+    if packet_version(data) == VERSION_V3:
+        crc = zlib.crc32(body[1:9] if data[0] & 0x03 and len(body) >= 9 else model_id)
+    return body + struct.pack("<I", zlib.crc32(body, crc))
 
 
 def mutate(rng: np.random.Generator, data: bytes, *, packet: bool = True, keep_length: bool = False) -> bytes:
     """One to four random edits of ``data``, drawn from ``rng``: bit flips (twice as likely as the others), byte
     sets, truncations, insertions and deletions of 1..8 bytes and, where ``data`` is a packet, a header size
-    field set to a boundary or random value (version 1 or 2).
+    field set to a boundary or random value (version 1, 2 or 3).
 
     Args:
         packet: False for bytes that are not a whole packet (an entropy-coded payload): no header edits.
@@ -151,15 +166,18 @@ def mutate(rng: np.random.Generator, data: bytes, *, packet: bool = True, keep_l
             buf[i:i] = rng.integers(0, 256, size=int(rng.integers(1, 9)), dtype=np.uint8).tobytes()
         elif op == 5:
             del buf[i:i + int(rng.integers(1, 9))]
-        elif len(buf) > 4 and buf[4] == 2:  # v2 size-field inflation: a varint set to a boundary or random value
+        elif packet_version(bytes(buf)) in (VERSION_V2, VERSION_V3):
+            # v2/v3 size-field inflation: a varint set to a boundary or random value
             try:
                 h = _parse_header(bytes(buf))
             except PacketError:
                 continue
-            name, bits = FIELDS_V2[int(rng.integers(0, len(FIELDS_V2) if h.has_geometry else len(HEADER_V2_FIELDS)))]
+            fields = (FIELDS_V2 if h.has_geometry else HEADER_V2_FIELDS if h.version == VERSION_V2
+                      else HEADER_V3_DELTA)
+            name, bits = fields[int(rng.integers(0, len(fields)))]
             v = (INTERESTING[int(rng.integers(0, len(INTERESTING)))] if op == 6
                  else int.from_bytes(rng.bytes(8), "little"))  # a timestamp is 64 bits: past numpy's int64
-            buf[:h.header_size] = _repack_v2(h, name, v % (1 << bits))
+            buf[:h.header_size] = _repack(h, name, v % (1 << bits))
         elif len(buf) >= HEADER_SIZE:  # v1 size-field inflation: a header field set to a boundary or random value
             vals = list(HEADER.unpack_from(buf))
             f = int(rng.integers(0, len(SIZE_FIELDS)))
@@ -169,15 +187,18 @@ def mutate(rng: np.random.Generator, data: bytes, *, packet: bool = True, keep_l
     return bytes(buf)
 
 
-def _repack_v2(h: PacketHeader, field: str, value: int) -> bytes:
-    """``h``'s version 2 header bytes with one varint field replaced (the header may change length)."""
+def _repack(h: PacketHeader, field: str, value: int) -> bytes:
+    """``h``'s version 2 or 3 header bytes with one varint field replaced (the header may change length; a
+    version 3 non-keyframe's ``timestamp_delta_us`` is its header's ``timestamp_us``)."""
 
     def get(name: str) -> int:
-        return value if name == field else int(getattr(h, name))
+        return value if name == field else int(getattr(h, "timestamp_us" if name == "timestamp_delta_us" else name))
 
     geometry = ((get("width"), get("height"), get("grid_h"), get("grid_w"), get("bits_per_index"))
                 if h.has_geometry else None)
-    return pack_header_v2(h.flags, h.model_id, get("frame_index"), get("timestamp_us"), get("k"), geometry)
+    pack = pack_header_v2 if h.version == VERSION_V2 else pack_header_v3
+    ts = get("timestamp_delta_us" if h.relative else "timestamp_us")
+    return pack(h.flags, h.model_id, get("frame_index"), ts, get("k"), geometry)
 
 
 _CUT = re.compile(r"[0-9'\"(:]")
@@ -199,14 +220,15 @@ class Tally:
         self.slowest_len = 0
 
     def feed(self, data: bytes, state: CoderState | None = None) -> None:
-        """One input; a version 2 packet decodes with ``state`` (default: a fresh stream's coder state)."""
+        """One input; a version 2 or 3 packet decodes with ``state`` (default: a fresh stream's coder state)."""
         self.total += 1
         t0 = time.thread_time()
         try:
-            if len(data) > 4 and data[4] == 2:
+            version = packet_version(data)
+            if version in (VERSION_V2, VERSION_V3):
                 st = state or CoderState.empty(LEVELS)
-                p, _ = TokenPacket.unpack_v2(data, st)
-                again, _ = TokenPacket.unpack_v2(p.pack_v2(st)[0], st)
+                p, _ = TokenPacket.unpack_any(data, st)
+                again, _ = TokenPacket.unpack_any(p.pack_as(version, st)[0], st)
             else:
                 p = TokenPacket.unpack(data)
                 packed = p.pack()
@@ -234,9 +256,10 @@ def run_loop(packets: int, seed: int, progress: Callable[[int], None]) -> Tally:
     for i in range(packets):
         kind = i % 16
         state = None
-        if kind == 15:  # random bytes, sometimes behind a valid magic and version
+        if kind == 15:  # random bytes, sometimes behind a valid magic and version, or version 3's first byte
             raw = rng.integers(0, 256, size=int(rng.integers(0, 200)), dtype=np.uint8).tobytes()
-            data = (b"LTKP\x01" + raw) if i % 32 == 15 else raw
+            lead = b"LTKP\x01" if i % 32 == 15 else bytes([MARKER_V3 | (i // 64) % 4]) if i % 64 == 31 else b""
+            data = lead + raw
         else:
             original, state = pool[int(rng.integers(0, len(pool)))]
             data = mutate(rng, original)

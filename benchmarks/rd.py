@@ -129,7 +129,7 @@ class RdSummary(JsonResult):
     best_policy: str | None = optional()
     best_tokens_saved_vs_fixed: float | None = optional()
     oracle_tokens_saved_vs_fixed: float | None = optional()
-    # the same in real packet bits (v2, entropy-coded: what the wire carries)
+    # the same in real packet bits (the default wire, entropy-coded: what the wire carries)
     bits_saved_vs_fixed_by_policy: dict[str, float] | None = optional()
     # PSNR at 2 kbit/frame of real bytes, log-interpolated between operating points (issue 13's mark)
     psnr_at_2kbit_by_policy: dict[str, float] | None = optional()

@@ -1,4 +1,4 @@
-"""Version 2 payloads changed behind a recomputed CRC: what the receiver's checks catch (issue 24 item 8).
+"""Version 2 and 3 payloads changed behind a recomputed CRC: what the receiver's checks catch (issue 24 item 8).
 
 A transmission error fails the CRC. A payload byte changed by something that then recomputes the CRC (a
 buggy relay, an editing tool) reaches the payload's own checks (docs/PACKET.md §6.6): the decoded mask
@@ -6,7 +6,7 @@ must keep `k` positions, the range decoder must find a valid symbol at every ste
 exactly what the encoder makes for the symbols it decodes to. Whatever passes all three is a valid packet
 of other tokens, so no check of that packet can refuse it; but its tokens leave the receiver's coder state
 different from the sender's, and the packets after it then (nearly always) fail those checks. This
-measures both: for every payload byte of every version 2 packet of the recordings, `--values` other
+measures both: for every payload byte of every version 2 or 3 packet of the recordings, `--values` other
 byte values each resealed, decoded with the right coder state; for each one accepted, how many of the
 following packets still decode with the state it left before one is refused (or a keyframe comes).
 
@@ -23,7 +23,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
-from livetok.stream.wire import CoderState, LtkReader, PacketError, TokenPacket
+from livetok.stream.wire import CoderState, LtkReader, PacketError, TokenPacket, peek_header
 from livetok.stream.wire.packet import _verify
 
 from .fuzz_packets import reseal
@@ -49,18 +49,18 @@ def resealed(paths: Sequence[str], values: int = 4, seed: int = 0) -> dict[str, 
     total = accepted = 0
     for path in paths:
         with LtkReader(path) as reader:
-            levels, raws = reader.meta["fsq_levels"], list(reader.iter_raw())
+            levels, raws, model = reader.meta["fsq_levels"], list(reader.iter_raw()), reader.model_id
         states = [CoderState.empty(levels)]
         for data in raws:
-            states.append(TokenPacket.unpack_v2(data, states[-1])[1])
+            states.append(TokenPacket.unpack_any(data, states[-1])[1])
         for t, data in enumerate(raws):
             start = _verify(data, states[t]).header_size
             for j in range(start, len(data) - 4):
                 for v in rng.sample([b for b in range(256) if b != data[j]], values):
-                    bad = reseal(data[:j] + bytes([v]) + data[j + 1:])
+                    bad = reseal(data[:j] + bytes([v]) + data[j + 1:], model)  # v3: the CRC covers the model id
                     total += 1
                     try:
-                        _, state = TokenPacket.unpack_v2(bad, states[t])
+                        _, state = TokenPacket.unpack_any(bad, states[t])
                     except PacketError as e:
                         refused[_reason(str(e))] += 1
                         continue
@@ -75,10 +75,10 @@ def _decoded_after(following: Sequence[bytes], state: CoderState) -> int | str:
     """How many of `following` decode with `state` before one is refused; "keyframe" when a keyframe
     (which resets the state) comes first, "end" at the end of the recording."""
     for n, data in enumerate(following):
-        if data[5] & 1:
+        if peek_header(data).keyframe:
             return "keyframe"
         try:
-            _, state = TokenPacket.unpack_v2(data, state)
+            _, state = TokenPacket.unpack_any(data, state)
         except PacketError:
             return n
     return "end"
@@ -86,7 +86,7 @@ def _decoded_after(following: Sequence[bytes], state: CoderState) -> int | str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("recordings", nargs="+", help=".ltk files of version 2 packets (`livetok encode`)")
+    ap.add_argument("recordings", nargs="+", help=".ltk files of version 2 or 3 packets (`livetok encode`)")
     ap.add_argument("--values", type=int, default=4, help="other values tried per payload byte (default 4)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--json", action="store_true")

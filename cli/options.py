@@ -67,9 +67,10 @@ def add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") -
                         "bits: their code length under the entropy coder (no router decode; positions ranked by it)")
     p.add_argument("--ranking", default="gain", choices=["error", "gain", "surprise", "prefix"],
                    help="which positions fill the budget (default: gain; error = InfoTok's)")
-    p.add_argument("--wire", default="v2", choices=["v1", "v2"],
-                   help="packet format: v2 entropy-codes the mask and tokens (default), v1 is fixed-length "
-                        "(docs/PACKET.md); receivers read both")
+    p.add_argument("--wire", default="v3", choices=["v1", "v2", "v3"],
+                   help="packet format: v3 entropy-codes the mask and tokens behind a header trimmed of what the "
+                        "stream does not change (default), v2 the same with the full header on every packet, v1 "
+                        "is fixed-length (docs/PACKET.md); receivers read all three")
 
 
 def sender_config(a: argparse.Namespace) -> SenderConfig:

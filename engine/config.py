@@ -252,13 +252,14 @@ class SenderConfig:
     # which positions fill the budget: highest full-rate error (InfoTok), highest gain, highest
     # zero-token error (surprise), or the first k in raster order (ElasticTok's prefix)
     ranking: Ranking = "gain"
-    # packet format version: 2 entropy-codes the mask and tokens (docs/PACKET.md §6), 1 is the fixed-length
+    # packet format version: 3 is version 2's entropy-coded mask and tokens behind a header trimmed of what the
+    # stream does not change (docs/PACKET.md §7), 2 repeats it in every packet (§6), 1 is the fixed-length
     # format. The engine never makes bytes: the stream layer's packetizer reads this
-    wire: int = 2
+    wire: int = 3
 
     def __post_init__(self) -> None:
-        if self.wire not in (1, 2):
-            raise ValueError(f"unknown packet version {self.wire!r}; choose 1 or 2")
+        if self.wire not in (1, 2, 3):
+            raise ValueError(f"unknown packet version {self.wire!r}; choose 1, 2 or 3")
         if self.keyframe_interval < 0:
             raise ValueError(f"keyframe_interval must be >= 0, got {self.keyframe_interval}")
         if self.ranking not in RANKINGS:

@@ -34,7 +34,7 @@ class FrameRecord(JsonResult):
     keyframe: bool
     k: int
     n: int
-    bits: int  # the packet as sent (SenderConfig.wire: v2 entropy-coded by default)
+    bits: int  # the packet as sent (SenderConfig.wire: v3 entropy-coded by default)
     bits_v1: int  # the same tokens as a fixed-length v1 packet: what the entropy coder saves
     psnr: float
     ssim: float

@@ -66,7 +66,7 @@ TOKEN_SCHEMA: dict[str, Any] = {
         "width": {"type": "integer"}, "height": {"type": "integer"},
         "model_id": {"type": "string", "description": "16 hex digits: the weights and config that made it"},
         "fsq_levels": {"type": "array", "items": {"type": "integer"}},
-        "wire_version": {"type": "integer", "description": "packet version: 2 = entropy-coded mask and tokens"},
+        "wire_version": {"type": "integer", "description": "packet version (2, 3: entropy-coded)"},
         "bits": {"type": "integer", "description": "8 x the packet's length"},
         "packet": {"type": "string", "contentEncoding": "base64",
                    "description": "the packet bytes (docs/PACKET.md); version 2 decodes in stream order from a "
@@ -102,23 +102,24 @@ def parse_host_port(text: str | None, default: tuple[str, int] = DEFAULT_FOXGLOV
 
 def token_message(packet: TokenPacket | None, data: bytes, camera: str, frame_id: str,
                   levels: Sequence[int]) -> dict[str, Any]:
-    """The tokens message of one packet (`packet`: its decoded form, for k and the grid, which a version 2
-    non-keyframe's header does not carry; None: from the header alone, e.g. an end-of-stream packet)."""
+    """The tokens message of one packet (`packet`: its decoded form, for k, the grid, and in version 3 the
+    frame index, timestamp and model id, which a non-keyframe's header does not carry in full; None: from
+    the header alone, e.g. an end-of-stream packet)."""
     h = peek_header(data)
-    ts = h.timestamp_us
     src = packet if packet is not None else h
+    ts = src.timestamp_us
     return {
         "timestamp": {"sec": ts // 1_000_000, "nsec": (ts % 1_000_000) * 1000},
         "camera": camera,
         "frame_id": frame_id,
-        "frame_index": h.frame_index,
+        "frame_index": src.frame_index,
         "keyframe": h.keyframe,
         "end_of_stream": h.end_of_stream,
         "k": src.k,
         "n": src.grid_h * src.grid_w,
         "grid_h": src.grid_h, "grid_w": src.grid_w,
         "width": src.width, "height": src.height,
-        "model_id": h.model_id.hex(),
+        "model_id": src.model_id.hex(),
         "fsq_levels": [int(v) for v in levels],
         "wire_version": h.version,
         "bits": 8 * len(data),
@@ -181,7 +182,7 @@ class CameraChannels:
     def log(self, packet: TokenPacket | None, data: bytes, frame: np.ndarray | None) -> None:
         """One frame: its tokens message and (with a decoded `frame`, uint8 RGB) its preview, both stamped
         with the packet's capture time."""
-        ts = peek_header(data).timestamp_us
+        ts = (packet if packet is not None else peek_header(data)).timestamp_us  # a v3 header's may be relative
         t_ns = ts * 1000
         msg = token_message(packet, data, self.camera, self.frame_id, self.feed.levels)
         self.tokens.log(json.dumps(msg, separators=(",", ":")).encode(), log_time=t_ns)

@@ -16,7 +16,14 @@ from dataclasses import dataclass
 
 from .wire import CRC_SIZE, HEADER_SIZE, MAX_PACKET_BYTES, PacketError, PacketHeader, TokenPacket, packed_size
 from .wire.maskcode import MAX_POSITIONS
-from .wire.packet import HEADER_V2_MAX_SIZE, VERSION_V2, max_payload_bytes
+from .wire.packet import (
+    HEADER_V2_MAX_SIZE,
+    HEADER_V3_MAX_SIZE,
+    VERSION_V2,
+    VERSION_V3,
+    max_payload_bytes,
+    packet_version,
+)
 
 __all__ = ["DEFAULT_LIMITS", "ReceiverLimits", "check_packet_fits", "check_packet_size", "largest_packet"]
 
@@ -48,10 +55,10 @@ def check_packet_fits(packet: TokenPacket | PacketHeader, *, bits_per_index: int
 
     Args:
         packet: a packet that passed `TokenPacket.unpack`, or a verified header alone (checked before a
-            v2 payload is decoded: its decoding cost follows the grid the header announces). A v2
-            non-keyframe's header has no geometry (`has_geometry` False) and passes: it decodes on its
+            v2 or v3 payload is decoded: its decoding cost follows the grid the header announces). A v2 or
+            v3 non-keyframe's header has no geometry (`has_geometry` False) and passes: it decodes on its
             coder state's grid, which its keyframe's header passed here before the state was started
-            (`unpack_v2` refuses it, before the CRC, when no keyframe started the state).
+            (`unpack_v2` / `unpack_v3` refuse it, before the CRC, when no keyframe started the state).
         bits_per_index: the model's index width; a packet with another width came from another model.
         codebook_size: the model's number of codes; larger indices are not codes of this model.
         stride: pixels per latent position; the grid must be ceil(size / stride) on each axis.
@@ -63,7 +70,7 @@ def check_packet_fits(packet: TokenPacket | PacketHeader, *, bits_per_index: int
     if packet.end_of_stream and packet.n == 0:
         return  # the bare end-of-stream marker decodes to nothing
     if isinstance(packet, PacketHeader) and not packet.has_geometry:
-        return  # a v2 non-keyframe: its geometry and so its cost are its keyframe's, checked with that
+        return  # a v2 or v3 non-keyframe: its geometry and so its cost are its keyframe's, checked with that
     w, h = packet.width, packet.height
     if max(w, h) > limits.max_side or w * h > limits.max_pixels:
         raise PacketError(f"frame {w}x{h} is over this receiver's limit ({limits.max_side} pixels a side, "
@@ -85,11 +92,12 @@ def largest_packet(version: int, *, bits_per_index: int, stride: int, limits: Re
 
     The grid of a ``w x h`` frame has ``ceil(w/s) * ceil(h/s) <= w*h/s**2 + (w+h)/s + 1`` positions. A
     version 1 packet holds a mask smaller than its BITMAP (or none) and ``B`` bits per position; a
-    version 2 payload is at most ``max_payload_bytes`` (every position kept).
+    version 2 or 3 payload is at most ``max_payload_bytes`` (every position kept).
     """
     n = min(MAX_POSITIONS, limits.max_pixels // stride**2 + 2 * -(-limits.max_side // stride) + 1)
-    if version == VERSION_V2:
-        size = HEADER_V2_MAX_SIZE + max_payload_bytes(n, n, bits_per_index) + CRC_SIZE
+    if version in (VERSION_V2, VERSION_V3):
+        head = HEADER_V2_MAX_SIZE if version == VERSION_V2 else HEADER_V3_MAX_SIZE
+        size = head + max_payload_bytes(n, n, bits_per_index) + CRC_SIZE
     else:
         size = HEADER_SIZE + (n + 7) // 8 + packed_size(n, bits_per_index) + CRC_SIZE
     return min(size, MAX_PACKET_BYTES)
@@ -97,13 +105,13 @@ def largest_packet(version: int, *, bits_per_index: int, stride: int, limits: Re
 
 def check_packet_size(data: bytes, *, bits_per_index: int, stride: int,
                       limits: ReceiverLimits = DEFAULT_LIMITS) -> None:
-    """Refuse, before parsing anything, bytes longer than the largest packet of their version (byte 4)
-    this model sends (`largest_packet`): no CRC over megabytes, no copy, no decoding.
+    """Refuse, before parsing anything, bytes longer than the largest packet of their version (bytes 0
+    and 4: `packet_version`) this model sends (`largest_packet`): no CRC over megabytes, no copy, no decoding.
 
     Raises:
         PacketError: one line with the length, the limit and where the limit comes from.
     """
-    version = VERSION_V2 if len(data) > 4 and data[4] == VERSION_V2 else 1
+    version = packet_version(data)
     limit = largest_packet(version, bits_per_index=bits_per_index, stride=stride, limits=limits)
     if len(data) > limit:
         raise PacketError(f"packet of {len(data)} bytes is over this receiver's limit of {limit} for version "

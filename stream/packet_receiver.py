@@ -12,7 +12,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
 from .stages import LATENCY_SAMPLES, percentile
 from .summaries import ReceiverSummary, StreamSummary
-from .wire import PacketError, PacketHeader, verify_packet
+from .wire import CRC_SIZE, PacketError, PacketHeader, extend_frame_index, verify_packet
 from .wire.packet import _check_model
 
 log = logging.getLogger(__name__)
@@ -49,7 +49,9 @@ class ReceivedFrame:
 @dataclass(frozen=True)
 class _Arrived:
     """A received packet: its verified header (what ordering reads) and its bytes, decoded in stream
-    order (a v2 payload needs the coder state of every packet before it)."""
+    order (a v2 or v3 payload needs the coder state of every packet before it). A v3 non-keyframe's header
+    is relative (docs/PACKET.md §7): its frame index is the one `_place` found for its low byte, and its
+    timestamp the difference from the packet before it (`_capture_us` adds it up in stream order)."""
 
     header: PacketHeader
     data: bytes
@@ -120,9 +122,15 @@ class StreamCounters:
         )
 
 
-# frame index -> capture time of a stream's last frames, to tell a redelivered packet (same time)
-# from another publisher's frame with the same index (another time)
+# frame index -> capture time (a v3 non-keyframe: its CRC) of a stream's last frames, to tell a redelivered
+# packet (the same) from another publisher's frame with the same index (another)
 RECENT_FRAMES = 512
+
+
+def _identity(header: PacketHeader, data: bytes) -> int | bytes:
+    """What a redelivered packet repeats and another publisher's frame does not: the capture time, or for a
+    v3 non-keyframe (which carries only a difference) its CRC."""
+    return data[-CRC_SIZE:] if header.relative else header.timestamp_us
 
 
 class _Stream:
@@ -137,7 +145,8 @@ class _Stream:
         self.shedding = False  # fell behind: dropping packets until the requested keyframe
         self.announced = False  # a publisher's info is retained for it (withdrawn: it left or died)
         self.publisher: str | None = None  # the session id of its publisher's info
-        self.recent: dict[int, int] = {}  # frame index -> capture time, the last RECENT_FRAMES
+        self.recent: dict[int, int | bytes] = {}  # frame index -> capture time or CRC, the last RECENT_FRAMES
+        self.last_index: int | None = None  # the highest frame index received: where a v3 low byte is read
         self.conflict_said = False
 
     def restart(self, model: Runtime, gap_timeout_s: float) -> None:
@@ -314,19 +323,43 @@ class PacketReceiver:
         log.warning("stream %r has two publishers (%s): one's frames are dropped as duplicates; give each camera "
                     "its own --stream", s.name, why)
 
-    def _remember(self, s: _Stream, header: PacketHeader) -> None:
-        """Note the frame's capture time under its index; a different time under a known index is
-        another publisher's frame (a redelivered packet carries the same time)."""
+    def _remember(self, s: _Stream, header: PacketHeader, data: bytes) -> None:
+        """Note the frame's capture time (a v3 non-keyframe, which carries only a difference: its CRC) under
+        its index; another under a known index is another publisher's frame (a redelivered packet carries
+        the same)."""
         if header.end_of_stream and header.n == 0:
             return
-        seen = s.recent.get(header.frame_index)
+        if s.last_index is None or header.frame_index > s.last_index:
+            s.last_index = header.frame_index
+        seen, mark = s.recent.get(header.frame_index), _identity(header, data)
         if seen is None:
-            s.recent[header.frame_index] = header.timestamp_us
+            s.recent[header.frame_index] = mark
             if len(s.recent) > RECENT_FRAMES:
                 del s.recent[next(iter(s.recent))]  # the oldest: dicts keep insertion order
-        elif seen != header.timestamp_us:
+        elif seen != mark:
             s.counters.conflicting_packets += 1
             self._conflict(s, f"frame {header.frame_index} arrived twice with different capture times")
+
+    @staticmethod
+    def _place(s: _Stream, header: PacketHeader, data: bytes) -> PacketHeader:
+        """A v3 non-keyframe's header with its full frame index, found for its low byte (docs/PACKET.md §7.3).
+
+        Read near the index the stream expects next (or after the highest received, while it waits for a
+        keyframe): a packet up to 127 ahead or 128 behind is placed right. One that lands behind on an index
+        already received with other bytes is not a repeat but 128 to 255 frames ahead (packets were lost
+        in a long silence): it goes there, so the orderer sees the gap, counts the frames lost and asks for
+        a keyframe (the coder state could not decode it anyway)."""
+        if not header.relative:
+            return header
+        near = s.order.expected if s.order.expected is not None else (
+            s.last_index + 1 if s.last_index is not None else None)
+        if near is None:
+            return header  # nothing received yet: the orderer waits for a keyframe and drops it
+        index = extend_frame_index(header.frame_index, near)
+        seen = s.recent.get(index)
+        if index < near and seen is not None and seen != _identity(header, data):
+            index += 256
+        return replace(header, frame_index=index)
 
     def others_live(self) -> bool:
         """Whether streams this receiver does not decode are still announced (a worker's hook)."""
@@ -352,7 +385,9 @@ class PacketReceiver:
         s = self.stream(name)
         try:
             s.session.check_size(payload)  # a 16 MB packet of a 4K model is refused before its CRC is read
-            header = verify_packet(payload)  # framing and CRC; the payload is decoded in order, later
+            # framing and CRC (a v3 non-keyframe's covers our model id: another model's stream fails it); the
+            # payload is decoded in order, later
+            header = verify_packet(payload, model_id=self.model_id)
             _check_model(header, self.model_id)
             s.session.check(header)  # one our model could have made, within our size limit
         except PacketError as e:
@@ -361,7 +396,8 @@ class PacketReceiver:
             log.warning("stream %s: dropping a bad packet: %s", name, e)
             s.counters.packets_rejected += 1
             return
-        self._remember(s, header)
+        header = self._place(s, header, payload)  # a v3 non-keyframe's frame index, from its low byte
+        self._remember(s, header, payload)
         packet = _Arrived(header, bytes(payload))
         if not (packet.end_of_stream and packet.n == 0):
             s.counters.frames_received += 1
@@ -411,9 +447,21 @@ class PacketReceiver:
     def _too_late(self, s: _Stream, packet: _Arrived) -> bool:
         if self.max_lag_s is None or (packet.end_of_stream and packet.n == 0):
             return False
-        lat = (self._now_us() - packet.timestamp_us) / 1e3
+        capture_us = self._capture_us(s, packet)
+        if capture_us is None:
+            return False  # a v3 non-keyframe that does not follow the decoded ones: decoding refuses it
+        lat = (self._now_us() - capture_us) / 1e3
         s.best_latency_ms = min(s.best_latency_ms, lat)
         return lat - s.best_latency_ms > 1e3 * self.max_lag_s
+
+    @staticmethod
+    def _capture_us(s: _Stream, packet: _Arrived) -> int | None:
+        """A packet's capture time; a v3 non-keyframe's is the difference it carries plus the capture time
+        of the packet decoded before it (ready packets are decoded in order, each before the next is read)."""
+        if not (isinstance(packet, _Arrived) and packet.header.relative):
+            return packet.timestamp_us
+        last = s.session.coder.timestamp_us
+        return None if last is None else (last + packet.timestamp_us) % (1 << 64)
 
     def _now_us(self) -> int:
         """The wall clock in µs, the unit of the packets' capture timestamps."""

@@ -74,7 +74,7 @@ def frame_bounds(packet: TokenPacket, tokens: FrameTokens, coder: CoderState, se
         mask = np.zeros(packet.n, dtype=bool)
         mask[order[:k]] = True
         p = replace(packet, mask=mask, indices=indices[mask].astype(np.uint32))
-        data = p.pack_v2(coder)[0] if sender.wire == 2 else p.pack()
+        data = p.pack_as(sender.wire, coder)[0]
         bits.append(8 * len(data))
     return bits[0], bits[1]
 

@@ -22,7 +22,7 @@ from livetok.engine.state import FrameTokens, StreamState
 from .bitrate import BitRate, TargetCheck, check_target, policy_floor
 from .packet_guard import DEFAULT_LIMITS, ReceiverLimits, check_packet_fits, check_packet_size, largest_packet
 from .video_io import as_rgb8
-from .wire import VERSION, VERSION_V2, CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
+from .wire import VERSIONS, CoderState, PacketError, PacketHeader, TokenPacket, peek_header, token_bits
 from .wire.packet import _check_model
 
 
@@ -92,7 +92,7 @@ class SenderSession:
         self.model_id = model.identity
         self.bits = model.cfg.fsq.bits_per_index
         self.state = SenderState()
-        # the entropy coder's adaptive models (packet v2): the receiver's twin evolves identically
+        # the entropy coder's adaptive models (packets v2 and v3): the receiver's twin evolves identically
         self.coder = CoderState.empty(model.cfg.fsq.levels)
         self.rate = BitRate()  # the stream's packets so far, for its bit rate (stream/bitrate.py)
         # non-keyframes that carried tokens, and those of them at the policy's floor: whether a rate
@@ -130,10 +130,7 @@ class SenderSession:
     def packetize(self, tokens: FrameTokens, timestamp_us: int) -> tuple[TokenPacket, bytes]:
         """The packet and its bytes; with rate control, its cost (bits or tokens) is accounted."""
         packet = tokens_to_packet(tokens, self.model_id, self.bits, timestamp_us)
-        if self.sender.wire == 2:
-            data, self.coder = packet.pack_v2(self.coder)
-        else:
-            data = packet.pack()
+        data, self.coder = packet.pack_as(self.sender.wire, self.coder)
         self.state = account(self.sender, self.state, 8 * len(data), packet.k, timestamp_us / 1e6)
         self.rate.add(len(data), timestamp_us, packet.k)
         if not packet.keyframe and packet.k:
@@ -197,11 +194,11 @@ class ReceiverSession:
         self.model_id = model.identity
         self.limits = limits
         self.state: StreamState | None = None
-        self.coder = CoderState.empty(model.cfg.fsq.levels)  # packet v2's models, twin of the sender's
+        self.coder = CoderState.empty(model.cfg.fsq.levels)  # packets v2 and v3's models, twin of the sender's
         fsq = model.cfg.fsq
-        # the largest packet of either version this model sends within the limits (a .ltk reader's bound)
+        # the largest packet of any version this model sends within the limits (a .ltk reader's bound)
         self.max_packet_bytes = max(largest_packet(v, bits_per_index=fsq.bits_per_index, stride=model.cfg.stride,
-                                                   limits=limits) for v in (VERSION, VERSION_V2))
+                                                   limits=limits) for v in VERSIONS)
 
     def check_size(self, data: bytes) -> None:
         """Refuse (PacketError) bytes longer than the largest packet of their version this model sends
@@ -211,7 +208,7 @@ class ReceiverSession:
 
     def screen(self, data: bytes) -> None:
         """Everything refusable before decoding: the size, the header, the model id and the header's
-        promises (`check`). A v1 mask or a v2 payload then costs at most what this model's largest
+        promises (`check`). A v1 mask or a v2 or v3 payload then costs at most what this model's largest
         frame costs (docs/PACKET.md 1.4)."""
         self.check_size(data)
         header = peek_header(data)
@@ -230,13 +227,14 @@ class ReceiverSession:
         return self.decode_packet(packet)[1]
 
     def decode_packet(self, packet: TokenPacket | bytes) -> tuple[TokenPacket, np.ndarray]:
-        """Decode one packet (bytes of either version, in stream order; or an already parsed packet)
+        """Decode one packet (bytes of any version, in stream order; or an already parsed packet)
         to (the packet, a uint8 RGB frame [H, W, 3]).
 
         Raises:
             PacketError: bad bytes, a packet of another model (the message names both identities), one
                 this model could not have made or over the receiver's size limit (`packet_guard`), or a
-                v2 packet that does not follow the last one decoded (a loss: request a keyframe).
+                v2 or v3 packet that does not follow the last one decoded (a loss: request a keyframe; a v3
+                non-keyframe carries no model id, and one of another model's stream fails its CRC).
             TokenizerError: a non-keyframe arrives with no usable state (join at a keyframe).
         """
         if isinstance(packet, bytes | bytearray | memoryview):

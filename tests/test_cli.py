@@ -35,11 +35,11 @@ def test_encode_decode_round_trip(tmp_path: Path, tiny_weights: Path, capsys: py
     meta, packets, err = read_ltk(ltk)
     assert err is None and len(packets) == 6 and meta["width"] == 256 and meta["height"] == 192
     assert [p.k for p in packets] == [192] * 6 and packets[0].keyframe and not packets[1].keyframe
-    # bits per frame in the summary are the real packet bytes: v2 (entropy-coded) by default, below
+    # bits per frame in the summary are the real packet bytes: v3 (entropy-coded) by default, below
     # the same tokens as fixed-length v1 packets
     with LtkReader(ltk) as r:
         raw = list(r.iter_raw())
-    assert len(raw) == 6 and all(d[4] == 2 for d in raw)  # version byte 2
+    assert len(raw) == 6 and [d[0] for d in raw] == [0xF1] + [0xF0] * 5  # version 3: 0xf0 | flags
     assert summary["bits_per_frame"] == pytest.approx(np.mean([8 * len(d) for d in raw]))
     assert summary["bits_per_frame"] < 0.8 * np.mean([8 * len(p.pack()) for p in packets])
     mp4 = tmp_path / "x.mp4"

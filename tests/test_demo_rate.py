@@ -71,7 +71,7 @@ def test_frame_bounds_price_real_frames(shipped_model: Tokenizer, real_frames: n
         # coded at the smallest scale, the frame is its own floor
         assert frame_bounds(packet, tokens, coder, sender, 8 * len(data), RC.min_scale)[0] == 8 * len(data)
         # the coder was only read: packing again gives the bytes that were sent
-        assert packet.pack_v2(coder)[0] == data
+        assert packet.pack_as(sender.wire, coder)[0] == data
 
 
 def run_demo(model: Tokenizer, targets: list[float]) -> list[dict[str, Any]]:

@@ -191,19 +191,24 @@ def test_receiver_refuses_a_crafted_v2_grid_before_decoding(tiny_model: Tokenize
     assert peak < PEAK_LIMIT, f"{peak / 2**20:.1f} MiB"
 
 
-def test_a_v2_non_keyframe_is_bounded_by_its_keyframe(tiny_model: Tokenizer, real_frames: np.ndarray) -> None:
-    # a non-keyframe's header carries no geometry (docs/PACKET.md 6.1): it decodes on the coder state's
+@pytest.mark.parametrize("wire", [2, 3])
+def test_a_v2_or_v3_non_keyframe_is_bounded_by_its_keyframe(tiny_model: Tokenizer, real_frames: np.ndarray,
+                                                            wire: int) -> None:
+    # a non-keyframe's header carries no geometry (docs/PACKET.md 6.1, 7.1): it decodes on the coder state's
     # grid, which only a keyframe that passed the receiver's checks can have set
-    tx = SenderSession(tiny_model)
+    from livetok.engine.config import SenderConfig
+
+    tx = SenderSession(tiny_model, SenderConfig(wire=wire))
     key, non = (tx.encode(np.ascontiguousarray(real_frames[i, :48, :64]), timestamp_us=i * 33_333).data
                 for i in range(2))
     h = peek_header(non)
-    assert not h.keyframe and not h.has_geometry and h.n == 0
+    assert not h.keyframe and not h.has_geometry and h.n == 0 and h.version == wire
     rx = ReceiverSession(tiny_model)
-    rx.screen(non)  # nothing to check in its header but size, model and flags
+    rx.screen(non)  # nothing to check in its header but size, model (v2) and flags
     seconds, peak, out = cost(lambda: rx.decode(non))  # no keyframe yet: refused before its CRC, one line
+    which = "non-keyframe 1" if wire == 2 else "a non-keyframe"  # a v3 one carries only its index's low byte
     assert isinstance(out, PacketError) and re.fullmatch(
-        r"non-keyframe 1 cannot be decoded before the stream's first keyframe \(the coder state is empty\): "
+        rf"{which} cannot be decoded before the stream's first keyframe \(the coder state is empty\): "
         r"join at a keyframe", str(out)), out
     assert seconds < 0.05 and peak < 2**20
     # a keyframe refused by the guard does not start the state: the non-keyframe after it is refused too

@@ -101,8 +101,8 @@ def test_published_file_arrives_whole_and_identical(mosquitto: Broker, tiny_mode
         assert np.array_equal(f.frame, r)  # the receiver's pixels are exactly a local decode of the packets
         assert f.frame.shape == (96, 128, 3) and f.token_grid.shape == (12, 16)
         # the token grid holds exactly the transmitted tokens, -1 where none was sent
-        assert data[4] == 2  # entropy-coded (packet v2), decoded in order with the stream's coder state
-        p, coder = TokenPacket.unpack_v2(data, coder)
+        assert data[0] == 0xF1 if f.keyframe else 0xF0  # packet v3: entropy-coded, decoded in order with the
+        p, coder = TokenPacket.unpack_v3(data, coder)  # stream's coder state (which holds the model id, index, time)
         grid = f.token_grid.reshape(-1)
         assert np.array_equal(grid[p.mask], p.indices.astype(np.int32)) and (grid[~p.mask] == -1).all()
         assert f.bits == 8 * len(data)
@@ -449,16 +449,16 @@ def test_retained_info_lets_a_receiver_without_the_model_read_the_tokens(mosquit
         return packets, info
 
     packets, info = asyncio.run(main())
-    assert info["fsq_levels"] == [5, 5, 5] == list(tiny_model.cfg.fsq.levels) and info["wire"] == 2
+    assert info["fsq_levels"] == [5, 5, 5] == list(tiny_model.cfg.fsq.levels) and info["wire"] == 3
     assert info["bits_per_index"] == 7 and info["model_id"] == model_identity(tiny_model).hex()
     coder = CoderState.empty(info["fsq_levels"])  # nothing else from the model
     decoded = []
     for data in packets:
-        # the end-of-stream packet is version 1 (52 bytes) even in a version 2 stream: unpack_any reads both
+        # the end-of-stream packet is version 1 (52 bytes) even in a version 3 stream: unpack_any reads all
         p, coder = TokenPacket.unpack_any(data, coder, expect_model_id=bytes.fromhex(info["model_id"]))
         decoded.append(p)
     assert [p.frame_index for p in decoded] == [0, 1, 2, 3, 4, 5, 6] and decoded[0].keyframe
-    assert [d[4] for d in packets] == [2] * 6 + [1] and len(packets[-1]) == 52
+    assert [d[0] for d in packets] == [0xF1] + [0xF0] * 5 + [ord("L")] and len(packets[-1]) == 52  # v3, then v1
     assert decoded[-1].end_of_stream and decoded[-1].n == 0
     assert decoded[0].k > 0 and all((p.grid_h, p.grid_w, p.width) == (12, 16, 128) for p in decoded[:6])
 
@@ -485,7 +485,7 @@ def test_publisher_and_receiver_report_one_bit_rate(mosquitto: Broker, tiny_mode
     coder = CoderState.empty(tiny_model.cfg.fsq.levels)
     stamps = []
     for data in sent[:-1]:  # not the end-of-stream packet
-        p, coder = TokenPacket.unpack_v2(data, coder)
+        p, coder = TokenPacket.unpack_v3(data, coder)
         stamps.append(p.timestamp_us)
     expected = 8 * sum(map(len, sent[:-1])) / stream_seconds(n, min(stamps), max(stamps))
     assert stats["bits_per_s"] == summary["bits_per_s"] == round(expected, 1)

@@ -218,7 +218,7 @@ def test_full_rate_training_pass_skips_the_router(tiny: Tokenizer, real_frames: 
     assert stats["rate"] == 1.0
 
 
-@pytest.mark.parametrize("wire", [1, 2])
+@pytest.mark.parametrize("wire", [1, 2, 3])
 def test_closed_loop_through_packet_bytes(rt_model: Tokenizer, real_frames: np.ndarray, wire: int) -> None:
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=4, wire=wire)
     tx, rx = SenderSession(rt_model, sender), ReceiverSession(rt_model)

@@ -1,8 +1,9 @@
-"""A `.ltk` reader written from docs/PACKET.md alone (sections 1 to 4 and 6: the file, both packet
-versions, the mask modes, the varint header, the coder state's rules; the payload codec is the plain-
-integer one of tests/test_entropy_reference.py, also written from the document), run on real recordings of
-the shipped model with keyframes, skips and rate control, and compared with livetok's reader packet by
-packet (issue 24 item 10: an independent decoder must need nothing the document does not say)."""
+"""A `.ltk` reader written from docs/PACKET.md alone (sections 1 to 4, 6 and 7: the file, the three packet
+versions, the mask modes, the varint headers, version 3's trimmed header and CRC, the coder state's rules;
+the payload codec is the plain-integer one of tests/test_entropy_reference.py, also written from the
+document), run on real recordings of the shipped model with keyframes, skips and rate control, and
+compared with livetok's reader packet by packet (issue 24 item 10: an independent decoder must need nothing
+the document does not say)."""
 
 from __future__ import annotations
 
@@ -50,7 +51,7 @@ def read_file(data: bytes) -> tuple[dict[str, Any], list[bytes]]:
     records, i = [], 9 + j
     while i < len(data):
         (size,) = struct.unpack_from("<I", data, i)
-        assert size >= 21 and i + 4 + size <= len(data)
+        assert size >= 8 and i + 4 + size <= len(data)
         records.append(data[i + 4:i + 4 + size])
         i += 4 + size
     return meta, records
@@ -109,16 +110,22 @@ def read_varint(data: bytes, i: int) -> tuple[int, int]:
 
 @dataclass
 class Stream:
-    """§6.2: the coder state, plus what a non-keyframe takes from it (grid, frame size, index width)."""
+    """§6.2: the coder state, plus what a non-keyframe takes from it (grid, frame size, index width; §7.3:
+    the model id, the last frame index and timestamp)."""
 
     levels: tuple[int, ...]
+    model: bytes  # §4: the file's model id
     ref: RefState | None = None
     grid: tuple[int, int] | None = None
     size: tuple[int, int] = (0, 0)
     bits: int = 0
     last_index: int | None = None
+    last_ts: int | None = None
+    keyframe_model: bytes | None = None
 
     def read(self, packet: bytes) -> Frame:
+        if packet[0] & 0xF0 == 0xF0:  # §7.1: the first byte of version 3 is 0xf0 | flags
+            return self.read_v3(packet)
         assert packet[:4] == b"LTKP" and crc_ok(packet)
         version, flags = packet[4], packet[5]
         keyframe, eos = bool(flags & 1), bool(flags & 2)
@@ -127,9 +134,10 @@ class Stream:
                                                                                          packet)
             assert len(packet) == 48 + m + t + 4
             mask = v1_mask(mode, packet[48:48 + m], gh * gw, k)
+            assert packet[6:14] == self.model
             return Frame(1, index, ts, keyframe, eos, w, h, (gh, gw), bits, mask,
                          lsb_uints(packet[48 + m:48 + m + t], k, bits))
-        assert version == 2
+        assert version == 2 and packet[6:14] == self.model
         i = 14
         index, i = read_varint(packet, i)
         ts, i = read_varint(packet, i)
@@ -143,22 +151,56 @@ class Stream:
         else:  # a non-keyframe's is its keyframe's, which the state keeps (rule 2)
             assert self.ref is not None and self.grid is not None and index == self.last_index + 1  # type: ignore[operator]
             (w, h), (gh, gw), bits = self.size, self.grid, self.bits
-        payload = packet[i:-4]  # no length field: P = packet length - header - CRC
+        return self.decode(2, packet[i:-4], index, ts, keyframe, eos, w, h, gh, gw, bits, k, packet[6:14])
+
+    def read_v3(self, packet: bytes) -> Frame:
+        """§7: the flags in the first byte's low nibble, then the long or the short header."""
+        flags = packet[0] & 0x0F
+        keyframe, eos = bool(flags & 1), bool(flags & 2)
+        assert not flags & 0x0C  # bits 2 and 3 are reserved
+        if flags & 3:  # §7.1: keyframes and end-of-stream packets carry the model id, then version 2's varints
+            model, i = packet[1:9], 9
+            index, i = read_varint(packet, i)
+            ts, i = read_varint(packet, i)
+            k, i = read_varint(packet, i)
+            w, i = read_varint(packet, i)
+            h, i = read_varint(packet, i)
+            gh, i = read_varint(packet, i)
+            gw, i = read_varint(packet, i)
+            bits, i = read_varint(packet, i)
+        else:  # §7.3: the rest is the state's: the next index (its low byte must match), the time it adds to
+            assert self.ref is not None and self.keyframe_model is not None
+            assert self.last_index is not None and self.last_ts is not None
+            model, index = self.keyframe_model, self.last_index + 1
+            assert packet[1] == index % 256  # another low byte: a packet was lost
+            delta, i = read_varint(packet, 2)
+            k, i = read_varint(packet, i)
+            ts = (self.last_ts + delta) % 2**64
+            (w, h), (gh, gw), bits = self.size, self.grid, self.bits  # type: ignore[misc]
+        # §7.4: the CRC of the model id followed by the packet's bytes before it
+        assert zlib.crc32(packet[:-4], zlib.crc32(model)) == int.from_bytes(packet[-4:], "little")
+        assert model == self.model
+        return self.decode(3, packet[i:-4], index, ts, keyframe, eos, w, h, gh, gw, bits, k, model)
+
+    def decode(self, version: int, payload: bytes, index: int, ts: int, keyframe: bool, eos: bool, w: int, h: int,
+               gh: int, gw: int, bits: int, k: int, model: bytes) -> Frame:
+        """§6.1: no length field, P = packet length - header - CRC; §6.2's rules."""
         if gh * gw == 0:  # rule 4: an end-of-stream packet with an empty grid touches nothing
             assert eos and k == 0 and not payload
-            return Frame(2, index, ts, keyframe, eos, w, h, (0, 0), bits, [], [])
+            return Frame(version, index, ts, keyframe, eos, w, h, (0, 0), bits, [], [])
         if keyframe:  # rule 1
             assert k >= 1  # §1.1: a keyframe always carries tokens
             self.ref, self.grid, self.size, self.bits = RefState(self.levels), (gh, gw), (w, h), bits
+            self.keyframe_model = model
         assert self.ref is not None
         mask, indices = ref_decode(self.ref, gh, gw, k, payload, keyframe)  # rule 3 inside (skips too)
-        self.last_index = index
-        return Frame(2, index, ts, keyframe, eos, w, h, (gh, gw), bits, mask, indices)
+        self.last_index, self.last_ts = index, ts
+        return Frame(version, index, ts, keyframe, eos, w, h, (gh, gw), bits, mask, indices)
 
 
 def reference_read(path: Path) -> list[Frame]:
     meta, records = read_file(path.read_bytes())
-    stream = Stream(tuple(meta["fsq_levels"]))  # §4: the levels are in the metadata, in no packet
+    stream = Stream(tuple(meta["fsq_levels"]), bytes.fromhex(meta["model_id"]))  # §4: levels in no packet
     return [stream.read(r) for r in records]
 
 
@@ -173,6 +215,13 @@ RECORDINGS = {
     # the same as version 1 packets: every mask mode the encoder picks
     "clip-rate-v1": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10",
                      "--wire", "v1"],
+    # and as version 2, the full varint header on every packet
+    "clip-rate-v2": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10",
+                     "--wire", "v2"],
+    # the default policy without a rate target (whose budgets follow the bits sent, so differ between
+    # versions), as versions 3 and 2
+    "clip": [None, "--max-frames", "12", "--keyframe-interval", "5"],
+    "clip-v2": [None, "--max-frames", "12", "--keyframe-interval", "5", "--wire", "v2"],
 }
 
 
@@ -203,10 +252,43 @@ def test_a_reader_from_the_document_decodes_real_recordings(recordings: dict[str
     keys = [f.frame_index for f in ours if f.keyframe]
     if name == "static-skips":
         assert keys == [0, 16, 32] and ks.count(0) == 2  # two skips (k = 0) and the frames after them
-        assert all(f.version == 2 for f in ours)
+        assert all(f.version == 3 for f in ours)  # the default
+    elif not name.startswith("clip-rate"):
+        assert keys == [0, 5, 10] and all(f.version == (2 if name.endswith("v2") else 3) for f in ours)
     else:
         assert keys == [0, 10] and len(set(ks)) >= 5  # rate control: budgets that change
-        assert all(f.version == (1 if name.endswith("v1") else 2) for f in ours)
+        assert all(f.version == (1 if name.endswith("v1") else 2 if name.endswith("v2") else 3) for f in ours)
     if name.endswith("v1"):  # the mask modes the encoder picked (ALL at the keyframes)
         modes = {r[35] for r in read_file(recordings[name].read_bytes())[1]}
         assert 0 in modes and len(modes) >= 2, modes
+
+
+def test_versions_2_and_3_carry_the_same_tokens_of_a_real_recording(recordings: dict[str, Path]) -> None:
+    """The same clip and settings as versions 2 and 3: identical frames (indices, times, masks, tokens), read
+    by the reference reader and by livetok; version 3 is version 2's payload, byte for byte, behind a
+    shorter header."""
+    def frames(name: str) -> list[tuple[Any, ...]]:
+        with LtkReader(recordings[name]) as r:
+            theirs = [(p.frame_index, p.timestamp_us, p.keyframe, (p.grid_h, p.grid_w), p.mask.tolist(),
+                       p.indices.tolist()) for p in r]
+        ours = [(f.frame_index, f.timestamp_us, f.keyframe, f.grid, [bool(x) for x in f.mask], f.indices)
+                for f in reference_read(recordings[name])]
+        assert ours == theirs
+        return ours
+
+    assert frames("clip") == frames("clip-v2")
+    v2, v3 = (read_file(recordings[n].read_bytes())[1] for n in ("clip-v2", "clip"))
+    for a, b in zip(v2, v3, strict=True):
+        assert a[-4:] != b[-4:] or a == b  # the CRCs differ (they cover other bytes, and v3's the model id)
+        assert a[header_size(a):-4] == b[header_size(b):-4] and len(b) < len(a)
+
+
+def header_size(packet: bytes) -> int:
+    """§6.1, §7.1: where a version 2 or 3 packet's payload begins (the fixed fields, then the varints)."""
+    if packet[0] & 0xF0 == 0xF0:
+        i, count = (9, 8) if packet[0] & 3 else (2, 2)
+    else:
+        i, count = 14, 8 if packet[5] & 3 else 3
+    for _ in range(count):
+        _, i = read_varint(packet, i)
+    return i

@@ -135,13 +135,13 @@ def test_sigterm_ends_zenoh_publish_and_receive_cleanly_and_finalises_the_mcap(
     headers = [peek_header(d) for d in packets]
     assert headers[-1].end_of_stream and not any(h.end_of_stream for h in headers[:-1])
     frames = packets[:-1]
-    assert len(frames) == p["frames_published"]
-    assert [h.frame_index for h in headers[:-1]] == list(range(len(frames))) and headers[0].keyframe
-    stamps = [h.timestamp_us for h in headers[:-1]]
-    assert stamps == sorted(stamps)
+    assert len(frames) == p["frames_published"] and headers[0].keyframe
     rx = ReceiverSession(tiny_model)
-    decoded = [rx.decode(d) for d in frames]
-    assert all(x.shape == (96, 128, 3) and x.dtype == np.uint8 for x in decoded)
+    decoded = [rx.decode_packet(d) for d in frames]  # a v3 non-keyframe's index and time are its stream's
+    assert [q.frame_index for q, _ in decoded] == list(range(len(frames)))
+    stamps = [q.timestamp_us for q, _ in decoded]
+    assert stamps == sorted(stamps)
+    assert all(x.shape == (96, 128, 3) and x.dtype == np.uint8 for _, x in decoded)
 
 
 def test_plain_mqtt_publish_carries_frame_ids_and_the_capture_clock(mosquitto: Broker, tiny_weights: Path,
@@ -173,8 +173,8 @@ def test_plain_mqtt_publish_carries_frame_ids_and_the_capture_clock(mosquitto: B
                             ended += 1
                             if ended == len(streams):
                                 return
-                        else:
-                            stamps[stream].append(h.timestamp_us)
+                        else:  # a v3 non-keyframe carries the µs since its stream's previous packet
+                            stamps[stream].append(h.timestamp_us + (stamps[stream][-1] if h.relative else 0))
                     elif payload:
                         infos[stream].update(json.loads(payload))
 

@@ -55,9 +55,11 @@ class Tee:
         self.drop = drop or set()
         self.sent: list[bytes] = []
         self.dropped_at: dict[int, float] = {}  # frame index -> monotonic time of the loss
+        self.index = -1  # the last packet's frame index (a v3 non-keyframe carries only its low byte)
 
     async def send(self, data: bytes) -> None:
-        index = peek_header(data).frame_index
+        h = peek_header(data)
+        index = self.index = self.index + 1 if h.relative else h.frame_index
         if index in self.drop and index not in self.dropped_at:
             self.dropped_at[index] = time.monotonic()
             return

@@ -20,6 +20,7 @@ from .entropy import CoderState
 from .errors import PacketError
 from .packet import (
     HEADER_V2_PREFIX,
+    MARKER_V3,
     MAX_PACKET_BYTES,
     MIN_PACKET_BYTES,
     MIN_PACKET_BYTES_V2,
@@ -54,9 +55,11 @@ MAX_META_BYTES = 1024 * 1024
 REQUIRED_META = ("model_id", "fps", "width", "height", "preset")
 LEVELS_META = "fsq_levels"  # the model's FSQ levels: required to read version 2 and 3 (entropy-coded) packets
 MIN_RECORD_BYTES = min(MIN_PACKET_BYTES, MIN_PACKET_BYTES_V2, MIN_PACKET_BYTES_V3)  # 8
-# where a packet carries its model id: after version 1 and 2's magic, version and flags (offset 6), after
-# version 3's first byte (offset 1; its keyframes and end-of-stream packets only)
+# where a record is tried after damage: where the file's model id lies at offset 6 of a version 1 or 2 packet
+# or at offset 1 of a version 3 keyframe or end-of-stream packet, and where a version 3 non-keyframe's first
+# byte (0xf0, which carries no model id) lies at offset 0
 _MODEL_OFFSETS = (HEADER_V2_PREFIX.size - MODEL_ID_SIZE, 1)
+_MARKER_OFFSETS = (0,)
 _SCAN_CHUNK = 1 << 20  # bytes read at a time while looking for the next record after damage
 
 
@@ -315,13 +318,11 @@ class LtkReader:
         """Every decodable packet of a possibly damaged file, with the damage in between.
 
         Where :meth:`__iter__` stops at the first damage, this passes over it: it looks for the next
-        intact record (one that carries the file's model id and whose length and CRC check out; the length
-        prefix of a damaged record is not trusted), skips the intact non-keyframes after it — they need the
-        frames lost before them — and resumes at the next keyframe, or at an end-of-stream packet with no
-        grid. A version 3 non-keyframe does not carry the model id, so in a version 3 recording the search
-        finds the next keyframe: the intact non-keyframes before it are part of the damaged stretch. A
-        :class:`Damage` is yielded just before the packet it resumes at (or last, when no keyframe follows).
-        Packets yielded are exactly those ``__iter__`` yields on an intact file.
+        intact record (one of the file's model whose length and CRC check out; the length prefix of a
+        damaged record is not trusted), skips the intact non-keyframes after it — they need the frames
+        lost before them — and resumes at the next keyframe, or at an end-of-stream packet with no grid.
+        A :class:`Damage` is yielded just before the packet it resumes at (or last, when no keyframe
+        follows). Packets yielded are exactly those ``__iter__`` yields on an intact file.
 
         Raises:
             PacketError: only for a damaged file header (the constructor's); damage after it is yielded.
@@ -412,21 +413,24 @@ class LtkReader:
 
     def _next_record(self, start: int) -> int | None:
         """Offset of the first intact record at or after `start` (length prefix in range, then a packet
-        of this file's model that passes its CRC), or None. Only where the file's model id occurs is a
-        record tried: at offset 6 of a version 1 or 2 packet, 1 of a version 3 keyframe or end-of-stream
-        packet (a version 3 non-keyframe, which does not carry it, is never found here)."""
-        model, first, later = self.model_id, min(_MODEL_OFFSETS), max(_MODEL_OFFSETS)
-        pos = start + RECORD_PREFIX.size + first  # the first place a record at `start` may have its model id
-        pending: list[int] = []  # candidates a model id in the next chunk may still precede
+        of this file's model that passes its CRC), or None. A record is tried only where a packet could
+        begin: the file's model id at offset 6 of a version 1 or 2 packet or 1 of a version 3 keyframe or
+        end-of-stream packet, or a version 3 non-keyframe's first byte 0xf0 (whose CRC covers the model id)."""
+        marks = ((self.model_id, _MODEL_OFFSETS), (bytes((MARKER_V3,)), _MARKER_OFFSETS))
+        offsets = _MODEL_OFFSETS + _MARKER_OFFSETS
+        first, later, overlap = min(offsets), max(offsets), MODEL_ID_SIZE - 1
+        pos = start + RECORD_PREFIX.size + first  # the first place a record at `start` may have a mark
+        pending: list[int] = []  # candidates a mark in the next chunk may still precede
         while True:
             self._file.seek(pos)
-            chunk = self._file.read(_SCAN_CHUNK + len(model) - 1)
-            i = chunk.find(model)  # every id starting in [pos, pos + _SCAN_CHUNK), each found once
-            while i >= 0:
-                pending += [at for off in _MODEL_OFFSETS if (at := pos + i - RECORD_PREFIX.size - off) >= start]
-                i = chunk.find(model, i + 1)
-            last = len(chunk) < _SCAN_CHUNK + len(model) - 1
-            # the ids of the next chunk give records from here on: try in file order only those before
+            chunk = self._file.read(_SCAN_CHUNK + overlap)
+            for mark, at_offsets in marks:
+                i = chunk.find(mark)
+                while 0 <= i < _SCAN_CHUNK:  # every mark starting in [pos, pos + _SCAN_CHUNK), each found once
+                    pending += [at for off in at_offsets if (at := pos + i - RECORD_PREFIX.size - off) >= start]
+                    i = chunk.find(mark, i + 1)
+            last = len(chunk) < _SCAN_CHUNK + overlap
+            # the marks of the next chunk give records from here on: try in file order only those before
             limit = pos + _SCAN_CHUNK - RECORD_PREFIX.size - later
             pending.sort()
             while pending and (last or pending[0] < limit):

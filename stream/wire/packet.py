@@ -474,8 +474,8 @@ def _follow_state(h: PacketHeader, state: CoderState) -> PacketHeader:
 
 
 def extend_frame_index(low: int, near: int) -> int:
-    """The frame index (u32) whose low byte is ``low`` nearest to ``near``: from ``near - 128`` to
-    ``near + 127`` (mod 2**32), as RTP extends its sequence numbers.
+    """The frame index whose low byte is ``low`` nearest to ``near``: from ``near - 128`` to ``near + 127``,
+    as RTP extends its sequence numbers (moved by 256 where that range leaves the u32 indices 0..2**32-1).
 
     A receiver that orders packets before decoding them (a jitter buffer) reads a relative header's
     ``frame_index`` (the low byte) with the index it expects next: packets up to 127 ahead (a gap: lost or
@@ -484,7 +484,8 @@ def extend_frame_index(low: int, near: int) -> int:
     """
     if not 0 <= low <= 0xFF:
         raise ValueError(f"low must be a byte (0..255), got {low}")
-    return (near + ((low - near + 128) & 0xFF) - 128) & 0xFFFFFFFF
+    index = near + ((low - near + 128) & 0xFF) - 128
+    return index + 256 if index < 0 else index - 256 if index > 0xFFFFFFFF else index
 
 
 def verify_packet(data: bytes, model_id: bytes | None = None, state: CoderState | None = None) -> PacketHeader:
