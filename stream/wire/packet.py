@@ -87,8 +87,8 @@ HEADER_V2_MAX_SIZE = HEADER_V2_PREFIX.size + sum(
 # versions 1 and 2). A keyframe or end-of-stream packet then carries the model id and the varints of version
 # 2, geometry included; any other packet only the frame index's low byte (u8), the timestamp as the µs since
 # the stream's previous packet (a varint, mod 2**64) and k: the coder state holds the rest. The CRC covers
-# the stream's model id before the packet's bytes. A 256x192 non-keyframe's header is 7 bytes, from a file
-# or a camera (20 and 25 in version 2)
+# the stream's model id before the packet's bytes. A 256x192 non-keyframe's header is 6 or 7 bytes, from a
+# file or a camera (20 to 22 and 25 to 27 in version 2)
 MARKER_V3 = 0xF0
 _FLAGS_V3 = 0x0F  # the first byte's low nibble: the flags (bits 2 and 3 reserved)
 HEADER_V3_DELTA: tuple[tuple[str, int], ...] = (("timestamp_delta_us", 64), ("k", 32))
