@@ -10,17 +10,18 @@ from typing import TYPE_CHECKING, Any
 
 from . import robotics
 from .options import add_model_args, add_sender_args, open_model, sender_config
-from .output import EXIT_NO_FRAMES, LiveTable, console, fmt_ms, print_json, warn
+from .output import EXIT_NO_FRAMES, console, fmt_ms, print_json
 from .streaming import (
     IDLE_TIMEOUT_S,
     add_broker_args,
     brokers,
     capture_options,
     check_sources,
-    print_received,
     received_line,
     received_status,
     record_options,
+    report_received,
+    run_sender,
     stream_names,
     until_stopped,
 )
@@ -90,24 +91,15 @@ def cmd_publish(a: argparse.Namespace) -> int:
     sender, broker, capture = sender_config(a), brokers(a), capture_options(a)
     check_sources(a.source)
     model = open_model(a)
-    table = LiveTable()
-    try:
-        res, status = until_stopped(lambda stop: publish_sources(
+    return run_sender(
+        lambda stop, on_stats: publish_sources(
             model, a.source, broker, streams, sender, capture, frame_ids=ids, qos=a.qos,
-            first_connect_timeout_s=a.connect_timeout, on_stats=table.update, stop=stop))
-    finally:
-        table.stop()
-    if res.ended_by is None:
-        res = res.ended("end_of_source")
-    console().print(f"published {res.frames_published} frames to {brokers_text(broker)} stream(s) "
-                    f"{', '.join(repr(s) for s in streams)}: {res.fps} fps, {res.frames_dropped} dropped, "
-                    f"latency p50 {fmt_ms(res.latency_ms_p50)} ms p99 {fmt_ms(res.latency_ms_p99)} ms, "
-                    f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s")
-    for w in res.warnings or []:
-        warn(w)
-    if a.json:
-        print_json(res.to_json())
-    return status or 0
+            first_connect_timeout_s=a.connect_timeout, on_stats=on_stats, stop=stop),
+        lambda res: (f"published {res.frames_published} frames to {brokers_text(broker)} stream(s) "
+                     f"{', '.join(repr(s) for s in streams)}: {res.fps} fps, {res.frames_dropped} dropped, "
+                     f"latency p50 {fmt_ms(res.latency_ms_p50)} ms p99 {fmt_ms(res.latency_ms_p99)} ms, "
+                     f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s"),
+        a.json)
 
 
 def cmd_receive(a: argparse.Namespace) -> int:
@@ -127,11 +119,7 @@ def cmd_receive(a: argparse.Namespace) -> int:
     res, status = until_stopped(lambda stop: receive_stream(
         model, broker, a.stream, record, identifier=a.client_id, first_connect_timeout_s=a.connect_timeout,
         max_lag_s=a.max_lag, worker=a.worker, group=a.group, stop=stop))
-    doc = res.to_json()
-    print_received(doc)
-    if a.json:
-        print_json(doc)
-    return received_status(doc, status)
+    return report_received(res, status, a.json)
 
 
 def _run_workers(a: argparse.Namespace) -> int:

@@ -9,8 +9,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .options import open_model, sender_config
-from .output import EXIT_DAMAGED, LiveTable, console, print_json, progress
-from .streaming import brokers, capture_options, print_received, received_status, stream_names, until_stopped
+from .output import EXIT_DAMAGED, console, print_json, progress
+from .streaming import (
+    brokers,
+    capture_options,
+    report_received,
+    run_sender,
+    stream_names,
+    until_stopped,
+)
 
 if TYPE_CHECKING:
     from livetok.stream.mcap_file import RecordingMetrics
@@ -183,7 +190,6 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
         frame_total(source)  # a missing file or bad spec, in one line, before the model loads
     model = open_model(a)
     con = console()
-    table = LiveTable()
 
     def ready(foxglove_port: int | None) -> None:
         if foxglove_port is not None:
@@ -191,20 +197,15 @@ def cmd_publish_robot(a: argparse.Namespace) -> int:
             con.print(f"Foxglove: open ws://{host}:{foxglove_port} in Foxglove (Open connection -> "
                       f"Foxglove WebSocket)")
 
-    try:  # SIGINT/SIGTERM: a clean stop, as MQTT's publish (end of stream out, the MCAP file finalised)
-        res, status = until_stopped(lambda stop: publish_robot(
-            model, a.source, streams, sender, outputs, capture, frame_ids=ids, on_stats=table.update,
-            on_ready=ready, stop=stop))
-    finally:
-        table.stop()
-    if res.ended_by is None:
-        res = res.ended("end_of_source")
-    con.print(f"published {res.frames_published} frames of {', '.join(repr(s) for s in streams)} to "
-              f"{'; '.join(res.outputs)}: {res.fps} fps, {res.frames_dropped} dropped, "
-              f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s")
-    if a.json:
-        print_json(res.to_json())
-    return status or 0
+    # SIGINT/SIGTERM: a clean stop, as MQTT's publish (end of stream out, the MCAP file finalised)
+    return run_sender(
+        lambda stop, on_stats: publish_robot(
+            model, a.source, streams, sender, outputs, capture, frame_ids=ids, on_stats=on_stats,
+            on_ready=ready, stop=stop),
+        lambda res: (f"published {res.frames_published} frames of {', '.join(repr(s) for s in streams)} to "
+                     f"{'; '.join(res.outputs)}: {res.fps} fps, {res.frames_dropped} dropped, "
+                     f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s"),
+        a.json)
 
 
 def cmd_receive_zenoh(a: argparse.Namespace) -> int:
@@ -225,8 +226,4 @@ def cmd_receive_zenoh(a: argparse.Namespace) -> int:
     # SIGINT/SIGTERM: a clean stop, as MQTT's receive (the MP4 finalised, the summary printed, 128 + signal)
     res, status = until_stopped(lambda stop: receive_zenoh(model, cfg, a.stream, record, max_lag_s=a.max_lag,
                                                            stop=stop))
-    doc = res.to_json()
-    print_received(doc)
-    if a.json:
-        print_json(doc)
-    return received_status(doc, status)
+    return report_received(res, status, a.json)

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, Self, TypeVar
 
 from .options import parse_size
-from .output import EXIT_NO_FRAMES, console, fmt_ms
+from .output import EXIT_NO_FRAMES, LiveTable, console, fmt_ms, print_json, warn
 
 if TYPE_CHECKING:
     import asyncio
@@ -81,7 +81,20 @@ class Ending(Protocol):
     def ended(self, by: str) -> Self: ...
 
 
+class SentSummary(Ending, Protocol):
+    """A sender's summary (publish, webrtc send, the robot transports): why it ended, its warnings, its JSON."""
+
+    @property
+    def ended_by(self) -> str | None: ...
+
+    @property
+    def warnings(self) -> list[str] | None: ...
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
 E = TypeVar("E", bound=Ending)
+S = TypeVar("S", bound=SentSummary)
 
 
 def until_stopped(work: Callable[[asyncio.Event], Awaitable[E]]) -> tuple[E, int | None]:
@@ -105,6 +118,25 @@ def until_stopped(work: Callable[[asyncio.Event], Awaitable[E]]) -> tuple[E, int
     if stop.name is not None:
         res = res.ended(stop.name)
     return res, stop.exit_status
+
+
+def run_sender(work: Callable[[asyncio.Event, Callable[..., Any]], Awaitable[S]], line: Callable[[S], str],
+               as_json: bool) -> int:
+    """A sending command's run: `work(stop_event, on_stats)` under a live table and a clean stop on a
+    signal; then its summary `line`, its warnings and, with --json, its document. Returns the exit status."""
+    table = LiveTable()
+    try:
+        res, status = until_stopped(lambda stop: work(stop, table.update))
+    finally:
+        table.stop()
+    if res.ended_by is None:
+        res = res.ended("end_of_source")
+    console().print(line(res))
+    for w in res.warnings or []:
+        warn(w)
+    if as_json:
+        print_json(res.to_json())
+    return status or 0
 
 
 def capture_options(a: argparse.Namespace) -> CaptureOptions:
@@ -132,6 +164,15 @@ def received_line(res: Mapping[str, Any]) -> str:
     return (f"received {res['frames_received']} frames, decoded {res['frames_decoded']}, lost {res['frames_lost']}, "
             f"keyframes {res['keyframes']}, latency p50 {fmt_ms(res['latency_ms_p50'])} ms p99 "
             f"{fmt_ms(res['latency_ms_p99'])} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
+
+
+def report_received(res: Any, status: int | None, as_json: bool) -> int:
+    """A receiving command's ending: its summary for people, its JSON with --json, its exit status."""
+    doc: dict[str, Any] = res.to_json()
+    print_received(doc)
+    if as_json:
+        print_json(doc)
+    return received_status(doc, status)
 
 
 def received_status(res: Mapping[str, Any], status: int | None) -> int:

@@ -14,14 +14,14 @@ from .options import (
     required_size,
     sender_config,
 )
-from .output import LiveTable, console, print_json, warn
+from .output import console
 from .streaming import (
     IDLE_TIMEOUT_S,
     capture_options,
     check_sources,
-    print_received,
-    received_status,
     record_options,
+    report_received,
+    run_sender,
     until_stopped,
 )
 
@@ -100,23 +100,14 @@ def cmd_webrtc_send(a: argparse.Namespace) -> int:
     sender, capture, cfg = sender_config(a), capture_options(a), _webrtc_cfg(a)
     check_sources([a.source])
     model = open_model(a)
-    table = LiveTable()
-    try:
-        res, status = until_stopped(lambda stop: webrtc_send(
+    return run_sender(
+        lambda stop, on_stats: webrtc_send(
             model, a.source, a.signal_url, sender, cfg, capture, stream=a.stream, token=_signal_token(a),
-            on_stats=table.update, stop=stop))
-    finally:
-        table.stop()
-    if res.ended_by is None:
-        res = res.ended("end_of_source")
-    console().print(f"sent {res.frames_published} frames to {a.signal_url}: {res.fps} fps, "
-                    f"{res.frames_dropped} dropped, {res.keyframe_requests} keyframe requests, "
-                    f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s")
-    for w in res.warnings or []:
-        warn(w)
-    if a.json:
-        print_json(res.to_json())
-    return status or 0
+            on_stats=on_stats, stop=stop),
+        lambda res: (f"sent {res.frames_published} frames to {a.signal_url}: {res.fps} fps, "
+                     f"{res.frames_dropped} dropped, {res.keyframe_requests} keyframe requests, "
+                     f"{res.tokens_per_frame} tokens/frame, {res.bits_per_s / 1000:.1f} kbit/s"),
+        a.json)
 
 
 def cmd_webrtc_recv(a: argparse.Namespace) -> int:
@@ -132,11 +123,7 @@ def cmd_webrtc_recv(a: argparse.Namespace) -> int:
         model, sig, cfg, record,
         on_listening=lambda url: con.print(f"listening for a sender: livetok webrtc send --signal {url}"),
         stop=stop))
-    doc = res.to_json()
-    print_received(doc)
-    if a.json:
-        print_json(doc)
-    return received_status(doc, status)
+    return report_received(res, status, a.json)
 
 
 def cmd_webrtc_serve(a: argparse.Namespace) -> int:
