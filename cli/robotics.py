@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .options import open_model, sender_config
-from .output import EXIT_DAMAGED, console, print_json, progress
+from .output import EXIT_DAMAGED, console, print_json, progress, warn
 from .streaming import (
     brokers,
     capture_options,
@@ -90,8 +90,9 @@ def cmd_encode_mcap(a: argparse.Namespace) -> int:
                               progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
     console().print(f"wrote {summary.output}: {summary.frames} frames, "
                     f"{summary.tokens_per_frame:.1f} tokens/frame, "
-                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame (MCAP: tokens"
-                    f"{' + preview' if summary.preview else ''} channels)")
+                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame = {summary.bits_per_s / 1000:.1f} kbit/s "
+                    f"(MCAP: tokens{' + preview' if summary.preview else ''} channels)")
+    warn(summary.warning)
     if a.json:
         print_json(summary.to_json())
     return 0

@@ -8,7 +8,7 @@ import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -108,9 +108,18 @@ def encode_file(
     out = Path(output)
     stats, tx = encode_frames(model, input, sender, lambda meta: _LtkFrames(LtkWriter(out, meta)),
                               max_frames=max_frames, meta_extra=meta_extra, progress=progress)
-    summary = EncodeSummary(output=str(out), frames=stats.frames, tokens_per_frame=stats.tokens_per_frame,
-                            bits_per_frame=stats.bits_per_frame, bits_per_s=tx.rate.bits_per_s(),
-                            bytes=out.stat().st_size)
+    return summarize_encode(EncodeSummary, out, stats, tx)
+
+
+S = TypeVar("S", bound=EncodeSummary)
+
+
+def summarize_encode(kind: type[S], out: Path, stats: EncodeTotals, tx: SenderSession, **extra: Any) -> S:
+    """An encode's summary of kind `kind` (`EncodeSummary` or a subclass, whose own fields are `extra`): the
+    file written, its rates, and the target check when the sender had a target."""
+    summary = kind(output=str(out), frames=stats.frames, tokens_per_frame=stats.tokens_per_frame,
+                   bits_per_frame=stats.bits_per_frame, bits_per_s=tx.rate.bits_per_s(), bytes=out.stat().st_size,
+                   **extra)
     check = tx.target_check()
     if check is not None:
         summary = dataclasses.replace(summary, **check.as_json(), warning=check.warning())

@@ -23,7 +23,7 @@ from livetok.engine.results import JsonResult, optional
 from livetok.engine.runtime import Runtime
 
 from .errors import StreamError
-from .files import ProgressCallback, encode_frames
+from .files import EncodeSummary, ProgressCallback, encode_frames, summarize_encode
 from .foxglove_feed import TOKEN_SCHEMA_NAME, CameraChannels, FoxgloveFeed, packet_bytes
 from .heatmap import token_heatmap
 from .optional import require
@@ -37,15 +37,10 @@ def is_mcap(path: str | os.PathLike[str]) -> bool:
 
 
 @dataclass(frozen=True, kw_only=True)
-class McapEncodeSummary(JsonResult):
-    """What `encode -o x.mcap` wrote: `EncodeSummary`'s keys but `bits_per_s` and the target check, and whether
-    the preview channel was written."""
+class McapEncodeSummary(EncodeSummary):
+    """What `encode -o x.mcap` wrote: `EncodeSummary`'s keys (rates and the target check, as for a `.ltk`),
+    and whether the preview channel was written."""
 
-    output: str
-    frames: int
-    tokens_per_frame: float
-    bits_per_frame: float
-    bytes: int
     preview: bool
 
 
@@ -103,8 +98,7 @@ def encode_mcap(
 ) -> McapEncodeSummary:
     """`stream.files.encode_file` into an MCAP file: the same packets (frame i stamped i / fps seconds), on
     camera `camera`'s tokens channel, and its decoded frames (the sender's reconstruction: what a receiver
-    shows) on the preview channel. Returns its summary keys but `bits_per_s` (and no target check), plus
-    `preview`."""
+    shows) on the preview channel. Returns its summary keys (rates, the target check) plus `preview`."""
     out = Path(output)
 
     def open_writer(meta: dict[str, Any]) -> _McapFrames:
@@ -115,10 +109,9 @@ def encode_mcap(
             feed.close()
             raise
 
-    stats, _ = encode_frames(model, input, sender, open_writer, max_frames=max_frames, meta_extra=meta_extra,
-                             progress=progress)
-    return McapEncodeSummary(output=str(out), frames=stats.frames, tokens_per_frame=stats.tokens_per_frame,
-                             bits_per_frame=stats.bits_per_frame, bytes=out.stat().st_size, preview=preview)
+    stats, tx = encode_frames(model, input, sender, open_writer, max_frames=max_frames, meta_extra=meta_extra,
+                              progress=progress)
+    return summarize_encode(McapEncodeSummary, out, stats, tx, preview=preview)
 
 
 class _McapFrames:

@@ -33,6 +33,7 @@ from livetok.engine.model import Tokenizer  # noqa: E402
 from livetok.stream.broker_url import parse_broker_url, topics  # noqa: E402
 from livetok.stream.capture import CAPTURE_CLOCK  # noqa: E402
 from livetok.stream.session import ReceiverSession  # noqa: E402
+from livetok.stream.video_io import read_video  # noqa: E402
 from livetok.stream.wire import peek_header  # noqa: E402
 from livetok.stream.zenoh_transport import open_router  # noqa: E402
 
@@ -211,7 +212,7 @@ def test_plain_mqtt_publish_carries_frame_ids_and_the_capture_clock(mosquitto: B
 def test_encode_mcap_no_preview_records_tokens_only(tmp_path: Path, small_clip: Path, tiny_weights: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     common = ["--weights", str(tiny_weights), "--threads", "1", "--json"]
-    sizes = {}
+    sizes, rates = {}, {}
     for name, extra in (("with.mcap", []), ("without.mcap", ["--no-preview"])):
         out = tmp_path / name
         assert main(["encode", str(small_clip), "-o", str(out), *extra, *common]) == 0
@@ -224,6 +225,12 @@ def test_encode_mcap_no_preview_records_tokens_only(tmp_path: Path, small_clip: 
         assert topics_ == (["/cam0/preview", "/cam0/tokens"] if not extra else ["/cam0/tokens"])
         assert summary.statistics.message_count == SMALL_FRAMES * (1 if extra else 2)
         sizes[name] = out.stat().st_size
+        rates[name] = (res["bits_per_frame"], res["bits_per_s"])
     assert sizes["without.mcap"] < sizes["with.mcap"]
     # a .ltk has no preview channel: the flag changes nothing there
     assert main(["encode", str(small_clip), "-o", str(tmp_path / "x.ltk"), "--no-preview", *common]) == 0
+    ltk = json.loads(capsys.readouterr().out)
+    # the same packets, so the same rates as the .ltk's (kbit/s at the clip's frame rate, stream/bitrate.py)
+    fps = read_video(small_clip, max_frames=1)[1]
+    assert ltk["bits_per_s"] > 0 and ltk["bits_per_s"] == pytest.approx(ltk["bits_per_frame"] * fps, rel=0.02)
+    assert rates["with.mcap"] == rates["without.mcap"] == (ltk["bits_per_frame"], ltk["bits_per_s"])
