@@ -6,6 +6,9 @@ from __future__ import annotations
 import argparse
 from typing import TYPE_CHECKING, TypeAlias
 
+# the names the engine accepts (no torch is imported by them: `livetok --help` stays fast)
+from livetok.engine.config import NORMALISERS, POLICIES, RANKINGS, SIGNALS
+
 if TYPE_CHECKING:  # the commands import what they need when they run: `livetok --help` stays fast
     from livetok.engine.config import SenderConfig
     from livetok.engine.runtime import Runtime
@@ -35,7 +38,7 @@ def add_model_args(p: argparse.ArgumentParser, backend: bool = True) -> None:
 
 def add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") -> None:
     p.add_argument("--policy", default="learned",
-                   choices=["fixed", "infotok", "learned", "rdo", "prior", "oracle", "search"],
+                   choices=POLICIES,
                    help="budget policy (default: learned, InfoTok's rule on the budget head's predicted gain: "
                         "no router decode); oracle and search are benchmark arms")
     p.add_argument("--rate", type=float, default=0.5,
@@ -58,14 +61,14 @@ def add_sender_args(p: argparse.ArgumentParser, signal_flag: str = "--signal") -
                    help="skip mode (infotok, learned): a frame whose tokens would buy less over repeating the "
                         "previous frame than FRACTION * N tokens' worth sends none, and the receiver repeats "
                         "its frame (default 1/24 ≈ 0.0417; 0: never skip, every frame keeps N/16)")
-    p.add_argument("--normaliser", default="population", choices=["population", "ema"],
+    p.add_argument("--normaliser", default="population", choices=NORMALISERS,
                    help="infotok normaliser: the population mean stored with the weights, or the stream's own EMA")
     p.add_argument("--keyframe-interval", type=int, default=300, help="frames between keyframes; 0 = first only")
     # `webrtc send` takes --signal for the signalling URL; its information signal is --router-signal
-    p.add_argument(signal_flag, dest="signal", default="gain", choices=["error", "gain", "bits"],
+    p.add_argument(signal_flag, dest="signal", default="gain", choices=SIGNALS,
                    help="infotok's information signal: full-rate error (the paper), the gain of the tokens, or "
                         "bits: their code length under the entropy coder (no router decode; positions ranked by it)")
-    p.add_argument("--ranking", default="gain", choices=["error", "gain", "surprise", "prefix"],
+    p.add_argument("--ranking", default="gain", choices=RANKINGS,
                    help="which positions fill the budget (default: gain; error = InfoTok's)")
     p.add_argument("--wire", default="v3", choices=["v1", "v2", "v3"],
                    help="packet format: v3 entropy-codes the mask and tokens behind a header trimmed of what the "
