@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from .options import open_model, sender_config
 from .output import EXIT_DAMAGED, console, print_json, progress, warn
@@ -18,9 +17,6 @@ from .streaming import (
     stream_names,
     until_stopped,
 )
-
-if TYPE_CHECKING:
-    from livetok.stream.mcap_file import RecordingMetrics
 
 RECORDING_SUFFIXES = (".ltk", ".mcap")
 
@@ -124,7 +120,7 @@ def cmd_decode_mcap(a: argparse.Namespace) -> int:
 
 def cmd_eval_recordings(a: argparse.Namespace) -> int:
     from livetok.stream.errors import StreamError
-    from livetok.stream.mcap_file import evaluate_recording
+    from livetok.stream.mcap_file import RecordingMetrics, evaluate_recording
 
     for p in a.inputs:
         if not Path(p).is_file():
@@ -140,7 +136,7 @@ def cmd_eval_recordings(a: argparse.Namespace) -> int:
             if key in clips:
                 raise StreamError(f"two inputs share the camera name {name!r}; rename one")
             clips[key] = m
-    overall = _weighted(list(clips.values()))
+    overall = RecordingMetrics.weighted(list(clips.values()))
     con = console()
     for name, m in clips.items():
         q = f"PSNR {m.psnr:.2f} dB, " if m.psnr is not None else "(no reference clip: no PSNR), "
@@ -149,28 +145,6 @@ def cmd_eval_recordings(a: argparse.Namespace) -> int:
     if a.json:
         print_json({"overall": overall.to_json(), "clips": {k: m.to_json() for k, m in clips.items()}})
     return 0
-
-
-def _weighted(ms: list[RecordingMetrics]) -> RecordingMetrics:
-    """The recordings' overall figures: per-frame means weighted by frames (None where a clip has none); no
-    `positions` (the recordings' grids may differ)."""
-    from livetok.stream.mcap_file import RecordingMetrics
-
-    n = sum(m.frames for m in ms)
-
-    def mean(values: list[float | None]) -> float | None:
-        if any(v is None for v in values):
-            return None
-        return float(sum(v * m.frames for v, m in zip(values, ms, strict=True) if v is not None) / n)
-
-    def mean_of(values: list[float]) -> float:
-        return float(sum(v * m.frames for v, m in zip(values, ms, strict=True)) / n)
-
-    return RecordingMetrics(psnr=mean([m.psnr for m in ms]), ssim=mean([m.ssim for m in ms]),
-                            tokens_per_frame=mean_of([m.tokens_per_frame for m in ms]),
-                            bits_per_frame=mean_of([m.bits_per_frame for m in ms]),
-                            kept_fraction=mean_of([m.kept_fraction for m in ms]), frames=n,
-                            keyframes=sum(m.keyframes for m in ms), decode_ms=max(m.decode_ms for m in ms))
 
 
 def cmd_publish_robot(a: argparse.Namespace) -> int:

@@ -74,6 +74,26 @@ class RecordingMetrics(JsonResult):
     kept_fraction: float
     keyframes: int
 
+    @staticmethod
+    def weighted(ms: list[RecordingMetrics]) -> RecordingMetrics:
+        """The recordings' overall figures: per-frame means weighted by frames (None where a clip has none);
+        no `positions` (the recordings' grids may differ); the slowest decode."""
+        n = sum(m.frames for m in ms)
+
+        def mean(values: list[float | None]) -> float | None:
+            if any(v is None for v in values):
+                return None
+            return float(sum(v * m.frames for v, m in zip(values, ms, strict=True) if v is not None) / n)
+
+        def mean_of(values: list[float]) -> float:
+            return float(sum(v * m.frames for v, m in zip(values, ms, strict=True)) / n)
+
+        return RecordingMetrics(psnr=mean([m.psnr for m in ms]), ssim=mean([m.ssim for m in ms]),
+                                tokens_per_frame=mean_of([m.tokens_per_frame for m in ms]),
+                                bits_per_frame=mean_of([m.bits_per_frame for m in ms]),
+                                kept_fraction=mean_of([m.kept_fraction for m in ms]), frames=n,
+                                keyframes=sum(m.keyframes for m in ms), decode_ms=max(m.decode_ms for m in ms))
+
 
 @dataclass(frozen=True)
 class RecordingEval(JsonResult):
