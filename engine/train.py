@@ -35,6 +35,7 @@ from .data import ClipSampler, DataConfig, StreamSampler, default_cache_dir, fin
 from .device_data import DeviceStreamSampler
 from .frames import to_tensor
 from .layers import DepthConvBlock
+from .metrics import psnr_from_mse
 from .model import Tokenizer
 from .rate_prior import DigitPrior, empty_last
 from .selection import keep_mask, position_error
@@ -283,9 +284,8 @@ def run_clip(
                 err_sum += float(err.mean())
                 err_count += 1
     frames_g = t_total - grad_from
-    # PSNR of pixels in [-1, 1]: peak-to-peak 2, so 10 log10(4 / mse)
     stats = {
-        "psnr": 10 * math.log10(4.0 / max(mse_sum / frames_g, 1e-12)),
+        "psnr": psnr_from_mse(mse_sum / frames_g, peak=2.0),  # pixels in [-1, 1]: peak-to-peak 2
         "rate": k_sum / frames_g,
         "err": err_sum / max(err_count, 1),
         "bits": bits_sum / frames_g,
