@@ -23,7 +23,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livetok.engine.fsq_index import index_to_digits
-from livetok.stream.wire.entropy import COUNT_LIMIT, Q_BITS, chunk_bounds
+from livetok.stream.wire.entropy import Q_BITS, chunk_bounds
+from livetok.stream.wire.entropy import _update as update  # the coder's own count update
 from livetok.stream.wire.ltkfile import LtkReader
 
 Frame = tuple[bool, tuple[int, int], NDArray[np.bool_], list[NDArray[np.int64]]]
@@ -45,16 +46,6 @@ def qbits(counts: NDArray[np.int64], ctx: NDArray[np.int64], sym: NDArray[np.int
     q = (cum << Q_BITS) // cum[:, -1:]
     f = np.diff(q, axis=1, prepend=0)[ctx, sym]
     return float(np.sum(Q_BITS - np.log2(np.maximum(f, 1))))
-
-
-def update(counts: NDArray[np.int64], ctx: NDArray[np.int64], sym: NDArray[np.int64]) -> NDArray[np.int64]:
-    c, a = counts.shape
-    out = counts + np.bincount(ctx * a + sym, minlength=c * a).reshape(c, a)
-    while True:
-        big = out.sum(axis=1) > COUNT_LIMIT
-        if not big.any():
-            return out
-        out[big] = (out[big] + 1) >> 1
 
 
 def code(counts: NDArray[np.int64], ctx: NDArray[np.int64], sym: NDArray[np.int64]) -> tuple[float, NDArray[np.int64]]:
