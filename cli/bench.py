@@ -45,7 +45,7 @@ def register(sub: Subparsers) -> None:
     ba.add_argument("--out", default="runs/arms", help="checkpoints, one folder per model; reused when their "
                                                       "configuration matches (default: runs/arms)")
     ba.add_argument("--steps", type=int, default=None,
-                    help="training steps of every model (default: ArmsConfig.steps, sized for ~15 min on 2 cores)")
+                    help="training steps of every model (default 250: about 5 min in all on 2 cores)")
     ba.add_argument("--seed", type=int, default=0)
     ba.add_argument("--calib-frames", type=int, default=8, help="frames per training clip for calibration")
     ba.add_argument("--max-frames", type=int, default=None, help="evaluate only the first frames of each clip")
