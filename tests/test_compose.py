@@ -103,7 +103,11 @@ def test_commands_are_livetok_lines() -> None:
     assert commands["publisher"][:2] == ["livetok", "publish"]
     assert commands["receiver"][:2] == ["livetok", "receive"]
     assert commands["publisher"][commands["publisher"].index("--stream") + 1] == "cam0"
-    assert commands["receiver"][-2:] == ["--out", "/out/cam0.mp4"]
+    rx = commands["receiver"]
+    assert rx[rx.index("--out") + 1] == "/out/cam0.mp4"
+    # a service waits for its publisher: no idle timeout, so `restart: on-failure` never loops on an empty stream
+    for name in ("receiver", "receiver-cluster"):
+        assert commands[name][commands[name].index("--timeout") + 1] == "0", name
 
 
 def test_cluster_profile_matches_the_tested_cluster() -> None:
