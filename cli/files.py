@@ -100,22 +100,31 @@ def cmd_eval(a: argparse.Namespace) -> int:
 
 
 def cmd_encode(a: argparse.Namespace) -> int:
-    if Path(a.output).suffix.lower() == ".mcap":  # the same packets in an MCAP file (docs/ROBOTICS.md)
-        return robotics.cmd_encode_mcap(a)
     from livetok.stream.files import check_ltk_output, encode_file
+    from livetok.stream.mcap_file import McapEncodeSummary, encode_mcap, is_mcap
     from livetok.stream.sources import frame_total
 
     sender = sender_config(a)
-    check_ltk_output(a.output)  # before the model loads
+    mcap = is_mcap(a.output)  # the same packets in an MCAP file (docs/ROBOTICS.md)
+    if not mcap:
+        check_ltk_output(a.output)  # before the model loads
     total = frame_total(a.input, a.max_frames)
     model = open_model(a)
     with progress() as prog:
         task = prog.add_task("encode", total=total)
-        summary = encode_file(model, a.input, a.output, sender, max_frames=a.max_frames,
-                              progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
+
+        def advance(name: str, n: int) -> None:
+            prog.update(task, advance=n, description=f"encode {name}")
+
+        summary = (encode_mcap(model, a.input, a.output, sender, max_frames=a.max_frames, preview=not a.no_preview,
+                               progress=advance) if mcap else
+                   encode_file(model, a.input, a.output, sender, max_frames=a.max_frames, progress=advance))
+    channels = (f" (MCAP: tokens{' + preview' if summary.preview else ''} channels)"
+                if isinstance(summary, McapEncodeSummary) else "")
     console().print(f"wrote {summary.output}: {summary.frames} frames, "
                     f"{summary.tokens_per_frame:.1f} tokens/frame, "
-                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame = {summary.bits_per_s / 1000:.1f} kbit/s")
+                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame = {summary.bits_per_s / 1000:.1f} kbit/s"
+                    f"{channels}")
     warn(summary.warning)
     if a.json:
         print_json(summary.to_json())

@@ -8,7 +8,7 @@ import argparse
 from pathlib import Path
 
 from .options import open_model, sender_config
-from .output import EXIT_DAMAGED, console, print_json, progress, warn
+from .output import EXIT_DAMAGED, console, print_json, progress
 from .streaming import (
     brokers,
     capture_options,
@@ -70,28 +70,6 @@ def frame_ids(a: argparse.Namespace, streams: list[str]) -> list[str] | None:
     if a.frame_id and len(a.frame_id) != len(streams):
         raise ValueError(f"{len(a.frame_id)} --frame-id for {len(streams)} streams: give one per --source")
     return list(a.frame_id) if a.frame_id else None
-
-
-def cmd_encode_mcap(a: argparse.Namespace) -> int:
-    from livetok.stream.mcap_file import encode_mcap
-    from livetok.stream.sources import frame_total
-
-    sender = sender_config(a)
-    total = frame_total(a.input, a.max_frames)
-    model = open_model(a)
-    with progress() as prog:
-        task = prog.add_task("encode", total=total)
-        summary = encode_mcap(model, a.input, a.output, sender, max_frames=a.max_frames,
-                              preview=not a.no_preview,
-                              progress=lambda name, n: prog.update(task, advance=n, description=f"encode {name}"))
-    console().print(f"wrote {summary.output}: {summary.frames} frames, "
-                    f"{summary.tokens_per_frame:.1f} tokens/frame, "
-                    f"{summary.bits_per_frame / 1000:.2f} kbit/frame = {summary.bits_per_s / 1000:.1f} kbit/s "
-                    f"(MCAP: tokens{' + preview' if summary.preview else ''} channels)")
-    warn(summary.warning)
-    if a.json:
-        print_json(summary.to_json())
-    return 0
 
 
 def cmd_decode_mcap(a: argparse.Namespace) -> int:

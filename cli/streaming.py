@@ -81,7 +81,13 @@ class Ending(Protocol):
     def ended(self, by: str) -> Self: ...
 
 
-class SentSummary(Ending, Protocol):
+class Documented(Protocol):
+    """A run's summary as its --json document (engine/results.py `JsonResult`)."""
+
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class SentSummary(Ending, Documented, Protocol):
     """A sender's summary (publish, webrtc send, the robot transports): why it ended, its warnings, its JSON."""
 
     @property
@@ -89,8 +95,6 @@ class SentSummary(Ending, Protocol):
 
     @property
     def warnings(self) -> list[str] | None: ...
-
-    def to_json(self) -> dict[str, Any]: ...
 
 
 E = TypeVar("E", bound=Ending)
@@ -166,9 +170,9 @@ def received_line(res: Mapping[str, Any]) -> str:
             f"{fmt_ms(res['latency_ms_p99'])} ms, {res['bits_per_s'] / 1000:.1f} kbit/s")
 
 
-def report_received(res: Any, status: int | None, as_json: bool) -> int:
+def report_received(res: Documented, status: int | None, as_json: bool) -> int:
     """A receiving command's ending: its summary for people, its JSON with --json, its exit status."""
-    doc: dict[str, Any] = res.to_json()
+    doc = res.to_json()
     print_received(doc)
     if as_json:
         print_json(doc)

@@ -25,7 +25,13 @@ LEVELS = (8, 8, 8, 5, 5, 5)
 GRID = (24, 32)
 
 
-def lasts(rec: dict) -> Tensor:
+def digits_of(rec: dict) -> Tensor:
+    """[T, D, N] the digits of every position's full-rate token, frame by frame."""
+    return torch.stack([torch.stack([torch.as_tensor(x) for x in index_to_digits(i.long().numpy(), LEVELS)])
+                        for i in rec["indices"]])
+
+
+def lasts(rec: dict, digits: Tensor) -> Tensor:
     """[T, D, N] last digit sent at each position before frame t (-1: none since the keyframe)."""
     T, N = rec["mask"].shape
     cur = torch.full((len(LEVELS), N), -1, dtype=torch.int64)
@@ -35,8 +41,7 @@ def lasts(rec: dict) -> Tensor:
             cur = torch.full((len(LEVELS), N), -1, dtype=torch.int64)
         out.append(cur.clone())
         m = rec["mask"][t]
-        dg = torch.stack([torch.as_tensor(x) for x in index_to_digits(rec["indices"][t].long().numpy(), LEVELS)])
-        cur[:, m] = dg[:, m]
+        cur[:, m] = digits[t][:, m]
     return torch.stack(out)
 
 
@@ -77,10 +82,10 @@ class Prior(nn.Module):
 def tensors(data: list[dict]) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     H, L, Dg, M = [], [], [], []
     for rec in data:
+        digits = digits_of(rec)
         H.append(rec["hidden"].float())
-        L.append(lasts(rec))
-        Dg.append(torch.stack([torch.stack([torch.as_tensor(x) for x in index_to_digits(i.long().numpy(), LEVELS)])
-                               for i in rec["indices"]]))
+        L.append(lasts(rec, digits))
+        Dg.append(digits)
         M.append(rec["mask"])
     return torch.cat(H), torch.cat(L), torch.cat(Dg), torch.cat(M)
 

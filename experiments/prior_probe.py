@@ -23,8 +23,12 @@ import numpy as np
 from numpy.typing import NDArray
 
 from livetok.engine.fsq_index import index_to_digits
-from livetok.stream.wire.entropy import Q_BITS, chunk_bounds
-from livetok.stream.wire.entropy import _update as update  # the coder's own count update
+from livetok.stream.wire.entropy import (
+    Q_BITS,
+    _qfreq,  # the coder's own frequencies
+    chunk_bounds,
+)
+from livetok.stream.wire.entropy import _update as update  # and count update
 from livetok.stream.wire.ltkfile import LtkReader
 
 Frame = tuple[bool, tuple[int, int], NDArray[np.bool_], list[NDArray[np.int64]]]
@@ -42,9 +46,8 @@ def frames_of(path: Path, levels: tuple[int, ...]) -> list[Frame]:
 
 
 def qbits(counts: NDArray[np.int64], ctx: NDArray[np.int64], sym: NDArray[np.int64]) -> float:
-    cum = np.cumsum(counts, axis=1)
-    q = (cum << Q_BITS) // cum[:, -1:]
-    f = np.diff(q, axis=1, prepend=0)[ctx, sym]
+    """Ideal code length in bits of `sym` in contexts `ctx` under the coder's own 16-bit frequencies."""
+    f = _qfreq(counts)[ctx, sym]
     return float(np.sum(Q_BITS - np.log2(np.maximum(f, 1))))
 
 
