@@ -26,7 +26,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from livetok.engine.checkpoint import load_default, load_weights
+from livetok.engine.frames import to_tensor
 from livetok.engine.layers import SLOPE, masked_embedding
+from livetok.engine.metrics import psnr_from_mse
 from livetok.stream.video_io import read_video
 
 
@@ -34,7 +36,7 @@ def ceiling(model: torch.nn.Module, x: Tensor, frames: int, iters: int, mode: st
     """PSNR at each of `frames` frames of x held still, with the codes optimised for `iters` steps."""
     dec = model.decoder
     _, _, height, width = x.shape
-    h, w = height // 8, width // 8
+    h, w = height // dec.stride, width // dec.stride
     mask = torch.ones(1, h * w, dtype=torch.bool)
     lat = torch.zeros(frames, 1, model.cfg.fsq.dim, h, w, requires_grad=True)
     scale = torch.zeros(frames, requires_grad=True)
@@ -42,32 +44,35 @@ def ceiling(model: torch.nn.Module, x: Tensor, frames: int, iters: int, mode: st
     opt = torch.optim.Adam([lat, scale, stage], lr=0.05)
 
     def step(codes: Tensor, prev: Tensor, hidden: Tensor, t: int) -> tuple[Tensor, Tensor]:
-        # the decoder's forward (engine/decoder.py, depth 1, no refinement) with the modes' hooks
+        if mode in ("tanh", "free"):  # the real decoder
+            out: tuple[Tensor, Tensor] = dec(codes, mask, prev, hidden)
+            return out
+        # its forward written out (depth 1, no refinement) with the modes' hooks
         e = masked_embedding(dec.embed(codes), dec.mask_embedding, mask)
         if mode == "stage":
             e = e + stage[t]
-        f = dec.blocks(F.leaky_relu(dec.fuse(torch.cat([e, hidden, F.pixel_unshuffle(prev, 8)], 1)), SLOPE))
-        update = F.pixel_shuffle(dec.to_rgb(f), 8)
+        f = dec.blocks(F.leaky_relu(dec.fuse(torch.cat([e, hidden, F.pixel_unshuffle(prev, dec.stride)], 1)), SLOPE))
+        update = F.pixel_shuffle(dec.to_rgb(f), dec.stride)
         if mode == "scale":
             update = update * torch.exp(scale[t])
         return (prev + update).clamp(-1.0, 1.0), torch.tanh(dec.to_hidden(f))
 
-    psnr: list[float] = []
+    mses: list[Tensor] = []
     for _ in range(iters):
         recon = torch.zeros_like(x)
         hidden = torch.zeros(1, model.cfg.decoder.state_channels, h, w)
         loss = x.new_zeros(())
-        psnr = []
+        mses = []
         for t in range(frames):
             codes = lat[t] if mode == "free" else torch.tanh(lat[t])
             recon, hidden = step(codes, recon, hidden, t)
-            mse = ((recon - x) ** 2).mean()
-            loss = loss + mse * (1 + t / frames)  # later frames weigh more: the held frame is the aim
-            psnr.append(10 * float(np.log10(4.0 / mse.item())))
+            mses.append(((recon - x) ** 2).mean())
+            loss = loss + mses[-1] * (1 + t / frames)  # later frames weigh more: the held frame is the aim
         opt.zero_grad()
         loss.backward()  # type: ignore[no-untyped-call]
         opt.step()
-    return psnr
+    # the last pass's figures (before its own update), read once rather than every frame of every pass
+    return [psnr_from_mse(float(m.detach()), peak=2.0) for m in mses]
 
 
 def main() -> None:
@@ -90,7 +95,7 @@ def main() -> None:
     rows = []
     for path in a.clips[:: a.every][: a.limit]:
         frame, _ = read_video(path, max_frames=1)
-        x = torch.from_numpy(frame[:1]).permute(0, 3, 1, 2).float() / 127.5 - 1
+        x = to_tensor(frame[0])
         ps = ceiling(model, x, a.frames, a.iters, a.mode)
         print(path.rsplit("/", 1)[-1], a.mode, " ".join(f"{v:.2f}" for v in ps), flush=True)
         rows.append(ps)
