@@ -50,9 +50,8 @@ def test_static_clip_uses_far_fewer_tokens_than_busy(shipped_model: Tokenizer) -
 
 @pytest.mark.slow
 def test_eval_floors_with_shipped_weights(shipped_model: Tokenizer) -> None:
-    """Floors a margin below what the shipped weights reach on ../shared/data/eval (v9, rt-fsq6 with the
-    rate term: 27.96 dB / 3,977 bits at full rate, 27.96 dB / 2,551 bits at infotok 0.5; MODEL_CARD.md),
-    in real packet-v2 bits."""
+    """Floors a margin below what the shipped weights reach on ../shared/data/eval (v11: 28.21 dB / 4,389 bits
+    at full rate, 28.28 dB / 2,693 bits at infotok 0.5; MODEL_CARD.md), in real packet-v3 bits."""
     clips = sorted(EVAL_DIR.glob("*.mkv"))
     if not clips:
         pytest.fail(f"the evaluation clips are missing from {EVAL_DIR} (set LIVETOK_DATA)")
@@ -62,7 +61,7 @@ def test_eval_floors_with_shipped_weights(shipped_model: Tokenizer) -> None:
     assert full["overall"]["frames"] == 276  # 5 clips x 48 + realshort's 36
     assert full["overall"]["psnr"] >= 27.5, full["overall"]
     assert half["overall"]["psnr"] >= 27.4, half["overall"]
-    assert full["overall"]["bits_per_frame"] <= 4200, full["overall"]
+    assert full["overall"]["bits_per_frame"] <= 4700, full["overall"]  # v11: 4,389 at 28.21 dB (v10 3,902 at 28.03)
     assert half["overall"]["bits_per_frame"] <= 3000, half["overall"]
     assert half["overall"]["tokens_per_frame"] < full["overall"]["tokens_per_frame"]
 
@@ -76,7 +75,9 @@ def test_skip_mode_on_a_held_real_frame(shipped_model: Tokenizer, real_frames: n
 
     sender = SenderConfig(keyframe_interval=0)
     held = to_tensor(real_frames[:1]).expand(12, -1, -1, -1)
-    moving = to_tensor(real_frames[:12])
+    # the moving row pans the real clip 3 px a frame: the clip's own first frames are a signer who barely moves
+    # (0.6-1.1 of 255 between frames), which a model may rightly skip too
+    moving = torch.stack([torch.roll(to_tensor(real_frames[t : t + 1])[0], 3 * t, dims=-1) for t in range(12)])
     tx = rx = None
     ks: list[list[int]] = []
     outs = []
@@ -94,7 +95,8 @@ def test_skip_mode_on_a_held_real_frame(shipped_model: Tokenizer, real_frames: n
     assert 3 <= first <= 10 and all(k == 0 for k in still[first:]), still  # ... after sharpening, for good
     assert all(k[1] > 0 for k in ks), ks  # the moving row never skips
     q = [psnr(real_frames[0], to_uint8(o[0])) for o in outs]
-    assert q[-1] == q[first] and q[first] >= q[1] + 0.3 and q[1] > q[0], (q, still)
+    # v11 sharpens this frame 26.71 -> 27.72 -> 28.00 dB and skips from frame 4 (v10 gained 0.3+ before skipping)
+    assert q[-1] == q[first] and q[first] >= q[1] + 0.2 and q[1] > q[0] + 0.5, (q, still)
     # each row equals its own single stream (the hold is per row)
     for row, x in ((0, held), (1, moving)):
         st = None
