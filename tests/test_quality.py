@@ -77,7 +77,7 @@ def test_skip_mode_on_a_held_real_frame(shipped_model: Tokenizer, real_frames: n
     held = to_tensor(real_frames[:1]).expand(12, -1, -1, -1)
     # the moving row pans the real clip 3 px a frame: the clip's own first frames are a signer who barely moves
     # (0.6-1.1 of 255 between frames), which a model may rightly skip too
-    moving = torch.stack([torch.roll(to_tensor(real_frames[t : t + 1])[0], 3 * t, dims=-1) for t in range(12)])
+    moving = torch.stack([torch.roll(f, 3 * t, dims=-1) for t, f in enumerate(to_tensor(real_frames[:12]))])
     tx = rx = None
     ks: list[list[int]] = []
     outs = []
