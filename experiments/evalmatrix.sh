@@ -9,3 +9,4 @@ run learned05 --policy learned --rate 0.5
 #run bits05 --policy infotok --rate 0.5 --signal bits
 #run infotok025 --policy infotok --rate 0.25
 run learned025 --policy learned --rate 0.25
+run learned0125 --policy learned --rate 0.125

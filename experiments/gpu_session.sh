@@ -21,7 +21,8 @@ INIT=${INIT:-$ROOT/engine/weights/default.safetensors}
 PY=${PY:-python3}
 # the preset the weights were trained in, read from their metadata (no livetok import needed)
 PRESET=${PRESET:-$($PY -c "import json, sys; from safetensors import safe_open; f = safe_open(sys.argv[1], 'pt'); print(json.loads(f.metadata()['config'])['name'])" "$INIT")}
-RATE_WEIGHT=${RATE_WEIGHT:-0.3}  # the shipped weights' (v7 onwards)
+RATE_WEIGHT=${RATE_WEIGHT:-0.9}  # v11's (λ 0.9 beat 0.45 at mse weight 30)
+MSE_WEIGHT=${MSE_WEIGHT:-30}     # MSE-dominant: at weight 1 the loss was L1 in effect (twelfth session)
 CLIP_FRAMES=${CLIP_FRAMES:-48}   # long windows are what moved accumulation on the CPU runs
 LR=${LR:-5e-4}                   # a fine-tune (CPU runs: 2e-4 to 3e-4 at batch 8; here 16x the batch)
 mkdir -p "$OUT"
@@ -48,7 +49,7 @@ $PY -c "import torch, sys; print('python', sys.version.split()[0], 'torch', torc
 
 log "train $PRESET for $MINUTES min (batch $BATCH, crop $CROP) from $INIT"
 $LT train --data "$DATA/train" --preset "$PRESET" --init "$INIT" --arm elbo --router-signal gain \
-  --rate-weight "$RATE_WEIGHT" --mse-weight 1.0 --steps "$STEPS" --max-minutes "$MINUTES" --batch "$BATCH" \
+  --rate-weight "$RATE_WEIGHT" --mse-weight "$MSE_WEIGHT" --steps "$STEPS" --max-minutes "$MINUTES" --batch "$BATCH" \
   --crop "$CROP" --clip-frames "$CLIP_FRAMES" --stream-frames "$CLIP_FRAMES" $((4 * CLIP_FRAMES)) \
   --head-steps "$HEAD" --lr "$LR" --lr-warmup 100 --device "$DEVICE" \
   --no-resume -o "$OUT/run" 2>&1 | tr '\r' '\n' | grep -v '^\s*$' | tail -5 | tee -a "$OUT/session.log"
@@ -57,7 +58,7 @@ cp "$OUT/run/log.jsonl" "$OUT/train_log.jsonl"
 log "calibrate and evaluate"
 $PY -c "from livetok.engine.calibrate import calibrate_file; calibrate_file('$OUT/run/model.safetensors', ['$DATA/train'], frames=$CALIB_FRAMES)" \
   2>&1 | tail -2 | tee -a "$OUT/session.log"
-for spec in "fixed 1.0" "infotok 0.5"; do
+for spec in "fixed 1.0" "infotok 0.5" "learned 0.5" "learned 0.25"; do
   set -- $spec
   $LT eval "$DATA"/eval/*.mkv --weights "$OUT/run/model.safetensors" --policy "$1" --rate "$2" \
     --max-frames "$EVAL_FRAMES" --json > "$OUT/eval_$1_$2.json" 2>>"$OUT/session.log" || log "eval $1 failed"
