@@ -59,7 +59,7 @@ class Arm:
         self.model = Tokenizer(base.cfg)
         self.model.load_state_dict(base.state_dict())
         if self.cl:
-            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch: Module.to's stubs omit memory_format
+            self.model.to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]  # torch 2.13: Module.to's stubs omit memory_format (2.14 has it)
         self.runner = self.model
         if "compile" in parts:
             # compiling the two networks, not run_clip: its Python loop and budget draws stay eager

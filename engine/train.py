@@ -404,7 +404,7 @@ def train(
     crop, n_state = cfg.data.crop, model.cfg.decoder.state_channels
     amp, channels_last = use_amp(cfg, device), use_channels_last(cfg, device)
     if channels_last:  # oneDNN's convolutions run their native layout: no reorders around each one
-        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload, unused-ignore]  # torch 2.13's stubs omit it (2.14's have it)
     log.info("bf16 autocast %s, channels_last %s", "on" if amp else "off", "on" if channels_last else "off")
     if cfg.sampler == "device" or (cfg.sampler == "auto" and device.type == "cuda"):
         sample = DeviceStreamSampler(clips, cfg.data, cfg.batch, cfg.stream_frames, device, seed=seed).next
