@@ -213,8 +213,8 @@ RECORDINGS = {
     # a real clip under rate control: budgets change frame by frame; keyframes every 10
     "clip-rate": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10"],
     # the same as version 1 packets: every mask mode the encoder picks. Its target is higher: v1's full
-    # header costs ~10 kbit/s more at 30 fps, and at 40 kbit/s v12 sat at the floor (48 tokens) on 15 of
-    # its 18 non-keyframes, where 60 kbit/s gives 9 distinct budgets (a skip among them)
+    # header costs ~10 kbit/s more at 30 fps, and at 40 kbit/s v12 sat at the floor (48 tokens) on 16 of
+    # its 18 non-keyframes, where 60 kbit/s gives 10 distinct budgets (a skip among them)
     "clip-rate-v1": [None, "--max-frames", "20", "--target-bps", "60000", "--keyframe-interval", "10",
                      "--wire", "v1"],
     # and as version 2, the full varint header on every packet
