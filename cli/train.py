@@ -57,6 +57,8 @@ def register(sub: Subparsers) -> None:
     t.add_argument("--depth-rate-scale", type=float, default=1.0,
                    help="depth-2 presets: the second token stage's bits weigh --rate-weight times this "
                         "(0 = free: what the second stage can carry at most)")
+    t.add_argument("--grown-lr-scale", type=float, default=10.0,
+                   help="learning-rate factor of modules grown over the --init checkpoint")
     t.add_argument("--channels-last", default="auto", choices=["auto", "on", "off"],
                    help="weights in channels_last memory (auto: on the CPU)")
     t.add_argument("--no-resume", action="store_true", help="start over even if OUTPUT has a checkpoint")
@@ -76,7 +78,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         warmup_steps=a.lr_warmup,
         mse_weight=a.mse_weight, rate_weight=a.rate_weight, max_minutes=a.max_minutes, sampler=a.sampler,
         amp=a.amp, channels_last=a.channels_last, seed=a.seed, threads=a.threads, device=a.device,
-        depth_rate_scale=a.depth_rate_scale,
+        depth_rate_scale=a.depth_rate_scale, grown_lr_scale=a.grown_lr_scale,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
         head_skips=not a.no_head_skips,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob,

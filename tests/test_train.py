@@ -134,15 +134,17 @@ def test_progress_to_a_log_file_is_one_line_per_logged_step(tmp_path: Path,
 
 
 def test_cli_train_passes_the_data_options(tmp_path: Path) -> None:
-    """`livetok train --scale-range` and `--crop` reach the run's DataConfig (train_config.json); a bad
-    range is one line, exit code 2."""
+    """`livetok train --scale-range` and `--crop` reach the run's DataConfig (train_config.json), and
+    `--grown-lr-scale` its TrainConfig; a bad range is one line, exit code 2."""
     from livetok.cli import main
 
     out = tmp_path / "run"
     # `--data` with no paths: synthetic clips only, whatever the working directory holds
     assert main(["train", "--data", "--preset", "tiny", "--steps", "1", "--batch", "2", "--clip-frames", "2",
                  "--crop", "32", "--synthetic-fraction", "1.0", "--scale-range", "0.4", "0.9", "--head-steps", "0",
-                 "-o", str(out)]) == 0
-    data = json.loads((out / "train_config.json").read_text())["data"]
+                 "--grown-lr-scale", "1.5", "-o", str(out)]) == 0
+    saved = json.loads((out / "train_config.json").read_text())
+    data = saved["data"]
     assert data["scale_range"] == [0.4, 0.9] and data["crop"] == 32
+    assert saved["grown_lr_scale"] == 1.5
     assert main(["train", "--scale-range", "0.9", "0.4", "--steps", "1", "-o", str(tmp_path / "bad")]) == 2
