@@ -309,6 +309,11 @@ PRESETS["rt-fsq6-d5f4"] = _grown("rt-fsq6", "rt-fsq6-d5f4", blocks=5, mlp_ratio=
 # "-d5r2": rt-fsq6-d5 with residual token depth 2 (a second FSQ stage per position; issue 23). Grown
 # from rt-fsq6-d5 weights, the second stage's embedding starts at zero: depth 2 decodes as depth 1.
 PRESETS["rt-fsq6-d5r2"] = dataclasses.replace(PRESETS["rt-fsq6-d5"], name="rt-fsq6-d5r2", depth=2)
+# "-d5e4": rt-fsq6-d5 with two more encoder blocks (4): the encoder is what turns a frame into the codes
+# the decoder can use best (issue 23, fifteenth session: free codes hold a still frame ~1.3 dB above the
+# encoder's). Grown from rt-fsq6-d5 weights, the new blocks start as the identity.
+PRESETS["rt-fsq6-d5e4"] = dataclasses.replace(
+    PRESETS["rt-fsq6-d5"], name="rt-fsq6-d5e4", encoder=dataclasses.replace(PRESETS["rt-fsq6-d5"].encoder, blocks=4))
 # aliases: `default` is what ships (docs/MODEL_CARD.md; also `TokenizerConfig()`), `rt-tiny` the old
 # name of `tiny`
 PRESETS["default"] = PRESETS["rt-fsq6-d5"]

@@ -521,8 +521,11 @@ def train(
 
 
 # modules a model may gain over the checkpoint it starts from (budget head, decoder refinement, more
-# decoder blocks); each grown one starts as the identity, so the grown model decodes as the checkpoint did
-_GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.", "encoder.head2.", "decoder.embed2.")
+# decoder or encoder blocks); each grown one starts as the identity, so the grown model codes as the
+# checkpoint did
+_GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.", "encoder.blocks.", "encoder.head2.",
+             "decoder.embed2.")
+_STACKS = ("decoder.blocks.", "encoder.blocks.")  # block stacks that grow at their end
 
 
 def _widen_decoder_ffn(model: Tokenizer, sd: dict[str, Tensor]) -> dict[str, Tensor]:
@@ -550,8 +553,8 @@ def _widen_decoder_ffn(model: Tokenizer, sd: dict[str, Tensor]) -> dict[str, Ten
 
 
 def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> list[str]:
-    """Load a checkpoint that may predate the budget head or be a smaller decoder: missing head
-    weights start untrained; a missing refinement or missing trailing decoder blocks start as the
+    """Load a checkpoint that may predate the budget head or be a smaller model: missing head
+    weights start untrained; a missing refinement or missing trailing decoder or encoder blocks start as the
     identity (their residual outputs zeroed), and narrower decoder feed-forwards are embedded in wider
     ones (`_widen_decoder_ffn`), so training grows the checkpoint's model."""
     sd = _widen_decoder_ffn(model, sd)
@@ -559,13 +562,14 @@ def _load_tolerating_head(model: Tokenizer, sd: dict[str, Tensor]) -> list[str]:
         missing, unexpected = model.load_state_dict(sd, strict=False)
     except RuntimeError as e:  # a tensor of another shape: one line, not torch's list of every mismatch
         raise RuntimeError(f"checkpoint does not fit the model: {str(e).splitlines()[1].strip()}") from None
-    have = {int(k.split(".")[2]) for k in sd if k.startswith("decoder.blocks.")}
     bad = [k for k in missing if not k.startswith(_GROWABLE)] + list(unexpected)
-    # a block is grown only if it is wholly missing and follows the checkpoint's last block
-    bad += [k for k in missing if k.startswith("decoder.blocks.") and int(k.split(".")[2]) <= max(have, default=-1)]
+    # a block is grown only if it is wholly missing and follows the checkpoint's last block of its stack
+    for stack in _STACKS:
+        have = {int(k.split(".")[2]) for k in sd if k.startswith(stack)}
+        bad += [k for k in missing if k.startswith(stack) and int(k.split(".")[2]) <= max(have, default=-1)]
     if bad:
         raise RuntimeError(f"checkpoint does not fit the model: {bad[:5]}")
-    grown = sorted({".".join(k.split(".")[:3 if k.startswith("decoder.blocks.") else 2])
+    grown = sorted({".".join(k.split(".")[:3 if k.startswith(_STACKS) else 2])
                     for k in missing if not k.startswith("budget_head.")})
     with torch.no_grad():  # the refinement is the identity as built; a block starts near it: make it exact
         for block in (model.get_submodule(n) for n in grown):

@@ -108,6 +108,28 @@ def test_grown_decoder_starts_as_the_checkpoint(tiny: Tokenizer) -> None:
         _load_tolerating_head(Tokenizer(three.cfg), sd)
 
 
+def test_grown_encoder_starts_as_the_checkpoint(tiny: Tokenizer) -> None:
+    """More encoder blocks (preset rt-fsq6-d5e4 over rt-fsq6-d5) grow at the stack's end as the identity:
+    the grown encoder gives the checkpoint's latents bit for bit; a block missing in the middle is refused."""
+    torch.manual_seed(2)
+    for p in tiny.parameters():
+        p.data.add_(torch.randn_like(p) * 0.05)
+    gh, gw = 6, 8
+    x, prev = torch.rand(2, 3, 8 * gh, 8 * gw) * 2 - 1, torch.rand(2, 3, 8 * gh, 8 * gw) * 2 - 1
+    hid = torch.rand(2, tiny.cfg.decoder.state_channels, gh, gw)
+    cfg = dataclasses.replace(tiny.cfg, encoder=dataclasses.replace(tiny.cfg.encoder, blocks=3))
+    grown = Tokenizer(cfg)
+    assert _load_tolerating_head(grown, tiny.state_dict()) == ["encoder.blocks.1", "encoder.blocks.2"]
+    with torch.no_grad():
+        want, got = tiny.eval().encoder(x, prev, hid), grown.eval().encoder(x, prev, hid)
+    assert want[0].shape == (2, tiny.cfg.fsq.dim, gh, gw)
+    assert torch.equal(got[0], want[0]) and torch.equal(got[1], want[1])
+    sd = {k: v for k, v in grown.state_dict().items() if not k.startswith("encoder.blocks.1.")}
+    with pytest.raises(RuntimeError, match="does not fit"):
+        _load_tolerating_head(Tokenizer(cfg), sd)
+    assert get_preset("rt-fsq6-d5e4").encoder.blocks == 4 and get_preset("rt-fsq6-d5e4").decoder.blocks == 5
+
+
 def test_depth_two_grows_from_one_stage_and_keeps_old_identities(tiny: Tokenizer,
                                                                    real_frames: np.ndarray) -> None:
     """Residual token depth (issue 23): depth is left out of one-stage JSON (identities unchanged); a
