@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-POINTS = ("fixed1", "infotok05", "learned05", "learned025", "learned0125")
+POINTS = ("fixed1", "infotok05", "learned05", "learned025", "learned0125", "learned00625", "learned003125")
 
 
 def x264_bits_at(psnr: float, rd: Path = Path("docs/rd.json")) -> float:
