@@ -523,9 +523,8 @@ def train(
 # modules a model may gain over the checkpoint it starts from (budget head, decoder refinement, more
 # decoder or encoder blocks); each grown one starts as the identity, so the grown model codes as the
 # checkpoint did
-_GROWABLE = ("budget_head.", "decoder.refine.", "decoder.blocks.", "encoder.blocks.", "encoder.head2.",
-             "decoder.embed2.")
 _STACKS = ("decoder.blocks.", "encoder.blocks.")  # block stacks that grow at their end
+_GROWABLE = ("budget_head.", "decoder.refine.", "encoder.head2.", "decoder.embed2.", *_STACKS)
 
 
 def _widen_decoder_ffn(model: Tokenizer, sd: dict[str, Tensor]) -> dict[str, Tensor]:

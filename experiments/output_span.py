@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from safetensors.numpy import load_file
 
+from livetok.engine.metrics import psnr_from_mse
 from livetok.stream.video_io import read_video
 
 CELL = 8  # the model's stride
@@ -36,8 +37,7 @@ def cells(frames: np.ndarray) -> np.ndarray:
 def projected_psnr(c: np.ndarray, basis: np.ndarray) -> float:
     """PSNR (8-bit scale) of the cells c projected onto the orthonormal columns of basis."""
     err = c - (c @ basis) @ basis.T
-    mse = float((err**2).mean()) * 127.5**2
-    return 10.0 * np.log10(255.0**2 / mse)
+    return psnr_from_mse(float((err**2).mean()), peak=2.0)  # cells span [-1, 1]
 
 
 def main() -> None:

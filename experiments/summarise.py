@@ -9,23 +9,26 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 from pathlib import Path
 
-import numpy as np
+from livetok.bench.codecs import bits_at_psnr, psnr_at_bits
 
 POINTS = ("fixed1", "infotok05", "learned05", "learned025", "learned0125", "learned00625", "learned003125")
 
 
-def x264_bits_at(psnr: float, rd: Path = Path("docs/rd.json")) -> float:
-    """x264's bits per frame at this PSNR, log-interpolated between its sweep's points."""
-    pts = sorted((p["psnr"], p["bits_per_frame"]) for p in json.loads(rd.read_text())["codecs"]["x264"])
-    return float(np.exp(np.interp(psnr, [q for q, _ in pts], [np.log(b) for _, b in pts])))
+def log_bits(curve: list[tuple[float, float]]) -> list[dict[str, float]]:
+    """(PSNR, bits) points as the curve `bits_at_psnr` / `psnr_at_bits` read, with bits in log: interpolated in
+    log(bits), as every x264 ratio and 2-kbit figure in docs/ is."""
+    return [{"psnr": q, "bits_per_frame": math.log(b)} for q, b in curve]
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("dirs", nargs="+", type=Path)
     a = p.parse_args()
+    sweep = json.loads(Path("docs/rd.json").read_text())["codecs"]["x264"]
+    x264 = log_bits([(c["psnr"], c["bits_per_frame"]) for c in sweep])
     for d in a.dirs:
         got = {}
         for name in POINTS:
@@ -36,11 +39,8 @@ def main() -> None:
         learned = sorted(v for k, v in got.items() if k.startswith("learned"))  # by PSNR
         cells = [f"{k} {v[0]:.2f}/{v[1]:,.0f}" for k, v in got.items()]
         if len(learned) >= 2:
-            bits = [b for _, b in learned]
-            order = np.argsort(bits)
-            at2k = np.interp(np.log(2000), np.log(np.array(bits)[order]), np.array([q for q, _ in learned])[order])
-            cells.append(f"@2k {at2k:.2f}")
-            cells.append("x264 " + " ".join(f"{b / x264_bits_at(q):.2f}x" for q, b in learned))
+            cells.append(f"@2k {psnr_at_bits(log_bits(learned), math.log(2000)):.2f}")
+            cells.append("x264 " + " ".join(f"{b / math.exp(bits_at_psnr(x264, q)):.2f}x" for q, b in learned))
         s = d / "static.json"
         if s.exists():
             o = json.loads(s.read_text())
