@@ -10,3 +10,5 @@ run learned05 --policy learned --rate 0.5
 #run infotok025 --policy infotok --rate 0.25
 run learned025 --policy learned --rate 0.25
 run learned0125 --policy learned --rate 0.125
+run learned00625 --policy learned --rate 0.0625
+run learned003125 --policy learned --rate 0.03125
