@@ -27,6 +27,8 @@ def register(sub: Subparsers) -> None:
     t.add_argument("--lr", type=float, default=2e-3)
     t.add_argument("--lr-warmup", type=int, default=200)
     t.add_argument("--mse-weight", type=float, default=0.0)
+    t.add_argument("--no-worse-weight", type=float, default=0.0,
+                   help="weight of a hinge on held frames that get worse than the frame already shown")
     t.add_argument("--rate-weight", type=float, default=0.0,
                    help="weight of bits/pixel (under a learned stand-in of packet v2's entropy model) in "
                         "the loss; 0 = no rate term")
@@ -76,7 +78,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         preset=a.preset, arm=a.arm, fixed_rate=a.fixed_rate, steps=a.steps, batch=a.batch,
         clip_frames=a.clip_frames, stream_frames=(a.stream_frames[0], a.stream_frames[1]), lr=a.lr,
         warmup_steps=a.lr_warmup,
-        mse_weight=a.mse_weight, rate_weight=a.rate_weight, max_minutes=a.max_minutes, sampler=a.sampler,
+        mse_weight=a.mse_weight, rate_weight=a.rate_weight, no_worse_weight=a.no_worse_weight,
+        max_minutes=a.max_minutes, sampler=a.sampler,
         amp=a.amp, channels_last=a.channels_last, seed=a.seed, threads=a.threads, device=a.device,
         depth_rate_scale=a.depth_rate_scale, grown_lr_scale=a.grown_lr_scale,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,

@@ -62,6 +62,9 @@ class TrainConfig:
     weight_decay: float = 1e-4
     grad_clip: float = 1.0
     mse_weight: float = 0.0  # loss = L1 + mse_weight * MSE (pixels in [-1, 1])
+    # + no_worse_weight * max(0, MSE(t) - MSE of frame t-1's reconstruction against frame t), on rows whose
+    # frame repeats the last one (a held stretch): a still camera sent tokens must not drift down (issue 23)
+    no_worse_weight: float = 0.0
     # + rate_weight * bits per pixel of the kept tokens under a learned stand-in of the wire's
     # entropy model (engine/rate_prior.py); 0 = no rate term
     rate_weight: float = 0.0
@@ -114,8 +117,9 @@ class TrainConfig:
                              f"{self.sampler!r}, {self.amp!r}, {self.channels_last!r}")
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
-        if self.rate_weight < 0:
-            raise ValueError(f"rate_weight must be >= 0, got {self.rate_weight}")
+        if self.rate_weight < 0 or self.no_worse_weight < 0:
+            raise ValueError(f"rate_weight and no_worse_weight must be >= 0, got {self.rate_weight}, "
+                             f"{self.no_worse_weight}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -181,6 +185,7 @@ def run_clip(
     depth_fn: Callable[[int], Tensor] | None = None,
     prior2: DigitPrior | None = None,
     depth_rate_scale: float = 1.0,
+    no_worse_weight: float = 0.0,
 ) -> tuple[Tensor, dict[str, float], ClipState]:
     """Stream a batch of clips through the model the way `encode_step` does, with gradients.
 
@@ -201,6 +206,9 @@ def run_clip(
             both stages everywhere.
         prior2: the second stage's entropy model (its own contexts), as `prior`; its bits weigh
             rate_weight * depth_rate_scale in the loss (0: the second stage is free, an upper bound).
+        no_worse_weight: on rows whose frame t repeats frame t-1 of this window, the weight of
+            max(0, MSE(t) - MSE(reconstruction t-1 against frame t)): a hinge that pays only for a held
+            frame getting worse than the one already shown (the last frame the receiver has).
     Returns:
         (loss averaged over the gradient frames, stats, the state after the last frame).
     """
@@ -224,6 +232,7 @@ def run_clip(
     mse_sum, k_sum, err_sum, err_count, bits_sum, d_sum = 0.0, 0.0, 0.0, 0, 0.0, 0.0
     for t in range(t_total):
         x = frames[:, t]
+        before = recon.detach()  # what the receiver shows until frame t decodes
         with torch.set_grad_enabled(t >= grad_from and torch.is_grad_enabled()):
             z, feats = model.encoder(x, recon, hidden)
             codes, _ = model.fsq(z)
@@ -272,6 +281,12 @@ def run_clip(
                 l1 = (recon - x).abs().mean()
                 mse = (recon - x).pow(2).mean()
                 loss = loss + l1 + mse_weight * mse
+                if no_worse_weight > 0 and t > 0:
+                    held = (x == frames[:, t - 1]).flatten(1).all(1)
+                    if bool(held.any()):
+                        now = (recon - x).pow(2).flatten(1).mean(1)
+                        shown = (before - x).pow(2).flatten(1).mean(1)
+                        loss = loss + no_worse_weight * ((now - shown).clamp_min(0.0) * held).sum() / b
                 if bpp is not None:
                     loss = loss + rate_weight * bpp
                     bits_sum += float(bpp.detach()) * BITS_FRAME_PIXELS
@@ -460,7 +475,7 @@ def train(
                     model, frames, budget_fn, state=ClipState(recon, hidden, last, last2),
                     mse_weight=cfg.mse_weight, signal=cfg.router_signal, router=not full_rate, prior=prior,
                     rate_weight=cfg.rate_weight, depth_fn=depth_fn, prior2=prior2,
-                    depth_rate_scale=cfg.depth_rate_scale)
+                    depth_rate_scale=cfg.depth_rate_scale, no_worse_weight=cfg.no_worse_weight)
             # truncated BPTT: carry the state, not the graph; in fp32 whatever the autocast dtype
             recon, hidden = recon.detach().float(), hidden.detach().float()
             opt.zero_grad(set_to_none=True)

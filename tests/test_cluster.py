@@ -72,4 +72,8 @@ def test_publishers_node_dies_mid_stream_nothing_lost(nats_cluster: NatsCluster,
     n = stats["frames_published"]
     assert n >= 30 and stats["failovers"] >= 1
     assert indices == list(range(n)), "every published frame decoded once, in order"
-    assert summary["frames_lost"] == 0 and summary["failovers"] == 0  # the receiver's node stayed up
+    assert summary["frames_lost"] == 0
+    # The receiver's node stayed up, yet NATS may stall its MQTT clients while the dead node's share of
+    # the JetStream session assets is re-elected: CI saw the receiver time out and fail over twice (and
+    # still lose nothing). What livetok owns is that such a detour stays inside the failover budget.
+    assert all(0 <= s < FAILOVER_BUDGET_S for s in summary["outages_s"])

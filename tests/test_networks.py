@@ -240,6 +240,27 @@ def test_full_rate_training_pass_skips_the_router(tiny: Tokenizer, real_frames: 
     assert stats["rate"] == 1.0
 
 
+def test_no_worse_term_pays_only_for_held_frames_that_get_worse(tiny: Tokenizer, real_frames: np.ndarray) -> None:
+    """The hinge adds w * max(0, MSE(t) - MSE(frame t-1's reconstruction, frame t)) on rows whose frame repeats
+    the last, and nothing on moving rows."""
+    held = to_tensor(real_frames[[0, 1, 1, 1], :64, :64])  # frames 2 and 3 repeat frame 1
+    moving = to_tensor(real_frames[:4, :64, :64])
+    x = torch.stack([held, moving])
+    w = 7.0
+    with torch.no_grad():
+        base, _, _ = run_clip(tiny, x, lambda err, t: torch.tensor([16, 16]), mse_weight=1.0, collect=(got := []))
+        hinged, _, _ = run_clip(tiny, x, lambda err, t: torch.tensor([16, 16]), mse_weight=1.0, no_worse_weight=w)
+        moved, _, _ = run_clip(tiny, x[1:], lambda err, t: torch.tensor([16]), mse_weight=1.0)
+        moved_w, _, _ = run_clip(tiny, x[1:], lambda err, t: torch.tensor([16]), mse_weight=1.0, no_worse_weight=w)
+    assert torch.equal(moved, moved_w)  # no held row: no term
+    want = 0.0
+    for t in (2, 3):  # row 0's held frames, against the reconstruction shown before each
+        now = float((got[t][0][0] - x[0, t]).pow(2).mean())
+        shown = float((got[t - 1][0][0] - x[0, t]).pow(2).mean())
+        want += max(0.0, now - shown) * w / 2  # averaged over the 2 rows, then over the 4 frames
+    assert want > 0 and float(hinged - base) == pytest.approx(want / 4, rel=2e-3)  # fp32 sums of a loss ~1e3 larger
+
+
 @pytest.mark.parametrize("wire", [1, 2, 3])
 def test_closed_loop_through_packet_bytes(rt_model: Tokenizer, real_frames: np.ndarray, wire: int) -> None:
     sender = SenderConfig(budget=BudgetConfig(policy="infotok", rate=0.5), keyframe_interval=4, wire=wire)
