@@ -23,13 +23,16 @@ from typing import TypedDict
 from livetok.engine.budget import k_min
 from livetok.engine.config import SenderConfig
 
-__all__ = ["FLOOR_SHARE", "TARGET_TOLERANCE", "BitRate", "TargetCheck", "check_target", "policy_floor",
+__all__ = ["FLOOR_SHARE", "HOLD_WINDOW_S", "TARGET_TOLERANCE", "BitRate", "TargetCheck", "check_target", "policy_floor",
            "stream_seconds"]
 
 # a target counts as reached within this: rate control holds ±5% over 10 s (docs/BENCHMARKS.md)
 TARGET_TOLERANCE = 0.05
 # ... and is below the floor when most coded non-keyframes keep no more than the policy's floor of tokens
 FLOOR_SHARE = 0.5
+# ... and rate control holds it over windows this long: a shorter stream that misses its target is told so, with
+# its length as the likely reason
+HOLD_WINDOW_S = 10.0
 
 
 def stream_seconds(frames: int, first_us: int, last_us: int) -> float:
@@ -87,19 +90,32 @@ class TargetCheck:
     target_bps: float
     bits_per_s: float
     floor_share: float  # of the coded non-keyframes, those that kept no more than the policy's floor
+    seconds: float = 0.0  # the stream's duration (stream_seconds); 0 = unknown
+
+    @property
+    def missed(self) -> bool:
+        """The stream ran above its target beyond the tolerance, whatever the reason."""
+        return self.bits_per_s > self.target_bps * (1 + TARGET_TOLERANCE)
 
     @property
     def below_floor(self) -> bool:
         """The target was missed because the stream could not go lower: it ran above the target (beyond
         the tolerance) with most frames at the floor. Scaling beta cannot take a frame below N/16 tokens
         (engine/budget.py), so such a stream runs at its floor rate instead of the target."""
-        return self.bits_per_s > self.target_bps * (1 + TARGET_TOLERANCE) and self.floor_share >= FLOOR_SHARE
+        return self.missed and self.floor_share >= FLOOR_SHARE
 
     def warning(self, name: str = "") -> str | None:
-        """One line for people (None when there is nothing to say)."""
-        if not self.below_floor:
+        """One line for people (None when there is nothing to say): the target is below the floor, or it was
+        missed for another reason (most often a stream shorter than rate control's window)."""
+        if not self.missed:
             return None
         who = f"stream {name!r}: " if name else ""
+        if not self.below_floor:
+            why = (f"; rate control holds a target over {HOLD_WINDOW_S:g} s and the stream lasted {self.seconds:.1f} s"
+                   if 0 < self.seconds < HOLD_WINDOW_S else "")
+            return (f"{who}--target-bps {self.target_bps:g} ({self.target_bps / 1000:.1f} kbit/s) was missed: the "
+                    f"stream ran at {self.bits_per_s / 1000:.1f} kbit/s, {self.floor_share:.0%} of its frames at the "
+                    f"floor{why}")
         return (f"{who}--target-bps {self.target_bps:g} ({self.target_bps / 1000:.1f} kbit/s) is below what this "
                 f"stream can reach: {self.floor_share:.0%} of its frames kept only the floor of tokens (N/16 a frame "
                 f"unless skipped), and it ran at {self.bits_per_s / 1000:.1f} kbit/s")
@@ -118,9 +134,10 @@ class TargetJson(TypedDict):
 
 
 def check_target(target_bps: float | None, bits_per_s: float, floor_frames: int,
-                 coded_frames: int) -> TargetCheck | None:
+                 coded_frames: int, seconds: float = 0.0) -> TargetCheck | None:
     """The check for a stream with a bit-rate target (None without one). `floor_frames` of its
-    `coded_frames` (non-keyframes that carried tokens) kept no more than the policy's floor."""
+    `coded_frames` (non-keyframes that carried tokens) kept no more than the policy's floor; the stream
+    lasted `seconds` (0 = unknown)."""
     if target_bps is None:
         return None
-    return TargetCheck(target_bps, bits_per_s, floor_frames / coded_frames if coded_frames else 0.0)
+    return TargetCheck(target_bps, bits_per_s, floor_frames / coded_frames if coded_frames else 0.0, seconds)

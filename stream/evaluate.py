@@ -216,7 +216,7 @@ def evaluate_files(
         rc = sender.rate_control
         coded = [r for r in recs if not r.keyframe and r.k]
         check = check_target(rc.target_bps if rc is not None else None, m.bits_per_s,
-                             sum(r.k <= policy_floor(sender, r.n) for r in coded), len(coded))
+                             sum(r.k <= policy_floor(sender, r.n) for r in coded), len(coded), clip_s)
         if check is not None:
             m = dataclasses.replace(m, **check.as_json(), warning=check.warning(name))
         clips[name] = m

@@ -142,7 +142,7 @@ class SenderSession:
         """The stream's bit rate so far against its `target_bps` (None without a bit-rate target)."""
         rc = self.sender.rate_control
         return check_target(rc.target_bps if rc is not None else None, self.rate.bits_per_s(), self.floor_frames,
-                            self.coded_frames)
+                            self.coded_frames, self.rate.seconds)
 
     def end_of_stream(self, timestamp_us: int) -> bytes:
         """The packet that ends the stream (no tokens; its index follows the last frame's)."""

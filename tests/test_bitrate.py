@@ -34,8 +34,18 @@ def test_target_check() -> None:
     assert low.warning() == ("--target-bps 20000 (20.0 kbit/s) is below what this stream can reach: 91% of its "
                              "frames kept only the floor of tokens (N/16 a frame unless skipped), and it ran at "
                              "33.0 kbit/s")
-    assert not check_target(20_000, 20_900, 40, 44).below_floor  # within 5%: met
-    assert not check_target(20_000, 33_000, 10, 44).below_floor  # over, but not at the floor: still settling
+    met = check_target(20_000, 20_900, 40, 44)
+    assert met is not None and not met.missed and not met.below_floor and met.warning() is None  # within 5%: met
+    # over, but mostly above the floor: missed, not below the floor; a stream shorter than rate control's window
+    # is told its length (issue 23's sixteenth-session note: bigbuckbunny ran 75% over a target with no line said)
+    short = check_target(20_000, 34_500, 16, 44, seconds=1.92)
+    assert short is not None and short.missed and not short.below_floor and not short.as_json()["target_below_floor"]
+    assert short.warning("bbb") == ("stream 'bbb': --target-bps 20000 (20.0 kbit/s) was missed: the stream ran at "
+                                    "34.5 kbit/s, 36% of its frames at the floor; rate control holds a target over "
+                                    "10 s and the stream lasted 1.9 s")
+    long = check_target(20_000, 34_500, 16, 44, seconds=60.0)
+    assert long is not None and long.warning() == ("--target-bps 20000 (20.0 kbit/s) was missed: the stream ran at "
+                                                   "34.5 kbit/s, 36% of its frames at the floor")
 
 
 @pytest.fixture(scope="module")
