@@ -35,8 +35,9 @@ def _check_result(r: dict[str, Any], streams: int) -> None:
     assert r["streams"] == streams and len(r["runs"]) == r["repeats"]
     for phase in ("encode", "decode"):
         assert 0 < r[f"{phase}_ms_p50"] <= r[f"{phase}_ms_p99"] < 60_000
-        # fps is frames over the summed step times: at least the rate of the p99 step
-        assert 1e3 / r[f"{phase}_ms_p99"] <= r[f"{phase}_fps"] * 1.0001
+        # fps is frames over the summed step times: at least the rate of the p99 step. Both are rounded to
+        # 0.01 (ms, fps): a 0.404 ms step reads 0.40 ms, which alone would claim 2,500 fps against 2,477
+        assert 1e3 / (r[f"{phase}_ms_p99"] + 0.005) <= r[f"{phase}_fps"] + 0.005
         assert r[f"{phase}_fps_total"] == pytest.approx(streams * r[f"{phase}_fps"], rel=1e-3)
         assert r[f"{phase}_cpu_ms_p50"] > 0 and r[f"{phase}_cpu_fps"] > 0
     assert r["decodes_per_frame"] == 1.0  # the default `learned` policy: only the real decode

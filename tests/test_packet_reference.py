@@ -208,8 +208,8 @@ def reference_read(path: Path) -> list[Frame]:
 
 
 RECORDINGS = {
-    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips (v15 and v16
-    # send floor frames up to frame 19 and skip from 20, v14 from 16, so keyframes come every 24 frames)
+    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips (v17 sends
+    # floor frames up to frame 16 and skips from 17, v15 and v16 from 20, v14 from 16: keyframes come every 24)
     "static-skips": ["synthetic:static", "--max-frames", "34", "--keyframe-interval", "24"],
     # a real clip under rate control: budgets change frame by frame; keyframes every 10
     "clip-rate": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10"],
