@@ -228,6 +228,12 @@ def run_clip(
     if prior2 is not None and last2 is None:
         last2 = empty_last(b, model.cfg.fsq.levels, n, frames.device)
     full = torch.ones(b, n, dtype=torch.bool, device=frames.device)
+    # [B, T] rows whose frame t repeats frame t-1 of this window: known from the input, so found once here and
+    # not with a host sync per frame
+    held: Tensor | None = None
+    if no_worse_weight > 0:
+        held = frames.new_zeros(b, t_total, dtype=torch.bool)
+        held[:, 1:] = (frames[:, 1:] == frames[:, :-1]).flatten(2).all(2)
     loss = frames.new_zeros(())
     mse_sum, k_sum, err_sum, err_count, bits_sum, d_sum = 0.0, 0.0, 0.0, 0, 0.0, 0.0
     for t in range(t_total):
@@ -281,12 +287,10 @@ def run_clip(
                 l1 = (recon - x).abs().mean()
                 mse = (recon - x).pow(2).mean()
                 loss = loss + l1 + mse_weight * mse
-                if no_worse_weight > 0 and t > 0:
-                    held = (x == frames[:, t - 1]).flatten(1).all(1)
-                    if bool(held.any()):
-                        now = (recon - x).pow(2).flatten(1).mean(1)
-                        shown = (before - x).pow(2).flatten(1).mean(1)
-                        loss = loss + no_worse_weight * ((now - shown).clamp_min(0.0) * held).sum() / b
+                if held is not None and t > 0:
+                    now = (recon - x).pow(2).flatten(1).mean(1)
+                    shown = (before - x).pow(2).flatten(1).mean(1)
+                    loss = loss + no_worse_weight * ((now - shown).clamp_min(0.0) * held[:, t]).sum() / b
                 if bpp is not None:
                     loss = loss + rate_weight * bpp
                     bits_sum += float(bpp.detach()) * BITS_FRAME_PIXELS

@@ -109,16 +109,15 @@ class TargetCheck:
         missed for another reason (most often a stream shorter than rate control's window)."""
         if not self.missed:
             return None
-        who = f"stream {name!r}: " if name else ""
+        target = (f"{f'stream {name!r}: ' if name else ''}--target-bps {self.target_bps:g} "
+                  f"({self.target_bps / 1000:.1f} kbit/s)")
         if not self.below_floor:
             why = (f"; rate control holds a target over {HOLD_WINDOW_S:g} s and the stream lasted {self.seconds:.1f} s"
                    if 0 < self.seconds < HOLD_WINDOW_S else "")
-            return (f"{who}--target-bps {self.target_bps:g} ({self.target_bps / 1000:.1f} kbit/s) was missed: the "
-                    f"stream ran at {self.bits_per_s / 1000:.1f} kbit/s, {self.floor_share:.0%} of its frames at the "
-                    f"floor{why}")
-        return (f"{who}--target-bps {self.target_bps:g} ({self.target_bps / 1000:.1f} kbit/s) is below what this "
-                f"stream can reach: {self.floor_share:.0%} of its frames kept only the floor of tokens (N/16 a frame "
-                f"unless skipped), and it ran at {self.bits_per_s / 1000:.1f} kbit/s")
+            return (f"{target} was missed: the stream ran at {self.bits_per_s / 1000:.1f} kbit/s, "
+                    f"{self.floor_share:.0%} of its frames at the floor{why}")
+        return (f"{target} is below what this stream can reach: {self.floor_share:.0%} of its frames kept only the "
+                f"floor of tokens (N/16 a frame unless skipped), and it ran at {self.bits_per_s / 1000:.1f} kbit/s")
 
     def as_json(self) -> TargetJson:
         return {"target_bps": self.target_bps, "target_below_floor": self.below_floor,
