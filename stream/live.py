@@ -16,6 +16,7 @@ from typing import Any
 from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
+from .cancelling import cancel_and_wait
 from .capture import CAPTURE_CLOCK, Captured, CaptureOptions
 from .errors import StreamError
 from .info import stream_info
@@ -267,9 +268,7 @@ async def record_frames(
                 # recording holds every frame the summary counts
                 ended_by = "stopped"
                 await rx.stop_tasks()
-                if not pending.done():
-                    pending.cancel()
-                    await asyncio.wait([pending])
+                await cancel_and_wait(pending, raising=False)
                 ready = [] if pending.cancelled() or pending.exception() else [pending.result()]
                 pending = None
                 for f in [*ready, *rx.take_ready()]:

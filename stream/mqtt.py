@@ -6,7 +6,6 @@ are possible; receivers drop them by index)."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import re
 import socket
@@ -18,6 +17,7 @@ from types import TracebackType
 import aiomqtt
 
 from .broker_url import BrokerConfig
+from .cancelling import cancel_and_wait
 from .errors import StreamError
 
 log = logging.getLogger(__name__)
@@ -256,10 +256,12 @@ class MqttLink:
         self._closing = True
         self._closed.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, aiomqtt.MqttError):
-                await self._task
-            self._task = None
+            task, self._task = self._task, None
+            # cancelled until it ends: it may be publishing the stream's info (on_connect), where
+            # aiomqtt's wait_for can swallow one cancellation (stream/cancelling.py)
+            await cancel_and_wait(task, raising=False)
+            if not task.cancelled() and (e := task.exception()) is not None and not isinstance(e, aiomqtt.MqttError):
+                raise e
 
     async def __aenter__(self) -> MqttLink:
         await self.start()

@@ -6,7 +6,6 @@ feed it packets and carry its keyframe requests back to the sender."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -21,6 +20,7 @@ from livetok.engine.errors import TokenizerError
 from livetok.engine.runtime import Runtime
 
 from .bitrate import BitRate
+from .cancelling import cancel_and_wait
 from .errors import StreamError
 from .reorder import OrderResult, StreamOrderer
 from .session import ReceiverSession
@@ -219,11 +219,7 @@ class PacketReceiver:
         self._tasks.append(task)
 
     async def stop_tasks(self) -> None:
-        for t in [*self._tasks, *self._requests]:
-            t.cancel()
-        for t in [*self._tasks, *self._requests]:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(*self._tasks, *self._requests)
         self._tasks = []
 
     def __aiter__(self) -> PacketReceiver:

@@ -28,6 +28,7 @@ from livetok.engine.results import JsonResult, optional
 from livetok.engine.state import FrameTokens
 from livetok.export.preprocess import PreprocessConfig, Preprocessor, cupy_usable
 
+from .cancelling import cancel_and_wait
 from .capture import Captured
 from .errors import StreamError
 from .session import SenderSession, step_sessions
@@ -256,9 +257,7 @@ async def run_streams(
             await asyncio.wait([reading, halted], return_when=asyncio.FIRST_COMPLETED)
         finally:
             halted.cancel()
-            if not reading.done():
-                reading.cancel()
-                await asyncio.wait([reading])
+            await cancel_and_wait(reading, raising=False)
         if not reading.cancelled() and (e := reading.exception()) is not None:
             if not isinstance(e, StreamError):
                 raise e

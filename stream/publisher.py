@@ -4,7 +4,6 @@ retained info, periodic stats, and keyframe requests from receivers on the contr
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -18,6 +17,7 @@ from livetok.engine.config import SenderConfig
 from livetok.engine.runtime import Runtime
 
 from .broker_url import topics
+from .cancelling import cancel_and_wait
 from .errors import StreamError
 from .mqtt import Brokers, MqttLink
 from .session import SenderSession
@@ -95,10 +95,7 @@ class TokenPublisher:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         self._leaving = True
-        if self._reader is not None:
-            self._reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._reader
+        await cancel_and_wait(self._reader)
         try:
             await self._withdraw_info()
         finally:

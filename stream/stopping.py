@@ -5,7 +5,8 @@ and the end-of-stream packet; a receiver stops taking frames and finalises its r
 print their summary. The run then exits with 128 + the signal's number (130 for SIGINT, 143 for
 SIGTERM: the status a shell reports for a process killed by that signal), so scripts still see
 that it was stopped. A second signal restores the default action and delivers itself again: the
-process dies at once (for a shutdown that hangs, e.g. on a broker that is gone).
+process dies at once (for a shutdown that hangs, e.g. on a broker that is gone). A stopped run that
+has not ended after `stall_after_s` says so once, naming what it still waits on (stream/waiting_on.py).
 
     async with StopSignals() as stop:
         await run(..., stop=stop.event)
@@ -18,9 +19,12 @@ import asyncio
 import logging
 import os
 import signal
+import threading
 from collections.abc import Callable, Sequence
 from types import FrameType, TracebackType
 from typing import Any
+
+from .waiting_on import waiting_on
 
 __all__ = ["STOP_SIGNALS", "StopSignals"]
 
@@ -38,16 +42,20 @@ class StopSignals:
         signals: the signals that stop the run.
         on_stop: called with the signal's name when the first one arrives (e.g. to print
             "stopping...: finishing the stream").
+        stall_after_s: after the first signal, how long the run may take to end before a warning
+            names what it is still waiting on (None: never).
     """
 
     def __init__(self, signals: Sequence[signal.Signals] = STOP_SIGNALS,
-                 on_stop: Callable[[str], Any] | None = None) -> None:
+                 on_stop: Callable[[str], Any] | None = None, stall_after_s: float | None = 10.0) -> None:
         self.signals = tuple(signals)
         self.on_stop = on_stop
+        self.stall_after_s = stall_after_s
         self.event = asyncio.Event()
         self.signum: int | None = None
         self._previous: dict[signal.Signals, _Handler] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._timer: threading.Timer | None = None
 
     @property
     def name(self) -> str | None:
@@ -69,6 +77,17 @@ class StopSignals:
         self.event.set()
         if self.on_stop is not None:
             self.on_stop(sig.name)
+        if self.stall_after_s is not None:
+            # a thread, not a loop timer: it must also speak when the loop itself is blocked (a call
+            # that never returns); a daemon, so it never holds a process that is ending
+            self._timer = threading.Timer(self.stall_after_s, self._stalled, (sig.name,))
+            self._timer.daemon = True
+            self._timer.start()
+
+    def _stalled(self, name: str) -> None:
+        lines = waiting_on(self._loop)
+        log.warning("still finishing %g s after %s (send it again to quit at once); waiting on: %s",
+                    self.stall_after_s, name, "; ".join(lines) or "nothing in Python (a native call)")
 
     async def __aenter__(self) -> StopSignals:
         loop = asyncio.get_running_loop()
@@ -87,6 +106,8 @@ class StopSignals:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         assert self._loop is not None
+        if self._timer is not None:  # the run ended: nothing to report
+            self._timer.cancel()
         for sig, previous in self._previous.items():
             self._loop.remove_signal_handler(sig)
             if previous is not None:  # None: set outside Python; remove_signal_handler left the default

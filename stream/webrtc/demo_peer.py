@@ -9,7 +9,6 @@ the page too, and a request beyond it is shown, and held, as the bound it runs i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -28,6 +27,7 @@ from livetok.engine.rate_control import RateControlConfig, RateState, retarget
 from livetok.engine.runtime import Runtime
 from livetok.engine.state import FrameTokens
 
+from ..cancelling import cancel_and_wait
 from ..capture import Captured
 from ..heatmap import token_heatmap
 from ..pipeline import PipelineConfig, PipelineSnapshot, run_pipeline
@@ -209,10 +209,7 @@ class DemoPeer:
             return None
 
     async def stop(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+        await cancel_and_wait(self.task)
 
     # PacketSink: what a receiver would do with each packet, then show it
     def take_keyframe_request(self) -> bool:
