@@ -6,11 +6,12 @@
 # cores. The weights to measure are OUTDIR/elbo/model.safetensors: `experiments/postrun.sh OUTDIR/elbo` (name the
 # folder so that runs/em-<name> does not collide, e.g. a symlink).
 # HELD_WINDOW=64 (env) sets the held phase's gradient window and stream length (default 32: streams 32..64; 64: 64..96).
+# TRAIN_ARGS (env) adds flags to both calls, e.g. TRAIN_ARGS="--seed 1" for a second line on other batches.
 set -e
 INIT=$1; O=$2; H=${3:-12}; E=${4:-30}; S=${5:-300}; W=${HELD_WINDOW:-32}
 mkdir -p "$O"
 COMMON="--data ../shared/data/train --preset default --batch 8 --crop 96 --mse-weight 30 --rate-weight 0.9
-        --router-signal gain --steps 100000 --lr 2e-4 --lr-warmup 20 --threads 1"
+        --router-signal gain --steps 100000 --lr 2e-4 --lr-warmup 20 --threads 1 ${TRAIN_ARGS:-}"
 # shellcheck disable=SC2086  # COMMON is a list of flags
 livetok train $COMMON --init "$INIT" --head-steps 0 --arm fixed --fixed-rate 1.0 --freeze-prob 1.0 \
     --clip-frames "$W" --stream-frames "$W" $((W + 32)) --max-minutes "$H" -o "$O/held" > "$O/held.log" 2>&1
