@@ -360,8 +360,9 @@ async def run_streams(
         e = _first_error(group)
         raise e.with_traceback(e.__traceback__) from None
     finally:
-        reporter.cancel()
-        relay.cancel()
+        # until they end: the reporter publishes stats through aiomqtt, whose wait_for can swallow a
+        # cancellation (stream/cancelling.py); a reporter left running would hold asyncio.run's exit
+        await cancel_and_wait(reporter, relay, raising=False)
     if source_errors:
         raise next(iter(source_errors.values()))
     return st.snapshot()
