@@ -208,8 +208,8 @@ def reference_read(path: Path) -> list[Frame]:
 
 
 RECORDINGS = {
-    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips (v17 sends
-    # floor frames up to frame 16 and skips from 17, v15 and v16 from 20, v14 from 16: keyframes come every 24)
+    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips (v18 sends
+    # floor frames up to frame 12 and skips from 13, v17 from 17, v15 and v16 from 20: keyframes come every 24)
     "static-skips": ["synthetic:static", "--max-frames", "34", "--keyframe-interval", "24"],
     # a real clip under rate control: budgets change frame by frame; keyframes every 10
     "clip-rate": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10"],
