@@ -13,6 +13,7 @@ from livetok.engine.config import SenderConfig
 from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.cancelling import cancel_and_wait
 from livetok.stream.capture import CaptureOptions
 from livetok.stream.live import publish_sources
 from livetok.stream.pipeline import StreamPublished
@@ -110,9 +111,7 @@ async def await_ends(rx: Receiver, names: list[str], drainer: asyncio.Task[Any],
         if time.monotonic() > until:
             break
         await asyncio.sleep(0.05)
-    drainer.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await drainer
+    await cancel_and_wait(drainer)
 
 
 def bench_stream(model: Runtime, streams: list[int], seconds: float = 10.0, source: str = "synthetic",

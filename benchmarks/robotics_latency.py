@@ -34,6 +34,7 @@ import numpy as np
 from livetok.engine.config import BudgetConfig, SenderConfig
 from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
+from livetok.stream.cancelling import cancel_and_wait
 from livetok.stream.session import ReceiverSession, SenderSession
 from livetok.stream.stages import percentile
 from livetok.stream.video_io import read_video
@@ -78,9 +79,7 @@ async def mqtt_link() -> AsyncIterator[Link]:
             try:
                 yield _L()
             finally:
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await cancel_and_wait(task)
 
 
 @contextlib.asynccontextmanager

@@ -14,6 +14,7 @@ from livetok.engine.config import SenderConfig
 from livetok.engine.results import JsonResult
 from livetok.engine.runtime import Runtime
 from livetok.stream.broker_url import parse_broker_url
+from livetok.stream.cancelling import cancel_and_wait
 from livetok.stream.capture import CaptureOptions
 from livetok.stream.live import publish_source
 from livetok.stream.pipeline import PipelineSnapshot
@@ -139,10 +140,7 @@ async def _soak(model: Runtime, url: str, minutes: float, window_s: float, sourc
         wall = time.monotonic() - t0
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(drainer), 10)
-        for t in (drainer, sampler):
-            t.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
+        await cancel_and_wait(drainer, sampler)
         summary = rx.summary()
     end = usage()
     # growth measured from the first window (after warm-up: model, broker connection, caches)

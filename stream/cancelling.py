@@ -29,6 +29,7 @@ async def cancel_and_wait(*tasks: asyncio.Future[Any] | None, raising: bool = Tr
         for t in pending:
             t.cancel()
         _, pending = await asyncio.wait(pending, timeout=RESEND_S)
-    for t in ours if raising else []:
-        if not t.cancelled() and (e := t.exception()) is not None:
-            raise e
+    if raising:
+        for t in ours:
+            if not t.cancelled() and (e := t.exception()) is not None:
+                raise e

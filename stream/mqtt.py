@@ -6,6 +6,7 @@ are possible; receivers drop them by index)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 import socket
@@ -259,9 +260,8 @@ class MqttLink:
             task, self._task = self._task, None
             # cancelled until it ends: it may be publishing the stream's info (on_connect), where
             # aiomqtt's wait_for can swallow one cancellation (stream/cancelling.py)
-            await cancel_and_wait(task, raising=False)
-            if not task.cancelled() and (e := task.exception()) is not None and not isinstance(e, aiomqtt.MqttError):
-                raise e
+            with contextlib.suppress(aiomqtt.MqttError):
+                await cancel_and_wait(task)
 
     async def __aenter__(self) -> MqttLink:
         await self.start()

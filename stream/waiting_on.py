@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import sys
 import threading
+import traceback
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -53,30 +54,21 @@ def _task_lines(loop: asyncio.AbstractEventLoop) -> list[str]:
     return lines
 
 
-def _stack(frame: FrameType | None) -> list[FrameType]:
-    frames = []
-    while frame is not None:
-        frames.append(frame)
-        frame = frame.f_back
-    return frames  # innermost first
-
-
 def _thread_lines() -> list[str]:
     names = {t.ident: t.name for t in threading.enumerate()}
-    me = threading.get_ident()
+    me, main = threading.get_ident(), threading.main_thread().ident
     lines = []
     for ident, top in sys._current_frames().items():
         if ident == me:
             continue
-        stack = _stack(top)
+        stack = [f for f, _ in traceback.walk_stack(top)]  # innermost first
         # a worker thread is busy while a work item runs on it (concurrent/futures/thread.py); an idle one
         # waits for the next item and says nothing
-        runs = [i for i, f in enumerate(stack) if f.f_code.co_name == "run" and f.f_code.co_filename.endswith(
-            ("concurrent/futures/thread.py", "concurrent\\futures\\thread.py"))]
-        main = ident == threading.main_thread().ident
+        runs = [i for i, f in enumerate(stack)
+                if f.f_code.co_name == "run" and Path(f.f_code.co_filename).match("concurrent/futures/thread.py")]
         if runs:
             inner = stack[:runs[0]]
-        elif main and not top.f_code.co_filename.endswith("selectors.py"):
+        elif ident == main and not top.f_code.co_filename.endswith("selectors.py"):
             inner = stack  # the main thread stuck outside the event loop's select (a join, a blocking call)
         else:
             continue
