@@ -127,6 +127,7 @@ class LossyRelay:
         self._released = asyncio.Event()
         self._released.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._clients: set[asyncio.StreamWriter] = set()
 
     @property
     def url(self) -> str:
@@ -153,6 +154,11 @@ class LossyRelay:
     def release(self) -> None:
         self._released.set()
 
+    def cut(self) -> None:
+        """Close every relayed connection on the client's side, as a dying broker or link would."""
+        for w in list(self._clients):
+            w.close()
+
     def _drops(self, packet: bytes) -> bool:
         head = parse_publish(packet)
         if head is None or head.qos != 0 or not topic_matches_sub(self.topic, head.topic):
@@ -175,6 +181,7 @@ class LossyRelay:
             log.warning("lossy relay: broker %s:%d unreachable: %s", self.host, self.target_port, e)
             c_writer.close()
             return
+        self._clients.add(c_writer)
         for coro in (self._upstream(c_reader, s_writer), self._downstream(s_reader, c_writer)):
             task = asyncio.create_task(coro)
             self._tasks.add(task)
@@ -205,6 +212,7 @@ class LossyRelay:
             pass
         finally:
             writer.close()
+            self._clients.discard(writer)
 
 
 def _payload(packet: bytes) -> bytes:

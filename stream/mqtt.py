@@ -63,6 +63,16 @@ def brokers_text(brokers: Brokers) -> str:
     return ", ".join(b.url for b in broker_list(brokers))
 
 
+def _read_disconnect(client: aiomqtt.Client) -> None:
+    """Mark a lost connection's error as read. aiomqtt 2.5.1's `Client.__aexit__` returns early, without reading
+    it, when the connection died inside `async with` (e.g. under a publish in `on_connect`); asyncio then logs
+    "Future exception was never retrieved" and a traceback once the client is collected. The error itself was
+    already reported (the publish's MqttError, our one-line warning). aiomqtt PR #375 reworks that exit."""
+    disconnected = getattr(client, "_disconnected", None)  # private: no public accessor in 2.5
+    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
+
+
 class MqttLink:
     """A background connection to one broker, or to one node at a time of a broker cluster.
 
@@ -173,13 +183,15 @@ class MqttLink:
         backoff = 0.1
         failed_in_round = 0  # consecutive failed attempts; a whole round of nodes earns a backoff
         while not self._closing:
+            client: aiomqtt.Client | None = None
             try:
                 if never_resolves(self.broker.host):
                     raise aiomqtt.MqttError(f"[Errno {socket.EAI_NONAME}] Name or service not known")
-                async with aiomqtt.Client(
+                client = aiomqtt.Client(
                     **self.broker.client_kwargs(), identifier=self.identifier, clean_session=self.clean_session,
                     will=self.will, timeout=self.attempt_timeout_s,
-                ) as client:
+                )
+                async with client:
                     for topic, qos in self.subscriptions:
                         await client.subscribe(topic, qos=qos)
                     self._client = client
@@ -205,6 +217,8 @@ class MqttLink:
             finally:
                 self._client = None
                 self.connected.clear()
+                if client is not None:
+                    _read_disconnect(client)
             if self._closing:
                 break
             if self.down_since is None and self.connects > 0:  # downtime counts after the first connect

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -288,3 +289,44 @@ def test_link_publish_survives_a_timed_out_ack(mosquitto: Broker) -> None:
     got, connects = asyncio.run(main())
     assert connects == 1, "the connection stood throughout: no reconnect"
     assert got[0] == b"frame-0" and b"frame-1" in got and set(got) == {b"frame-0", b"frame-1"}
+
+
+@pytest.mark.broker
+def test_link_leaves_no_unread_disconnect_error(mosquitto: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """A connection lost while `on_connect` publishes ends aiomqtt's context early, which (2.5.1) leaves the
+    disconnect's exception unread: asyncio would log "Future exception was never retrieved" with a traceback
+    once the client is collected. The link reads it; the user sees only its one-line reconnect warning."""
+    import gc
+
+    from livetok.bench.lossy_relay import LossyRelay
+    from livetok.stream.mqtt import MqttLink
+
+    t = topics("cam0")
+
+    async def main() -> int:
+        async with LossyRelay(mosquitto.host, mosquitto.port, t.tokens, loss=0.0) as relay:
+
+            async def on_connect(client: aiomqtt.Client) -> None:
+                if link.connects == 1:  # the first connection dies while its publish waits for the ack
+                    relay.hold()
+                    asyncio.get_running_loop().call_later(0.3, relay.cut)
+                    try:
+                        await client.publish(t.info, b"info", qos=1, timeout=1.0)
+                    finally:
+                        relay.release()
+
+            link = MqttLink(parse_broker_url(relay.url), on_connect=on_connect, max_backoff_s=0.2)
+            async with link:
+                while link.connects < 2:
+                    await asyncio.sleep(0.05)
+                connects = link.connects
+            gc.collect()  # where the unread exception would be logged
+            await asyncio.sleep(0.1)
+            return connects
+
+    with caplog.at_level(logging.WARNING):
+        connects = asyncio.run(asyncio.wait_for(main(), 20))
+    assert connects == 2
+    unread = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
+    assert unread == []
+    assert any("unreachable" in r.getMessage() for r in caplog.records), "the lost connection is still reported"
