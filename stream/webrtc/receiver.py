@@ -20,6 +20,7 @@ from aiortc import RTCConfiguration, RTCDataChannel, RTCPeerConnection, RTCSessi
 
 from livetok.engine.runtime import Runtime
 
+from ..cancelling import cancel_and_wait
 from ..errors import StreamError
 from ..live import RecordOptions, record_frames
 from ..summaries import WebRTCReceiverSummary
@@ -66,8 +67,8 @@ class ReceiverEndpoint:
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if self._watch is not None:
-            self._watch.cancel()
+        # awaited, not only cancelled: a watcher still failing the receiver must not outlive it
+        await cancel_and_wait(self._watch)
         await self.receiver.stop_tasks()
         if self.pc is not None:
             await self.pc.close()
