@@ -154,6 +154,11 @@ class LossyRelay:
     def release(self) -> None:
         self._released.set()
 
+    @property
+    def connections(self) -> int:
+        """Client connections open on the client's side (its end not yet closed, nor cut)."""
+        return len(self._clients)
+
     def cut(self) -> None:
         """Close every relayed connection on the client's side, as a dying broker or link would."""
         for w in list(self._clients):
@@ -182,10 +187,13 @@ class LossyRelay:
             c_writer.close()
             return
         self._clients.add(c_writer)
-        for coro in (self._upstream(c_reader, s_writer), self._downstream(s_reader, c_writer)):
-            task = asyncio.create_task(coro)
+        up = asyncio.create_task(self._upstream(c_reader, s_writer))
+        down = asyncio.create_task(self._downstream(s_reader, c_writer))
+        for task in (up, down):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
+        # the client has closed its end once the upstream copy ends (the downstream one may be held)
+        up.add_done_callback(lambda _: self._clients.discard(c_writer))
 
     async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         framer = MqttFramer()
@@ -212,7 +220,7 @@ class LossyRelay:
             pass
         finally:
             writer.close()
-            self._clients.discard(writer)
+            self._clients.discard(writer)  # cut or failed on the relay's side
 
 
 def _payload(packet: bytes) -> bytes:

@@ -63,14 +63,24 @@ def brokers_text(brokers: Brokers) -> str:
     return ", ".join(b.url for b in broker_list(brokers))
 
 
-def _read_disconnect(client: aiomqtt.Client) -> None:
-    """Mark a lost connection's error as read. aiomqtt 2.5.1's `Client.__aexit__` returns early, without reading
-    it, when the connection died inside `async with` (e.g. under a publish in `on_connect`); asyncio then logs
-    "Future exception was never retrieved" and a traceback once the client is collected. The error itself was
-    already reported (the publish's MqttError, our one-line warning). aiomqtt PR #375 reworks that exit."""
-    disconnected = getattr(client, "_disconnected", None)  # private: no public accessor in 2.5
-    if isinstance(disconnected, asyncio.Future) and disconnected.done() and not disconnected.cancelled():
+def _discard(client: aiomqtt.Client) -> None:
+    """Leave nothing of an ended connection attempt behind. aiomqtt 2.5.1 (its private state: there is no public
+    accessor) leaves two things that asyncio later logs as an ERROR with a traceback:
+    - when the connection died inside `async with` (e.g. under a publish in `on_connect`), `__aexit__` returns early
+      without reading the disconnect's error: "Future exception was never retrieved" once the client is collected.
+      The error itself was already reported (the publish's MqttError, our one-line warning), so it is marked read.
+    - when the attempt ended before the CONNACK (stopped, or timed out), paho still holds the socket, and, if it
+      was stopped, the connect future is cancelled: the socket's later close runs aiomqtt's disconnect callback,
+      which raises CancelledError inside the loop ("Exception in callback"). A fresh future makes that callback a
+      no-op, and paho's disconnect closes the socket (after writing a DISCONNECT, as a polite client does).
+    aiomqtt PR #375 reworks that exit."""
+    disconnected = client._disconnected
+    if disconnected.done() and not disconnected.cancelled():
         disconnected.exception()
+    if client._connected.cancelled():
+        client._connected = asyncio.Future()
+    if client._client.socket() is not None:
+        client._client.disconnect()
 
 
 class MqttLink:
@@ -218,7 +228,7 @@ class MqttLink:
                 self._client = None
                 self.connected.clear()
                 if client is not None:
-                    _read_disconnect(client)
+                    _discard(client)
             if self._closing:
                 break
             if self.down_since is None and self.connects > 0:  # downtime counts after the first connect

@@ -330,3 +330,40 @@ def test_link_leaves_no_unread_disconnect_error(mosquitto: Broker, caplog: pytes
     unread = [r.getMessage() for r in caplog.records if "never retrieved" in r.getMessage()]
     assert unread == []
     assert any("unreachable" in r.getMessage() for r in caplog.records), "the lost connection is still reported"
+
+
+@pytest.mark.broker
+def test_link_stopped_while_connecting_leaves_no_socket(mosquitto: Broker, caplog: pytest.LogCaptureFixture) -> None:
+    """A link closed while its CONNECT waits for the CONNACK closes the socket (aiomqtt 2.5.1 left it open, and its
+    cancelled connect future made the socket's later close raise CancelledError inside the loop, logged with a
+    traceback)."""
+    import gc
+
+    from livetok.bench.lossy_relay import LossyRelay
+    from livetok.stream.mqtt import MqttLink
+
+    async def main() -> tuple[int, int]:
+        async with LossyRelay(mosquitto.host, mosquitto.port, "unused", loss=0.0) as relay:
+            relay.hold()  # the CONNACK never reaches the link
+            link = MqttLink(parse_broker_url(relay.url))
+            await link.start()
+            while relay.connections == 0:
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(0.2)  # the CONNECT is out, the CONNACK held
+            held = relay.connections
+            await link.close()
+            for _ in range(100):  # the link's DISCONNECT, then its socket's close, pass through the relay
+                if relay.connections == 0:
+                    break
+                await asyncio.sleep(0.02)
+            left = relay.connections
+            relay.cut()  # what a broker or a link would do to a socket still open
+            await asyncio.sleep(0.2)
+            gc.collect()
+            await asyncio.sleep(0.1)
+            return held, left
+
+    with caplog.at_level(logging.WARNING):
+        held, left = asyncio.run(asyncio.wait_for(main(), 20))
+    assert (held, left) == (1, 0)
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR] == []
