@@ -192,7 +192,8 @@ class LossyRelay:
         for task in (up, down):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
-        # the client has closed its end once the upstream copy ends (the downstream one may be held)
+        # the client's end is closed once the upstream copy ends, whoever closed it (the client, `cut`, or the
+        # downstream copy when the broker went): the downstream copy itself may be held
         up.add_done_callback(lambda _: self._clients.discard(c_writer))
 
     async def _upstream(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -220,7 +221,6 @@ class LossyRelay:
             pass
         finally:
             writer.close()
-            self._clients.discard(writer)  # cut or failed on the relay's side
 
 
 def _payload(packet: bytes) -> bytes:

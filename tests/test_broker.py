@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 import logging
 from pathlib import Path
@@ -296,8 +297,6 @@ def test_link_leaves_no_unread_disconnect_error(mosquitto: Broker, caplog: pytes
     """A connection lost while `on_connect` publishes ends aiomqtt's context early, which (2.5.1) leaves the
     disconnect's exception unread: asyncio would log "Future exception was never retrieved" with a traceback
     once the client is collected. The link reads it; the user sees only its one-line reconnect warning."""
-    import gc
-
     from livetok.bench.lossy_relay import LossyRelay
     from livetok.stream.mqtt import MqttLink
 
@@ -337,8 +336,6 @@ def test_link_stopped_while_connecting_leaves_no_socket(mosquitto: Broker, caplo
     """A link closed while its CONNECT waits for the CONNACK closes the socket (aiomqtt 2.5.1 left it open, and its
     cancelled connect future made the socket's later close raise CancelledError inside the loop, logged with a
     traceback)."""
-    import gc
-
     from livetok.bench.lossy_relay import LossyRelay
     from livetok.stream.mqtt import MqttLink
 

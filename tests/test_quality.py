@@ -102,8 +102,8 @@ def test_skip_mode_on_a_held_real_frame(shipped_model: Tokenizer, real_frames: n
     # v20 sharpens this frame 27.28 -> 28.45 -> 28.64 -> 28.80 ... 29.06 dB (tokens 768 / 439 / 104 / 71 / 54 / 49 /
     # 48 / 48 / 48) and skips from frame 9 (v19 27.14 -> 28.36 -> 28.61 -> 28.75 ... 29.18 dB, from frame 13;
     # v18 27.13 -> 28.33 -> 28.50 ... 28.95 dB, from frame 9; v17 ... 28.96 dB, from frame 11; v16 ... 28.95 dB,
-    # from frame 10; v15 ... 28.93 dB, from frame 13;
-    # v14 27.00 -> 28.12 -> 28.29 -> 28.40 ... 28.73 dB, from frame 10; v13 from frame 4)
+    # from frame 10; v15 ... 28.93 dB, from frame 13; v14 27.00 -> 28.12 -> 28.29 -> 28.40 ... 28.73 dB, from
+    # frame 10; v13 from frame 4)
     assert q[-1] == q[first] and q[first] >= q[1] + 0.2 and q[1] > q[0] + 0.5, (q, still)
     # each row equals its own single stream (the hold is per row)
     for row, x in ((0, held), (1, moving)):
