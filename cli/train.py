@@ -37,6 +37,8 @@ def register(sub: Subparsers) -> None:
     t.add_argument("--zero-k-prob", type=float, default=0.1, help="share of frames trained with no tokens")
     t.add_argument("--head-steps", type=int, default=1500,
                    help="then train the budget head alone for this many steps (0 = skip)")
+    t.add_argument("--head-schedule", default="constant", choices=["constant", "cosine"],
+                   help="the budget head's learning rate: constant, or annealed to 0 over --head-steps")
     t.add_argument("--no-head-skips", action="store_true",
                    help="the budget head's training streams never skip a frame (default: they skip as the "
                         "served router does, so the head learns on held frames)")
@@ -83,7 +85,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         amp=a.amp, channels_last=a.channels_last, seed=a.seed, threads=a.threads, device=a.device,
         depth_rate_scale=a.depth_rate_scale, grown_lr_scale=a.grown_lr_scale,
         router_signal=a.router_signal, zero_k_prob=a.zero_k_prob, head_steps=a.head_steps,
-        head_skips=not a.no_head_skips,
+        head_skips=not a.no_head_skips, head_schedule=a.head_schedule,
         data=DataConfig(crop=a.crop, synthetic_fraction=a.synthetic_fraction, freeze_prob=a.freeze_prob,
                         scale_range=(a.scale_range[0], a.scale_range[1])),
     )

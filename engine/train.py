@@ -81,6 +81,9 @@ class TrainConfig:
     checkpoint_every: int = 500
     head_steps: int = 1500  # then the budget head alone, on the frozen tokenizer (0 = skip)
     head_lr: float = 2e-3
+    # the head's schedule: "constant" (head_lr throughout), or "cosine" (annealed to 0 over head_steps, so the
+    # weights it ends on are not one noisy batch's step: the low-rate end of the curve follows them)
+    head_schedule: str = "constant"
     head_skips: bool = True  # the head's streams skip frames as the served router does (hold the shown frame)
     # stop after this much wall time (0 = only `steps`); the learning-rate schedule then follows
     # whichever of steps and time runs out first, so a fixed GPU window ends annealed
@@ -115,6 +118,8 @@ class TrainConfig:
                 or self.channels_last not in ("auto", "on", "off")):
             raise ValueError(f"sampler must be auto|host|device, amp and channels_last auto|on|off, got "
                              f"{self.sampler!r}, {self.amp!r}, {self.channels_last!r}")
+        if self.head_schedule not in ("constant", "cosine"):
+            raise ValueError(f"head_schedule must be constant|cosine, got {self.head_schedule!r}")
         if self.max_minutes < 0:
             raise ValueError(f"max_minutes must be >= 0, got {self.max_minutes}")
         if self.rate_weight < 0 or self.no_worse_weight < 0:
@@ -620,6 +625,9 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
     model.eval()
     skip_fraction = BudgetConfig().skip_fraction if cfg.head_skips else 0.0
     while head_step < cfg.head_steps:
+        if cfg.head_schedule == "cosine":
+            for g in opt.param_groups:
+                g["lr"] = cfg.head_lr * 0.5 * (1.0 + math.cos(math.pi * head_step / cfg.head_steps))
         frames, new = sample(cfg.clip_frames)
         new_t = torch.from_numpy(new)
         keep = (~new_t).to(device).view(-1, 1, 1, 1).float()
@@ -661,7 +669,8 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
         opt.step()
         head_step += 1
         if head_step % cfg.log_every == 0 or head_step == cfg.head_steps:
-            rec = {"head_step": head_step, "head_loss": float(loss.detach()), "time": time.time()}
+            rec = {"head_step": head_step, "head_loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
+                   "time": time.time()}
             logf.write(json.dumps(rec) + "\n")  # type: ignore[attr-defined]
             logf.flush()  # type: ignore[attr-defined]
             if plain:

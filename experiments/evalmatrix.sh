@@ -12,3 +12,6 @@ run learned025 --policy learned --rate 0.25
 run learned0125 --policy learned --rate 0.125
 run learned00625 --policy learned --rate 0.0625
 run learned003125 --policy learned --rate 0.03125
+# below 1/32 the curve is steep (skips and the N/16 floor) and x264's ratio is at its best there (twentieth session)
+run learned0025 --policy learned --rate 0.025
+run learned00208 --policy learned --rate 0.0208333

@@ -14,7 +14,8 @@ from pathlib import Path
 
 from livetok.bench.codecs import bits_at_psnr, psnr_at_bits
 
-POINTS = ("fixed1", "infotok05", "learned05", "learned025", "learned0125", "learned00625", "learned003125")
+POINTS = ("fixed1", "infotok05", "learned05", "learned025", "learned0125", "learned00625", "learned003125",
+          "learned0025", "learned00208")
 
 
 def log_bits(curve: list[tuple[float, float]]) -> list[dict[str, float]]:
@@ -40,7 +41,8 @@ def main() -> None:
         cells = [f"{k} {v[0]:.2f}/{v[1]:,.0f}" for k, v in got.items()]
         if len(learned) >= 2:
             cells.append(f"@2k {psnr_at_bits(log_bits(learned), math.log(2000)):.2f}")
-            cells.append("x264 " + " ".join(f"{b / math.exp(bits_at_psnr(x264, q)):.2f}x" for q, b in learned))
+            ratios = [b / math.exp(bits_at_psnr(x264, q)) for q, b in learned]
+            cells.append("x264 " + " ".join(f"{r:.2f}x" for r in ratios) + f" best {min(ratios):.2f}x")
         s = d / "static.json"
         if s.exists():
             o = json.loads(s.read_text())

@@ -208,9 +208,9 @@ def reference_read(path: Path) -> list[Frame]:
 
 
 RECORDINGS = {
-    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips (v20 sends
-    # floor frames up to frame 14 and skips from 15, v19 from 28, v18 from 13, v17 from 17, v15 and v16 from 20:
-    # keyframes come every 40, so a model may take up to 38 frames to settle)
+    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips (v21 sends
+    # floor frames up to frame 11 and skips from 12, v20 from 15, v19 from 28, v18 from 13, v17 from 17, v15 and v16
+    # from 20: keyframes come every 40, so a model may take up to 38 frames to settle)
     "static-skips": ["synthetic:static", "--max-frames", "46", "--keyframe-interval", "40"],
     # a real clip under rate control: budgets change frame by frame; keyframes every 10
     "clip-rate": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10"],

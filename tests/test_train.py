@@ -68,6 +68,15 @@ def test_head_only_from_weights_trains_the_head_alone_and_skips_change_its_strea
     assert not torch.equal(heads[True], heads[False])
     with pytest.raises(ValueError, match="head_steps"):
         TrainConfig(steps=0, head_steps=0)
+    # the annealed schedule: head_lr * (1 + cos(pi * step / steps)) / 2 at steps 0, 1, 2 of 3, logged per step
+    cfg = TrainConfig(**{**base.__dict__, "steps": 0, "head_steps": 3, "head_schedule": "cosine"})
+    train(cfg, tmp_path / "cosine", [], resume=False, progress=False, init_weights=str(init))
+    log = [json.loads(line) for line in (tmp_path / "cosine" / "log.jsonl").read_text().splitlines()]
+    assert [r["lr"] for r in log] == pytest.approx([2e-3, 1.5e-3, 0.5e-3])
+    assert [r["lr"] for r in (json.loads(line) for line in (tmp_path / "headTrue" / "log.jsonl").read_text()
+                              .splitlines())] == [2e-3] * 3
+    with pytest.raises(ValueError, match="head_schedule"):
+        TrainConfig(head_schedule="linear")
 
 
 def test_bad_train_config() -> None:
