@@ -344,13 +344,18 @@ def use_channels_last(cfg: TrainConfig, device: torch.device) -> bool:
     return cfg.channels_last == "on" or (cfg.channels_last == "auto" and device.type == "cpu")
 
 
+def _cosine(hi: float, lo: float, progress: float) -> float:
+    """Half a cosine from `hi` at progress 0 down to `lo` at progress 1 (and after)."""
+    return lo + 0.5 * (hi - lo) * (1 + math.cos(math.pi * min(1.0, progress)))
+
+
 def _lr(cfg: TrainConfig, step: int, elapsed_s: float = 0.0) -> float:
     if step < cfg.warmup_steps:
         return cfg.lr * (step + 1) / cfg.warmup_steps
     p = (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps)
     if cfg.max_minutes > 0:
         p = max(p, elapsed_s / (60.0 * cfg.max_minutes))
-    return cfg.min_lr + 0.5 * (cfg.lr - cfg.min_lr) * (1 + math.cos(math.pi * min(1.0, p)))
+    return _cosine(cfg.lr, cfg.min_lr, p)
 
 
 def train(
@@ -627,7 +632,7 @@ def _train_head(model: Tokenizer, cfg: TrainConfig, sample: Callable[[int], tupl
     while head_step < cfg.head_steps:
         if cfg.head_schedule == "cosine":
             for g in opt.param_groups:
-                g["lr"] = cfg.head_lr * 0.5 * (1.0 + math.cos(math.pi * head_step / cfg.head_steps))
+                g["lr"] = _cosine(cfg.head_lr, 0.0, head_step / cfg.head_steps)
         frames, new = sample(cfg.clip_frames)
         new_t = torch.from_numpy(new)
         keep = (~new_t).to(device).view(-1, 1, 1, 1).float()

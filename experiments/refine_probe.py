@@ -20,7 +20,6 @@ from torch import Tensor
 
 from livetok.engine.checkpoint import load_default, load_weights
 from livetok.engine.config import BudgetConfig, SenderConfig
-from livetok.engine.fsq import round_ste
 from livetok.engine.metrics import psnr
 from livetok.engine.model import Tokenizer
 from livetok.stream.session import SenderSession
@@ -45,19 +44,17 @@ def refined(self: Tokenizer, x: Tensor, prev_recon: Tensor, prev_hidden: Tensor,
         with torch.enable_grad():
             u = z.detach().clone().requires_grad_(True)
             opt = torch.optim.Adam([u], lr=LR)
-            half = (self.fsq.levels // 2).float().view(1, -1, 1, 1)
             mask = torch.ones(x.shape[0], z.shape[-2] * z.shape[-1], dtype=torch.bool)
-            best, best_idx = None, indices
+            best = None
             for _ in range(K + 1):
-                codes = round_ste(self.fsq.bound(u)) / half
+                codes, idx = self.fsq(u)  # rounding straight-through, as in training
                 recon, _ = self.decoder(codes, mask, prev_recon, prev_hidden)
                 loss = torch.mean((recon - x) ** 2)
                 if best is None or loss.item() < best:
-                    best, best_idx = loss.item(), self.fsq.codes_to_indices(codes.detach())
+                    best, indices = loss.item(), idx
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-            indices = best_idx
     return indices, (self.budget_head(features) if predict else None)
 
 

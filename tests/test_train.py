@@ -11,6 +11,11 @@ from livetok.engine.data import DataConfig
 from livetok.engine.train import TrainConfig, train
 
 
+def _log(run: Path) -> list[dict[str, float]]:
+    """A run's log.jsonl, one record per logged step."""
+    return [json.loads(line) for line in (run / "log.jsonl").read_text().splitlines()]
+
+
 def test_train_checkpoint_and_resume(tmp_path: Path) -> None:
     cfg = TrainConfig(preset="tiny", arm="elbo", steps=4, batch=2, clip_frames=2, stream_frames=(3, 5), lr=1e-3,
                       warmup_steps=2, log_every=1, checkpoint_every=2, head_steps=0,
@@ -19,18 +24,18 @@ def test_train_checkpoint_and_resume(tmp_path: Path) -> None:
     p = train(cfg, out, [], resume=False, progress=False)
     m = load_weights(p)
     assert m.cfg.name == "tiny"
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = _log(out)
     assert [r["step"] for r in log] == [1, 2, 3, 4]
     assert all(r["loss"] > 0 and 0 < r["rate"] <= 1 for r in log)
     # resume: a longer run continues from step 4, it does not start over
     cfg6 = TrainConfig(**{**cfg.__dict__, "steps": 6})
     train(cfg6, out, [], resume=True, progress=False)
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = _log(out)
     assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]
     # the same command with a head phase resumes after the main steps and trains only the head
     before = {k: v.clone() for k, v in load_weights(out / "model.safetensors").state_dict().items()}
     train(TrainConfig(**{**cfg6.__dict__, "head_steps": 3}), out, [], resume=True, progress=False)
-    log = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+    log = _log(out)
     assert [r["head_step"] for r in log if "head_step" in r] == [1, 2, 3]
     after = load_weights(out / "model.safetensors").state_dict()
     changed = {k for k in after if not torch.equal(after[k], before[k])}
@@ -42,7 +47,7 @@ def test_other_arms_run(tmp_path: Path, arm: str) -> None:
     cfg = TrainConfig(preset="tiny", arm=arm, fixed_rate=0.5, steps=1, batch=2, clip_frames=2,
                       log_every=1, head_steps=0, data=DataConfig(crop=32, synthetic_fraction=1.0))
     train(cfg, tmp_path, [], resume=False, progress=False)
-    rate = json.loads((tmp_path / "log.jsonl").read_text().splitlines()[-1])["rate"]
+    rate = _log(tmp_path)[-1]["rate"]
     if arm == "fixed":
         assert rate == pytest.approx(0.5)
 
@@ -62,7 +67,7 @@ def test_head_only_from_weights_trains_the_head_alone_and_skips_change_its_strea
         after = load_weights(p).state_dict()
         changed = {k for k in after if not torch.equal(after[k], before[k])}
         assert changed and all(k.startswith("budget_head.") for k in changed), sorted(changed)[-3:]
-        log = [json.loads(line) for line in (tmp_path / f"head{skips}" / "log.jsonl").read_text().splitlines()]
+        log = _log(tmp_path / f"head{skips}")
         assert [r["head_step"] for r in log] == [1, 2, 3]
         heads[skips] = after["budget_head.out.weight"]
     assert not torch.equal(heads[True], heads[False])
@@ -71,10 +76,9 @@ def test_head_only_from_weights_trains_the_head_alone_and_skips_change_its_strea
     # the annealed schedule: head_lr * (1 + cos(pi * step / steps)) / 2 at steps 0, 1, 2 of 3, logged per step
     cfg = TrainConfig(**{**base.__dict__, "steps": 0, "head_steps": 3, "head_schedule": "cosine"})
     train(cfg, tmp_path / "cosine", [], resume=False, progress=False, init_weights=str(init))
-    log = [json.loads(line) for line in (tmp_path / "cosine" / "log.jsonl").read_text().splitlines()]
+    log = _log(tmp_path / "cosine")
     assert [r["lr"] for r in log] == pytest.approx([2e-3, 1.5e-3, 0.5e-3])
-    assert [r["lr"] for r in (json.loads(line) for line in (tmp_path / "headTrue" / "log.jsonl").read_text()
-                              .splitlines())] == [2e-3] * 3
+    assert [r["lr"] for r in _log(tmp_path / "headTrue")] == [2e-3] * 3
     with pytest.raises(ValueError, match="head_schedule"):
         TrainConfig(head_schedule="linear")
 
@@ -121,7 +125,7 @@ def test_train_stops_at_max_minutes_with_rate_term(tmp_path: Path) -> None:
                       log_every=1, head_steps=0, max_minutes=0.05, rate_weight=0.1, sampler="device", warmup_steps=1,
                       data=DataConfig(crop=32, synthetic_fraction=1.0))
     train(cfg, tmp_path, [], resume=False, progress=False)
-    log = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    log = _log(tmp_path)
     assert 1 <= len(log) < 10_000
     assert all(r["bits"] > 0 for r in log)
     assert log[-1]["lr"] < 0.5 * cfg.lr  # the schedule followed the clock
