@@ -208,10 +208,11 @@ def reference_read(path: Path) -> list[Frame]:
 
 
 RECORDINGS = {
-    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips. At rate 0.25:
-    # v22 at the default 0.5 sends floor frames for good (120 frames tried) where it holds a real still frame from
-    # frame 16 (test_quality); at 0.25 it skips from frame 13. At 0.5 v21 skipped from 12, v20 from 15, v19 from 28,
-    # v18 from 13, v17 from 17, v15 and v16 from 20: keyframes come every 40, so a model may take 38 frames to settle
+    # a still scene: each keyframe sharpens over a few frames, then frames at the floor, then skips. Run at rate 0.25:
+    # v22 and v23 at the default 0.5 send floor frames for good where they hold a real still frame
+    # from frame 16 and 11 (test_quality); at 0.25 v23 skips from frame 10, v22 from 13. At 0.5 v21 skipped from 12, v20
+    # from 15, v19 from 28, v18 from 13, v17 from 17, v15 and v16 from 20: keyframes come every 40, so a model may take
+    # 38 frames to settle
     "static-skips": ["synthetic:static", "--max-frames", "46", "--keyframe-interval", "40", "--rate", "0.25"],
     # a real clip under rate control: budgets change frame by frame; keyframes every 10
     "clip-rate": [None, "--max-frames", "20", "--target-bps", "40000", "--keyframe-interval", "10"],
